@@ -1,0 +1,1 @@
+//! GStreamer plugin `clipdenoise` (element in a later change).

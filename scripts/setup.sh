@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One idempotent setup: installs what a fresh Debian 12 machine lacks, quietly and fast
+# when everything is already there, then builds the workspace in release mode.
+#   TORCH_VENV=/path   where the torch==2.11.0 venv lives (default /opt/torch-2.11.0-venv)
+#   SETUP_NO_BUILD=1   install only, skip `cargo build --release`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+APT_PACKAGES=(pkg-config g++ make libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav libjemalloc2 python3-venv)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+torch_ok() { "$TORCH_VENV/bin/python" -c 'import sys,torch; sys.exit(0 if torch.__version__.split("+")[0]=="2.11.0" else 1)' 2>/dev/null; }
+if ! torch_ok; then
+  echo "setup: installing torch==2.11.0 into $TORCH_VENV (about 2.6 GB, once)"
+  python3 -m venv "$TORCH_VENV"
+  "$TORCH_VENV/bin/pip" install -q --disable-pip-version-check torch==2.11.0 numpy
+  torch_ok || { echo "setup: torch 2.11.0 did not install into $TORCH_VENV" >&2; exit 1; }
+fi
+
+if [ -z "${SETUP_NO_BUILD:-}" ]; then
+  cargo build --release --quiet --workspace
+fi

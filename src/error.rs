@@ -1,0 +1,65 @@
+//! The library's typed errors. Every message is one line that names the problem.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid model config: {0}")]
+    Config(String),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A weights file that is not what it claims to be (bad magic, truncated, unsafe pickle, ...).
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+
+    /// A weights file whose tensors do not fit the model.
+    #[error("{path}: {msg}")]
+    Weights { path: PathBuf, msg: String },
+
+    #[error("unknown device '{0}' (expected auto, cpu, cuda or cuda:N)")]
+    UnknownDevice(String),
+
+    #[error("device {0} is not available: {1}")]
+    DeviceUnavailable(String, String),
+
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    #[error("download failed: {0}")]
+    Download(String),
+
+    #[error("libtorch: {0}")]
+    Torch(String),
+
+    #[error("the model worker stopped")]
+    WorkerGone,
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        // libtorch errors carry a multi-line C++ backtrace; keep the first line.
+        let s = e.to_string();
+        let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        Error::Torch(first.to_string())
+    }
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Format { path: path.into(), msg: msg.into() }
+    }
+    pub fn weights(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Weights { path: path.into(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,14 @@
+//! clipdenoise: the CLIPDenoising network in Rust with libtorch, and the streaming machinery
+//! around it. This crate never links GStreamer; the element lives in `gst-plugin/`.
+//!
+//! Where things are:
+//! - [`model`]: the network (encoder, decoder, configs/presets).
+//! - [`weights`]: the safetensors weight format, importers, `weights fetch`.
+//! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
+
+pub mod error;
+pub mod model;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use model::{ClipDenoise, Config};

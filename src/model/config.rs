@@ -1,0 +1,113 @@
+//! Model shapes: the paper's `clip-rn50` and smaller CPU presets of the same architecture.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The shape of a CLIPDenoising network: a CLIP ModifiedResNet encoder (stem + layer1..layer3,
+/// `blocks` Bottlenecks each; layer4 is never built) and the depth-5 U-Net decoder whose
+/// channel counts follow `width`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Stem width `w` (64 in CLIP RN50). Features have w, 4w, 8w, 16w channels.
+    pub width: i64,
+    /// Bottleneck blocks in layer1, layer2, layer3.
+    pub blocks: [i64; 3],
+    /// Progressive feature augmentation level `a` (training only): F_k *= 1 + N(0,1)*k*a.
+    #[serde(default = "default_aug_level")]
+    pub aug_level: f64,
+}
+
+fn default_aug_level() -> f64 {
+    0.025
+}
+
+/// Named presets. `clip-rn50` is the paper's model (OpenAI's CLIP RN50 encoder);
+/// the others are the same architecture at CPU-friendly sizes.
+pub const PRESETS: &[(&str, Config)] = &[
+    ("clip-rn50", Config { width: 64, blocks: [3, 4, 6], aug_level: 0.025 }),
+    ("small", Config { width: 32, blocks: [1, 1, 1], aug_level: 0.025 }),
+    ("tiny", Config { width: 16, blocks: [1, 1, 1], aug_level: 0.025 }),
+    ("nano", Config { width: 8, blocks: [1, 1, 1], aug_level: 0.025 }),
+];
+
+impl Config {
+    pub fn preset(name: &str) -> Result<Config> {
+        PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| {
+                let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+                Error::Config(format!("unknown preset '{name}' (known: {})", names.join(", ")))
+            })
+    }
+
+    pub fn clip_rn50() -> Config {
+        PRESETS[0].1.clone()
+    }
+
+    /// The preset name when the shape matches one, else `w{width}-b{l1}{l2}{l3}`.
+    pub fn name(&self) -> String {
+        PRESETS
+            .iter()
+            .find(|(_, c)| c.width == self.width && c.blocks == self.blocks)
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_else(|| {
+                format!("w{}-b{}{}{}", self.width, self.blocks[0], self.blocks[1], self.blocks[2])
+            })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.width < 2 || self.width % 2 != 0 || self.width > 1024 {
+            return Err(Error::Config(format!(
+                "width must be an even number from 2 to 1024, got {}",
+                self.width
+            )));
+        }
+        if let Some(b) = self.blocks.iter().find(|&&b| !(1..=64).contains(&b)) {
+            return Err(Error::Config(format!(
+                "every layer needs 1 to 64 blocks, got {b} in {:?}",
+                self.blocks
+            )));
+        }
+        if !(0.0..1.0).contains(&self.aug_level) || self.aug_level.is_nan() {
+            return Err(Error::Config(format!(
+                "aug_level must be in [0, 1), got {}",
+                self.aug_level
+            )));
+        }
+        Ok(())
+    }
+
+    /// Input sides must be multiples of this (five 2x downsamplings).
+    pub const MULTIPLE: i64 = 32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_name_themselves() {
+        for (name, c) in PRESETS {
+            c.validate().unwrap();
+            assert_eq!(&c.name(), name);
+            assert_eq!(&Config::preset(name).unwrap(), c);
+        }
+        assert!(Config::preset("rn101").unwrap_err().to_string().contains("clip-rn50"));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_field_named() {
+        let mut c = Config::clip_rn50();
+        c.width = 7;
+        assert!(c.validate().unwrap_err().to_string().contains("width"));
+        let mut c = Config::clip_rn50();
+        c.blocks = [3, 0, 6];
+        assert!(c.validate().unwrap_err().to_string().contains("blocks"));
+        let mut c = Config::clip_rn50();
+        c.aug_level = f64::NAN;
+        assert!(c.validate().unwrap_err().to_string().contains("aug_level"));
+    }
+}

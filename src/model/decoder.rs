@@ -1,0 +1,72 @@
+//! The learned U-Net decoder: depth 5, 3x3 convs without bias, LeakyReLU(0.2), bilinear x2
+//! upsampling (align_corners), concatenation [upsampled, skip]. Keys: `up_path.{i}.conv_block.block.{0,2}.weight`, `last.weight`.
+
+use tch::{nn, Kind, Tensor};
+
+use super::config::Config;
+use super::layers::{conv3x3, to_layout};
+
+pub const LEAKY_SLOPE: f64 = 0.2;
+
+#[derive(Debug)]
+struct ConvBlock {
+    conv0: nn::Conv2D,
+    conv2: nn::Conv2D,
+}
+
+impl ConvBlock {
+    fn new(p: &nn::Path, cin: i64, cout: i64) -> Self {
+        let b = p / "conv_block" / "block";
+        ConvBlock { conv0: conv3x3(&b / "0", cin, cout), conv2: conv3x3(&b / "2", cout, cout) }
+    }
+
+    fn forward(&self, x: &Tensor, slope: &Tensor) -> Tensor {
+        let h = x.apply(&self.conv0).prelu(slope);
+        h.apply(&self.conv2).prelu(slope)
+    }
+}
+
+#[derive(Debug)]
+pub struct Decoder {
+    up_path: Vec<ConvBlock>,
+    last: nn::Conv2D,
+}
+
+impl Decoder {
+    /// `p` is the root path (keys `up_path.*` and `last.*` sit at the top level).
+    pub fn new(p: &nn::Path, cfg: &Config) -> Self {
+        let w = cfg.width;
+        let up = p / "up_path";
+        // (in, out) of each block: F4 block, then [x, F3], [x, F2], [x, F1], [x, image].
+        let shapes = [(16 * w, 8 * w), (16 * w, 4 * w), (8 * w, 2 * w), (3 * w, w), (w + 3, w)];
+        let up_path = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(cin, cout))| ConvBlock::new(&(&up / i.to_string()), cin, cout))
+            .collect();
+        Decoder { up_path, last: conv3x3(p / "last", w, 3) }
+    }
+
+    /// `feats` = [image, F1, F2, F3, F4].
+    pub fn forward(&self, feats: &[Tensor]) -> Tensor {
+        let slope = Tensor::from_slice(&[LEAKY_SLOPE])
+            .to_kind(feats[4].kind())
+            .to_device(feats[4].device());
+        let mut x = self.up_path[0].forward(&feats[4], &slope);
+        for (block, skip) in self.up_path[1..].iter().zip(feats[..4].iter().rev()) {
+            let (h, w) = (x.size()[2], x.size()[3]);
+            let up = x.upsample_bilinear2d([h * 2, w * 2], true, None::<f64>, None::<f64>);
+            x = block.forward(&Tensor::cat(&[&up, skip], 1), &slope);
+        }
+        x.apply(&self.last)
+    }
+
+    /// Inference copies of the weights in `kind` and layout (the var store keeps f32 masters).
+    pub fn prepare(&mut self, kind: Kind, channels_last: bool) {
+        let _guard = tch::no_grad_guard();
+        let convs = self.up_path.iter_mut().flat_map(|b| [&mut b.conv0, &mut b.conv2]);
+        for conv in convs.chain(std::iter::once(&mut self.last)) {
+            conv.ws = to_layout(&conv.ws.to_kind(kind), channels_last);
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The CLIPDenoising network ("Transfer CLIP for Generalizable Image Denoising", CVPR 2024):
+//! a CLIP ResNet encoder whose multi-scale features, plus the noisy image, feed a U-Net decoder.
+//! See `shared/reference/MODEL.md` for the specification this follows line by line.
+
+mod config;
+mod decoder;
+mod encoder;
+mod layers;
+
+pub use config::{Config, PRESETS};
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+
+use tch::{nn, Kind, Tensor};
+
+/// The whole network. Build it on a `VarStore` root; tensor names match the authors'
+/// checkpoints (`encoder.*`, `up_path.*`, `last.weight`).
+#[derive(Debug)]
+pub struct ClipDenoise {
+    pub config: Config,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+}
+
+impl ClipDenoise {
+    pub fn new(root: &nn::Path, config: &Config) -> Self {
+        ClipDenoise {
+            config: config.clone(),
+            encoder: Encoder::new(&(root / "encoder"), config),
+            decoder: Decoder::new(root, config),
+        }
+    }
+
+    /// The dense features the decoder consumes: [image, F1, F2, F3, F4]. In training mode the
+    /// encoder features get progressive feature augmentation: F_k *= 1 + N(0,1) * k * aug_level.
+    pub fn features(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut feats = vec![x.shallow_clone()];
+        for (k, f) in self.encoder.forward_t(x, train).into_iter().enumerate() {
+            let a = (k + 1) as f64 * self.config.aug_level;
+            feats.push(if train && a > 0.0 { &f * (f.randn_like() * a + 1.0) } else { f });
+        }
+        feats
+    }
+
+    /// Noisy RGB in [0, 1] (N, 3, H, W), H and W multiples of 32 -> clean RGB (not clamped).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.decoder.forward(&self.features(x, train))
+    }
+
+    /// Turn this instance into an inference engine: BatchNorm folded into the encoder convs,
+    /// weights copied to `kind` and, if asked, channels_last layout. Training must not use it.
+    pub fn prepare_inference(&mut self, kind: Kind, channels_last: bool) {
+        for cb in self.encoder.conv_bns_mut() {
+            cb.fuse(kind, channels_last);
+        }
+        self.decoder.prepare(kind, channels_last);
+    }
+}
+
+impl nn::ModuleT for ClipDenoise {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        ClipDenoise::forward_t(self, xs, train)
+    }
+}

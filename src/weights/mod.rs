@@ -1,0 +1,293 @@
+//! Weight files. The project's format is safetensors with the model `Config` and provenance
+//! in `__metadata__`; loading is strict (every name, shape and dtype checked).
+//!
+//! - [`import`]: OpenAI's `RN50.pt` and the authors' `net_g_latest.pth` (restricted unpickler).
+//! - [`fetch`]: `weights fetch clip-rn50` (download, resume, SHA-256 check, conversion).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, View};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{ClipDenoise, Config};
+
+/// Named tensors, sorted by name.
+pub type TensorMap = BTreeMap<String, Tensor>;
+
+/// `__metadata__` keys written by this project.
+pub const META_FORMAT: &str = "format";
+pub const META_CONFIG: &str = "clipdenoise.config";
+pub const META_SOURCE: &str = "clipdenoise.source";
+pub const META_TRAINING_DATA: &str = "clipdenoise.training_data";
+pub const META_STEPS: &str = "clipdenoise.steps";
+pub const FORMAT_TAG: &str = "clipdenoise-v1";
+
+/// Where a weights file came from; stored next to the config in the file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    pub source: String,
+    pub training_data: String,
+    pub steps: u64,
+}
+
+fn kind_to_dtype(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Uint8 => Dtype::U8,
+        _ => return None,
+    })
+}
+
+fn dtype_to_kind(d: Dtype) -> Option<Kind> {
+    Some(match d {
+        Dtype::F32 => Kind::Float,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F64 => Kind::Double,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::U8 => Kind::Uint8,
+        _ => return None,
+    })
+}
+
+/// Read every tensor of a safetensors file onto the CPU, with its `__metadata__`.
+pub fn read_safetensors(path: &Path) -> Result<(TensorMap, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_safetensors(&bytes, path)
+}
+
+/// Parse safetensors bytes (`path` names the source in errors).
+pub fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(TensorMap, HashMap<String, String>)> {
+    let bad = |msg: String| Error::format(path, format!("not a valid safetensors file: {msg}"));
+    if bytes.len() < 8 {
+        return Err(bad(format!("only {} bytes", bytes.len())));
+    }
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = TensorMap::new();
+    for (name, view) in st.tensors() {
+        let kind = dtype_to_kind(view.dtype())
+            .ok_or_else(|| bad(format!("tensor {name} has unsupported dtype {:?}", view.dtype())))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        out.insert(name, t);
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+struct OwnedView {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &OwnedView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn owned_view(name: &str, t: &Tensor) -> Result<OwnedView> {
+    let t = t.f_to_device(Device::Cpu)?.f_contiguous()?;
+    let dtype = kind_to_dtype(t.kind())
+        .ok_or_else(|| Error::Input(format!("tensor {name}: cannot store {:?}", t.kind())))?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    if numel > 0 {
+        t.f_copy_data_u8(&mut data, numel)?;
+    }
+    Ok(OwnedView { dtype, shape: t.size().iter().map(|&s| s as usize).collect(), data })
+}
+
+/// Write tensors + metadata as safetensors, atomically (temporary file, then rename).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &TensorMap,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views: Vec<(String, OwnedView)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), owned_view(n, t)?)))
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n, v)), Some(metadata))
+        .map_err(|e| Error::format(path, e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// Write a file through `<path>.tmp` + rename so a crash never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// The model's metadata block: format tag, config (JSON) and provenance.
+pub fn model_metadata(config: &Config, prov: &Provenance) -> HashMap<String, String> {
+    HashMap::from([
+        (META_FORMAT.to_string(), FORMAT_TAG.to_string()),
+        (META_CONFIG.to_string(), serde_json::to_string(config).expect("config serialises")),
+        (META_SOURCE.to_string(), prov.source.clone()),
+        (META_TRAINING_DATA.to_string(), prov.training_data.clone()),
+        (META_STEPS.to_string(), prov.steps.to_string()),
+    ])
+}
+
+pub fn provenance_from_metadata(meta: &HashMap<String, String>) -> Provenance {
+    let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
+    Provenance {
+        source: get(META_SOURCE),
+        training_data: get(META_TRAINING_DATA),
+        steps: get(META_STEPS).parse().unwrap_or(0),
+    }
+}
+
+/// The config stored in a file's metadata, if any.
+pub fn config_from_metadata(meta: &HashMap<String, String>, path: &Path) -> Result<Option<Config>> {
+    match meta.get(META_CONFIG) {
+        None => Ok(None),
+        Some(s) => {
+            let c: Config = serde_json::from_str(s)
+                .map_err(|e| Error::format(path, format!("bad {META_CONFIG} metadata: {e}")))?;
+            c.validate().map_err(|e| Error::format(path, e.to_string()))?;
+            Ok(Some(c))
+        }
+    }
+}
+
+/// Infer the config from tensor shapes (for state dicts without our metadata, e.g. the
+/// authors' checkpoints): width from `encoder.conv3.weight`, blocks by counting.
+pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
+    let conv3 = tensors.get("encoder.conv3.weight").ok_or_else(|| {
+        Error::weights(path, "cannot infer the model config: no encoder.conv3.weight")
+    })?;
+    let width = conv3.size()[0];
+    let mut blocks = [0i64; 3];
+    for (i, b) in blocks.iter_mut().enumerate() {
+        while tensors.contains_key(&format!("encoder.layer{}.{}.conv1.weight", i + 1, *b)) {
+            *b += 1;
+        }
+    }
+    let cfg = Config { width, blocks, aug_level: 0.025 };
+    cfg.validate().map_err(|e| Error::weights(path, e.to_string()))?;
+    Ok(cfg)
+}
+
+/// Which tensors a load may leave at their initial values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Every model tensor must be in the file.
+    Error,
+    /// The file may hold the encoder only (training a fresh decoder on imported CLIP weights).
+    DecoderMayBeMissing,
+}
+
+/// Copy `tensors` into the variables of `vs`, checking every name, shape and dtype.
+/// Tensors named `encoder.layer4.*` are ignored (the model never builds layer4); any other
+/// unexpected tensor is an error, and so is a missing one (unless `missing` allows it).
+pub fn load_into(vs: &nn::VarStore, tensors: &TensorMap, path: &Path, missing: Missing) -> Result<()> {
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        match tensors.get(name) {
+            None if missing == Missing::DecoderMayBeMissing && !name.starts_with("encoder.") => {}
+            None => return Err(Error::weights(path, format!("missing tensor {name}"))),
+            Some(t) => {
+                if t.size() != var.size() {
+                    return Err(Error::weights(
+                        path,
+                        format!("tensor {name} has shape {:?}, the model needs {:?}", t.size(), var.size()),
+                    ));
+                }
+                if t.kind() != var.kind() {
+                    return Err(Error::weights(
+                        path,
+                        format!("tensor {name} has dtype {:?}, the model needs {:?}", t.kind(), var.kind()),
+                    ));
+                }
+                tch::no_grad(|| var.shallow_clone().f_copy_(t))?;
+            }
+        }
+    }
+    if let Some(extra) = tensors
+        .keys()
+        .find(|k| !vars.contains_key(*k) && !k.starts_with("encoder.layer4."))
+    {
+        return Err(Error::weights(path, format!("unexpected tensor {extra}")));
+    }
+    Ok(())
+}
+
+/// A model loaded from a weights file, with its var store (the f32 masters).
+pub struct LoadedModel {
+    pub vs: nn::VarStore,
+    pub model: ClipDenoise,
+    pub provenance: Provenance,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel").field("config", &self.model.config).finish()
+    }
+}
+
+/// Build the model described by `tensors` (config from metadata, else inferred) on `device`.
+pub fn build_model(
+    tensors: &TensorMap,
+    meta: &HashMap<String, String>,
+    path: &Path,
+    device: Device,
+    missing: Missing,
+) -> Result<LoadedModel> {
+    let config = match config_from_metadata(meta, path)? {
+        Some(c) => c,
+        None => infer_config(tensors, path)?,
+    };
+    let vs = nn::VarStore::new(device);
+    let model = ClipDenoise::new(&vs.root(), &config);
+    load_into(&vs, tensors, path, missing)?;
+    Ok(LoadedModel { vs, model, provenance: provenance_from_metadata(meta) })
+}
+
+/// Load a complete model from a safetensors weights file.
+pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
+    let (tensors, meta) = read_safetensors(path)?;
+    build_model(&tensors, &meta, path, device, Missing::Error)
+}
+
+/// Save a model (its var store) with config and provenance.
+pub fn save_model(path: &Path, vs: &nn::VarStore, config: &Config, prov: &Provenance) -> Result<()> {
+    let tensors: TensorMap = vs.variables().into_iter().collect();
+    write_safetensors(path, &tensors, model_metadata(config, prov))
+}
