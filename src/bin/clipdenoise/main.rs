@@ -1,1 +1,86 @@
-fn main() {}
+//! The `clipdenoise` command line: a thin layer over the core library's API and events.
+//! One module per subcommand, each with its clap `Args` and a `run`.
+
+// jemalloc as the process allocator, exported unprefixed so libtorch allocates through it too,
+// with pages retained (TOOLCHAIN.md: glibc malloc mmaps/unmaps every large activation).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc reads its options from this exported symbol at start-up.
+#[allow(non_upper_case_globals)]
+#[export_name = "malloc_conf"]
+pub static malloc_conf: &[u8; 36] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
+
+mod bench;
+mod eval;
+mod image;
+mod import;
+mod info;
+mod train;
+#[cfg(feature = "gst")]
+mod video;
+mod weights;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "clipdenoise",
+    version,
+    about = "Streaming video denoiser: the CLIPDenoising network (CVPR 2024) on libtorch",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Denoise a video file through a GStreamer pipeline around the clipdenoise element
+    #[cfg(feature = "gst")]
+    Video(video::Args),
+    /// Denoise still images (PNG 8/16-bit, JPEG, TIFF)
+    Image(image::Args),
+    /// Show versions, devices and the models found
+    Info(info::Args),
+    /// Convert OpenAI CLIP or the authors' checkpoints into clipdenoise weights
+    #[command(subcommand)]
+    Import(import::Command),
+    /// Download and convert published weights
+    #[command(subcommand)]
+    Weights(weights::Command),
+    /// Train a model from a TOML config (checkpoints and resumes)
+    Train(train::Args),
+    /// Evaluate PSNR/SSIM with the paper's protocol
+    Eval(eval::Args),
+    /// Measure throughput, latency and memory of the worker stage
+    Bench(bench::Args),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        #[cfg(feature = "gst")]
+        Command::Video(a) => video::run(a),
+        Command::Image(a) => image::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Import(c) => import::run(c),
+        Command::Weights(c) => weights::run(c),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line: the error and its causes, no backtrace.
+        let mut msg = format!("error: {e}");
+        for cause in e.chain().skip(1) {
+            msg.push_str(&format!(": {cause}"));
+        }
+        eprintln!("{msg}");
+        std::process::exit(1);
+    }
+}
