@@ -7,6 +7,8 @@
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 
 pub mod error;
+pub mod frame;
+pub mod inference;
 pub mod model;
 pub mod weights;
 

@@ -67,3 +67,19 @@ fn missing_and_unexpected_tensors_are_named() {
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("last.weight has shape"), "{err}");
 }
+
+#[test]
+fn whole_image_inference_pads_and_crops_like_the_reference() {
+    use clipdenoise::inference::{Denoiser, Options};
+    for dir in ["tiny-w16", "tiny-w8"] {
+        let d = Denoiser::load(&fixture(&format!("{dir}/official_state_dict.safetensors")), Options::default())
+            .unwrap();
+        let (io, _) = weights::read_safetensors(&fixture(&format!("{dir}/io.safetensors"))).unwrap();
+        for case in ["50x70", "64x64", "33x97"] {
+            let out = d.denoise(&io[&format!("padded_{case}_input")]).unwrap();
+            let expected = io[&format!("padded_{case}_output")].clamp(0.0, 1.0);
+            let diff = max_abs(&out, &expected);
+            assert!(diff < 1e-4, "{dir} {case}: {diff}");
+        }
+    }
+}

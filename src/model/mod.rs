@@ -7,6 +7,8 @@ mod decoder;
 mod encoder;
 mod layers;
 
+pub(crate) use layers::to_layout;
+
 pub use config::{Config, PRESETS};
 pub use decoder::Decoder;
 pub use encoder::Encoder;

@@ -1,0 +1,342 @@
+//! Whole-frame inference: any frame size in, same size out. Reflect padding to multiples of 32
+//! (as the reference does), batches, device and precision, and overlapping tiles blended with
+//! linear ramps for frames above a pixel budget.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::frame::{frames_to_tensor, tensor_to_frames, FrameFormat};
+use crate::model::{ClipDenoise, Config};
+use crate::weights::{self, LoadedModel, Provenance};
+
+/// Arithmetic the model runs in. fp16/bf16 weights are copies of the f32 masters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::Fp32 => Kind::Float,
+            Precision::Fp16 => Kind::Half,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(Error::Input(format!("unknown precision '{s}' (expected fp32, fp16 or bf16)"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the user asked for: `auto` (CUDA if present, else CPU), `cpu`, `cuda`, `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceRequest {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceRequest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let l = s.trim().to_ascii_lowercase();
+        match l.as_str() {
+            "auto" => Ok(DeviceRequest::Auto),
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" | "gpu" => Ok(DeviceRequest::Cuda(0)),
+            _ => l
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceRequest::Cuda)
+                .ok_or_else(|| Error::UnknownDevice(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceRequest::Auto => f.write_str("auto"),
+            DeviceRequest::Cpu => f.write_str("cpu"),
+            DeviceRequest::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceRequest {
+    /// The device to run on. `Auto` falls back to the CPU; an explicit CUDA device that does
+    /// not exist is an error.
+    pub fn resolve(self) -> Result<Device> {
+        let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        match self {
+            DeviceRequest::Cpu => Ok(Device::Cpu),
+            DeviceRequest::Auto => Ok(if n > 0 { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceRequest::Cuda(i) if i < n => Ok(Device::Cuda(i)),
+            DeviceRequest::Cuda(i) => Err(Error::DeviceUnavailable(
+                format!("cuda:{i}"),
+                if n == 0 { "CUDA is not available".into() } else { format!("only {n} CUDA device(s)") },
+            )),
+        }
+    }
+}
+
+/// Inference settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub device: Device,
+    pub precision: Precision,
+    /// Frames with more pixels than this run as overlapping tiles (0: never tile).
+    pub max_pixels: i64,
+    /// Overlap between neighbouring tiles, in pixels (rounded up to a multiple of 32).
+    pub tile_overlap: i64,
+    pub channels_last: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            device: Device::Cpu,
+            precision: Precision::Fp32,
+            max_pixels: 0,
+            tile_overlap: 96,
+            channels_last: true,
+        }
+    }
+}
+
+/// A model ready for inference: BN folded, weights in the chosen precision on the chosen device.
+pub struct Denoiser {
+    model: ClipDenoise,
+    _vs: tch::nn::VarStore,
+    opts: Options,
+    provenance: Provenance,
+}
+
+impl std::fmt::Debug for Denoiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Denoiser").field("config", &self.model.config).field("opts", &self.opts).finish()
+    }
+}
+
+impl Denoiser {
+    pub fn new(loaded: LoadedModel, opts: Options) -> Result<Self> {
+        if opts.precision == Precision::Fp16 && opts.device == Device::Cpu {
+            return Err(Error::Input("fp16 needs a CUDA device; use fp32 or bf16 on the CPU".into()));
+        }
+        let LoadedModel { mut vs, mut model, provenance } = loaded;
+        vs.set_device(opts.device);
+        model.prepare_inference(opts.precision.kind(), opts.channels_last);
+        Ok(Denoiser { model, _vs: vs, opts, provenance })
+    }
+
+    /// Load a weights file and prepare it for inference.
+    pub fn load(path: &Path, opts: Options) -> Result<Self> {
+        Denoiser::new(weights::load_model(path, opts.device)?, opts)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.model.config
+    }
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+    pub fn device(&self) -> Device {
+        self.opts.device
+    }
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Run the network on (N, 3, H, W) with H, W multiples of 32. Returns f32, not clamped.
+    pub fn forward_padded(&self, x: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let x = x.f_to_device(self.opts.device)?.f_to_kind(self.opts.precision.kind())?;
+        let x = crate::model::to_layout(&x, self.opts.channels_last);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward_t(&x, false)))
+            .map_err(|p| Error::Torch(panic_message(&p)))?;
+        Ok(out.f_to_kind(Kind::Float)?)
+    }
+
+    /// Denoise an RGB batch (N, 3, H, W) f32 in [0, 1] (noisy values may be outside) of any size:
+    /// pad, tile if above the pixel budget, crop back, clamp to [0, 1]. Output on the model's device.
+    pub fn denoise(&self, x: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        if size.len() != 4 || size[1] != 3 || size[2] < 1 || size[3] < 1 {
+            return Err(Error::Input(format!("expected an (N, 3, H, W) batch, got {size:?}")));
+        }
+        let (h, w) = (size[2], size[3]);
+        let out = if self.opts.max_pixels > 0 && h * w > self.opts.max_pixels {
+            self.denoise_tiled(x)?
+        } else {
+            self.forward_any(x)?
+        };
+        Ok(out.f_clamp(0.0, 1.0)?)
+    }
+
+    fn forward_any(&self, x: &Tensor) -> Result<Tensor> {
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let padded = pad_to_multiple(&x.f_to_device(self.opts.device)?, Config::MULTIPLE)?;
+        Ok(self.forward_padded(&padded)?.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?)
+    }
+
+    /// Overlapping tiles of a size that fits the budget, blended with linear ramps over the overlap.
+    fn denoise_tiled(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, h, w) = (x.size()[0], x.size()[2], x.size()[3]);
+        let m = Config::MULTIPLE;
+        let overlap = ((self.opts.tile_overlap + m - 1) / m * m).max(m);
+        // Square-ish tile side fitting the budget, a multiple of 32, at least 2*overlap.
+        let side = (((self.opts.max_pixels as f64).sqrt() as i64) / m * m).max(2 * overlap).max(m);
+        let ys = tile_starts(h, side, overlap);
+        let xs = tile_starts(w, side, overlap);
+        let dev = self.opts.device;
+        let x = x.f_to_device(dev)?;
+        let acc = Tensor::f_zeros([n, 3, h, w], (Kind::Float, dev))?;
+        let wsum = Tensor::f_zeros([1, 1, h, w], (Kind::Float, dev))?;
+        for &y0 in &ys {
+            let th = side.min(h - y0);
+            for &x0 in &xs {
+                let tw = side.min(w - x0);
+                let tile = x.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?;
+                let out = self.forward_any(&tile)?;
+                let wy = ramp(th, overlap, y0 > 0, y0 + th < h, dev)?.f_view([1, 1, th, 1])?;
+                let wx = ramp(tw, overlap, x0 > 0, x0 + tw < w, dev)?.f_view([1, 1, 1, tw])?;
+                let wt = wy * wx;
+                let _ = acc.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?.f_add_(&(out * &wt))?;
+                let _ = wsum.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?.f_add_(&wt)?;
+            }
+        }
+        Ok(acc.f_div(&wsum)?)
+    }
+
+    /// Denoise packed u8 frames of one format; `strength` blends input (0) and output (1).
+    pub fn denoise_frames(&self, frames: &[&[u8]], fmt: &FrameFormat, strength: f64) -> Result<Vec<Vec<u8>>> {
+        let x = frames_to_tensor(frames, fmt, self.opts.device)?;
+        let y = self.denoise(&x)?;
+        let y = if strength >= 1.0 { y } else { &x + (y - &x) * strength.max(0.0) };
+        tensor_to_frames(&y, fmt, frames)
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    let s = p
+        .downcast_ref::<String>()
+        .map(|s| s.as_str())
+        .or_else(|| p.downcast_ref::<&str>().copied())
+        .unwrap_or("model panicked");
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+}
+
+/// Tile origins covering `len` with tiles of `side` overlapping by at least `overlap`.
+fn tile_starts(len: i64, side: i64, overlap: i64) -> Vec<i64> {
+    if len <= side {
+        return vec![0];
+    }
+    let step = side - overlap;
+    let count = (len - overlap + step - 1) / step;
+    // Spread the tiles evenly so the last one ends exactly at `len`.
+    (0..count).map(|i| (i * (len - side)) / (count - 1).max(1)).collect()
+}
+
+/// Blending weights along one axis: linear ramps (0, 1] over `overlap` at inner edges.
+fn ramp(len: i64, overlap: i64, ramp_start: bool, ramp_end: bool, dev: Device) -> Result<Tensor> {
+    let mut v = vec![1f32; len as usize];
+    for i in 0..(overlap.min(len) as usize) {
+        let r = (i as f32 + 0.5) / overlap as f32;
+        if ramp_start {
+            v[i] = v[i].min(r);
+        }
+        if ramp_end {
+            v[len as usize - 1 - i] = v[len as usize - 1 - i].min(r);
+        }
+    }
+    Ok(Tensor::f_from_slice(&v)?.f_to_device(dev)?)
+}
+
+/// Reflect-pad bottom and right to the next multiple of `m` (only where the side is not one
+/// already), as the reference test script does. Sides shorter than the pad reflect repeatedly
+/// (a 1-pixel side replicates).
+pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
+    let mut t = x.shallow_clone();
+    for dim in [2usize, 3] {
+        let len = x.size()[dim];
+        let mut need = (m - len % m) % m;
+        while need > 0 {
+            let cur = t.size()[dim];
+            let step = need.min(cur - 1);
+            let (mode, step) = if step == 0 { ("replicate", need) } else { ("reflect", step) };
+            let pad = if dim == 3 { [0, step, 0, 0] } else { [0, 0, 0, step] };
+            t = t.f_pad(pad, mode, None)?;
+            need -= step;
+        }
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!("auto".parse::<DeviceRequest>().unwrap(), DeviceRequest::Auto);
+        assert_eq!("CUDA:1".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(1));
+        assert_eq!("cpu".parse::<DeviceRequest>().unwrap().resolve().unwrap(), Device::Cpu);
+        assert!("tpu".parse::<DeviceRequest>().unwrap_err().to_string().contains("'tpu'"));
+        assert!("fp8".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn tiles_cover_with_overlap() {
+        for (len, side, ov) in [(1024, 256, 64), (1000, 256, 96), (300, 256, 64), (256, 256, 64)] {
+            let s = tile_starts(len, side, ov);
+            assert_eq!(s[0], 0);
+            assert_eq!(*s.last().unwrap() + side.min(len), len);
+            for p in s.windows(2) {
+                assert!(p[0] + side - p[1] >= ov, "{len} {side} {ov}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn padding_reflects_to_multiples_of_32() {
+        for (h, w) in [(1, 1), (2, 3), (33, 97), (50, 70), (64, 64)] {
+            let x = Tensor::rand([1, 3, h, w], (Kind::Float, Device::Cpu));
+            let p = pad_to_multiple(&x, 32).unwrap();
+            let (ph, pw) = (p.size()[2], p.size()[3]);
+            assert_eq!(ph % 32, 0);
+            assert_eq!(pw % 32, 0);
+            assert!(ph >= h && ph < h + 32 && pw >= w && pw < w + 32);
+            let crop = p.narrow(2, 0, h).narrow(3, 0, w);
+            assert_eq!((crop - &x).abs().max().double_value(&[]), 0.0);
+        }
+    }
+}
