@@ -291,3 +291,51 @@ pub fn save_model(path: &Path, vs: &nn::VarStore, config: &Config, prov: &Proven
     let tensors: TensorMap = vs.variables().into_iter().collect();
     write_safetensors(path, &tensors, model_metadata(config, prov))
 }
+
+/// Name of the shipped default model (trained by this project; see weights/README.md).
+pub const DEFAULT_MODEL_NAME: &str = "clipdenoise-tiny";
+
+/// The shipped default model, embedded in every binary and in the plugin so it is found
+/// wherever they are installed.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../weights/clipdenoise-tiny.safetensors");
+
+/// Load the embedded default model.
+pub fn load_default(device: Device) -> Result<LoadedModel> {
+    let path = Path::new(DEFAULT_MODEL_NAME);
+    let (tensors, meta) = parse_safetensors(DEFAULT_MODEL, path)?;
+    build_model(&tensors, &meta, path, device, Missing::Error)
+}
+
+/// A model given by the user: a weights file, or the embedded default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ModelSource {
+    #[default]
+    Default,
+    File(PathBuf),
+}
+
+impl ModelSource {
+    /// `""` or `"default"` mean the embedded default model; anything else is a path.
+    pub fn parse(s: &str) -> ModelSource {
+        match s.trim() {
+            "" | "default" => ModelSource::Default,
+            p => ModelSource::File(PathBuf::from(p)),
+        }
+    }
+
+    pub fn load(&self, device: Device) -> Result<LoadedModel> {
+        match self {
+            ModelSource::Default => load_default(device),
+            ModelSource::File(p) => load_model(p, device),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::Default => write!(f, "{DEFAULT_MODEL_NAME} (built in)"),
+            ModelSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
