@@ -10,6 +10,7 @@ pub mod error;
 pub mod frame;
 pub mod inference;
 pub mod model;
+pub mod noise;
 pub mod weights;
 
 pub use error::{Error, Result};

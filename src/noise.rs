@@ -1,0 +1,325 @@
+//! Noise synthesis: the evaluation protocol's noise models (MODEL.md, "Evaluation protocol")
+//! and the training mix (adds camera-like noise through an inverse ISP and JPEG). All functions
+//! take clean images (N, 3, H, W) f32 in [0, 1] and draw from libtorch's generator, so a caller
+//! that seeds it (`tch::manual_seed`) gets reproducible noise.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Additive white Gaussian noise, sigma on the 0..255 scale; not clipped.
+pub fn gaussian(x: &Tensor, sigma: f64) -> Tensor {
+    x + x.randn_like() * (sigma / 255.0)
+}
+
+/// Spatially correlated Gaussian noise: i.i.d. N(0, (sigma/255)^2) filtered per channel by a
+/// 3x3 box (mean) filter with reflect borders; effective std sigma/3. Not clipped.
+pub fn correlated(x: &Tensor, sigma: f64) -> Tensor {
+    let n = x.randn_like() * (sigma / 255.0);
+    x + box3(&n)
+}
+
+/// 3x3 mean filter per channel, reflect-padded.
+pub fn box3(x: &Tensor) -> Tensor {
+    let c = x.size()[1];
+    let k = Tensor::full([c, 1, 3, 3], 1.0 / 9.0, (x.kind(), x.device()));
+    x.pad([1, 1, 1, 1], "reflect", None).conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)
+}
+
+/// Poisson noise of the evaluation protocol: xq = round(255x)/255, v = 2^ceil(log2(number of
+/// distinct values of xq)), y = clip(xq + alpha * (Poisson(xq v)/v - xq), 0, 1). Per image.
+pub fn poisson(x: &Tensor, alpha: f64) -> Tensor {
+    let n = x.size()[0];
+    let outs: Vec<Tensor> = (0..n)
+        .map(|i| {
+            let xi = x.get(i);
+            let xq = (&xi * 255.0).round() / 255.0;
+            let distinct = xq.flatten(0, -1).unique_dim(0, true, false, false).0.size()[0];
+            let v = 2f64.powi((distinct as f64).log2().ceil() as i32);
+            let p = (&xq * v).poisson() / v;
+            (&xq + (p - &xq) * alpha).clamp(0.0, 1.0)
+        })
+        .collect();
+    Tensor::stack(&outs, 0)
+}
+
+/// Camera-like noise: sRGB -> linear (inverse gamma), Poisson-Gaussian noise with signal
+/// dependent variance `shot * x + read^2` per pixel and channel, -> sRGB. Clipped like a camera.
+pub fn camera(x: &Tensor, shot: f64, read: f64) -> Tensor {
+    let lin = x.clamp(0.0, 1.0).pow_tensor_scalar(2.2);
+    let var = &lin * shot + read * read;
+    let noisy = (&lin + lin.randn_like() * var.sqrt()).clamp(0.0, 1.0);
+    noisy.pow_tensor_scalar(1.0 / 2.2)
+}
+
+/// One noise model of the evaluation grid, parsed from `gaussian:25`, `correlated:50`, `poisson:3`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "level", rename_all = "lowercase")]
+pub enum NoiseSpec {
+    Gaussian(f64),
+    Correlated(f64),
+    Poisson(f64),
+}
+
+impl NoiseSpec {
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        match *self {
+            NoiseSpec::Gaussian(s) => gaussian(x, s),
+            NoiseSpec::Correlated(s) => correlated(x, s),
+            NoiseSpec::Poisson(a) => poisson(x, a),
+        }
+    }
+
+    /// Parse `TYPE:L1,L2,...` into one spec per level.
+    pub fn parse_list(s: &str) -> Result<Vec<NoiseSpec>> {
+        let (kind, levels) = s
+            .split_once(':')
+            .ok_or_else(|| Error::Input(format!("noise '{s}': expected TYPE:LEVEL[,LEVEL...]")))?;
+        levels
+            .split(',')
+            .map(|l| {
+                let v: f64 = l.trim().parse().map_err(|_| {
+                    Error::Input(format!("noise '{s}': '{l}' is not a number"))
+                })?;
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(Error::Input(format!("noise '{s}': level {v} must be >= 0")));
+                }
+                match kind.trim() {
+                    "gaussian" | "g" => Ok(NoiseSpec::Gaussian(v)),
+                    "correlated" | "c" => Ok(NoiseSpec::Correlated(v)),
+                    "poisson" | "p" => Ok(NoiseSpec::Poisson(v)),
+                    k => Err(Error::Input(format!(
+                        "unknown noise type '{k}' (expected gaussian, correlated or poisson)"
+                    ))),
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for NoiseSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoiseSpec::Gaussian(s) => write!(f, "gaussian:{s}"),
+            NoiseSpec::Correlated(s) => write!(f, "correlated:{s}"),
+            NoiseSpec::Poisson(a) => write!(f, "poisson:{a}"),
+        }
+    }
+}
+
+/// The training noise mix: one model drawn per image, levels drawn uniformly from ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseMix {
+    /// Relative weights of gaussian, correlated, poisson, camera noise.
+    #[serde(default = "default_weights")]
+    pub weights: [f64; 4],
+    /// Gaussian sigma range (0..255 scale). `[15, 15]` is the paper's fixed sigma.
+    #[serde(default = "default_gaussian")]
+    pub gaussian_sigma: [f64; 2],
+    /// Correlated sigma range (before the 3x3 box filter).
+    #[serde(default = "default_correlated")]
+    pub correlated_sigma: [f64; 2],
+    /// Poisson alpha range.
+    #[serde(default = "default_poisson")]
+    pub poisson_alpha: [f64; 2],
+    /// Camera shot-noise gain range and read-noise std range (linear light).
+    #[serde(default = "default_shot")]
+    pub camera_shot: [f64; 2],
+    #[serde(default = "default_read")]
+    pub camera_read: [f64; 2],
+    /// Probability of a JPEG re-compression after the noise (quality 60..95).
+    #[serde(default)]
+    pub jpeg_prob: f64,
+}
+
+fn default_weights() -> [f64; 4] {
+    [1.0, 0.0, 0.0, 0.0]
+}
+fn default_gaussian() -> [f64; 2] {
+    [15.0, 15.0]
+}
+fn default_correlated() -> [f64; 2] {
+    [30.0, 60.0]
+}
+fn default_poisson() -> [f64; 2] {
+    [1.5, 4.0]
+}
+fn default_shot() -> [f64; 2] {
+    [0.0005, 0.02]
+}
+fn default_read() -> [f64; 2] {
+    [0.002, 0.03]
+}
+
+impl Default for NoiseMix {
+    fn default() -> Self {
+        NoiseMix {
+            weights: default_weights(),
+            gaussian_sigma: default_gaussian(),
+            correlated_sigma: default_correlated(),
+            poisson_alpha: default_poisson(),
+            camera_shot: default_shot(),
+            camera_read: default_read(),
+            jpeg_prob: 0.0,
+        }
+    }
+}
+
+impl NoiseMix {
+    pub fn validate(&self) -> Result<()> {
+        let total: f64 = self.weights.iter().sum();
+        if self.weights.iter().any(|w| *w < 0.0 || !w.is_finite()) || total <= 0.0 {
+            return Err(Error::Input("noise weights must be >= 0 with a positive sum".into()));
+        }
+        for (name, r) in [
+            ("gaussian_sigma", self.gaussian_sigma),
+            ("correlated_sigma", self.correlated_sigma),
+            ("poisson_alpha", self.poisson_alpha),
+            ("camera_shot", self.camera_shot),
+            ("camera_read", self.camera_read),
+        ] {
+            if !(r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()) {
+                return Err(Error::Input(format!("noise {name} range {r:?} must be 0 <= lo <= hi")));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.jpeg_prob) {
+            return Err(Error::Input("noise jpeg_prob must be in [0, 1]".into()));
+        }
+        Ok(())
+    }
+
+    /// Add noise to each image of a clean batch; `u` yields uniform [0, 1) numbers (the
+    /// caller's seeded RNG) for the per-image choices.
+    pub fn apply(&self, clean: &Tensor, u: &mut impl FnMut() -> f64) -> Result<Tensor> {
+        let total: f64 = self.weights.iter().sum();
+        let lerp = |r: [f64; 2], t: f64| r[0] + (r[1] - r[0]) * t;
+        let n = clean.size()[0];
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let x = clean.narrow(0, i, 1);
+            let mut pick = u() * total;
+            let mut which = 0;
+            while which < 3 && pick >= self.weights[which] {
+                pick -= self.weights[which];
+                which += 1;
+            }
+            let y = match which {
+                0 => gaussian(&x, lerp(self.gaussian_sigma, u())),
+                1 => correlated(&x, lerp(self.correlated_sigma, u())),
+                2 => poisson(&x, lerp(self.poisson_alpha, u())),
+                _ => camera(&x, lerp(self.camera_shot, u()), lerp(self.camera_read, u())),
+            };
+            let y = if u() < self.jpeg_prob { jpeg(&y, (60.0 + 35.0 * u()) as u8)? } else { y };
+            out.push(y);
+        }
+        Ok(Tensor::cat(&out, 0))
+    }
+}
+
+/// JPEG re-compression of a (1, 3, H, W) image (values clipped to [0, 1], 8-bit), on the CPU.
+pub fn jpeg(x: &Tensor, quality: u8) -> Result<Tensor> {
+    let (h, w) = (x.size()[2] as u32, x.size()[3] as u32);
+    let dev = x.device();
+    let q = (x.clamp(0.0, 1.0) * 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .squeeze_dim(0)
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(tch::Device::Cpu);
+    let mut px = vec![0u8; (h * w * 3) as usize];
+    let len = px.len();
+    q.f_copy_data_u8(&mut px, len)?;
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
+        .encode(&px, w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Input(format!("jpeg encode: {e}")))?;
+    let img = image::load_from_memory_with_format(&buf, image::ImageFormat::Jpeg)
+        .map_err(|e| Error::Input(format!("jpeg decode: {e}")))?
+        .to_rgb8();
+    let t = Tensor::f_from_slice(img.as_raw())?
+        .view([h as i64, w as i64, 3])
+        .permute([2, 0, 1])
+        .unsqueeze(0)
+        .to_kind(Kind::Float)
+        / 255.0;
+    Ok(t.to_device(dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn flat(v: f64, h: i64) -> Tensor {
+        Tensor::full([1, 3, h, h], v, (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn gaussian_has_the_right_mean_and_std() {
+        tch::manual_seed(1);
+        let x = flat(0.5, 512);
+        let n = gaussian(&x, 25.0) - &x;
+        let (m, s) = (n.mean(Kind::Double).double_value(&[]), n.std(true).double_value(&[]));
+        assert!(m.abs() < 0.01 * 25.0 / 255.0, "mean {m}");
+        assert!((s / (25.0 / 255.0) - 1.0).abs() < 0.01, "std {s}");
+    }
+
+    #[test]
+    fn correlated_noise_has_std_sigma_over_3() {
+        tch::manual_seed(2);
+        let x = flat(0.5, 512);
+        let n = correlated(&x, 50.0) - &x;
+        let s = n.std(true).double_value(&[]);
+        assert!((s / (50.0 / 255.0 / 3.0) - 1.0).abs() < 0.01, "std {s}");
+        assert!(n.mean(Kind::Double).double_value(&[]).abs() < 0.01 * 50.0 / 255.0 / 3.0);
+    }
+
+    #[test]
+    fn poisson_follows_the_variance_law() {
+        tch::manual_seed(3);
+        // Two grey levels -> 2 distinct values -> v = 2, so Var(y) = alpha^2 * x / v.
+        let x = Tensor::cat(&[flat(0.2, 256), flat(0.6, 256)], 3);
+        let xq = (&x * 255.0).round() / 255.0;
+        let alpha = 0.05;
+        let y = poisson(&x, alpha);
+        for (half, level) in [(0, 0.2f64), (1, 0.6)] {
+            let d = (&y - &xq).narrow(3, half * 256, 256);
+            let lq = (level * 255.0).round() / 255.0;
+            let var = d.var(true).double_value(&[]);
+            let expect = alpha * alpha * lq / 2.0;
+            assert!((var / expect - 1.0).abs() < 0.02, "level {level}: var {var} vs {expect}");
+            assert!(d.mean(Kind::Double).double_value(&[]).abs() < 0.01 * lq);
+        }
+    }
+
+    #[test]
+    fn parse_lists() {
+        let v = NoiseSpec::parse_list("gaussian:15,25,50").unwrap();
+        assert_eq!(v, vec![NoiseSpec::Gaussian(15.0), NoiseSpec::Gaussian(25.0), NoiseSpec::Gaussian(50.0)]);
+        assert!(NoiseSpec::parse_list("speckle:3").is_err());
+        assert!(NoiseSpec::parse_list("gaussian:x").is_err());
+    }
+
+    #[test]
+    fn the_mix_is_reproducible_and_valid() {
+        let mix = NoiseMix { weights: [1.0, 1.0, 1.0, 1.0], jpeg_prob: 0.3, ..Default::default() };
+        mix.validate().unwrap();
+        let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let run = || {
+            tch::manual_seed(7);
+            let mut k = 0u64;
+            let mut u = || {
+                k += 1;
+                ((k * 2654435761) % 1000) as f64 / 1000.0
+            };
+            mix.apply(&x, &mut u).unwrap()
+        };
+        let (a, b) = (run(), run());
+        assert_eq!(a.size(), x.size());
+        assert!(a.equal(&b));
+        assert!((&a - &x).abs().mean(Kind::Float).double_value(&[]) > 1e-3);
+    }
+}
