@@ -7,8 +7,11 @@
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 
 pub mod error;
+pub mod eval;
 pub mod frame;
+pub mod imageio;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod noise;
 pub mod weights;
