@@ -4,6 +4,10 @@
 //! - [`import`]: OpenAI's `RN50.pt` and the authors' `net_g_latest.pth` (restricted unpickler).
 //! - [`fetch`]: `weights fetch clip-rn50` (download, resume, SHA-256 check, conversion).
 
+pub mod fetch;
+pub mod import;
+pub mod pickle;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1 @@
+//! `weights fetch` (work in progress).
