@@ -5,7 +5,9 @@
 //! - [`model`]: the network (encoder, decoder, configs/presets).
 //! - [`weights`]: the safetensors weight format, importers, `weights fetch`.
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
+//! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
 
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod frame;
@@ -14,6 +16,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod noise;
+pub mod train;
 pub mod weights;
 
 pub use error::{Error, Result};
