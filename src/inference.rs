@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
@@ -133,6 +134,23 @@ impl Default for Options {
     }
 }
 
+/// Where the time of one [`Denoiser::denoise_frames_timed`] call went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    /// Host to device copy and colour conversion to RGB.
+    pub upload: Duration,
+    /// The network, padding, tiling and the strength blend.
+    pub model: Duration,
+    /// Conversion back to the pixel format and device to host copy.
+    pub download: Duration,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> Duration {
+        self.upload + self.model + self.download
+    }
+}
+
 /// A model ready for inference: BN folded, weights in the chosen precision on the chosen device.
 pub struct Denoiser {
     model: ClipDenoise,
@@ -239,10 +257,36 @@ impl Denoiser {
 
     /// Denoise packed u8 frames of one format; `strength` blends input (0) and output (1).
     pub fn denoise_frames(&self, frames: &[&[u8]], fmt: &FrameFormat, strength: f64) -> Result<Vec<Vec<u8>>> {
+        Ok(self.denoise_frames_timed(frames, fmt, strength)?.0)
+    }
+
+    /// [`Denoiser::denoise_frames`], also returning the time spent uploading and converting,
+    /// in the model, and converting back and downloading. On CUDA the device is synchronised
+    /// at each boundary so the split is real.
+    pub fn denoise_frames_timed(
+        &self,
+        frames: &[&[u8]],
+        fmt: &FrameFormat,
+        strength: f64,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        let t0 = Instant::now();
         let x = frames_to_tensor(frames, fmt, self.opts.device)?;
+        self.synchronize();
+        let t1 = Instant::now();
         let y = self.denoise(&x)?;
         let y = if strength >= 1.0 { y } else { &x + (y - &x) * strength.max(0.0) };
-        tensor_to_frames(&y, fmt, frames)
+        self.synchronize();
+        let t2 = Instant::now();
+        let out = tensor_to_frames(&y, fmt, frames)?;
+        let times = StageTimes { upload: t1 - t0, model: t2 - t1, download: t2.elapsed() };
+        Ok((out, times))
+    }
+
+    /// Wait for the model's CUDA device (a no-op on the CPU).
+    fn synchronize(&self) {
+        if let Device::Cuda(i) = self.opts.device {
+            tch::Cuda::synchronize(i as i64);
+        }
     }
 }
 
