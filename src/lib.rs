@@ -8,6 +8,7 @@
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
 
 pub mod engine;
+pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod frame;
