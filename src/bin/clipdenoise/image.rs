@@ -1,8 +1,192 @@
-//! (work in progress)
+//! `clipdenoise image`: denoise still images (PNG 8/16-bit, JPEG, TIFF), keeping the bit depth
+//! where the output format allows. A 16-bit image runs through the model at full precision
+//! (samples / 65535 in f32), never through an 8-bit copy.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clipdenoise::imageio::{self, Format, RgbImage};
+use clipdenoise::inference::{Denoiser, Options};
+use tch::Kind;
+
+use crate::models::ModelArgs;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(
+    group(clap::ArgGroup::new("out").required(true).args(["output", "out_dir"])),
+    after_help = "Examples:\n  \
+    clipdenoise image noisy.png -o clean.png\n  \
+    clipdenoise image raw16.tif -o clean16.tif --device cuda\n  \
+    clipdenoise image shots/*.jpg --out-dir cleaned/ --strength 0.8\n  \
+    clipdenoise image photos/ --out-dir cleaned/ --model my-model.safetensors\n\n\
+    PNG and TIFF keep 8 or 16 bits per sample (float TIFF stays float); JPEG is 8-bit.\n\
+    The output format follows the output's extension."
+)]
+pub struct Args {
+    /// Image files (PNG, JPEG, TIFF), or directories whose images are all denoised
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Output file (one INPUT only); its extension picks the format
+    #[arg(short, long, value_name = "OUTPUT")]
+    output: Option<PathBuf>,
+    /// Write each result into DIR under its input's file name (created if missing)
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Overwrite existing output files
+    #[arg(long, short)]
+    force: bool,
+    /// JPEG quality of JPEG outputs
+    #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
+    quality: u8,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Images with more pixels than this run as overlapping tiles (bounds memory; 0: never)
+    #[arg(long, default_value_t = 4_000_000, help_heading = "Model")]
+    max_pixels: i64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let jobs = plan(&args)?;
+    let (_, device) = args.model.device()?;
+    let source = args.model.source()?;
+    let loaded = source
+        .load(device)
+        .with_context(|| format!("cannot load model {source}"))?;
+    let opts = Options {
+        device,
+        precision: args.model.precision.into(),
+        max_pixels: args.max_pixels.max(0),
+        ..Options::default()
+    };
+    let denoiser = Denoiser::new(loaded, opts)?;
+    for (input, output) in &jobs {
+        let t0 = Instant::now();
+        let img = imageio::read(input)?;
+        let depth_in = img.depth();
+        let fmt = Format::from_path(output).expect("checked in plan");
+        let depth_out = fmt.fit_depth(depth_in);
+        let out = denoise_image(&denoiser, &img, args.model.strength)
+            .with_context(|| format!("{}: denoising failed", input.display()))?;
+        let out = RgbImage::from_tensor(&out, depth_out)?;
+        imageio::write(output, &out, args.quality)?;
+        let note = if depth_out != depth_in {
+            format!(" ({depth_in} -> {depth_out})")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{} -> {}: {}x{} {depth_out}{note}, {:.2} s",
+            input.display(),
+            output.display(),
+            img.width,
+            img.height,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Denoise one image at full precision; (1, 3, H, W) f32 in [0, 1] on the model's device.
+fn denoise_image(
+    denoiser: &Denoiser,
+    img: &RgbImage,
+    strength: f64,
+) -> anyhow::Result<tch::Tensor> {
+    let x = img.to_tensor(Kind::Float)?.f_to_device(denoiser.device())?;
+    let y = denoiser.denoise(&x)?;
+    Ok(if strength >= 1.0 {
+        y
+    } else {
+        (&x + (y - &x) * strength).f_clamp(0.0, 1.0)?
+    })
+}
+
+/// The (input, output) pairs, checked before the model loads: inputs exist and are images,
+/// outputs have an image extension, never overwrite an input, and exist only with --force.
+fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut inputs = Vec::new();
+    for p in &args.inputs {
+        if p.is_dir() {
+            let found = imageio::list_images(p)?;
+            if found.is_empty() {
+                bail!(
+                    "{}: no PNG, JPEG or TIFF images in this directory",
+                    p.display()
+                );
+            }
+            inputs.extend(found);
+        } else if p.is_file() {
+            if !imageio::is_image_path(p) {
+                bail!(
+                    "{}: not an image file name (expected .png, .jpg, .jpeg, .tif or .tiff)",
+                    p.display()
+                );
+            }
+            inputs.push(p.clone());
+        } else {
+            bail!("{}: no such file", p.display());
+        }
+    }
+    let jobs: Vec<(PathBuf, PathBuf)> = match (&args.output, &args.out_dir) {
+        (Some(out), _) => {
+            if inputs.len() != 1 {
+                bail!(
+                    "-o/--output takes exactly one input image ({} given); use --out-dir DIR",
+                    inputs.len()
+                );
+            }
+            vec![(inputs.remove(0), out.clone())]
+        }
+        (None, Some(dir)) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            inputs
+                .into_iter()
+                .map(|i| {
+                    let name = i.file_name().expect("a file has a name").to_owned();
+                    (i, dir.join(name))
+                })
+                .collect()
+        }
+        (None, None) => unreachable!("clap requires -o or --out-dir"),
+    };
+    let mut seen = HashSet::new();
+    for (input, output) in &jobs {
+        if Format::from_path(output).is_none() {
+            bail!(
+                "{}: unknown image extension (use .png, .jpg or .tif)",
+                output.display()
+            );
+        }
+        if same_file(input, output) {
+            bail!(
+                "{}: the output is the input file itself; choose another -o or --out-dir",
+                output.display()
+            );
+        }
+        if !seen.insert(output.clone()) {
+            bail!(
+                "{}: two inputs would write the same output file",
+                output.display()
+            );
+        }
+        if output.exists() && !args.force {
+            bail!(
+                "{} already exists (use --force to overwrite)",
+                output.display()
+            );
+        }
+    }
+    Ok(jobs)
+}
+
+/// Whether two paths name the same existing file (hard links and symlinks included).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

@@ -16,6 +16,7 @@ mod eval;
 mod image;
 mod import;
 mod info;
+mod models;
 mod train;
 #[cfg(feature = "gst")]
 mod video;

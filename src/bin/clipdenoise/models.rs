@@ -1,0 +1,270 @@
+//! What `video` and `image` share: the model/device/precision options, resolving `--model`
+//! (the built-in default, a file, or a name found in the model directories), and reading a
+//! weights file's header for `info`.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clipdenoise::inference::{DeviceRequest, Precision};
+use clipdenoise::weights::{self, ModelSource, Provenance};
+use clipdenoise::Config;
+
+/// Where `info` and `--model NAME` look for models besides the built-in one.
+pub const ENV_MODEL_DIR: &str = "CLIPDENOISE_MODEL_DIR";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Weights file (.safetensors), a model name found by `clipdenoise info`, or `default`
+    /// (the model built into the binary)
+    #[arg(
+        long,
+        short,
+        value_name = "MODEL",
+        default_value = "default",
+        help_heading = "Model"
+    )]
+    pub model: String,
+    /// Where the model runs: auto (CUDA when present, else CPU), cpu, cuda, cuda:N
+    #[arg(long, short, default_value = "auto", help_heading = "Model")]
+    pub device: String,
+    /// Arithmetic: fp32, bf16, or fp16 (CUDA only)
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32, help_heading = "Model")]
+    pub precision: PrecisionArg,
+    /// Blend between the input (0) and the denoised output (1)
+    #[arg(long, short, default_value_t = 1.0, value_parser = parse_strength, help_heading = "Model")]
+    pub strength: f64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrecisionArg {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::Fp16 => Precision::Fp16,
+        }
+    }
+}
+
+fn parse_strength(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..1"))
+    }
+}
+
+impl ModelArgs {
+    /// The device asked for, checked: an unknown name or a missing CUDA device is an error.
+    pub fn device(&self) -> anyhow::Result<(DeviceRequest, tch::Device)> {
+        let req: DeviceRequest = self.device.parse()?;
+        let dev = req.resolve()?;
+        let precision: Precision = self.precision.into();
+        if precision == Precision::Fp16 && dev == tch::Device::Cpu {
+            bail!("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU");
+        }
+        Ok((req, dev))
+    }
+
+    /// `--model` resolved to the built-in model or an existing file.
+    pub fn source(&self) -> anyhow::Result<ModelSource> {
+        resolve_model(&self.model)
+    }
+}
+
+/// `default`/empty: the built-in model; an existing file; else a name (with or without
+/// `.safetensors`) in the model directories.
+pub fn resolve_model(s: &str) -> anyhow::Result<ModelSource> {
+    let source = ModelSource::parse(s);
+    let ModelSource::File(path) = &source else {
+        return Ok(source);
+    };
+    if path.exists() {
+        if path.is_dir() {
+            bail!(
+                "model {}: is a directory, not a weights file",
+                path.display()
+            );
+        }
+        return Ok(source);
+    }
+    if path.components().count() == 1 {
+        for dir in model_dirs() {
+            for name in [s.to_string(), format!("{s}.safetensors")] {
+                let p = dir.join(name);
+                if p.is_file() {
+                    return Ok(ModelSource::File(p));
+                }
+            }
+        }
+    }
+    bail!(
+        "model file {} not found (see `clipdenoise info` for the models found)",
+        path.display()
+    )
+}
+
+/// The directories searched for models: `$CLIPDENOISE_MODEL_DIR`, then the cache directory
+/// (`$CLIPDENOISE_CACHE_DIR`, else `~/.cache/clipdenoise`), where `weights fetch` writes.
+pub fn model_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(d) = std::env::var_os(ENV_MODEL_DIR).filter(|d| !d.is_empty()) {
+        v.push(PathBuf::from(d));
+    }
+    if let Ok(d) = weights::fetch::cache_dir(None) {
+        if !v.contains(&d) {
+            v.push(d);
+        }
+    }
+    v
+}
+
+/// Every `*.safetensors` file directly inside the model directories, sorted per directory.
+pub fn find_model_files() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in model_dirs() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
+/// What a safetensors file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsKind {
+    /// A complete denoiser (encoder and decoder).
+    Denoiser,
+    /// An encoder alone (e.g. imported CLIP weights, to train a decoder on).
+    EncoderOnly,
+    /// Not clipdenoise weights.
+    Other,
+}
+
+/// A weights file described from its safetensors header alone (no tensor data is read).
+#[derive(Debug)]
+pub struct ModelSummary {
+    /// The stored config, else the one inferred from tensor shapes; None when the file holds
+    /// no complete model.
+    pub config: Option<Config>,
+    /// Whether the config came from the file's metadata (else inferred).
+    pub config_stored: bool,
+    pub provenance: Provenance,
+    pub parameters: u64,
+    pub tensors: usize,
+    pub kind: WeightsKind,
+}
+
+/// Summarise a safetensors header (`bytes` holds at least the whole header).
+pub fn summarise_header(bytes: &[u8], path: &Path) -> anyhow::Result<ModelSummary> {
+    let header = parse_header(bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let meta: HashMap<String, String> = header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut shapes: HashMap<&str, Vec<i64>> = HashMap::new();
+    let mut parameters = 0u64;
+    for (name, v) in header.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let shape: Vec<i64> = v
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|d| d.as_i64()).collect())
+            .unwrap_or_default();
+        if !name.ends_with("num_batches_tracked") && !name.starts_with("encoder.layer4.") {
+            parameters += shape.iter().product::<i64>().max(0) as u64;
+        }
+        shapes.insert(name.as_str(), shape);
+    }
+    let kind = match (
+        shapes.contains_key("encoder.conv1.weight"),
+        shapes.contains_key("last.weight"),
+    ) {
+        (true, true) => WeightsKind::Denoiser,
+        (true, false) => WeightsKind::EncoderOnly,
+        _ => WeightsKind::Other,
+    };
+    let stored = weights::config_from_metadata(&meta, path).ok().flatten();
+    let config_stored = stored.is_some();
+    let config = stored.or_else(|| {
+        let width = *shapes.get("encoder.conv3.weight")?.first()?;
+        let mut blocks = [0i64; 3];
+        for (i, b) in blocks.iter_mut().enumerate() {
+            while shapes
+                .contains_key(format!("encoder.layer{}.{}.conv1.weight", i + 1, *b).as_str())
+            {
+                *b += 1;
+            }
+        }
+        let c = Config {
+            width,
+            blocks,
+            aug_level: 0.025,
+        };
+        c.validate().ok().map(|_| c)
+    });
+    Ok(ModelSummary {
+        config,
+        config_stored,
+        provenance: weights::provenance_from_metadata(&meta),
+        parameters,
+        tensors: shapes.len(),
+        kind,
+    })
+}
+
+fn parse_header(bytes: &[u8]) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    if bytes.len() < 8 {
+        bail!("only {} bytes", bytes.len());
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    if n > bytes.len() - 8 {
+        bail!("header of {n} bytes in a file of {}", bytes.len());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).context("bad header")?;
+    match v {
+        serde_json::Value::Object(m) => Ok(m),
+        _ => bail!("header is not a JSON object"),
+    }
+}
+
+/// Read only the header of a safetensors file and summarise it.
+pub fn summarise_file(path: &Path) -> anyhow::Result<ModelSummary> {
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!(
+            "{}: not a safetensors file (header of {n} bytes)",
+            path.display()
+        );
+    }
+    let mut bytes = len.to_vec();
+    bytes.resize(8 + n as usize, 0);
+    f.read_exact(&mut bytes[8..])
+        .with_context(|| format!("{}: truncated header", path.display()))?;
+    summarise_header(&bytes, path)
+}
