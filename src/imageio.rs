@@ -341,10 +341,13 @@ pub fn write_npy_u8(path: &Path, img: &RgbImage) -> Result<()> {
 /// NPY format 1.0 header, padded so the data starts at a multiple of 64 bytes.
 fn npy_header(out: &mut Vec<u8>, descr: &str, shape: &[usize]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut dict = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
+    // NumPy's spelling: `(5,)` for one dimension, `(4, 3)` otherwise.
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     dict.push('\n');

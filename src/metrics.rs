@@ -19,14 +19,15 @@ use crate::error::{Error, Result};
 /// The peak value of the scale the protocol measures on.
 pub const PEAK: f64 = 255.0;
 /// Side of the SSIM Gaussian window.
-pub const SSIM_WINDOW: i64 = 11;
+pub const SSIM_WINDOW: usize = 11;
 /// Standard deviation of the SSIM Gaussian window.
 pub const SSIM_SIGMA: f64 = 1.5;
 
 /// Mean squared error over all elements, in f64.
 pub fn mse(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let (a, b) = as_f64_pair(a, b)?;
-    Ok((a - b).f_square()?.f_mean(Kind::Double)?.double_value(&[]))
+    let (a, b, _) = as_f64_pair(a, b)?;
+    let sum: f64 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+    Ok(sum / a.len() as f64)
 }
 
 /// PSNR in dB of two images on the 0..255 scale (`+inf` when they are identical).
@@ -46,7 +47,7 @@ pub fn psnr_with_peak(a: &Tensor, b: &Tensor, peak: f64) -> Result<f64> {
 
 /// The normalised 1-D Gaussian of the SSIM window (OpenCV's `getGaussianKernel(11, 1.5)`); the
 /// 2-D window is its outer product with itself.
-pub fn gaussian_kernel(size: i64, sigma: f64) -> Vec<f64> {
+pub fn gaussian_kernel(size: usize, sigma: f64) -> Vec<f64> {
     let c = (size - 1) as f64 * 0.5;
     let v: Vec<f64> = (0..size)
         .map(|i| (-(i as f64 - c).powi(2) / (2.0 * sigma * sigma)).exp())
@@ -63,66 +64,98 @@ pub fn ssim(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 /// MATLAB-style SSIM of each channel (the mean of its SSIM map).
 pub fn ssim_per_channel(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
-    let (a, b) = as_f64_pair(a, b)?;
-    let (c, h, w) = (a.size()[0], a.size()[1], a.size()[2]);
+    let (a, b, [c, h, w]) = as_f64_pair(a, b)?;
     if h < SSIM_WINDOW || w < SSIM_WINDOW {
         return Err(Error::Input(format!(
             "SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {h}x{w}"
         )));
     }
-    let c1 = (0.01 * PEAK).powi(2);
-    let c2 = (0.03 * PEAK).powi(2);
-    // The five local statistics of every channel in one grouped, separable 'valid' filtering:
-    // channels [a, b, a^2, b^2, ab] x C.
-    let stack = Tensor::f_cat(&[&a, &b, &(&a * &a), &(&b * &b), &(&a * &b)], 0)?.f_unsqueeze(0)?;
-    let g = Tensor::f_from_slice(&gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA))?;
-    let groups = 5 * c;
-    let kx = g
-        .f_view([1, 1, 1, SSIM_WINDOW])?
-        .f_expand([groups, 1, 1, SSIM_WINDOW], false)?
-        .contiguous();
-    let ky = g
-        .f_view([1, 1, SSIM_WINDOW, 1])?
-        .f_expand([groups, 1, SSIM_WINDOW, 1], false)?
-        .contiguous();
-    let f = stack
-        .f_conv2d(&kx, None::<Tensor>, [1, 1], [0, 0], [1, 1], groups)?
-        .f_conv2d(&ky, None::<Tensor>, [1, 1], [0, 0], [1, 1], groups)?
-        .f_squeeze_dim(0)?;
-    let part = |k: i64| f.narrow(0, k * c, c);
-    let (mu1, mu2) = (part(0), part(1));
-    let (mu1_sq, mu2_sq, mu12) = (&mu1 * &mu1, &mu2 * &mu2, &mu1 * &mu2);
-    let s1 = part(2) - &mu1_sq;
-    let s2 = part(3) - &mu2_sq;
-    let s12 = part(4) - &mu12;
-    let map = ((mu12 * 2.0 + c1) * (s12 * 2.0 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2));
-    let means = map.f_mean_dim(&[1i64, 2][..], false, Kind::Double)?;
-    Ok((0..c).map(|i| means.double_value(&[i])).collect())
+    let plane = h * w;
+    Ok((0..c)
+        .map(|k| {
+            ssim_plane(
+                &a[k * plane..(k + 1) * plane],
+                &b[k * plane..(k + 1) * plane],
+                h,
+                w,
+            )
+        })
+        .collect())
 }
 
-/// Both images as (C, H, W) f64 on the CPU, after checking they have the same shape.
-fn as_f64_pair(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+/// SSIM of one channel: the five local statistics by a separable 'valid' Gaussian filter
+/// (horizontal pass into a buffer, vertical pass fused with the SSIM formula).
+fn ssim_plane(a: &[f64], b: &[f64], h: usize, w: usize) -> f64 {
+    let g = gaussian_kernel(SSIM_WINDOW, SSIM_SIGMA);
+    let n = SSIM_WINDOW;
+    let (ow, oh) = (w - n + 1, h - n + 1);
+    let c1 = (0.01 * PEAK).powi(2);
+    let c2 = (0.03 * PEAK).powi(2);
+    // Horizontal pass: [mu_a, mu_b, E(a^2), E(b^2), E(ab)] per (row, valid column).
+    let mut hz = vec![[0f64; 5]; h * ow];
+    for y in 0..h {
+        let (ra, rb) = (&a[y * w..(y + 1) * w], &b[y * w..(y + 1) * w]);
+        for x in 0..ow {
+            let mut s = [0f64; 5];
+            for (t, gt) in g.iter().enumerate() {
+                let (p, q) = (ra[x + t], rb[x + t]);
+                s[0] += gt * p;
+                s[1] += gt * q;
+                s[2] += gt * (p * p);
+                s[3] += gt * (q * q);
+                s[4] += gt * (p * q);
+            }
+            hz[y * ow + x] = s;
+        }
+    }
+    // Vertical pass and the SSIM map, summed.
+    let mut total = 0f64;
+    for y in 0..oh {
+        for x in 0..ow {
+            let mut s = [0f64; 5];
+            for (t, gt) in g.iter().enumerate() {
+                let v = &hz[(y + t) * ow + x];
+                for (si, vi) in s.iter_mut().zip(v) {
+                    *si += gt * vi;
+                }
+            }
+            let (mu1, mu2) = (s[0], s[1]);
+            let (mu1_sq, mu2_sq, mu12) = (mu1 * mu1, mu2 * mu2, mu1 * mu2);
+            let (s1, s2, s12) = (s[2] - mu1_sq, s[3] - mu2_sq, s[4] - mu12);
+            total +=
+                ((2.0 * mu12 + c1) * (2.0 * s12 + c2)) / ((mu1_sq + mu2_sq + c1) * (s1 + s2 + c2));
+        }
+    }
+    total / (oh * ow) as f64
+}
+
+/// Both images as CHW f64 vectors, after checking they have the same shape.
+fn as_f64_pair(a: &Tensor, b: &Tensor) -> Result<(Vec<f64>, Vec<f64>, [usize; 3])> {
     let (sa, sb) = (a.size(), b.size());
     if sa != sb {
         return Err(Error::Input(format!(
             "metric inputs differ in shape: {sa:?} vs {sb:?}"
         )));
     }
-    let chw = match sa.len() {
-        3 => sa.clone(),
-        4 if sa[0] == 1 => sa[1..].to_vec(),
+    let chw = match sa.as_slice() {
+        [c, h, w] | [1, c, h, w] => [*c as usize, *h as usize, *w as usize],
         _ => {
             return Err(Error::Input(format!(
                 "metrics take one image as (C, H, W) or (1, C, H, W), got {sa:?}"
             )))
         }
     };
-    let conv = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.f_to_device(Device::Cpu)?
+    let n = chw.iter().product::<usize>();
+    let conv = |t: &Tensor| -> Result<Vec<f64>> {
+        let t = t
+            .f_to_device(Device::Cpu)?
             .f_to_kind(Kind::Double)?
-            .f_reshape(&chw)?)
+            .contiguous();
+        let mut v = vec![0f64; n];
+        t.f_copy_data(&mut v, n)?;
+        Ok(v)
     };
-    Ok((conv(a)?, conv(b)?))
+    Ok((conv(a)?, conv(b)?, chw))
 }
 
 #[cfg(test)]

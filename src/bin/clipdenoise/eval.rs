@@ -1,8 +1,188 @@
-//! (work in progress)
+//! `clipdenoise eval`: the paper's evaluation protocol (clipdenoise::eval) with a progress bar
+//! on stderr and the results on stdout as text tables, Markdown or JSON.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clipdenoise::eval::{self, EvalConfig, Event};
+use clipdenoise::inference::{Denoiser, DeviceRequest, Options, Precision};
+use clipdenoise::noise::NoiseSpec;
+use clipdenoise::weights::ModelSource;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// The paper's synthetic grid, used when no `--noise` is given.
+const DEFAULT_NOISE: [&str; 3] = [
+    "gaussian:15,25,50",
+    "correlated:40,45,50,55",
+    "poisson:2,2.5,3,3.5",
+];
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Example (the full grid of the paper on three sets):\n  \
+    clipdenoise eval --dataset data/CBSD68 --dataset data/Kodak24 --dataset data/McMaster \\\n    \
+    --noise gaussian:15,25,50 --noise correlated:40,45,50,55 --noise poisson:2,2.5,3,3.5 --markdown\n\n\
+    Protocol: images sorted by file name; per image and noise spec the noise is seeded with\n\
+    FNV-1a-64(\"SEED/SPEC/INDEX\") and drawn on the CPU; gaussian and correlated inputs are not\n\
+    clipped; the whole image is denoised, clamped to [0,1], scaled by 255 without rounding;\n\
+    PSNR (RGB, no crop) and MATLAB-style SSIM in float64, averaged per set. Real pairs\n\
+    (--pairs DIR with noisy/ and clean/ inside, matched by file name) round the output to uint8.")]
+pub struct Args {
+    /// Weights file, or `default` for the built-in model
+    #[arg(long, short, default_value = "default", help_heading = "Model")]
+    model: String,
+    /// Device: auto, cpu, cuda, cuda:N
+    #[arg(long, default_value = "auto", help_heading = "Model")]
+    device: DeviceRequest,
+    /// Arithmetic: fp32, bf16, fp16 (CUDA only)
+    #[arg(long, default_value = "fp32", help_heading = "Model")]
+    precision: Precision,
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+    /// Folder of clean images (PNG, JPEG, TIFF); repeat for several sets
+    #[arg(long = "dataset", value_name = "DIR", help_heading = "Data")]
+    datasets: Vec<PathBuf>,
+    /// Noise specs TYPE:L1,L2,... (gaussian, correlated, poisson); repeatable.
+    /// Default: gaussian:15,25,50 correlated:40,45,50,55 poisson:2,2.5,3,3.5
+    #[arg(long = "noise", value_name = "SPEC", help_heading = "Data")]
+    noises: Vec<String>,
+    /// Folder of real noisy/clean pairs (subfolders noisy/ and clean/); repeatable
+    #[arg(long = "pairs", value_name = "DIR", help_heading = "Data")]
+    pairs: Vec<PathBuf>,
+    /// Only the first N images (by name) of each folder
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Data")]
+    limit: Option<u64>,
+    /// Base seed of the per-image noise seeds (0 for comparable numbers)
+    #[arg(long, default_value_t = 0, help_heading = "Data")]
+    seed: u64,
+
+    /// Print the results as JSON (per image and per set)
+    #[arg(long, conflicts_with = "markdown", help_heading = "Output")]
+    json: bool,
+    /// Print the results as one Markdown table (rows: noise; columns: PSNR/SSIM per set)
+    #[arg(long, help_heading = "Output")]
+    markdown: bool,
+    /// Also write the exact noisy inputs as float32 .npy files plus manifest.json under DIR
+    /// (input of tools/classical_baseline.py)
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    dump_noisy: Option<PathBuf>,
+    /// With --dump-noisy: only write the noisy inputs, load and run no model
+    #[arg(long, requires = "dump_noisy", help_heading = "Output")]
+    dump_only: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let specs: Vec<String> = if args.noises.is_empty() {
+        DEFAULT_NOISE.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.noises.clone()
+    };
+    let mut noises: Vec<NoiseSpec> = Vec::new();
+    for s in &specs {
+        for n in NoiseSpec::parse_list(s)? {
+            if !noises.contains(&n) {
+                noises.push(n);
+            }
+        }
+    }
+    if args.datasets.is_empty() && args.pairs.is_empty() {
+        anyhow::bail!("nothing to evaluate: give --dataset DIR and/or --pairs DIR");
+    }
+    let cfg = EvalConfig {
+        datasets: args.datasets.clone(),
+        noises,
+        pairs: args.pairs.clone(),
+        limit: args.limit.map(|n| n as usize),
+        seed: args.seed,
+        dump_noisy: args.dump_noisy.clone(),
+    };
+
+    let bar = ProgressBar::hidden();
+    let tty = std::io::stderr().is_terminal();
+    let mut on_event = |ev: &Event| match ev {
+        Event::Started { cases } => {
+            if tty {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                bar.set_length(*cases as u64);
+                bar.set_style(
+                    ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+                        .expect("valid template"),
+                );
+            }
+        }
+        Event::Folder {
+            name,
+            images,
+            noises,
+        } => {
+            bar.suspend(|| eprintln!("{name}: {images} images x {noises} noise"));
+        }
+        Event::Case {
+            folder,
+            image,
+            noise,
+            score,
+            done,
+            ..
+        } => {
+            let noise = noise
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "real".into());
+            let s = score
+                .as_ref()
+                .map(|s| format!(" {:.2} dB", s.psnr))
+                .unwrap_or_default();
+            bar.set_position(*done as u64);
+            bar.set_message(format!("{folder} {noise} {image}{s}"));
+        }
+    };
+
+    if args.dump_only {
+        let dir = args
+            .dump_noisy
+            .as_ref()
+            .expect("clap requires --dump-noisy");
+        let manifest = eval::dump_noisy(&cfg, dir, &mut on_event)?;
+        bar.finish_and_clear();
+        eprintln!(
+            "wrote {} noisy inputs and {}",
+            manifest.cases.len(),
+            dir.join("manifest.json").display()
+        );
+        return Ok(());
+    }
+
+    let device = args.device.resolve()?;
+    let source = ModelSource::parse(&args.model);
+    let loaded = source
+        .load(device)
+        .with_context(|| format!("cannot load model {source}"))?;
+    let opts = Options {
+        device,
+        precision: args.precision,
+        max_pixels: 0,
+        ..Options::default()
+    };
+    let denoiser = Denoiser::new(loaded, opts)?;
+    eprintln!(
+        "model {source}: {} on {}, {}",
+        denoiser.config().name(),
+        format!("{device:?}").to_lowercase(),
+        args.precision
+    );
+
+    let mut report = eval::evaluate(&denoiser, &cfg, &mut on_event)?;
+    bar.finish_and_clear();
+    report.model = format!("{source}: {}", report.model);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.markdown {
+        print!("{}", report.to_markdown());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(dir) = &args.dump_noisy {
+        eprintln!("noisy inputs: {}", dir.join("manifest.json").display());
+    }
+    eprintln!("{:.1} s", report.seconds);
+    Ok(())
 }
