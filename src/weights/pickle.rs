@@ -29,6 +29,9 @@ use crate::error::{Error, Result};
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
 /// Deepest nesting of dicts/modules walked when collecting tensors.
 const MAX_DEPTH: usize = 64;
+/// Most dict entries / objects visited when collecting tensors (shared references in a
+/// hostile pickle could otherwise make the walk exponential).
+const MAX_VISITS: usize = 4_000_000;
 
 /// What kind of PyTorch archive a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +58,8 @@ pub fn read_torch_file(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Torch
     let bytes = archive.read_entry("data.pkl", MAX_PICKLE_BYTES)?;
     let root = parse_pickle(&bytes).map_err(|m| Error::format(path, m))?;
     let mut refs = Vec::new();
-    collect_tensors(&root, "", 0, &mut refs).map_err(|m| Error::format(path, m))?;
+    let mut budget = MAX_VISITS;
+    collect_tensors(&root, "", 0, &mut budget, &mut refs).map_err(|m| Error::format(path, m))?;
     let mut tensors = TensorMap::new();
     let mut storages = HashMap::new();
     for (name, tref) in refs.into_iter().filter(|(n, _)| keep(n)) {
@@ -203,11 +207,19 @@ fn check_magic(path: &Path) -> Result<()> {
         "not a PyTorch file: the file is empty".to_string()
     } else {
         format!(
-            "not a PyTorch file: no zip signature (starts with {:02x?})",
-            &head[..n]
+            "not a PyTorch file: no zip signature (starts with bytes {})",
+            hex(&head[..n])
         )
     };
     Err(Error::format(path, msg))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -812,11 +824,15 @@ fn collect_tensors(
     v: &Value,
     prefix: &str,
     depth: usize,
+    budget: &mut usize,
     out: &mut Vec<(String, Rc<TensorRef>)>,
 ) -> PResult<()> {
     if depth > MAX_DEPTH {
         return Err("objects nested too deeply (a reference cycle?)".into());
     }
+    *budget = budget
+        .checked_sub(1)
+        .ok_or("too many objects (shared references repeated over and over?)")?;
     let join = |k: &str| {
         if prefix.is_empty() {
             k.to_string()
@@ -829,13 +845,13 @@ fn collect_tensors(
         Value::Dict(d) => {
             for (k, v) in d.borrow().iter() {
                 if let Value::Str(k) = k {
-                    collect_tensors(v, &join(k), depth + 1, out)?;
+                    collect_tensors(v, &join(k), depth + 1, budget, out)?;
                 }
             }
         }
         Value::Object(o) => {
             if let Some(state) = o.state.borrow().as_ref() {
-                collect_tensors(state, prefix, depth + 1, out)?;
+                collect_tensors(state, prefix, depth + 1, budget, out)?;
             }
         }
         _ => {}
@@ -927,5 +943,26 @@ mod tests {
             stride: vec![i64::MAX],
         };
         assert!(check_view(&t).is_err());
+    }
+
+    #[test]
+    fn cycles_and_exponential_sharing_are_bounded() {
+        // d = {}; d['a'] = d  (a cycle)
+        let p = b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.";
+        let root = parse_pickle(p).unwrap();
+        let (mut budget, mut out) = (MAX_VISITS, Vec::new());
+        let e = collect_tensors(&root, "", 0, &mut budget, &mut out).unwrap_err();
+        assert!(e.contains("nested too deeply"), "{e}");
+        // d0 = {}; d_{i+1} = {'a': d_i, 'b': d_i}, 40 levels: 2^40 paths.
+        let mut p = b"\x80\x02}".to_vec();
+        for _ in 0..40 {
+            // memo[0] = d_i; pop it; push {}; MARK 'a' d_i 'b' d_i SETITEMS
+            p.extend_from_slice(b"q\x000}(X\x01\x00\x00\x00ah\x00X\x01\x00\x00\x00bh\x00u");
+        }
+        p.push(b'.');
+        let root = parse_pickle(&p).unwrap();
+        let (mut budget, mut out) = (MAX_VISITS, Vec::new());
+        let e = collect_tensors(&root, "", 0, &mut budget, &mut out).unwrap_err();
+        assert!(e.contains("too many objects"), "{e}");
     }
 }

@@ -1,8 +1,120 @@
-//! (work in progress)
+//! `clipdenoise weights fetch`: renders the core's download events (progress bar on a
+//! terminal, plain lines otherwise).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clipdenoise::weights::fetch::{self, FetchEvent, FetchSpec, ENV_BASE_URL, ENV_CACHE_DIR};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(clap::Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Download published weights into the cache, verify their SHA-256 and convert them
+    #[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50\n\n\
+        clip-rn50 is OpenAI's CLIP RN50 (RN50.pt, ~244 MB). It becomes\n\
+        <cache>/clip-rn50-encoder.safetensors, an encoder-only file: combine it with a trained\n\
+        decoder (clipdenoise import checkpoint net_g_latest.pth --encoder <that file> -o model.safetensors)\n\
+        or train a decoder on it. An interrupted download resumes where it stopped.")]
+    Fetch(FetchArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Name {
+    /// OpenAI CLIP RN50 image encoder (the paper's frozen encoder)
+    ClipRn50,
+}
+
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// What to fetch
+    #[arg(value_enum)]
+    name: Name,
+    /// Download from this base URL instead (the file is <base-url>/<sha256>/RN50.pt)
+    #[arg(long, env = ENV_BASE_URL)]
+    base_url: Option<String>,
+    /// Cache directory [default: the user's cache directory + /clipdenoise]
+    #[arg(long, env = ENV_CACHE_DIR)]
+    cache_dir: Option<PathBuf>,
+}
 
 pub fn run(c: Command) -> anyhow::Result<()> {
-    match c {}
+    match c {
+        Command::Fetch(a) => fetch_cmd(a),
+    }
+}
+
+fn fetch_cmd(a: FetchArgs) -> anyhow::Result<()> {
+    let mut spec = match a.name {
+        Name::ClipRn50 => FetchSpec::clip_rn50(),
+    };
+    if let Some(base) = &a.base_url {
+        spec = spec.with_base_url(base);
+    }
+    let cache = fetch::cache_dir(a.cache_dir.as_deref())?;
+    eprintln!("fetching {} into {}", spec.url(), cache.display());
+    let mut ui = Progress::new(std::io::stderr().is_terminal());
+    let out = fetch::fetch(&spec, &cache, |e| ui.event(e));
+    ui.bar.finish_and_clear();
+    let out = out?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// An indicatif bar on a terminal; otherwise a line every 10 %.
+struct Progress {
+    bar: ProgressBar,
+    tty: bool,
+    next_report: u64,
+}
+
+impl Progress {
+    fn new(tty: bool) -> Progress {
+        Progress {
+            bar: ProgressBar::hidden(),
+            tty,
+            next_report: 0,
+        }
+    }
+
+    fn event(&mut self, e: FetchEvent) {
+        match e {
+            FetchEvent::Started {
+                total,
+                resumed_from,
+            } => {
+                if resumed_from > 0 {
+                    self.bar
+                        .suspend(|| eprintln!("resuming at {}", human(resumed_from)));
+                }
+                if self.tty {
+                    self.bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+                    let template = "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+                    self.bar
+                        .set_style(ProgressStyle::with_template(template).expect("valid template"));
+                    self.bar.set_position(resumed_from);
+                }
+                self.next_report = resumed_from;
+            }
+            FetchEvent::Progress { done, total } => {
+                if self.tty {
+                    self.bar.set_position(done);
+                } else if done >= self.next_report {
+                    let of = total
+                        .map(|t| format!(" of {}", human(t)))
+                        .unwrap_or_default();
+                    eprintln!("downloaded {}{of}", human(done));
+                    self.next_report = done + total.map_or(8 << 20, |t| (t / 10).max(1));
+                }
+            }
+            FetchEvent::Verified => {
+                self.bar.finish_and_clear();
+                eprintln!("SHA-256 verified; converting");
+            }
+            FetchEvent::Converted { path } => eprintln!("wrote {} (encoder only)", path.display()),
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }
