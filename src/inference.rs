@@ -128,7 +128,7 @@ impl Default for Options {
             device: Device::Cpu,
             precision: Precision::Fp32,
             max_pixels: 0,
-            tile_overlap: 96,
+            tile_overlap: 192,
             channels_last: true,
         }
     }
@@ -310,11 +310,14 @@ fn tile_starts(len: i64, side: i64, overlap: i64) -> Vec<i64> {
     (0..count).map(|i| (i * (len - side)) / (count - 1).max(1)).collect()
 }
 
-/// Blending weights along one axis: linear ramps (0, 1] over `overlap` at inner edges.
+/// Blending weights along one axis. At inner edges the first quarter of the overlap is
+/// discarded (weight 0: it saw the tile border, not the image), then the weight ramps linearly
+/// to 1 over the next half; the neighbour's ramp mirrors it, so weights never all vanish.
 fn ramp(len: i64, overlap: i64, ramp_start: bool, ramp_end: bool, dev: Device) -> Result<Tensor> {
     let mut v = vec![1f32; len as usize];
+    let (skip, width) = (overlap as f32 / 4.0, overlap as f32 / 2.0);
     for i in 0..(overlap.min(len) as usize) {
-        let r = (i as f32 + 0.5) / overlap as f32;
+        let r = ((i as f32 + 0.5 - skip) / width).clamp(0.0, 1.0);
         if ramp_start {
             v[i] = v[i].min(r);
         }
