@@ -249,6 +249,8 @@ pub fn noise_slug(noise: &NoiseSpec) -> String {
 }
 
 /// Run the protocol with a model. Also dumps the noisy inputs when `cfg.dump_noisy` is set.
+/// The denoiser is used as configured: the protocol's whole-image inference wants
+/// `Options::max_pixels = 0` (no tiling), as `clipdenoise eval` sets it.
 pub fn evaluate(
     denoiser: &Denoiser,
     cfg: &EvalConfig,
