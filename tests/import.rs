@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clipdenoise::model::Config;
 use clipdenoise::weights::import::{compose, import_checkpoint, import_openai_clip, read_encoder};
+use clipdenoise::weights::pickle::{read_torch_file, ArchiveKind};
 use clipdenoise::weights::{self, Missing, TensorMap};
 use clipdenoise::ClipDenoise;
 use tch::{nn, Device, Kind, Tensor};
@@ -373,4 +374,44 @@ fn a_torchscript_archive_is_not_a_checkpoint() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("openai-clip"), "{e}");
+}
+
+/// A transposed view with a storage offset, little- and big-endian storages.
+#[test]
+fn strided_views_and_byte_order_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    // {'t': _rebuild_tensor_v2(storage(FloatStorage, '0', numel 7), offset 1, (3, 2), (1, 3), False, None)}
+    let pickle = b"\x80\x02}X\x01\x00\x00\x00tctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x07tQK\x01K\x03K\x02\x86K\x01K\x03\x86\x89NtRs.";
+    let values: Vec<f32> = (0..7).map(|i| i as f32).collect();
+    let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let be: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let want = Tensor::from_slice(&[1f32, 4., 2., 5., 3., 6.]).reshape([3, 2]);
+    for (name, data, order) in [
+        ("le.pth", &le, &b"little"[..]),
+        ("be.pth", &be, &b"big"[..]),
+    ] {
+        let p = zip_with(
+            dir.path(),
+            name,
+            &[
+                ("a/data.pkl", pickle),
+                ("a/data/0", data),
+                ("a/byteorder", order),
+            ],
+        );
+        let f = read_torch_file(&p, &|_| true).unwrap();
+        assert_eq!(f.kind, ArchiveKind::Checkpoint);
+        let t = &f.tensors["t"];
+        assert!(t.is_contiguous(), "{name}");
+        assert!(t.equal(&want), "{name}: {t}");
+    }
+    // The same view one element further would leave the storage.
+    let past = b"\x80\x02}X\x01\x00\x00\x00tctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x07tQK\x02K\x03K\x02\x86K\x01K\x03\x86\x89NtRs.";
+    let p = zip_with(
+        dir.path(),
+        "past.pth",
+        &[("a/data.pkl", past), ("a/data/0", &le)],
+    );
+    let e = read_torch_file(&p, &|_| true).unwrap_err().to_string();
+    assert!(e.contains("out of bounds"), "{e}");
 }

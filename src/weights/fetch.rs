@@ -207,7 +207,8 @@ fn agent() -> ureq::Agent {
 /// Download `url` into `part`, continuing what `part` already holds.
 fn download(url: &str, part: &Path, on_event: &mut impl FnMut(FetchEvent)) -> Result<()> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-    let mut req = agent().get(url);
+    // Byte ranges and lengths must refer to the file itself, not a compressed transfer.
+    let mut req = agent().get(url).header("Accept-Encoding", "identity");
     if have > 0 {
         req = req.header("Range", format!("bytes={have}-"));
     }
@@ -221,7 +222,10 @@ fn download(url: &str, part: &Path, on_event: &mut impl FnMut(FetchEvent)) -> Re
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let length: Option<u64> = header("content-length").and_then(|v| v.trim().parse().ok());
+    let encoded = header("content-encoding").is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
+    let length: Option<u64> = header("content-length")
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|_| !encoded);
     let start = match status {
         206 if content_range_start(header("content-range").as_deref()) == Some(have) => have,
         206 => {

@@ -155,6 +155,13 @@ impl Archive {
     /// A storage as a flat CPU tensor of `numel` elements (cached: tensors may share one).
     fn storage(&mut self, s: &StorageRef, cache: &mut HashMap<String, Tensor>) -> Result<Tensor> {
         if let Some(t) = cache.get(&s.key) {
+            if t.kind() != s.kind || t.numel() as u64 != s.numel {
+                let msg = format!(
+                    "storage {} is used with two different types or sizes",
+                    s.key
+                );
+                return Err(Error::format(&self.path, msg));
+            }
             return Ok(t.shallow_clone());
         }
         let elt = s.kind.elt_size_in_bytes() as u64;
@@ -372,21 +379,33 @@ type PResult<T> = std::result::Result<T, String>;
 
 /// Map a pickle GLOBAL to one of the allowed callables, or refuse it by name.
 fn resolve_global(module: &str, name: &str) -> PResult<Global> {
+    const LISTS: &[&str] = &[
+        "build_intlist",
+        "build_tensorlist",
+        "build_doublelist",
+        "build_boollist",
+    ];
+    let script_class = module == "__torch__" || module.starts_with("__torch__.");
     Ok(match (module, name) {
         ("collections", "OrderedDict") => Global::OrderedDict,
         ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
         ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
         ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
         ("torch.jit._pickle", "restore_type_tag") => Global::RestoreTypeTag,
-        ("torch.jit._pickle", n) if n.starts_with("build_") && n.ends_with("list") => Global::BuildList,
-        ("torch", n) if storage_kind(n).is_some() => Global::Storage(storage_kind(n).unwrap_or(Kind::Float)),
-        (m, n) if m == "__torch__" || m.starts_with("__torch__.") => Global::ScriptClass(format!("{m}.{n}")),
-        _ => {
-            return Err(format!(
-                "refusing to load: the pickle calls {module}.{name} (only tensors and dicts are allowed)"
-            ))
-        }
+        ("torch.jit._pickle", n) if LISTS.contains(&n) => Global::BuildList,
+        _ if script_class => Global::ScriptClass(format!("{module}.{name}")),
+        ("torch", n) => match storage_kind(n) {
+            Some(kind) => Global::Storage(kind),
+            None => return Err(refusal(module, name)),
+        },
+        _ => return Err(refusal(module, name)),
     })
+}
+
+fn refusal(module: &str, name: &str) -> String {
+    format!(
+        "refusing to load: the pickle calls {module}.{name} (only tensors and dicts are allowed)"
+    )
 }
 
 fn storage_kind(name: &str) -> Option<Kind> {
