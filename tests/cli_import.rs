@@ -232,11 +232,14 @@ fn import_checkpoint_with_and_without_encoder() {
 
 #[test]
 fn every_subcommand_has_a_usage_example() {
-    for args in [
-        ["import", "openai-clip"],
-        ["import", "checkpoint"],
-        ["weights", "fetch"],
-    ] {
+    let cases: [&[&str]; 5] = [
+        &["import"],
+        &["import", "openai-clip"],
+        &["import", "checkpoint"],
+        &["weights"],
+        &["weights", "fetch"],
+    ];
+    for args in cases {
         let out = bin()
             .args(args)
             .arg("--help")
@@ -246,9 +249,11 @@ fn every_subcommand_has_a_usage_example() {
             .stdout
             .clone();
         let help = String::from_utf8_lossy(&out);
+        let examples = help.split_once("\nExample").map(|(_, e)| e).unwrap_or("");
+        let line = format!("clipdenoise {}", args.join(" "));
         assert!(
-            help.contains(&format!("clipdenoise {} {}", args[0], args[1])),
-            "{help}"
+            examples.contains(&line),
+            "no example of `{line}` in:\n{help}"
         );
     }
 }

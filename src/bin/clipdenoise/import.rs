@@ -12,6 +12,10 @@ use clipdenoise::weights::import::{
 use clipdenoise::weights::Missing;
 
 #[derive(clap::Subcommand)]
+#[command(
+    after_help = "Examples:\n  clipdenoise import openai-clip RN50.pt -o clip-rn50-encoder.safetensors\n  \
+    clipdenoise import checkpoint net_g_latest.pth --encoder clip-rn50-encoder.safetensors -o model.safetensors"
+)]
 pub enum Command {
     /// Convert OpenAI's CLIP ResNet (RN50.pt, TorchScript, float16) into an encoder-only file
     #[command(

@@ -8,6 +8,7 @@ use clipdenoise::weights::fetch::{self, FetchEvent, FetchSpec, ENV_BASE_URL, ENV
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(clap::Subcommand)]
+#[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50")]
 pub enum Command {
     /// Download published weights into the cache, verify their SHA-256 and convert them
     #[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50\n\n\
