@@ -55,6 +55,10 @@ fn missing_and_unexpected_tensors_are_named() {
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("missing tensor last.weight"), "{err}");
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
+    t.retain(|k, _| k.starts_with("encoder."));
+    let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
+    assert!(err.to_string().contains("holds only an encoder"), "{err}");
+    let (mut t, meta) = weights::read_safetensors(&path).unwrap();
     t.insert("up_path.9.extra".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("unexpected tensor up_path.9.extra"), "{err}");

@@ -226,6 +226,13 @@ pub fn load_into(vs: &nn::VarStore, tensors: &TensorMap, path: &Path, missing: M
         let var = &vars[name];
         match tensors.get(name) {
             None if missing == Missing::DecoderMayBeMissing && !name.starts_with("encoder.") => {}
+            None if !name.starts_with("encoder.") && !tensors.keys().any(|k| !k.starts_with("encoder.")) => {
+                return Err(Error::weights(
+                    path,
+                    "holds only an encoder (e.g. imported CLIP weights); inference needs a decoder too: \
+                     `clipdenoise import checkpoint CKPT --encoder FILE`, or train one on it",
+                ))
+            }
             None => return Err(Error::weights(path, format!("missing tensor {name}"))),
             Some(t) => {
                 if t.size() != var.size() {
