@@ -241,6 +241,9 @@ struct StatsAcc {
     download: Duration,
     last_batch: Duration,
     max_batch: Duration,
+    /// Smoothed (upload + model + download) per frame, without warm-up batches (the first of
+    /// each format: allocations, kernel selection).
+    per_frame_estimate: Option<Duration>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -398,15 +401,14 @@ impl EngineControl {
         &self.info
     }
 
-    /// What a full batch is expected to take (upload, model, download), from the batches
-    /// measured so far; None before the first batch.
+    /// What a full batch is expected to take (upload, model, download): a moving average of
+    /// the recent batches' time per frame, times `batch_size`. Warm-up batches (the first of
+    /// each frame format) are left out, so this is None until a second batch of a format ran.
     pub fn batch_time_estimate(&self, batch_size: usize) -> Option<Duration> {
-        let s = self.shared.stats();
-        if s.frames_run == 0 {
-            return None;
-        }
-        let per_frame = (s.upload + s.model + s.download) / s.frames_run as u32;
-        Some((per_frame * batch_size as u32).max(s.last_batch))
+        self.shared
+            .stats()
+            .per_frame_estimate
+            .map(|per_frame| per_frame * batch_size as u32)
     }
 }
 
@@ -767,6 +769,7 @@ struct Worker<T> {
     format: Option<FrameFormat>,
     oldest: Option<Instant>,
     frames_run: u64,
+    last_run_format: Option<FrameFormat>,
 }
 
 impl<T: Send + 'static> Worker<T> {
@@ -791,6 +794,7 @@ impl<T: Send + 'static> Worker<T> {
             format: None,
             oldest: None,
             frames_run: 0,
+            last_run_format: None,
         }
     }
 
@@ -947,6 +951,8 @@ impl<T: Send + 'static> Worker<T> {
             }
         };
         self.frames_run += n as u64;
+        let warmup = self.last_run_format != Some(format);
+        self.last_run_format = Some(format);
         {
             let mut s = self.shared.stats();
             s.batches += 1;
@@ -958,6 +964,13 @@ impl<T: Send + 'static> Worker<T> {
                     s.download += t.download;
                     s.last_batch = t.total();
                     s.max_batch = s.max_batch.max(t.total());
+                    if !warmup {
+                        let per_frame = t.total() / n as u32;
+                        s.per_frame_estimate = Some(match s.per_frame_estimate {
+                            None => per_frame,
+                            Some(old) => old.mul_f64(0.8) + per_frame.mul_f64(0.2),
+                        });
+                    }
                     for p in &items {
                         if let Pending::Frame { submitted, .. } = p {
                             s.queue_wait_sum += start.saturating_duration_since(*submitted);
@@ -1383,12 +1396,14 @@ mod tests {
         let input = frame(&f, 3);
         tx.send(input.clone(), f, 0).unwrap();
         assert!(next_frame(&rx).data == input);
+        // The first batch of a format is a warm-up: no batch time estimate from it.
+        assert!(rx.control().batch_time_estimate(4).is_none());
         strength.set(1.0);
         assert_eq!(rx.control().strength().get(), 1.0);
         tx.send(input.clone(), f, 1).unwrap();
         assert!(next_frame(&rx).data != input);
+        assert!(rx.control().batch_time_estimate(4).is_some());
         strength.set(7.0);
         assert_eq!(strength.get(), 1.0);
-        assert!(rx.control().batch_time_estimate(4).is_some());
     }
 }

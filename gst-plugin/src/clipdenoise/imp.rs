@@ -1,0 +1,1338 @@
+//! The `clipdenoise` element (see mod.rs): sink chain -> engine -> src pad task.
+
+use std::ops::ControlFlow;
+use std::sync::{mpsc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_video::prelude::*;
+
+use clipdenoise::engine::{
+    self, DenoisedFrame, EngineConfig, EngineControl, EngineReceiver, EngineSender, Output,
+    RecvError, SendError, Strength,
+};
+use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::inference::{self, DeviceRequest, Options};
+use clipdenoise::weights::ModelSource;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "clipdenoise",
+        gst::DebugColorFlags::empty(),
+        Some("CLIPDenoising video denoiser"),
+    )
+});
+
+const DEFAULT_DEVICE: &str = "auto";
+const DEFAULT_BATCH_SIZE: u32 = 4;
+const DEFAULT_MAX_LATENCY_MS: u32 = 50;
+const DEFAULT_QUEUE_SIZE: u32 = 8;
+const DEFAULT_PRECISION: Precision = Precision::Fp32;
+const DEFAULT_MAX_PIXELS: u64 = 0;
+const DEFAULT_STRENGTH: f64 = 1.0;
+const DEFAULT_QOS: bool = true;
+
+/// How long READY->NULL waits for the model worker to exit before leaving it to finish its
+/// batch on its own.
+const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Test hook: `CLIPDENOISE_FAULT_INJECT=<element name>=<frames>[,...]` makes the model of the
+/// element of that name fail on every batch once that many frames went through it.
+const FAULT_INJECT_ENV: &str = "CLIPDENOISE_FAULT_INJECT";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstClipDenoisePrecision")]
+pub enum Precision {
+    #[enum_value(name = "32-bit float", nick = "fp32")]
+    Fp32 = 0,
+    #[enum_value(name = "16-bit float (CUDA only)", nick = "fp16")]
+    Fp16 = 1,
+    #[enum_value(name = "bfloat16", nick = "bf16")]
+    Bf16 = 2,
+}
+
+impl From<Precision> for inference::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Fp32 => inference::Precision::Fp32,
+            Precision::Fp16 => inference::Precision::Fp16,
+            Precision::Bf16 => inference::Precision::Bf16,
+        }
+    }
+}
+
+/// Property values.
+#[derive(Debug, Clone, PartialEq)]
+struct Settings {
+    model: Option<String>,
+    device: String,
+    batch_size: u32,
+    max_latency_ms: u32,
+    queue_size: u32,
+    precision: Precision,
+    max_pixels: u64,
+    strength: f64,
+    qos: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: None,
+            device: DEFAULT_DEVICE.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_latency_ms: DEFAULT_MAX_LATENCY_MS,
+            queue_size: DEFAULT_QUEUE_SIZE,
+            precision: DEFAULT_PRECISION,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            strength: DEFAULT_STRENGTH,
+            qos: DEFAULT_QOS,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings an engine is built from: a change needs a new engine.
+    fn engine_key(&self) -> Settings {
+        Settings {
+            strength: DEFAULT_STRENGTH,
+            qos: DEFAULT_QOS,
+            ..self.clone()
+        }
+    }
+}
+
+/// What travels through the engine with each frame or in place of one.
+enum Item {
+    /// The input buffer's flags, timestamps and metas, without memory.
+    Buffer(gst::Buffer),
+    /// A serialized event, kept in order with the frames.
+    Event(gst::Event),
+    /// A drain request: answered once every earlier frame was pushed downstream. Dropping it
+    /// (a flush) wakes the waiter too.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// The running engine, created in NULL->READY and dropped in READY->NULL.
+struct State {
+    sender: EngineSender<Item>,
+    receiver: EngineReceiver<Item>,
+    key: Settings,
+    max_latency: gst::ClockTime,
+    batch_size: usize,
+}
+
+/// What the sink side knows about the stream.
+#[derive(Default)]
+struct SinkState {
+    info: Option<gst_video::VideoInfo>,
+    format: Option<FrameFormat>,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+}
+
+/// What the src side knows about the stream.
+#[derive(Default)]
+struct SrcState {
+    /// The caps last pushed downstream.
+    info: Option<gst_video::VideoInfo>,
+    /// The latency last reported in a LATENCY query.
+    reported_latency: Option<gst::ClockTime>,
+    /// When a LATENCY message was last posted.
+    latency_posted: Option<std::time::Instant>,
+}
+
+/// QoS from downstream.
+#[derive(Default)]
+struct Qos {
+    earliest: Option<gst::ClockTime>,
+    proportion: f64,
+    processed: u64,
+    dropped: u64,
+}
+
+pub struct ClipDenoise {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    /// Shared with the running engine, so changes apply from the next batch.
+    strength: Strength,
+    state: Mutex<Option<State>>,
+    sink_state: Mutex<SinkState>,
+    src_state: Mutex<SrcState>,
+    /// The result of the src pad task's last push, returned by the chain function.
+    flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
+    qos: Mutex<Qos>,
+    /// Stats of the last engine, readable after it stopped.
+    last_stats: Mutex<Option<engine::Stats>>,
+}
+
+/// Locks that survive a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine's frame format for negotiated video info.
+fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
+    use gst_video::VideoFormat as V;
+    let format = match info.format() {
+        V::Rgb => PixelFormat::Rgb,
+        V::Bgr => PixelFormat::Bgr,
+        V::Rgbx => PixelFormat::Rgbx,
+        V::Bgrx => PixelFormat::Bgrx,
+        V::Rgba => PixelFormat::Rgba,
+        V::Bgra => PixelFormat::Bgra,
+        V::I420 => PixelFormat::I420,
+        V::Nv12 => PixelFormat::Nv12,
+        _ => return None,
+    };
+    let colorimetry = info.colorimetry();
+    let matrix = match colorimetry.matrix() {
+        gst_video::VideoColorMatrix::Bt709 | gst_video::VideoColorMatrix::Bt2020 => {
+            ColorMatrix::Bt709
+        }
+        _ => ColorMatrix::Bt601,
+    };
+    Some(FrameFormat {
+        format,
+        width: info.width() as usize,
+        height: info.height() as usize,
+        matrix,
+        full_range: colorimetry.range() == gst_video::VideoColorRange::Range0_255,
+    })
+}
+
+/// (bytes per row, rows) of each plane in the engine's tightly packed layout.
+fn plane_layout(fmt: &FrameFormat) -> Vec<(usize, usize)> {
+    let (w, h) = (fmt.width, fmt.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    match fmt.format {
+        PixelFormat::Rgb | PixelFormat::Bgr => vec![(3 * w, h)],
+        PixelFormat::Rgbx | PixelFormat::Bgrx | PixelFormat::Rgba | PixelFormat::Bgra => {
+            vec![(4 * w, h)]
+        }
+        PixelFormat::I420 => vec![(w, h), (cw, ch), (cw, ch)],
+        PixelFormat::Nv12 => vec![(w, h), (2 * cw, ch)],
+    }
+}
+
+fn plane_stride<F: VideoFrameExt>(frame: &F, plane: usize) -> Result<usize, String> {
+    frame
+        .plane_stride()
+        .get(plane)
+        .and_then(|&s| usize::try_from(s).ok())
+        .ok_or_else(|| format!("plane {plane} has no usable stride"))
+}
+
+/// Copy a mapped frame (any strides) into the engine's packed layout.
+fn pack(
+    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    fmt: &FrameFormat,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(fmt.frame_len());
+    for (p, (row, rows)) in plane_layout(fmt).into_iter().enumerate() {
+        let data = frame.plane_data(p as u32).map_err(|e| e.to_string())?;
+        let stride = plane_stride(frame, p)?;
+        for r in 0..rows {
+            let line = data
+                .get(r * stride..r * stride + row)
+                .ok_or_else(|| format!("plane {p} is too small"))?;
+            out.extend_from_slice(line);
+        }
+    }
+    Ok(out)
+}
+
+/// Copy a packed frame into a mapped output frame.
+fn unpack(
+    data: &[u8],
+    fmt: &FrameFormat,
+    frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
+) -> Result<(), String> {
+    let mut src = data;
+    for (p, (row, rows)) in plane_layout(fmt).into_iter().enumerate() {
+        let stride = plane_stride(frame, p)?;
+        let plane = frame.plane_data_mut(p as u32).map_err(|e| e.to_string())?;
+        for r in 0..rows {
+            if src.len() < row {
+                return Err("denoised frame is too small".into());
+            }
+            let (line, rest) = src.split_at(row);
+            plane
+                .get_mut(r * stride..r * stride + row)
+                .ok_or_else(|| format!("output plane {p} is too small"))?
+                .copy_from_slice(line);
+            src = rest;
+        }
+    }
+    Ok(())
+}
+
+/// A buffer with `buffer`'s flags, timestamps and metas but no memory. The video meta is left
+/// out: output buffers have the default layout for the caps.
+fn metadata_only(buffer: &gst::BufferRef) -> Result<gst::Buffer, glib::BoolError> {
+    let mut meta = gst::Buffer::new();
+    {
+        let m = meta
+            .get_mut()
+            .ok_or_else(|| glib::bool_error!("a new buffer is not writable"))?;
+        buffer.copy_into(
+            m,
+            gst::BufferCopyFlags::FLAGS
+                | gst::BufferCopyFlags::TIMESTAMPS
+                | gst::BufferCopyFlags::META,
+            ..,
+        )?;
+        m.foreach_meta_mut(|meta| {
+            if meta.api() == gst_video::VideoMeta::meta_api() {
+                ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
+            } else {
+                ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Keep)
+            }
+        });
+    }
+    Ok(meta)
+}
+
+impl ClipDenoise {
+    fn sender(&self) -> Option<EngineSender<Item>> {
+        lock(&self.state).as_ref().map(|s| s.sender.clone())
+    }
+
+    fn receiver(&self) -> Option<EngineReceiver<Item>> {
+        lock(&self.state).as_ref().map(|s| s.receiver.clone())
+    }
+
+    fn control(&self) -> Option<EngineControl> {
+        lock(&self.state)
+            .as_ref()
+            .map(|s| s.sender.control().clone())
+    }
+
+    fn flow(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        *lock(&self.flow)
+    }
+
+    fn set_flow(&self, flow: Result<gst::FlowSuccess, gst::FlowError>) {
+        *lock(&self.flow) = flow;
+    }
+
+    /// Which frame count, if any, the fault-injection test hook names for this element.
+    fn injected_fault(&self) -> Option<u64> {
+        let spec = std::env::var(FAULT_INJECT_ENV).ok()?;
+        let name = self.obj().name();
+        spec.split(',').find_map(|entry| {
+            let (n, frames) = entry.split_once('=')?;
+            if n.trim() == name.as_str() {
+                frames.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Load the model and start the engine (NULL->READY).
+    fn start_engine(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let request: DeviceRequest = settings.device.parse().map_err(|e| {
+            gst::error_msg!(gst::ResourceError::Settings, ("Invalid device: {}", e))
+        })?;
+        let device = request
+            .resolve()
+            .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
+        if request == DeviceRequest::Auto && device == tch::Device::Cpu {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::NotFound,
+                ("CUDA is not available: the model runs on the CPU")
+            );
+        }
+        let model = ModelSource::parse(settings.model.as_deref().unwrap_or(""));
+        let opts = Options {
+            device,
+            precision: settings.precision.into(),
+            max_pixels: i64::try_from(settings.max_pixels).unwrap_or(i64::MAX),
+            ..Options::default()
+        };
+        let cfg = EngineConfig {
+            batch_size: settings.batch_size as usize,
+            max_latency: Duration::from_millis(settings.max_latency_ms.into()),
+            queue_size: settings.queue_size as usize,
+            strength: self.strength.clone(),
+            fail_after_frames: self.injected_fault(),
+        };
+        let (sender, receiver) = engine::spawn(model.clone(), opts, cfg).map_err(|e| {
+            let domain = match &e {
+                clipdenoise::Error::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    gst::ResourceError::NotFound
+                }
+                clipdenoise::Error::DeviceUnavailable(..) => gst::ResourceError::NotFound,
+                clipdenoise::Error::Input(_) => gst::ResourceError::Settings,
+                _ => gst::ResourceError::OpenRead,
+            };
+            let text = e.to_string();
+            let name = model.to_string();
+            let text = if text.contains(&name) {
+                text
+            } else {
+                format!("{name}: {text}")
+            };
+            gst::error_msg!(domain, ("Could not load the model: {}", text))
+        })?;
+        let info = sender.control().info();
+        gst::info!(
+            CAT,
+            imp = self,
+            "Loaded {} (width {}, {:?}, {}) on {:?}",
+            info.model,
+            info.config.width,
+            info.config.blocks,
+            info.precision,
+            info.device
+        );
+        *lock(&self.state) = Some(State {
+            sender,
+            receiver,
+            key: settings.engine_key(),
+            max_latency: gst::ClockTime::from_mseconds(settings.max_latency_ms.into()),
+            batch_size: settings.batch_size as usize,
+        });
+        Ok(())
+    }
+
+    /// Stop the engine (READY->NULL): discard what is queued, let the worker go.
+    fn stop_engine(&self) {
+        let Some(state) = lock(&self.state).take() else {
+            return;
+        };
+        let control = state.sender.control().clone();
+        control.flush_start();
+        drop(state);
+        let stats = control.stats();
+        gst::info!(
+            CAT,
+            imp = self,
+            "Stopped: frames-in={} frames-out={} frames-dropped={} batches={} mean-batch-size={:.2} mean-latency-ms={:.1} p99-latency-ms={:.1} model-ms-per-frame={:.2}",
+            stats.frames_in,
+            stats.frames_out,
+            stats.frames_dropped,
+            stats.batches,
+            stats.mean_batch_size,
+            stats.mean_latency_ms,
+            stats.p99_latency_ms,
+            stats.model_ms_per_frame
+        );
+        *lock(&self.last_stats) = Some(stats);
+        if !control.join_timeout(WORKER_JOIN_TIMEOUT) {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "The model worker is still busy with a batch; it exits when the batch ends"
+            );
+        }
+    }
+
+    /// A new engine when model-shaping properties changed in READY.
+    fn restart_engine_if_changed(&self) -> Result<(), gst::ErrorMessage> {
+        let key = lock(&self.settings).engine_key();
+        let changed = lock(&self.state).as_ref().is_none_or(|s| s.key != key);
+        if changed {
+            gst::debug!(CAT, imp = self, "Settings changed in READY: new engine");
+            self.stop_engine();
+            self.start_engine()?;
+        }
+        Ok(())
+    }
+
+    fn reset_stream(&self) {
+        *lock(&self.sink_state) = SinkState::default();
+        *lock(&self.src_state) = SrcState::default();
+        *lock(&self.qos) = Qos::default();
+    }
+
+    fn stats_structure(&self) -> gst::Structure {
+        let stats = self
+            .control()
+            .map(|c| c.stats())
+            .or_else(|| lock(&self.last_stats).clone())
+            .unwrap_or_default();
+        gst::Structure::builder("clipdenoise-stats")
+            .field("frames-in", stats.frames_in)
+            .field("frames-out", stats.frames_out)
+            .field("frames-dropped", stats.frames_dropped)
+            .field("batches", stats.batches)
+            .field("failed-batches", stats.failed_batches)
+            .field("mean-batch-size", stats.mean_batch_size)
+            .field("mean-latency-ms", stats.mean_latency_ms)
+            .field("p99-latency-ms", stats.p99_latency_ms)
+            .field("mean-queue-wait-ms", stats.mean_queue_wait_ms)
+            .field("upload-ms-per-frame", stats.upload_ms_per_frame)
+            .field("model-ms-per-frame", stats.model_ms_per_frame)
+            .field("download-ms-per-frame", stats.download_ms_per_frame)
+            .build()
+    }
+
+    /// This element's worst case: the batching wait plus the time of a full batch (as measured
+    /// so far; before the first batch, the wait alone).
+    fn own_latency(&self) -> gst::ClockTime {
+        let state = lock(&self.state);
+        let Some(state) = state.as_ref() else {
+            return gst::ClockTime::ZERO;
+        };
+        let batch = state
+            .sender
+            .control()
+            .batch_time_estimate(state.batch_size)
+            .unwrap_or_default();
+        state.max_latency + gst::ClockTime::from_nseconds(batch.as_nanos() as u64)
+    }
+
+    /// Post a LATENCY message (at most once a second) when the measured batch time moved the
+    /// latency well away from what was last reported, so that live pipelines reconfigure.
+    fn check_latency(&self) {
+        let ours = self.own_latency();
+        let post = {
+            let mut s = lock(&self.src_state);
+            let recently = s
+                .latency_posted
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+            match s.reported_latency {
+                Some(r)
+                    if !recently && ours.absdiff(r) > r / 4 + gst::ClockTime::from_mseconds(2) =>
+                {
+                    s.reported_latency = Some(ours);
+                    s.latency_posted = Some(std::time::Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        };
+        if post {
+            gst::debug!(CAT, imp = self, "Latency changed to {}", ours);
+            let _ = self
+                .obj()
+                .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+        }
+    }
+
+    fn update_qos(&self, proportion: f64, diff: i64, timestamp: Option<gst::ClockTime>) {
+        let frame = lock(&self.sink_state)
+            .info
+            .as_ref()
+            .and_then(|i| {
+                let fps = i.fps();
+                (fps.numer() > 0).then(|| {
+                    gst::ClockTime::SECOND
+                        .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+                        .unwrap_or_default()
+                })
+            })
+            .unwrap_or_default();
+        let mut q = lock(&self.qos);
+        q.proportion = proportion;
+        q.earliest = timestamp.map(|ts| {
+            if diff > 0 {
+                ts + gst::ClockTime::from_nseconds(2 * diff as u64) + frame
+            } else {
+                ts.saturating_sub(gst::ClockTime::from_nseconds(diff.unsigned_abs()))
+            }
+        });
+    }
+
+    /// QoS: whether downstream already reported frames this late as too late.
+    fn is_late(
+        &self,
+        buffer: &gst::BufferRef,
+        segment: &gst::FormattedSegment<gst::ClockTime>,
+    ) -> bool {
+        if !lock(&self.settings).qos {
+            return false;
+        }
+        let running_time = segment.to_running_time(buffer.pts());
+        let mut q = lock(&self.qos);
+        let late = match (running_time, q.earliest) {
+            (Some(rt), Some(earliest)) => rt <= earliest,
+            _ => false,
+        };
+        if !late {
+            q.processed += 1;
+            return false;
+        }
+        q.dropped += 1;
+        let (processed, dropped, proportion, earliest) =
+            (q.processed, q.dropped, q.proportion, q.earliest);
+        drop(q);
+        let jitter = match (running_time, earliest) {
+            (Some(rt), Some(e)) => rt.nseconds() as i64 - e.nseconds() as i64,
+            _ => 0,
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Dropping late frame {:?} (running time {:?}, earliest {:?})",
+            buffer.pts(),
+            running_time,
+            earliest
+        );
+        let msg = gst::message::Qos::builder(false)
+            .running_time(running_time)
+            .stream_time(segment.to_stream_time(buffer.pts()))
+            .timestamp(buffer.pts())
+            .duration(buffer.duration())
+            .values(jitter, proportion, 1_000_000)
+            .stats(
+                gst::format::Buffers::from_u64(processed),
+                gst::format::Buffers::from_u64(dropped),
+            )
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+        true
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.flow()?;
+        let Some(sender) = self.sender() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let (info, format, segment) = {
+            let s = lock(&self.sink_state);
+            (s.info.clone(), s.format, s.segment.clone())
+        };
+        let (Some(info), Some(format)) = (info, format) else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Received a buffer before caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if self.is_late(&buffer, &segment) {
+            sender.record_dropped(1);
+            return self.flow();
+        }
+        let data = {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info)
+                .map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "Could not map a {}x{} {} frame",
+                            info.width(),
+                            info.height(),
+                            info.format()
+                        )
+                    );
+                    gst::FlowError::Error
+                })?;
+            pack(&frame, &format).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("Bad frame: {}", e));
+                gst::FlowError::Error
+            })?
+        };
+        let meta = metadata_only(&buffer).map_err(|e| {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+            gst::FlowError::Error
+        })?;
+        drop(buffer);
+        match sender.send(data, format, Item::Buffer(meta)) {
+            Ok(()) => self.flow(),
+            Err(SendError::Flushing) => match self.flow() {
+                Ok(_) => Err(gst::FlowError::Flushing),
+                err => err,
+            },
+            Err(SendError::Stopped) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("The model worker stopped")
+                );
+                Err(gst::FlowError::Error)
+            }
+            Err(SendError::Invalid(e)) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+                Err(gst::FlowError::Error)
+            }
+        }
+    }
+
+    /// Send a serialized event through the engine, in order with the frames.
+    fn queue_event(&self, event: gst::Event, drain: bool) -> bool {
+        let Some(sender) = self.sender() else {
+            return false;
+        };
+        let res = if drain {
+            sender.drain(Item::Event(event))
+        } else {
+            sender.marker(Item::Event(event))
+        };
+        match res {
+            Ok(()) => true,
+            Err(SendError::Flushing) => false,
+            Err(e) => {
+                gst::element_imp_error!(self, gst::LibraryError::Failed, ("{}", e));
+                false
+            }
+        }
+    }
+
+    /// Block until every frame queued so far was pushed downstream (false on a flush).
+    fn drain_and_wait(&self) -> bool {
+        let Some(sender) = self.sender() else {
+            return false;
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        if sender.drain(Item::Barrier(tx)).is_err() {
+            return false;
+        }
+        rx.recv().is_ok()
+    }
+
+    fn flush_start(&self) {
+        self.set_flow(Err(gst::FlowError::Flushing));
+        if let Some(c) = self.control() {
+            c.flush_start();
+        }
+    }
+
+    fn flush_stop(&self) {
+        if let Some(c) = self.control() {
+            c.flush_stop();
+        }
+        let mut q = lock(&self.qos);
+        q.earliest = None;
+        drop(q);
+        self.set_flow(Ok(gst::FlowSuccess::Ok));
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        gst::log!(CAT, obj = pad, "Handling event {:?}", event);
+        match event.view() {
+            EventView::FlushStart(_) => {
+                // Unblock the chain function and the src task, then wait for the task.
+                self.flush_start();
+                let ret = self.srcpad.push_event(event);
+                if let Err(e) = self.srcpad.pause_task() {
+                    gst::warning!(CAT, imp = self, "Could not pause the task: {}", e);
+                }
+                ret
+            }
+            EventView::FlushStop(_) => {
+                self.flush_stop();
+                let ret = self.srcpad.push_event(event);
+                if let Err(e) = self.start_task() {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ("Could not restart the task: {}", e)
+                    );
+                    return false;
+                }
+                ret
+            }
+            EventView::Caps(c) => {
+                let info = match gst_video::VideoInfo::from_caps(c.caps()) {
+                    Ok(info) => info,
+                    Err(_) => {
+                        gst::warning!(CAT, imp = self, "Invalid caps {:?}", c.caps());
+                        return false;
+                    }
+                };
+                let Some(format) = frame_format(&info) else {
+                    gst::warning!(CAT, imp = self, "Unsupported caps {:?}", c.caps());
+                    return false;
+                };
+                gst::debug!(CAT, imp = self, "New format {:?}", format);
+                {
+                    let mut s = lock(&self.sink_state);
+                    s.info = Some(info);
+                    s.format = Some(format);
+                }
+                // Everything of the old format goes out first, then the new caps.
+                self.queue_event(event, true)
+            }
+            EventView::Segment(s) => {
+                if let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>() {
+                    lock(&self.sink_state).segment = segment;
+                }
+                self.queue_event(event, false)
+            }
+            EventView::Eos(_) => self.queue_event(event, true),
+            _ if event.is_serialized() => self.queue_event(event, false),
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Drain(_) => self.drain_and_wait(),
+            gst::QueryViewMut::Allocation(q) => {
+                // Output buffers are this element's own; upstream allocates as it likes.
+                q.add_allocation_meta::<gst_video::VideoMeta>(None);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn sink_activatemode(
+        &self,
+        _pad: &gst::Pad,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "Only push mode is supported"));
+        }
+        if !active {
+            // Unblock a chain function waiting on a full queue.
+            self.flush_start();
+        }
+        Ok(())
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "Handling event {:?}", event);
+        if let gst::EventView::Qos(q) = event.view() {
+            let (_, proportion, diff, timestamp) = q.get();
+            self.update_qos(proportion, diff, timestamp);
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                let mut peer = gst::query::Latency::new();
+                if !self.sinkpad.peer_query(&mut peer) {
+                    return false;
+                }
+                let (live, min, max) = peer.result();
+                let ours = self.own_latency();
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Upstream latency {} - {:?}, ours {}",
+                    min,
+                    max,
+                    ours
+                );
+                lock(&self.src_state).reported_latency = Some(ours);
+                q.set(live, min + ours, max.map(|m| m + ours));
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn src_activatemode(
+        &self,
+        pad: &gst::Pad,
+        mode: gst::PadMode,
+        active: bool,
+    ) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "Only push mode is supported"));
+        }
+        if active {
+            self.flush_stop();
+            self.start_task()
+                .map_err(|e| gst::loggable_error!(CAT, "Could not start the task: {}", e))?;
+        } else {
+            self.flush_start();
+            pad.stop_task()
+                .map_err(|e| gst::loggable_error!(CAT, "Could not stop the task: {}", e))?;
+        }
+        Ok(())
+    }
+
+    fn start_task(&self) -> Result<(), glib::BoolError> {
+        let element = self.obj().downgrade();
+        let pad = self.srcpad.downgrade();
+        self.srcpad.start_task(move || match element.upgrade() {
+            Some(element) => element.imp().src_loop(),
+            None => {
+                if let Some(pad) = pad.upgrade() {
+                    let _ = pad.pause_task();
+                }
+            }
+        })
+    }
+
+    /// One iteration of the src pad task: the next output, pushed downstream.
+    fn src_loop(&self) {
+        let Some(receiver) = self.receiver() else {
+            self.stop_streaming(gst::FlowError::Flushing, false);
+            return;
+        };
+        let res = match receiver.recv() {
+            Ok(Output::Frame(frame)) => self.push_frame(frame),
+            Ok(Output::Marker(item)) => self.push_item(item),
+            Ok(Output::Failed { error, payloads }) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    (
+                        "The model failed on a batch of {} frames: {}",
+                        payloads.len(),
+                        error
+                    )
+                );
+                self.stop_streaming(gst::FlowError::Error, false);
+                return;
+            }
+            Err(RecvError::Flushing) => Err(gst::FlowError::Flushing),
+            Err(RecvError::Timeout) => Ok(gst::FlowSuccess::Ok),
+            Err(RecvError::Disconnected) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    ("The model worker stopped")
+                );
+                self.stop_streaming(gst::FlowError::Error, false);
+                return;
+            }
+        };
+        if let Err(err) = res {
+            self.stop_streaming(err, true);
+        }
+    }
+
+    /// Pause the task after `err`; unless flushing, remember it for the chain function and
+    /// unblock upstream. Fatal errors post an ERROR (when `post`) and send EOS downstream.
+    fn stop_streaming(&self, err: gst::FlowError, post: bool) {
+        gst::debug!(CAT, imp = self, "Pausing the task: {:?}", err);
+        if err != gst::FlowError::Flushing {
+            self.set_flow(Err(err));
+            if let Some(c) = self.control() {
+                c.flush_start();
+            }
+            if err != gst::FlowError::Eos {
+                if post {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("Internal data stream error."),
+                        ["streaming stopped, reason {:?}", err]
+                    );
+                }
+                self.srcpad.push_event(gst::event::Eos::new());
+            }
+        }
+        if let Err(e) = self.srcpad.pause_task() {
+            // The pad is being deactivated, which stops the task anyway.
+            gst::debug!(CAT, imp = self, "Could not pause the task: {}", e);
+        }
+    }
+
+    fn push_frame(&self, frame: DenoisedFrame<Item>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let DenoisedFrame {
+            payload,
+            data,
+            format,
+            timing,
+        } = frame;
+        let Item::Buffer(meta) = payload else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let Some(info) = lock(&self.src_state).info.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("A frame came out before caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        if info.width() as usize != format.width || info.height() as usize != format.height {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                (
+                    "A {}x{} frame under {}x{} caps",
+                    format.width,
+                    format.height,
+                    info.width(),
+                    info.height()
+                )
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        let mut out = meta;
+        {
+            let b = out.make_mut();
+            b.append_memory(gst::Memory::with_size(info.size()));
+            let mut vframe =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Failed,
+                        ("Could not map an output frame")
+                    );
+                    gst::FlowError::Error
+                })?;
+            unpack(&data, &format, &mut vframe).map_err(|e| {
+                gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
+                gst::FlowError::Error
+            })?;
+        }
+        gst::trace!(
+            CAT,
+            imp = self,
+            "Pushing {:?}: queued {:?}, batch of {}, model {:?}",
+            out.pts(),
+            timing.queue_wait,
+            timing.batch_frames,
+            timing.stages.model
+        );
+        self.check_latency();
+        self.srcpad.push(out)
+    }
+
+    fn push_item(&self, item: Item) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match item {
+            Item::Event(event) => {
+                let caps = match event.view() {
+                    gst::EventView::Caps(c) => Some(c.caps_owned()),
+                    _ => None,
+                };
+                if let Some(caps) = &caps {
+                    let info = gst_video::VideoInfo::from_caps(caps).ok();
+                    lock(&self.src_state).info = info;
+                }
+                if !self.srcpad.push_event(event) && caps.is_some() {
+                    if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
+                        return Err(gst::FlowError::Flushing);
+                    }
+                    return Err(gst::FlowError::NotNegotiated);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Barrier(done) => {
+                let _ = done.send(());
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Buffer(_) => Ok(gst::FlowSuccess::Ok),
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for ClipDenoise {
+    const NAME: &'static str = "GstClipDenoise";
+    type Type = super::ClipDenoise;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass
+            .pad_template("sink")
+            .expect("the class has a sink pad template");
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .activatemode_function(|pad, parent, mode, active| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "Panic activating the sink pad")),
+                    |imp| imp.sink_activatemode(pad, mode, active),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+
+        let templ = klass
+            .pad_template("src")
+            .expect("the class has a src pad template");
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .event_function(|pad, parent, event| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .activatemode_function(|pad, parent, mode, active| {
+                ClipDenoise::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "Panic activating the src pad")),
+                    |imp| imp.src_activatemode(pad, mode, active),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+
+        ClipDenoise {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            strength: Strength::new(DEFAULT_STRENGTH),
+            state: Mutex::new(None),
+            sink_state: Mutex::new(SinkState::default()),
+            src_state: Mutex::new(SrcState::default()),
+            flow: Mutex::new(Err(gst::FlowError::Flushing)),
+            qos: Mutex::new(Qos::default()),
+            last_stats: Mutex::new(None),
+        }
+    }
+}
+
+impl ObjectImpl for ClipDenoise {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Weights file (safetensors); empty or \"default\" for the built-in default model")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("Where the model runs: auto (CUDA if available, else the CPU), cpu, cuda or cuda:N")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("Most frames per model call")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-latency")
+                    .nick("Maximum latency")
+                    .blurb("Longest wait, in ms, of the oldest frame of a partial batch before the batch runs anyway")
+                    .maximum(60_000)
+                    .default_value(DEFAULT_MAX_LATENCY_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("queue-size")
+                    .nick("Queue size")
+                    .blurb("Frames queued for the model before upstream blocks")
+                    .minimum(1)
+                    .maximum(1024)
+                    .default_value(DEFAULT_QUEUE_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("precision", DEFAULT_PRECISION)
+                    .nick("Precision")
+                    .blurb("Arithmetic of the model (fp16 needs CUDA)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-pixels")
+                    .nick("Maximum pixels")
+                    .blurb("Frames with more pixels run as overlapping tiles of about this size (0: whole frames)")
+                    .maximum(i64::MAX as u64)
+                    .default_value(DEFAULT_MAX_PIXELS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("strength")
+                    .nick("Strength")
+                    .blurb("Blend of input (0) and denoised output (1)")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_STRENGTH)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("qos")
+                    .nick("QoS")
+                    .blurb("Drop frames that downstream reported as too late (live pipelines)")
+                    .default_value(DEFAULT_QOS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb("frames-in/-out/-dropped, batches, mean-batch-size, mean-/p99-latency-ms (through the element), model-ms-per-frame")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let name = pspec.name();
+        match name {
+            "strength" => {
+                let v: f64 = value.get().expect("type checked upstream");
+                self.strength.set(v);
+                lock(&self.settings).strength = v;
+                return;
+            }
+            "qos" => {
+                lock(&self.settings).qos = value.get().expect("type checked upstream");
+                return;
+            }
+            _ => {}
+        }
+        if self.obj().current_state() > gst::State::Ready {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property {} can only be changed in the NULL or READY state",
+                name
+            );
+            return;
+        }
+        let mut s = lock(&self.settings);
+        match name {
+            "model" => s.model = value.get().expect("type checked upstream"),
+            "device" => {
+                s.device = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
+            }
+            "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
+            "max-latency" => s.max_latency_ms = value.get().expect("type checked upstream"),
+            "queue-size" => s.queue_size = value.get().expect("type checked upstream"),
+            "precision" => s.precision = value.get().expect("type checked upstream"),
+            "max-pixels" => s.max_pixels = value.get().expect("type checked upstream"),
+            _ => unimplemented!("property {name}"),
+        }
+        gst::debug!(CAT, imp = self, "{} set", name);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "model" => s.model.to_value(),
+            "device" => s.device.to_value(),
+            "batch-size" => s.batch_size.to_value(),
+            "max-latency" => s.max_latency_ms.to_value(),
+            "queue-size" => s.queue_size.to_value(),
+            "precision" => s.precision.to_value(),
+            "max-pixels" => s.max_pixels.to_value(),
+            "strength" => s.strength.to_value(),
+            "qos" => s.qos.to_value(),
+            "stats" => {
+                drop(s);
+                self.stats_structure().to_value()
+            }
+            name => unimplemented!("property {name}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).expect("adding the sink pad");
+        obj.add_pad(&self.srcpad).expect("adding the src pad");
+    }
+}
+
+impl GstObjectImpl for ClipDenoise {}
+
+impl ElementImpl for ClipDenoise {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "CLIPDenoising video denoiser",
+                "Filter/Effect/Video",
+                "Denoises video with the CLIPDenoising network (CVPR 2024), in batches on the CPU or CUDA",
+                "clipdenoise developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            use gst_video::VideoFormat as V;
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list([
+                    V::Rgb,
+                    V::Rgbx,
+                    V::Bgrx,
+                    V::Rgba,
+                    V::Bgra,
+                    V::Bgr,
+                    V::I420,
+                    V::Nv12,
+                ])
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid src pad template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid sink pad template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "Changing state {:?}", transition);
+        match transition {
+            gst::StateChange::NullToReady => {
+                if let Err(e) = self.start_engine() {
+                    self.post_error_message(e);
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::ReadyToPaused => {
+                if let Err(e) = self.restart_engine_if_changed() {
+                    self.post_error_message(e);
+                    return Err(gst::StateChangeError);
+                }
+                self.reset_stream();
+            }
+            _ => {}
+        }
+        let ret = self.parent_change_state(transition)?;
+        match transition {
+            gst::StateChange::PausedToReady => self.reset_stream(),
+            gst::StateChange::ReadyToNull => self.stop_engine(),
+            _ => {}
+        }
+        Ok(ret)
+    }
+}

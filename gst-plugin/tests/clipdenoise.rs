@@ -1,0 +1,1037 @@
+//! The `clipdenoise` element with real GStreamer and the tiny fixture model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gst_video::prelude::*;
+
+use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::inference::{Denoiser, Options};
+use clipdenoise::weights::ModelSource;
+
+/// The element named like this fails every batch after this many frames (test hook).
+const FAULTY: &str = "faulty";
+const FAULTY_AFTER: u64 = 6;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // Set before any element or thread of this process reads the environment.
+        std::env::set_var(
+            "CLIPDENOISE_FAULT_INJECT",
+            format!("{FAULTY}={FAULTY_AFTER}"),
+        );
+        if std::env::var_os("GST_REGISTRY").is_none() {
+            std::env::set_var("GST_REGISTRY", target_dir().join("gst-registry.bin"));
+        }
+        // One libtorch thread: no OpenMP threads spinning against each other on a small,
+        // busy machine (the tiny model on tiny frames gains nothing from more).
+        tch::set_num_threads(1);
+        gst::init().expect("gst init");
+        gstclipdenoise::plugin_register_static().expect("register the plugin");
+    });
+}
+
+fn fixture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tiny-w8/official_state_dict.safetensors")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// target/<profile>: where the test binary's deps/ folder is.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// A folder holding only the plugin's shared library (a link to the newest build of it:
+/// `cargo test` refreshes target/<profile>/deps/, `cargo build` target/<profile>/), for
+/// GST_PLUGIN_PATH of gst-inspect-1.0 and gst-launch-1.0.
+fn plugin_dir() -> tempfile::TempDir {
+    let name = "libgstclipdenoise.so";
+    let newest = [
+        target_dir().join("deps").join(name),
+        target_dir().join(name),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max()
+    .map(|(_, p)| p)
+    .expect("the plugin's cdylib is built");
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&newest, dir.path().join(name)).unwrap();
+    dir
+}
+
+fn element(props: &[(&str, &dyn ToValue)]) -> gst::Element {
+    let el = gst::ElementFactory::make("clipdenoise")
+        .property("model", fixture())
+        .build()
+        .expect("clipdenoise element");
+    for (k, v) in props {
+        el.set_property_from_value(k, &v.to_value());
+    }
+    el
+}
+
+fn stats(el: &gst::Element) -> gst::Structure {
+    el.property::<gst::Structure>("stats")
+}
+
+fn stat_u64(el: &gst::Element, field: &str) -> u64 {
+    stats(el).get::<u64>(field).expect("stats field")
+}
+
+fn stat_f64(el: &gst::Element, field: &str) -> f64 {
+    stats(el).get::<f64>(field).expect("stats field")
+}
+
+/// Deterministic noisy-looking bytes.
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 37 + seed * 101 + (i / 7) * 11 + (i * i) % 29) % 256) as u8)
+        .collect()
+}
+
+/// (bytes per row, rows) of each plane of a tightly packed frame.
+fn planes(fmt: &FrameFormat) -> Vec<(usize, usize)> {
+    let (w, h) = (fmt.width, fmt.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    match fmt.format {
+        PixelFormat::Rgb | PixelFormat::Bgr => vec![(3 * w, h)],
+        PixelFormat::I420 => vec![(w, h), (cw, ch), (cw, ch)],
+        PixelFormat::Nv12 => vec![(w, h), (2 * cw, ch)],
+        _ => vec![(4 * w, h)],
+    }
+}
+
+/// A GStreamer buffer (default strides for `info`) holding the packed frame `data`.
+fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst::Buffer {
+    let mut buf = gst::Buffer::with_size(info.size()).unwrap();
+    {
+        let mut frame =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), info)
+                .unwrap();
+        let mut src = data;
+        for (p, (row, rows)) in planes(fmt).into_iter().enumerate() {
+            let stride = frame.plane_stride()[p] as usize;
+            let plane = frame.plane_data_mut(p as u32).unwrap();
+            for r in 0..rows {
+                plane[r * stride..r * stride + row].copy_from_slice(&src[..row]);
+                src = &src[row..];
+            }
+        }
+    }
+    buf
+}
+
+/// The packed frame in a GStreamer buffer.
+fn from_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, buf: &gst::BufferRef) -> Vec<u8> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
+    let mut out = Vec::new();
+    for (p, (row, rows)) in planes(fmt).into_iter().enumerate() {
+        let stride = frame.plane_stride()[p] as usize;
+        let plane = frame.plane_data(p as u32).unwrap();
+        for r in 0..rows {
+            out.extend_from_slice(&plane[r * stride..r * stride + row]);
+        }
+    }
+    out
+}
+
+fn rgb_caps(w: usize, h: usize) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .field("framerate", gst::Fraction::new(25, 1))
+        .build()
+}
+
+fn i420_caps(w: usize, h: usize) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", w as i32)
+        .field("height", h as i32)
+        .field("framerate", gst::Fraction::new(25, 1))
+        .field("colorimetry", "bt601")
+        .build()
+}
+
+/// Run until EOS (Ok) or ERROR (Err with the message), at most `timeout`.
+fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> Result<(), String> {
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timed out".into());
+        }
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        ) else {
+            return Err("timed out".into());
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(e) => {
+                return Err(format!("{} ({:?})", e.error(), e.debug()));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn set_null_timed(pipeline: &gst::Element) -> Duration {
+    let t0 = Instant::now();
+    pipeline.set_state(gst::State::Null).expect("to NULL");
+    t0.elapsed()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn harness(el: &gst::Element) -> Harness {
+    let mut h = Harness::with_element(el, Some("sink"), Some("src"));
+    h.play();
+    h
+}
+
+#[test]
+fn harness_push_pull_keeps_counts_timestamps_flags_and_metas() {
+    init();
+    let el = element(&[("batch-size", &4u32), ("max-latency", &60_000u32)]);
+    let mut h = harness(&el);
+    let (w, hgt) = (30, 20);
+    h.set_src_caps(rgb_caps(w, hgt));
+    let reference = gst::Caps::builder("timestamp/x-test").build();
+    let n = 10u64;
+    for i in 0..n {
+        let mut buf = gst::Buffer::from_mut_slice(pattern(
+            gst_video::VideoInfo::from_caps(&rgb_caps(w, hgt))
+                .unwrap()
+                .size(),
+            i as usize,
+        ));
+        {
+            let b = buf.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(40 * i));
+            b.set_dts(gst::ClockTime::from_mseconds(40 * i + 1));
+            b.set_duration(gst::ClockTime::from_mseconds(40));
+            b.set_offset(i);
+            b.set_flags(if i == 0 {
+                gst::BufferFlags::DISCONT
+            } else {
+                gst::BufferFlags::DELTA_UNIT
+            });
+            gst::ReferenceTimestampMeta::add(
+                b,
+                &reference,
+                gst::ClockTime::from_seconds(1000 + i),
+                None,
+            );
+        }
+        assert_eq!(h.push(buf), Ok(gst::FlowSuccess::Ok));
+    }
+    // Two full batches come out without waiting for max-latency; the last two need EOS.
+    let mut out = Vec::new();
+    for _ in 0..8 {
+        out.push(h.pull().expect("a full batch comes out"));
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    for _ in 8..n {
+        out.push(h.pull().expect("EOS drains the partial batch"));
+    }
+    assert_eq!(out.len() as u64, n);
+    for (i, b) in out.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(b.pts(), Some(gst::ClockTime::from_mseconds(40 * i)));
+        assert_eq!(b.dts(), Some(gst::ClockTime::from_mseconds(40 * i + 1)));
+        assert_eq!(b.duration(), Some(gst::ClockTime::from_mseconds(40)));
+        assert_eq!(b.offset(), i);
+        let want = if i == 0 {
+            gst::BufferFlags::DISCONT
+        } else {
+            gst::BufferFlags::DELTA_UNIT
+        };
+        assert!(b.flags().contains(want), "{i}: {:?}", b.flags());
+        let meta = b.meta::<gst::ReferenceTimestampMeta>().expect("meta kept");
+        assert_eq!(meta.timestamp(), gst::ClockTime::from_seconds(1000 + i));
+        assert_eq!(b.size(), 92 * 20, "default stride for RGB width 30");
+    }
+    assert!(h.try_pull().is_none());
+    let s = stats(&el);
+    assert_eq!(s.get::<u64>("frames-in").unwrap(), n);
+    assert_eq!(s.get::<u64>("frames-out").unwrap(), n);
+    assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 0);
+    assert_eq!(s.get::<u64>("batches").unwrap(), 3);
+    assert!((s.get::<f64>("mean-batch-size").unwrap() - 10.0 / 3.0).abs() < 1e-6);
+    assert!(s.get::<f64>("model-ms-per-frame").unwrap() > 0.0);
+    assert!(
+        s.get::<f64>("p99-latency-ms").unwrap() >= s.get::<f64>("mean-latency-ms").unwrap() * 0.5
+    );
+}
+
+#[test]
+fn eos_drains_a_partial_batch_before_eos_goes_downstream() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGBx,width=16,height=16,framerate=30/1 \
+         ! clipdenoise name=d model=\"{}\" batch-size=8 max-latency=60000 ! appsink name=sink sync=false",
+        fixture()
+    ))
+    .unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let src = bin
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = bin
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let t0 = Instant::now();
+    for i in 0..3u64 {
+        let mut b = gst::Buffer::from_mut_slice(pattern(16 * 16 * 4, i as usize));
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(33 * i));
+        src.push_buffer(b).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let mut pts = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        pts.push(sample.buffer().unwrap().pts().unwrap().mseconds());
+    }
+    // pull_sample fails only at EOS: all three frames came before it, well before max-latency.
+    assert!(sink.is_eos());
+    assert_eq!(pts, [0, 33, 66]);
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    wait_eos(&pipeline, Duration::from_secs(10)).unwrap();
+    let d = bin.by_name("d").unwrap();
+    assert_eq!(stat_u64(&d, "batches"), 1);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn flushing_seek_in_playing() {
+    init();
+    // The sink syncs to the clock, the model is faster: the queue is full and upstream blocked
+    // when the seek comes.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc ! video/x-raw,format=RGB,width=64,height=48,framerate=30/1 \
+         ! clipdenoise name=d model=\"{}\" batch-size=4 queue-size=4 max-latency=100 \
+         ! appsink name=sink sync=true max-buffers=2",
+        fixture()
+    ))
+    .unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let sink = bin
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let d = bin.by_name("d").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for _ in 0..10 {
+        sink.try_pull_sample(gst::ClockTime::from_seconds(20))
+            .expect("frames before the seek");
+    }
+    let pending = stat_u64(&d, "frames-in") - stat_u64(&d, "frames-out");
+    assert!(pending > 0, "no frames queued in the element at the seek");
+    pipeline
+        .seek(
+            1.0,
+            gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+            gst::SeekType::Set,
+            gst::ClockTime::ZERO,
+            gst::SeekType::Set,
+            gst::ClockTime::from_mseconds(500),
+        )
+        .expect("seek");
+    let mut pts = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+        pts.push(sample.buffer().unwrap().pts().unwrap());
+    }
+    assert!(sink.is_eos(), "no EOS after the seek segment");
+    let want: Vec<gst::ClockTime> = (0..15u64)
+        .map(|i| gst::ClockTime::SECOND.mul_div_floor(i, 30).unwrap())
+        .collect();
+    assert_eq!(pts, want, "frames after the flushing seek");
+    wait_eos(&pipeline, Duration::from_secs(10)).unwrap();
+    assert!(
+        stat_u64(&d, "frames-dropped") > 0,
+        "the flush discarded nothing"
+    );
+    assert!(set_null_timed(&pipeline) < Duration::from_secs(1));
+}
+
+#[test]
+fn caps_change_mid_stream_drains_then_renegotiates() {
+    init();
+    let el = element(&[("batch-size", &4u32), ("max-latency", &60_000u32)]);
+    let mut h = harness(&el);
+    let rgb = gst_video::VideoInfo::from_caps(&rgb_caps(32, 24)).unwrap();
+    let yuv = gst_video::VideoInfo::from_caps(&i420_caps(40, 30)).unwrap();
+    h.set_src_caps(rgb_caps(32, 24));
+    for i in 0..3 {
+        h.push(gst::Buffer::from_mut_slice(pattern(rgb.size(), i)))
+            .unwrap();
+    }
+    h.set_src_caps(i420_caps(40, 30));
+    // Only the caps change can release the partial batch (max-latency is a minute).
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(h.pull().unwrap().size(), rgb.size());
+    }
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    for i in 0..2 {
+        h.push(gst::Buffer::from_mut_slice(pattern(yuv.size(), 10 + i)))
+            .unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    for _ in 0..2 {
+        assert_eq!(h.pull().unwrap().size(), yuv.size());
+    }
+    let mut caps = Vec::new();
+    while let Some(ev) = h.try_pull_event() {
+        if let gst::EventView::Caps(c) = ev.view() {
+            caps.push(c.caps_owned());
+        }
+    }
+    assert_eq!(caps, [rgb_caps(32, 24), i420_caps(40, 30)]);
+    assert_eq!(stat_u64(&el, "batches"), 2);
+}
+
+#[test]
+fn live_source_delay_stays_within_max_latency_plus_model_time() {
+    init();
+    let max_latency_ms = 40.0;
+    // The source paces the frames in real time; the sink does not sync, so that the delay
+    // measured is the element's own (a syncing sink would add its waits for earlier frames).
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,format=I420,width=64,height=48,framerate=30/1 \
+         ! clipdenoise name=d model=\"{}\" batch-size=4 max-latency={} ! fakesink sync=false",
+        fixture(),
+        max_latency_ms as u32
+    ))
+    .unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let d = bin.by_name("d").unwrap();
+    let entered: Arc<Mutex<Vec<(gst::ClockTime, Instant)>>> = Arc::default();
+    let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
+    {
+        let entered = entered.clone();
+        d.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    entered.lock().unwrap().push((pts, Instant::now()));
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+    {
+        let (entered, delays) = (entered.clone(), delays.clone());
+        d.static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    let now = Instant::now();
+                    if let Some((_, t)) = entered.lock().unwrap().iter().find(|(p, _)| *p == pts) {
+                        delays.lock().unwrap().push((now - *t).as_secs_f64() * 1e3);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let s = stats(&d);
+    pipeline.set_state(gst::State::Null).unwrap();
+    let delays = delays.lock().unwrap().clone();
+    assert!(delays.len() >= 60, "only {} frames in 3 s", delays.len());
+    // Model time of a full batch, as measured: upload + model + download per frame, times 4.
+    let per_frame = s.get::<f64>("upload-ms-per-frame").unwrap()
+        + s.get::<f64>("model-ms-per-frame").unwrap()
+        + s.get::<f64>("download-ms-per-frame").unwrap();
+    let batch_ms = 4.0 * per_frame;
+    let budget = max_latency_ms + batch_ms;
+    // Skip the first second (model warm-up, latency reconfiguration).
+    let steady = &delays[30..];
+    let mean = steady.iter().sum::<f64>() / steady.len() as f64;
+    let max = steady.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "delay through the element: mean {mean:.1} ms, max {max:.1} ms; budget {budget:.1} ms \
+         (max-latency {max_latency_ms} + batch {batch_ms:.1}); mean batch {:.2}",
+        s.get::<f64>("mean-batch-size").unwrap()
+    );
+    // Frames do wait for company (the batching is real) ...
+    assert!(s.get::<f64>("mean-batch-size").unwrap() >= 1.5);
+    assert!(mean >= 10.0, "mean delay {mean:.1} ms: no batching wait?");
+    // ... but never much beyond max-latency + a batch (slack for a loaded 2-core machine).
+    assert!(mean <= budget, "mean delay {mean:.1} ms > {budget:.1} ms");
+    assert!(
+        max <= budget + batch_ms + 40.0,
+        "max delay {max:.1} ms > {budget:.1} ms"
+    );
+}
+
+#[test]
+fn thousand_frames_in_equals_out_and_memory_stays_flat() {
+    // The resident set is the whole process's: measure in a child process running only this
+    // test, not next to the other tests' threads.
+    const CHILD: &str = "CLIPDENOISE_TEST_RSS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "thousand_frames_in_equals_out_and_memory_stays_flat",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        eprintln!("{log}");
+        assert!(out.status.success(), "child test failed:\n{log}");
+        assert!(log.contains("1 passed"), "{log}");
+        return;
+    }
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time block=true max-buffers=8 \
+         caps=video/x-raw,format=NV12,width=32,height=24,framerate=30/1 \
+         ! clipdenoise name=d model=\"{}\" batch-size=4 max-latency=20 queue-size=8 \
+         ! appsink name=sink sync=false max-buffers=16",
+        fixture()
+    ))
+    .unwrap();
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let src = bin
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = bin
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let d = bin.by_name("d").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let n = 1000u64;
+    let size = 32 * 24 * 3 / 2;
+    let pusher = std::thread::spawn(move || {
+        for i in 0..n {
+            let mut b = gst::Buffer::from_mut_slice(pattern(size, i as usize));
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(33 * i));
+            src.push_buffer(b).unwrap();
+        }
+        src.end_of_stream().unwrap();
+    });
+    let mut rss = Vec::new();
+    let mut got = 0u64;
+    let mut last_pts = None;
+    while let Ok(sample) = sink.pull_sample() {
+        let pts = sample.buffer().unwrap().pts();
+        assert!(pts > last_pts, "out of order");
+        last_pts = pts;
+        got += 1;
+        if got % 200 == 0 {
+            rss.push(rss_kib());
+        }
+    }
+    pusher.join().unwrap();
+    assert_eq!(got, n);
+    assert_eq!(stat_u64(&d, "frames-in"), n);
+    assert_eq!(stat_u64(&d, "frames-out"), n);
+    assert_eq!(stat_u64(&d, "frames-dropped"), 0);
+    pipeline.set_state(gst::State::Null).unwrap();
+    eprintln!("RSS every 200 frames (KiB): {rss:?}");
+    // After warm-up (first 400 frames), the resident set no longer grows.
+    let growth = rss[4] as i64 - rss[1] as i64;
+    assert!(
+        growth < 4 * 1024,
+        "RSS grew by {growth} KiB over 600 frames: {rss:?}"
+    );
+}
+
+#[test]
+fn output_pixels_equal_the_core_denoiser() {
+    init();
+    let el = element(&[
+        ("batch-size", &4u32),
+        ("max-latency", &60_000u32),
+        ("strength", &0.75f64),
+    ]);
+    let mut h = harness(&el);
+    let denoiser = Denoiser::new(
+        ModelSource::parse(&fixture())
+            .load(tch::Device::Cpu)
+            .unwrap(),
+        Options::default(),
+    )
+    .unwrap();
+    // Widths that give GStreamer padded strides.
+    let cases = [
+        (rgb_caps(30, 22), FrameFormat::new(PixelFormat::Rgb, 30, 22)),
+        (
+            i420_caps(50, 34),
+            FrameFormat {
+                matrix: ColorMatrix::Bt601,
+                full_range: false,
+                ..FrameFormat::new(PixelFormat::I420, 50, 34)
+            },
+        ),
+    ];
+    for (k, (caps, fmt)) in cases.iter().enumerate() {
+        let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+        h.set_src_caps(caps.clone());
+        let frames: Vec<Vec<u8>> = (0..4)
+            .map(|i| pattern(fmt.frame_len(), 10 * k + i))
+            .collect();
+        for f in &frames {
+            h.push(to_buffer(&info, fmt, f)).unwrap();
+        }
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+        let want = denoiser.denoise_frames(&refs, fmt, 0.75).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            let out = h.pull().unwrap();
+            let got = from_buffer(&info, fmt, &out);
+            assert!(
+                got == *w,
+                "{:?} frame {i} differs from Denoiser::denoise_frames",
+                fmt.format
+            );
+            assert!(got != frames[i], "{:?} frame {i} unchanged", fmt.format);
+        }
+    }
+}
+
+#[test]
+fn missing_model_fails_null_to_ready_naming_the_file() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-model.safetensors");
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a safetensors file").unwrap();
+    for path in [&missing, &garbage] {
+        let pipeline = gst::Pipeline::new();
+        let el = gst::ElementFactory::make("clipdenoise")
+            .property("model", path.to_str().unwrap())
+            .build()
+            .unwrap();
+        pipeline.add(&el).unwrap();
+        assert!(pipeline.set_state(gst::State::Ready).is_err());
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .pop_filtered(&[gst::MessageType::Error])
+            .expect("an ERROR message");
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        let text = e.error().to_string();
+        assert!(text.contains(path.to_str().unwrap()), "{text}");
+        if path == &missing {
+            assert!(
+                e.error().matches(gst::ResourceError::NotFound),
+                "{:?}",
+                e.error()
+            );
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
+    init();
+    if tch::Cuda::is_available() {
+        eprintln!("CUDA is available: nothing to check");
+        return;
+    }
+    let pipeline = gst::Pipeline::new();
+    let el = element(&[("device", &"cuda:0")]);
+    pipeline.add(&el).unwrap();
+    assert!(pipeline.set_state(gst::State::Ready).is_err());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an ERROR message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    assert!(e.error().to_string().contains("cuda:0"), "{}", e.error());
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let pipeline = gst::Pipeline::new();
+    let el = element(&[("device", &"auto")]);
+    pipeline.add(&el).unwrap();
+    pipeline
+        .set_state(gst::State::Ready)
+        .expect("auto falls back to the CPU");
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Warning])
+        .expect("a WARNING message");
+    let gst::MessageView::Warning(w) = msg.view() else {
+        unreachable!()
+    };
+    assert!(w.error().to_string().contains("CPU"), "{}", w.error());
+    assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn model_failure_mid_stream_posts_an_error_without_deadlock() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc ! video/x-raw,width=32,height=32 \
+         ! clipdenoise name={FAULTY} model=\"{}\" batch-size=2 queue-size=2 ! fakesink",
+        fixture()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let err = wait_eos(&pipeline, Duration::from_secs(30)).expect_err("an ERROR, not EOS");
+    assert!(
+        err.contains("injected") && err.contains("model failed"),
+        "{err}"
+    );
+    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
+    let d = bin.by_name(FAULTY).unwrap();
+    assert_eq!(stat_u64(&d, "frames-out"), FAULTY_AFTER);
+    let t = set_null_timed(&pipeline);
+    assert!(t < Duration::from_secs(1), "NULL took {t:?}");
+}
+
+#[test]
+fn null_from_any_state_within_a_second() {
+    init();
+    // READY.
+    let pipeline = gst::parse::launch(&format!("clipdenoise model=\"{}\"", fixture())).unwrap();
+    pipeline.set_state(gst::State::Ready).unwrap();
+    assert!(set_null_timed(&pipeline) < Duration::from_secs(1));
+
+    // PAUSED with the sink prerolled: the src task blocks downstream, the channel fills and
+    // upstream blocks in the chain function.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc ! video/x-raw,width=32,height=32 \
+         ! clipdenoise name=d model=\"{}\" batch-size=1 queue-size=2 ! fakesink",
+        fixture()
+    ))
+    .unwrap();
+    let d = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("d")
+        .unwrap();
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let mut last = u64::MAX;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = stat_u64(&d, "frames-in");
+        if now == last && now > 0 {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last <= 8,
+        "{last} frames accepted: the queue is not bounded"
+    );
+    let t = set_null_timed(&pipeline);
+    assert!(
+        t < Duration::from_secs(1),
+        "NULL from a blocked PAUSED took {t:?}"
+    );
+
+    // PLAYING with larger frames: a batch is usually running when the state change comes.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc ! video/x-raw,width=640,height=480 \
+         ! clipdenoise model=\"{}\" batch-size=4 queue-size=4 ! fakesink sync=false",
+        fixture()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = set_null_timed(&pipeline);
+    assert!(t < Duration::from_secs(1), "NULL from PLAYING took {t:?}");
+}
+
+#[test]
+fn gap_events_pass_in_order() {
+    init();
+    let el = element(&[("batch-size", &4u32), ("max-latency", &60_000u32)]);
+    let mut h = harness(&el);
+    h.set_src_caps(rgb_caps(16, 16));
+    let info = gst_video::VideoInfo::from_caps(&rgb_caps(16, 16)).unwrap();
+    let probe_log: Arc<Mutex<Vec<String>>> = Arc::default();
+    {
+        let log = probe_log.clone();
+        el.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                let mut log = log.lock().unwrap();
+                if let Some(b) = info.buffer() {
+                    log.push(format!("buffer {}", b.pts().unwrap().mseconds()));
+                } else if let Some(ev) = info.event() {
+                    if let gst::EventView::Gap(g) = ev.view() {
+                        log.push(format!("gap {}", g.get().0.mseconds()));
+                    } else if ev.type_() == gst::EventType::Eos {
+                        log.push("eos".into());
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+    let push = |h: &mut Harness, ms: u64| {
+        let mut b = gst::Buffer::from_mut_slice(pattern(info.size(), ms as usize));
+        b.get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(ms));
+        h.push(b).unwrap();
+    };
+    push(&mut h, 0);
+    push(&mut h, 40);
+    h.push_event(
+        gst::event::Gap::builder(gst::ClockTime::from_mseconds(80))
+            .duration(gst::ClockTime::from_mseconds(40))
+            .build(),
+    );
+    push(&mut h, 120);
+    h.push_event(gst::event::Eos::new());
+    for _ in 0..3 {
+        h.pull().unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe_log.lock().unwrap().contains(&"eos".to_string()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        *probe_log.lock().unwrap(),
+        ["buffer 0", "buffer 40", "gap 80", "buffer 120", "eos"]
+    );
+    // The gap did not cut the batch.
+    assert_eq!(stat_u64(&el, "batches"), 1);
+}
+
+#[test]
+fn latency_query_adds_max_latency_and_batch_time() {
+    init();
+    let el = element(&[("batch-size", &2u32), ("max-latency", &75u32)]);
+    let mut h = harness(&el);
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    h.set_src_caps(rgb_caps(16, 16));
+    let before = h.query_latency().unwrap();
+    assert!(before >= gst::ClockTime::from_mseconds(85), "{before}");
+    let info = gst_video::VideoInfo::from_caps(&rgb_caps(16, 16)).unwrap();
+    for i in 0..4 {
+        h.push(gst::Buffer::from_mut_slice(pattern(info.size(), i)))
+            .unwrap();
+    }
+    for _ in 0..4 {
+        h.pull().unwrap();
+    }
+    let after = h.query_latency().unwrap();
+    let per_frame = stat_f64(&el, "upload-ms-per-frame")
+        + stat_f64(&el, "model-ms-per-frame")
+        + stat_f64(&el, "download-ms-per-frame");
+    assert!(per_frame > 0.0);
+    assert!(
+        after > before,
+        "{after} <= {before}: the batch time is not added"
+    );
+    assert!(
+        after.mseconds() as f64 >= 85.0 + 2.0 * per_frame - 1.0,
+        "{after} vs {per_frame} ms per frame"
+    );
+}
+
+#[test]
+fn strength_changes_while_playing() {
+    init();
+    let el = element(&[("batch-size", &1u32), ("max-latency", &0u32)]);
+    let mut h = harness(&el);
+    h.set_src_caps(rgb_caps(16, 12));
+    let info = gst_video::VideoInfo::from_caps(&rgb_caps(16, 12)).unwrap();
+    let fmt = FrameFormat::new(PixelFormat::Rgb, 16, 12);
+    let frame = pattern(fmt.frame_len(), 5);
+    el.set_property("strength", 0.0f64);
+    h.push(to_buffer(&info, &fmt, &frame)).unwrap();
+    assert_eq!(from_buffer(&info, &fmt, &h.pull().unwrap()), frame);
+    el.set_property("strength", 1.0f64);
+    h.push(to_buffer(&info, &fmt, &frame)).unwrap();
+    assert_ne!(from_buffer(&info, &fmt, &h.pull().unwrap()), frame);
+    // Model-shaping properties are fixed while playing.
+    el.set_property("batch-size", 7u32);
+    assert_eq!(el.property::<u32>("batch-size"), 1);
+}
+
+#[test]
+fn gst_inspect_lists_every_property_with_a_blurb() {
+    init();
+    let plugins = plugin_dir();
+    let registry = tempfile::tempdir().unwrap();
+    let out = Command::new("gst-inspect-1.0")
+        .arg("clipdenoise")
+        .env("GST_PLUGIN_PATH", plugins.path())
+        .env("GST_REGISTRY", registry.path().join("registry.bin"))
+        .output()
+        .expect("gst-inspect-1.0 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("Filter/Effect/Video"), "{text}");
+    let props = text
+        .split("Element Properties:")
+        .nth(1)
+        .expect("a property list");
+    for name in [
+        "model",
+        "device",
+        "batch-size",
+        "max-latency",
+        "queue-size",
+        "precision",
+        "max-pixels",
+        "strength",
+        "qos",
+        "stats",
+    ] {
+        let line = props
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("property {name} missing:\n{props}"));
+        let blurb = line.split_once(':').map(|(_, b)| b.trim()).unwrap_or("");
+        assert!(blurb.len() > 10, "property {name} has no blurb: {line}");
+    }
+}
+
+/// Make a small H.264 mp4 in `dir`.
+fn make_mp4(path: &Path, frames: u32) {
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,width=96,height=64,framerate=25/1 \
+         ! x264enc ! mp4mux ! filesink location=\"{}\"",
+        path.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_eos(&pipeline, Duration::from_secs(60)).unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+fn count_decoded_frames(path: &Path) -> u64 {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! decodebin ! appsink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap();
+    let sink = pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut n = 0;
+    while sink.pull_sample().is_ok() {
+        n += 1;
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    n
+}
+
+/// gst-launch-1.0 with the pipeline `args`, in `dir`, with the plugin from `plugins`.
+fn gst_launch(dir: &Path, plugins: &Path, args: &str) -> Command {
+    let mut cmd = Command::new("gst-launch-1.0");
+    cmd.args(args.split_whitespace())
+        .current_dir(dir)
+        .env("GST_PLUGIN_PATH", plugins)
+        .env("GST_REGISTRY", dir.join("registry.bin"))
+        .env("GST_DEBUG", "clipdenoise:4")
+        // As the Makefile sets it: OpenMP threads that sleep instead of spinning.
+        .env("OMP_WAIT_POLICY", "PASSIVE");
+    cmd
+}
+
+#[test]
+fn issue_pipelines_run_as_written() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir();
+    make_mp4(&dir.path().join("in.mp4"), 12);
+
+    let out = gst_launch(
+        dir.path(),
+        plugins.path(),
+        "filesrc location=in.mp4 ! decodebin ! videoconvert ! clipdenoise ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4",
+    )
+    .output()
+    .expect("gst-launch-1.0 runs");
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("frames-in=12 frames-out=12"), "{log}");
+    assert_eq!(count_decoded_frames(&dir.path().join("out.mp4")), 12);
+
+    let mut child = gst_launch(
+        dir.path(),
+        plugins.path(),
+        "videotestsrc is-live=true ! clipdenoise batch-size=4 max-latency=40 ! videoconvert ! fakesink sync=true",
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("gst-launch-1.0 starts");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the live pipeline stopped by itself"
+    );
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("ERROR: from element"), "{log}");
+    let frames_out: u64 = log
+        .split("frames-out=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no stats in the log:\n{log}"));
+    assert!(frames_out > 0, "{log}");
+}
