@@ -1035,3 +1035,24 @@ fn issue_pipelines_run_as_written() {
         .unwrap_or_else(|| panic!("no stats in the log:\n{log}"));
     assert!(frames_out > 0, "{log}");
 }
+
+#[test]
+fn settings_changed_in_ready_take_effect() {
+    init();
+    let el = element(&[("batch-size", &1u32), ("max-latency", &60_000u32)]);
+    el.set_state(gst::State::Ready).unwrap();
+    // The engine of READY was built with batch-size 1; PAUSED builds one with 3.
+    el.set_property("batch-size", 3u32);
+    let mut h = harness(&el);
+    h.set_src_caps(rgb_caps(16, 16));
+    let info = gst_video::VideoInfo::from_caps(&rgb_caps(16, 16)).unwrap();
+    for i in 0..3 {
+        h.push(gst::Buffer::from_mut_slice(pattern(info.size(), i)))
+            .unwrap();
+    }
+    for _ in 0..3 {
+        h.pull().unwrap();
+    }
+    assert_eq!(stat_u64(&el, "batches"), 1);
+    assert_eq!(stat_f64(&el, "mean-batch-size"), 3.0);
+}
