@@ -1349,6 +1349,13 @@ mod tests {
             ..Default::default()
         };
         assert!(spawn::<()>(fixture(), fp16, EngineConfig::default()).is_err());
+        if !tch::Cuda::is_available() {
+            let cuda = Options {
+                device: Device::Cuda(0),
+                ..Default::default()
+            };
+            assert!(spawn::<()>(fixture(), cuda, EngineConfig::default()).is_err());
+        }
         let bad = EngineConfig {
             batch_size: 0,
             ..Default::default()
