@@ -3,10 +3,12 @@
 
 // jemalloc as the process allocator, exported unprefixed so libtorch allocates through it too,
 // with pages retained (TOOLCHAIN.md: glibc malloc mmaps/unmaps every large activation).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc reads its options from this exported symbol at start-up.
+#[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[export_name = "malloc_conf"]
 pub static malloc_conf: &[u8; 36] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
@@ -20,6 +22,10 @@ mod models;
 mod train;
 #[cfg(feature = "gst")]
 mod video;
+/// The GStreamer element, compiled into the binary and registered statically by `video`.
+#[cfg(feature = "gst")]
+#[path = "../../../gst-plugin/src/clipdenoise/mod.rs"]
+mod element;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -73,7 +79,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// libgomp (libtorch's OpenMP) spins its idle threads unless OMP_WAIT_POLICY=PASSIVE. On small
+/// machines shared with decoders, encoders or other processes, spinning threads starve the
+/// ones doing work (measured: 1.5x to 100x slower under load). libgomp reads the variable when
+/// it is loaded, before `main`, so set it by re-executing once; an explicit value is kept.
+fn ensure_passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // `exec` only returns on failure, and then we simply run as we are.
+        let _ = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OMP_WAIT_POLICY", "PASSIVE")
+            .exec();
+    }
+}
+
 fn main() {
+    ensure_passive_openmp();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         // One line: the error and its causes, no backtrace.
