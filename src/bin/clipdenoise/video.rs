@@ -195,7 +195,10 @@ fn init_gstreamer() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn register_element() {}
+fn register_element() {
+    // A failure shows up as the element missing, which `run` and `info` report.
+    let _ = crate::element::register(None);
+}
 
 /// `info`'s GStreamer lines: version, the element, the encoders `video` can use.
 pub fn gstreamer_report() -> Vec<String> {
@@ -234,12 +237,15 @@ struct Shared {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     /// End (PTS + duration) of the latest frame into the element; of the latest audio buffer.
+    video_start: Mutex<Option<gst::ClockTime>>,
     video_end: Mutex<Option<gst::ClockTime>>,
     audio_end: Mutex<Option<gst::ClockTime>>,
     /// Frame rate and size of the decoded video.
     fps: Mutex<Option<gst::Fraction>>,
     size: Mutex<Option<(i32, i32)>>,
     video_seen: AtomicBool,
+    had_audio: AtomicBool,
+    input: PathBuf,
     /// Set by the callbacks: the first problem found (the main loop reports it).
     error: Mutex<Option<String>>,
     /// Notes for the user (audio re-encoded, streams skipped).
@@ -292,8 +298,24 @@ impl Drop for TempOutput {
     }
 }
 
-/// Ctrl-C: 0 = running, 1 = finish up, 2 = abort.
+/// Ctrl-C presses: 1 = finish the file, 2 = abort (the main loop stops the pipeline), 3 = exit
+/// at once (for a pipeline that does not stop).
 static INTERRUPTS: AtomicU8 = AtomicU8::new(0);
+/// The temporary output, for the third Ctrl-C.
+static TEMP_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn install_ctrlc() -> anyhow::Result<()> {
+    ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 2 {
+            if let Some(p) = TEMP_PATH.get() {
+                let _ = std::fs::remove_file(p);
+            }
+            eprintln!("\naborted: no output written");
+            std::process::exit(130);
+        }
+    })
+    .context("cannot install the Ctrl-C handler")
+}
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let container = Container::from_path(&args.output)?;
@@ -317,7 +339,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, None) => None,
     };
     // Device and model are checked here so their errors are one clear line before any GStreamer.
-    let (device, _) = args.model.device()?;
+    let (_, device) = args.model.device()?;
+    let device = match device {
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    };
     let source = args.model.source()?;
     if let clipdenoise::weights::ModelSource::File(_) = &source {
         source
@@ -338,19 +364,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    install_ctrlc()?;
     let temp = temp_output(&args.output, container)?;
-    let shared = Arc::new(Shared::default());
+    let _ = TEMP_PATH.set(temp.path.clone());
+    let shared = Arc::new(Shared {
+        input: args.input.clone(),
+        ..Shared::default()
+    });
     let pipeline = gst::Pipeline::new();
     let result = build(
-        &pipeline,
-        &args,
-        &temp.path,
-        container,
-        codec,
-        crf,
-        &device.to_string(),
-        &source,
-        &shared,
+        &pipeline, &args, &temp.path, container, codec, crf, &device, &source, &shared,
     )
     .and_then(|()| run_pipeline(&pipeline, &args, &shared));
     let _ = pipeline.set_state(gst::State::Null);
@@ -446,14 +469,13 @@ fn temp_output(output: &Path, container: Container) -> anyhow::Result<TempOutput
         std::process::id(),
         container.ext()
     ));
-    let mut temp = TempOutput {
+    let temp = TempOutput {
         path,
         created_dir,
         keep: false,
     };
     if let Err(e) = std::fs::File::create(&temp.path) {
-        temp.keep = true; // nothing was created; keep Drop from touching it
-        let _ = temp.created_dir.take().map(|d| std::fs::remove_dir(d));
+        // Dropping `temp` removes the directories created above.
         bail!("cannot write to {}: {e}", dir.display());
     }
     Ok(temp)
@@ -584,23 +606,9 @@ fn build(
     });
     let sh = shared.clone();
     let weak_pipeline = pipeline.downgrade();
-    let input = args.input.clone();
     parse.connect_no_more_pads(move |_| {
-        if !sh.video_seen.load(Ordering::SeqCst) {
-            let what = if sh.audio.lock().unwrap().is_empty() {
-                "no video stream"
-            } else {
-                "audio but no video stream"
-            };
-            sh.fail(format!(
-                "{}: the file has {what}; nothing to denoise",
-                input.display()
-            ));
-            if let Some(p) = weak_pipeline.upgrade() {
-                let _ = p.post_message(gst::message::Application::new(gst::Structure::new_empty(
-                    "cli-error",
-                )));
-            }
+        if let Some(p) = weak_pipeline.upgrade() {
+            check_video_seen(&p, &sh);
         }
     });
     Ok(())
@@ -623,7 +631,9 @@ fn configure_encoder(
             set_prop(enc, "option-string", &format!("crf={}", crf.unwrap_or(24)))?;
         }
         Codec::Vp9 => {
-            set_prop(enc, "end-usage", "q")?;
+            // Constrained quality with a bitrate cap high enough that the quality level rules.
+            set_prop(enc, "end-usage", "cq")?;
+            set_prop(enc, "target-bitrate", "50000000")?;
             set_prop(enc, "cq-level", &crf.unwrap_or(32).to_string())?;
             set_prop(enc, "cpu-used", "4")?;
             set_prop(enc, "row-mt", "true")?;
@@ -651,6 +661,8 @@ fn install_probes(pre: &gst::Element, post: &gst::Element, shared: &Arc<Shared>,
             let end = pts + buf.duration().unwrap_or(gst::ClockTime::ZERO);
             let mut e = sh.video_end.lock().unwrap();
             *e = Some(e.map_or(end, |v| v.max(end)));
+            let mut s = sh.video_start.lock().unwrap();
+            *s = Some(s.map_or(pts, |v| v.min(pts)));
         }
         if n == 0 {
             if let Some(s) = pad
@@ -713,6 +725,28 @@ fn sample_of(pad: &gst::Pad, buf: &gst::Buffer) -> Option<gst::Sample> {
     Some(gst::Sample::builder().buffer(&copy).caps(&caps).build())
 }
 
+/// Fail when the input has no video stream. parsebin exposes all streams before any data
+/// flows, so this is called at its `no-more-pads` and when the first buffer of another stream
+/// leaves it (parsebin 1.22 does not always emit `no-more-pads`).
+fn check_video_seen(pipeline: &gst::Pipeline, shared: &Shared) {
+    if shared.video_seen.load(Ordering::SeqCst) {
+        return;
+    }
+    let what =
+        if shared.audio.lock().unwrap().is_empty() && !shared.had_audio.load(Ordering::SeqCst) {
+            "no video stream"
+        } else {
+            "audio but no video stream"
+        };
+    shared.fail(format!(
+        "{}: the file has {what}; nothing to denoise",
+        shared.input.display()
+    ));
+    let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(
+        "cli-error",
+    )));
+}
+
 /// Link one of parsebin's streams: the first video stream to the denoising chain, audio to the
 /// mux (copied or re-encoded), anything else to a fakesink.
 fn on_stream(
@@ -733,6 +767,17 @@ fn on_stream(
         .map(|s| s.name().to_string())
         .unwrap_or_default();
     let kind = name.split('/').next().unwrap_or("");
+    shared.had_audio.fetch_or(kind == "audio", Ordering::SeqCst);
+    if kind != "video" || shared.video_seen.load(Ordering::SeqCst) {
+        let weak = pipeline.downgrade();
+        let sh = shared.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if let Some(p) = weak.upgrade() {
+                check_video_seen(&p, &sh);
+            }
+            gst::PadProbeReturn::Remove
+        });
+    }
     if kind == "video" && !shared.video_seen.swap(true, Ordering::SeqCst) {
         let queue = make("queue", None)?;
         let dec = make("decodebin", None)?;
@@ -908,13 +953,6 @@ fn run_pipeline(
     if pipeline.set_state(gst::State::Ready).is_err() {
         return Err(bus_error(&bus, args).unwrap_or_else(|| anyhow!("the pipeline cannot start")));
     }
-    ctrlc::set_handler(|| {
-        let n = INTERRUPTS.fetch_add(1, Ordering::SeqCst);
-        if n >= 1 {
-            INTERRUPTS.store(2, Ordering::SeqCst);
-        }
-    })
-    .context("cannot install the Ctrl-C handler")?;
     if pipeline.set_state(gst::State::Playing).is_err() {
         return Err(bus_error(&bus, args).unwrap_or_else(|| anyhow!("the pipeline cannot start")));
     }
@@ -989,7 +1027,10 @@ fn run_pipeline(
             MessageView::Warning(w) => {
                 let text = w.error().to_string();
                 if !text.is_empty() {
-                    progress.println(&format!("warning: {}", one_line(&text)));
+                    progress.println(&format!(
+                        "warning: {}",
+                        with_detail(&text, w.debug().as_deref())
+                    ));
                 }
             }
             _ => {}
@@ -1013,6 +1054,25 @@ fn bus_error(bus: &gst::Bus, args: &Args) -> Option<anyhow::Error> {
     None
 }
 
+/// `text (detail)`, the detail being the last line of a message's debug string (where elements
+/// put the specific cause), on one line.
+fn with_detail(text: &str, debug: Option<&str>) -> String {
+    let text = one_line(text);
+    let detail = debug
+        .and_then(|d| d.lines().last())
+        .map(one_line)
+        .unwrap_or_default();
+    if detail.is_empty()
+        || detail.contains(".rs(")
+        || detail.contains(".c(")
+        || detail.starts_with('/')
+    {
+        text
+    } else {
+        format!("{} ({detail})", text.trim_end_matches('.'))
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -1024,38 +1084,24 @@ fn error_line(msg: &gst::Message, args: &Args) -> anyhow::Error {
     };
     let e = err.error();
     let text = one_line(&e.to_string());
+    let text = text.trim_end_matches('.');
+    let detailed = with_detail(text, err.debug().as_deref());
     let src = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
     let input = args.input.display();
-    let from_input = !(src.starts_with("denoise")
-        || src.starts_with("encoder")
-        || src == "sink"
-        || src == "mux"
-        || src.starts_with("vmux"));
-    if e.matches(gst::StreamError::TypeNotFound) {
-        return anyhow!(
-            "{input}: not a media file GStreamer can read ({})",
-            text.trim_end_matches('.')
-        );
+    if e.matches(gst::StreamError::TypeNotFound) || e.matches(gst::StreamError::WrongType) {
+        return anyhow!("{input}: not a media file GStreamer can read ({text})");
     }
     if e.matches(gst::CoreError::MissingPlugin) || e.matches(gst::StreamError::CodecNotFound) {
-        return anyhow!(
-            "{input}: no decoder for one of its streams ({}); install the GStreamer plugin for it",
-            text.trim_end_matches('.')
-        );
+        return anyhow!("{input}: no decoder for one of its streams ({text}); install the GStreamer plugin for it");
     }
-    if src == "sink" {
-        return anyhow!("cannot write {}: {text}", args.output.display());
+    match src.as_str() {
+        "sink" => anyhow!("cannot write {}: {detailed}", args.output.display()),
+        "denoise" => anyhow!("{ELEMENT}: {detailed}"),
+        "encoder" | "encfilter" | "mux" | "pre" | "post" | "vmuxqueue" => {
+            anyhow!("{src}: {detailed}")
+        }
+        _ => anyhow!("{input}: cannot read this file; it may be damaged or truncated ({detailed})"),
     }
-    if src.starts_with("denoise") {
-        return anyhow!("{ELEMENT}: {text}");
-    }
-    if from_input {
-        return anyhow!(
-            "{input}: cannot read this file, it may be damaged or truncated ({})",
-            text.trim_end_matches('.')
-        );
-    }
-    anyhow!("{src}: {text}")
 }
 
 fn finish(
@@ -1099,9 +1145,16 @@ fn finish(
             }
         }
     }
+    if let Some(png) = &args.side_by_side {
+        write_side_by_side(png, &shared.capture.lock().unwrap())
+            .with_context(|| format!("cannot write the side-by-side image {}", png.display()))?;
+    }
     std::fs::rename(&temp.path, &args.output)
         .with_context(|| format!("cannot move the result to {}", args.output.display()))?;
     temp.keep = true;
+    if let Some(png) = &args.side_by_side {
+        eprintln!("before/after: {}", png.display());
+    }
     if frames_in != frames_out {
         eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
     }
@@ -1118,16 +1171,17 @@ fn finish(
         format!("audio: {audio}")
     };
     let secs = outcome.elapsed.as_secs_f64();
-    if let Some(png) = &args.side_by_side {
-        write_side_by_side(png, &shared.capture.lock().unwrap())
-            .with_context(|| format!("cannot write the side-by-side image {}", png.display()))?;
-        eprintln!("before/after: {}", png.display());
-    }
+    let video_start = shared
+        .video_start
+        .lock()
+        .unwrap()
+        .unwrap_or(gst::ClockTime::ZERO);
+    let length = video_end.saturating_sub(video_start);
     if outcome.interrupted {
         eprintln!(
             "stopped early: {} holds the first {frames_out} frames ({:.2} s{}) and is playable",
             args.output.display(),
-            video_end.seconds_f64(),
+            length.seconds_f64(),
             outcome
                 .duration
                 .map(|d| format!(" of {:.2} s", d.seconds_f64()))
@@ -1136,9 +1190,9 @@ fn finish(
         std::process::exit(130);
     }
     eprintln!(
-        "wrote {}: {frames_out} frames, {size}{:.2} s, {} in .{}, {audio}; {:.1} s ({:.2} fps)",
+        "wrote {}: {frames_out} frames, {size}{:.2} s, {} in .{}, {audio}; took {:.1} s ({:.2} fps)",
         args.output.display(),
-        video_end.seconds_f64(),
+        length.seconds_f64(),
         codec.name(),
         container.ext(),
         secs,
@@ -1206,11 +1260,13 @@ fn write_side_by_side(path: &Path, c: &Capture) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, plain lines (every 10% or 10 s) otherwise.
+/// How often plain progress lines are printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// A progress bar on a terminal, plain lines every [`PLAIN_EVERY`] otherwise.
 struct Progress {
     bar: Option<ProgressBar>,
     last_line: Instant,
-    last_decile: u64,
 }
 
 impl Progress {
@@ -1226,7 +1282,6 @@ impl Progress {
         Progress {
             bar,
             last_line: Instant::now(),
-            last_decile: 0,
         }
     }
 
@@ -1240,11 +1295,8 @@ impl Progress {
             b.set_message(format!("{fps:.2} fps"));
             return;
         }
-        let decile = total.map(|t| done * 10 / t.max(1)).unwrap_or(0);
-        if done > 0
-            && (decile > self.last_decile || self.last_line.elapsed() >= Duration::from_secs(10))
-        {
-            self.last_decile = decile;
+        // Every 5 s (not before: short jobs stay quiet, so an error stays the only line).
+        if done > 0 && self.last_line.elapsed() >= PLAIN_EVERY {
             self.last_line = Instant::now();
             let line = match total {
                 Some(t) => {

@@ -1,0 +1,269 @@
+//! Bad input to `clipdenoise video`, through the real binary: exactly one clear line on stderr
+//! naming the problem, a non-zero exit, no output file (or temporary file) left behind, no panic.
+#![cfg(feature = "gst")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use assert_cmd::Command;
+use gst::prelude::*;
+
+const TINY: &str = "tests/fixtures/tiny-w8/official_state_dict.safetensors";
+
+fn registry() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")
+}
+
+fn gst_run(desc: &str) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        std::env::set_var("GST_REGISTRY", registry());
+        gst::init().unwrap();
+    });
+    let p = gst::parse::launch(desc).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline finished in time");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{desc}: {}", e.error());
+    }
+    p.set_state(gst::State::Null).unwrap();
+}
+
+/// A 2-second 160x96 H.264 clip in MP4; `faststart` puts the index first.
+fn make_mp4(path: &Path, faststart: bool) {
+    gst_run(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! mp4mux faststart={faststart} ! filesink location={}",
+        path.display()
+    ));
+}
+
+/// Run `clipdenoise video INPUT OUTPUT extra...` and check the failure contract; returns the line.
+fn fails(input: &Path, output: &Path, extra: &[&str], expect: &[&str]) -> String {
+    let mut args = vec![
+        "video".to_string(),
+        input.display().to_string(),
+        output.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::cargo_bin("clipdenoise")
+        .unwrap()
+        .args(&args)
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GST_REGISTRY", registry())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: exactly one line on stderr, got:\n{err}"
+    );
+    let line = lines[0];
+    assert!(line.starts_with("error: "), "{line}");
+    for e in expect {
+        assert!(
+            line.contains(e),
+            "{args:?}: '{line}' does not mention '{e}'"
+        );
+    }
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace") && !err.contains("RUST_BACKTRACE"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    if output.exists() && output != input {
+        panic!("{args:?}: output {} left behind", output.display());
+    }
+    if let Some(dir) = output.parent().filter(|d| d.is_dir()) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                assert!(
+                    !name.contains(".part."),
+                    "{args:?}: temporary file {name} left behind"
+                );
+            }
+        }
+    }
+    line.to_string()
+}
+
+#[test]
+fn missing_input_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("nope.mp4");
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY],
+        &["nope.mp4", "no such file"],
+    );
+}
+
+#[test]
+fn text_file_named_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("notes.mp4");
+    std::fs::write(&input, "these are not video frames\n".repeat(100)).unwrap();
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY],
+        &["notes.mp4", "not a media file"],
+    );
+}
+
+#[test]
+fn truncated_videos() {
+    let dir = tempfile::tempdir().unwrap();
+    // Index at the end (the usual MP4): cut in half, the index is gone.
+    let full = dir.path().join("full.mp4");
+    make_mp4(&full, false);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails(
+        &cut,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY],
+        &["cut.mp4", "damaged or truncated"],
+    );
+    // Index first: the demuxer plays what is there and stops early, without an error.
+    let fs = dir.path().join("faststart.mp4");
+    make_mp4(&fs, true);
+    let bytes = std::fs::read(&fs).unwrap();
+    let cut = dir.path().join("cut-faststart.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails(
+        &cut,
+        &dir.path().join("out2.mkv"),
+        &["--model", TINY],
+        &["cut-faststart.mp4", "truncated"],
+    );
+}
+
+#[test]
+fn audio_without_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("song.mkv");
+    gst_run(&format!(
+        "audiotestsrc num-buffers=50 ! audioconvert ! vorbisenc ! matroskamux ! filesink location={}",
+        input.display()
+    ));
+    fails(
+        &input,
+        &dir.path().join("out.mkv"),
+        &["--model", TINY],
+        &["song.mkv", "audio but no video"],
+    );
+}
+
+#[test]
+fn unwritable_output_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, true);
+    let ro = dir.path().join("read-only");
+    std::fs::create_dir(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // root writes anywhere: then use a directory no one may create files in.
+    let target = if std::fs::write(ro.join("probe"), b"").is_err() {
+        ro.clone()
+    } else if std::fs::write("/sys/clipdenoise-probe", b"").is_err() {
+        PathBuf::from("/sys")
+    } else {
+        eprintln!("skipped: no unwritable directory on this machine");
+        return;
+    };
+    let line = fails(
+        &input,
+        &target.join("out.mp4"),
+        &["--model", TINY],
+        &["cannot write to", target.to_str().unwrap()],
+    );
+    assert!(
+        line.contains("denied") || line.contains("ermission") || line.contains("ead-only"),
+        "{line}"
+    );
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn output_equal_to_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("same.mp4");
+    make_mp4(&input, true);
+    let before = std::fs::read(&input).unwrap();
+    fails(
+        &input,
+        &input,
+        &["--model", TINY, "--force"],
+        &["same.mp4", "INPUT file itself"],
+    );
+    // Also through another spelling of the same path.
+    let other = dir.path().join(".").join("same.mp4");
+    fails(
+        &input,
+        &other,
+        &["--model", TINY, "--force"],
+        &["INPUT file itself"],
+    );
+    assert_eq!(std::fs::read(&input).unwrap(), before, "input untouched");
+}
+
+#[test]
+fn corrupt_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, true);
+    let model = dir.path().join("broken.safetensors");
+    let mut bytes = std::fs::read(TINY).unwrap();
+    bytes.truncate(bytes.len() / 3);
+    std::fs::write(&model, &bytes).unwrap();
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", model.to_str().unwrap()],
+        &["broken.safetensors", "model"],
+    );
+    std::fs::write(&model, b"garbage").unwrap();
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", model.to_str().unwrap()],
+        &["broken.safetensors", "not a valid safetensors file"],
+    );
+}
+
+#[test]
+fn unknown_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, true);
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY, "--device", "tpu"],
+        &["unknown device 'tpu'"],
+    );
+    // A CUDA device that is not there (every machine has fewer than 64).
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY, "--device", "cuda:63"],
+        &["cuda:63", "not available"],
+    );
+}

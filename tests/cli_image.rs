@@ -1,0 +1,216 @@
+//! `clipdenoise image` through the real binary: 16-bit PNG round trip at full precision, bit
+//! depths per format, --out-dir, and the usual refusals.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use image::{ImageBuffer, Rgb};
+
+const TINY: &str = "tests/fixtures/tiny-w8/official_state_dict.safetensors";
+
+fn clipdenoise() -> Command {
+    let mut c = Command::cargo_bin("clipdenoise").unwrap();
+    c.env("OMP_WAIT_POLICY", "PASSIVE");
+    c
+}
+
+/// A 16-bit image whose samples use all 16 bits (not multiples of 257 as an 8-bit one would).
+fn gradient16(w: u32, h: u32) -> ImageBuffer<Rgb<u16>, Vec<u16>> {
+    ImageBuffer::from_fn(w, h, |x, y| {
+        let v = |k: u32| ((x * 977 + y * 613 + k * 4099) % 60000 + 2000) as u16;
+        Rgb([v(0), v(1), v(2)])
+    })
+}
+
+fn not_8bit(samples: &[u16]) -> usize {
+    samples.iter().filter(|&&s| s % 257 != 0).count()
+}
+
+#[test]
+fn sixteen_bit_png_round_trips_at_full_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in16.png");
+    let src = gradient16(67, 45);
+    src.save(&input).unwrap();
+
+    // Strength 0 returns the input: bit-exact 16-bit samples prove no 8-bit step on the way.
+    let same = dir.path().join("same16.png");
+    clipdenoise()
+        .args([
+            "image",
+            input.to_str().unwrap(),
+            "-o",
+            same.to_str().unwrap(),
+            "--model",
+            TINY,
+            "--strength",
+            "0",
+        ])
+        .assert()
+        .success();
+    let back = image::open(&same).unwrap();
+    assert_eq!(
+        back.color(),
+        image::ColorType::Rgb16,
+        "16-bit in, 16-bit out"
+    );
+    assert_eq!(
+        back.to_rgb16().into_raw(),
+        src.clone().into_raw(),
+        "exact round trip"
+    );
+
+    // Denoised: still 16-bit, and the values use the full depth.
+    let out = dir.path().join("out16.png");
+    let assert = clipdenoise()
+        .args([
+            "image",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(err.contains("67x45 16-bit"), "{err}");
+    let den = image::open(&out).unwrap();
+    assert_eq!(den.color(), image::ColorType::Rgb16);
+    assert_eq!((den.width(), den.height()), (67, 45));
+    let samples = den.to_rgb16().into_raw();
+    assert!(
+        not_8bit(&samples) > samples.len() / 2,
+        "output is not 8-bit data in a 16-bit file"
+    );
+}
+
+#[test]
+fn formats_keep_their_depth_and_out_dir_takes_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let img16 = gradient16(40, 32);
+    img16.save(inputs.join("a16.tif")).unwrap();
+    let img8 = image::DynamicImage::ImageRgb16(img16).to_rgb8();
+    img8.save(inputs.join("b8.png")).unwrap();
+    img8.save(inputs.join("c8.jpg")).unwrap();
+    let out = dir.path().join("out");
+    clipdenoise()
+        .args([
+            "image",
+            inputs.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .assert()
+        .success();
+    let depth = |p: &Path| image::open(p).unwrap().color();
+    assert_eq!(depth(&out.join("a16.tif")), image::ColorType::Rgb16);
+    assert_eq!(depth(&out.join("b8.png")), image::ColorType::Rgb8);
+    assert_eq!(depth(&out.join("c8.jpg")), image::ColorType::Rgb8);
+    // A second run refuses to overwrite, then --force does.
+    let again = clipdenoise()
+        .args([
+            "image",
+            inputs.join("b8.png").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
+    assert!(
+        err.contains("already exists (use --force to overwrite)"),
+        "{err}"
+    );
+    clipdenoise()
+        .args([
+            "image",
+            inputs.join("b8.png").to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+            "--model",
+            TINY,
+            "--force",
+        ])
+        .assert()
+        .success();
+    // 16-bit into JPEG becomes 8-bit, and says so.
+    let j = dir.path().join("a.jpg");
+    let a = clipdenoise()
+        .args([
+            "image",
+            inputs.join("a16.tif").to_str().unwrap(),
+            "-o",
+            j.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .assert()
+        .success();
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("16-bit -> 8-bit"));
+    assert_eq!(depth(&j), image::ColorType::Rgb8);
+}
+
+#[test]
+fn refusals_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.png");
+    gradient16(8, 8).save(&input).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                input.display().to_string(),
+                "-o".into(),
+                input.display().to_string(),
+            ],
+            "the output is the input file itself",
+        ),
+        (
+            vec![
+                input.display().to_string(),
+                input.display().to_string(),
+                "-o".into(),
+                "y.png".into(),
+            ],
+            "exactly one input",
+        ),
+        (
+            vec!["missing.png".into(), "-o".into(), "y.png".into()],
+            "missing.png: no such file",
+        ),
+        (
+            vec![input.display().to_string(), "-o".into(), "y.gif".into()],
+            "unknown image extension",
+        ),
+        (
+            vec![
+                input.display().to_string(),
+                "-o".into(),
+                "y.png".into(),
+                "--device".into(),
+                "tpu".into(),
+            ],
+            "unknown device 'tpu'",
+        ),
+    ];
+    for (args, expect) in cases {
+        let out = clipdenoise()
+            .arg("image")
+            .args(&args)
+            .args(["--model", TINY])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!dir.path().join("y.png").exists());
+    }
+}

@@ -1,0 +1,421 @@
+//! `clipdenoise video` end to end: the real binary on clips made here with GStreamer, read back
+//! with GStreamer (frame count, timestamps, duration, audio).
+#![cfg(feature = "gst")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use gst::prelude::*;
+
+const TINY: &str = "tests/fixtures/tiny-w8/official_state_dict.safetensors";
+
+fn registry() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")
+}
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        std::env::set_var("GST_REGISTRY", registry());
+        gst::init().unwrap();
+    });
+}
+
+fn clipdenoise() -> Command {
+    let mut c = Command::cargo_bin("clipdenoise").unwrap();
+    c.env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GST_REGISTRY", registry());
+    c
+}
+
+/// Run a gst-launch style pipeline to EOS.
+fn gst_run(desc: &str) {
+    init();
+    let p = gst::parse::launch(desc).unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("pipeline finished in time");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{desc}: {} ({:?})", e.error(), e.debug());
+    }
+    p.set_state(gst::State::Null).unwrap();
+}
+
+/// A 2-second 160x96 30 fps H.264 clip with a 2-second stereo audio track, in `mux`.
+fn make_clip(path: &Path, frames: u32, mux: &str, audio_enc: &str) {
+    let audio_buffers = frames * 48000 / 30 / 960;
+    gst_run(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! {mux} name=m ! filesink location={} \
+         audiotestsrc num-buffers={audio_buffers} samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! \
+         audioconvert ! {audio_enc} ! m.",
+        path.display()
+    ));
+}
+
+#[derive(Debug, Default)]
+struct Stream {
+    caps: String,
+    pts: Vec<gst::ClockTime>,
+    end: Option<gst::ClockTime>,
+}
+
+type SharedStream = Arc<Mutex<Stream>>;
+
+#[derive(Debug, Default)]
+struct Probe {
+    video: Vec<Stream>,
+    audio: Vec<Stream>,
+    duration: Option<gst::ClockTime>,
+}
+
+/// Demux (without decoding) and record every stream's buffer timestamps and the duration.
+fn probe(path: &Path) -> Probe {
+    init();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_str().unwrap())
+        .build()
+        .unwrap();
+    let parse = gst::ElementFactory::make("parsebin").build().unwrap();
+    pipeline.add_many([&src, &parse]).unwrap();
+    src.link(&parse).unwrap();
+    let streams: Arc<Mutex<Vec<(String, SharedStream)>>> = Arc::default();
+    let weak = pipeline.downgrade();
+    let st = streams.clone();
+    parse.connect_pad_added(move |_, pad| {
+        let pipeline = weak.upgrade().unwrap();
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let name = caps.structure(0).unwrap().name().to_string();
+        let stream = Arc::new(Mutex::new(Stream {
+            caps: name.clone(),
+            ..Default::default()
+        }));
+        st.lock().unwrap().push((name, stream.clone()));
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .unwrap();
+        pipeline.add(&sink).unwrap();
+        sink.sync_state_with_parent().unwrap();
+        let sinkpad = sink.static_pad("sink").unwrap();
+        // Timestamps as running time: what a player shows (a demuxer may put the first frame
+        // at a PTS > 0 with a segment that starts there, e.g. MP4 with B-frames).
+        let segment = Mutex::new(gst::FormattedSegment::<gst::ClockTime>::new());
+        sinkpad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        if let gst::EventView::Segment(s) = e.view() {
+                            *segment.lock().unwrap() = s
+                                .segment()
+                                .downcast_ref::<gst::ClockTime>()
+                                .unwrap()
+                                .clone();
+                        }
+                    }
+                    Some(gst::PadProbeData::Buffer(b)) => {
+                        let mut s = stream.lock().unwrap();
+                        let running = b
+                            .pts()
+                            .and_then(|p| segment.lock().unwrap().to_running_time(p));
+                        if let Some(p) = running {
+                            s.pts.push(p);
+                            let end = p + b.duration().unwrap_or(gst::ClockTime::ZERO);
+                            s.end = Some(s.end.map_or(end, |e| e.max(end)));
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        pad.link(&sinkpad).unwrap();
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("probe finished in time");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{}: {}", path.display(), e.error());
+    }
+    let duration = pipeline.query_duration::<gst::ClockTime>();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let mut out = Probe {
+        duration,
+        ..Default::default()
+    };
+    for (name, s) in streams.lock().unwrap().drain(..) {
+        let mut s = std::mem::take(&mut *s.lock().unwrap());
+        s.pts.sort();
+        if name.starts_with("video/") {
+            out.video.push(s);
+        } else if name.starts_with("audio/") {
+            out.audio.push(s);
+        }
+    }
+    out
+}
+
+fn close(a: gst::ClockTime, b: gst::ClockTime, tol_us: u64) -> bool {
+    a.nseconds().abs_diff(b.nseconds()) <= tol_us * 1_000
+}
+
+/// Timestamp precision: MP4 stores them in its timescale (exact to rounding), Matroska in ms.
+const MP4_US: u64 = 1;
+const MKV_US: u64 = 1_000;
+
+/// Same frame count, the same timestamps (to the container's precision) and the same duration.
+fn assert_same_video(input: &Probe, output: &Probe, tol_us: u64) {
+    assert_eq!(input.video.len(), 1);
+    assert_eq!(output.video.len(), 1, "one video stream out: {output:?}");
+    let (i, o) = (&input.video[0], &output.video[0]);
+    assert_eq!(i.pts.len(), o.pts.len(), "frame count");
+    for (a, b) in i.pts.iter().zip(&o.pts) {
+        assert!(close(*a, *b, tol_us), "timestamp {a} in, {b} out");
+    }
+    let (di, d_o) = (i.end.unwrap() - i.pts[0], o.end.unwrap() - o.pts[0]);
+    assert!(close(di, d_o, tol_us), "video duration {di} in, {d_o} out");
+    let (ci, co) = (input.duration.unwrap(), output.duration.unwrap());
+    assert!(
+        close(ci, co, 40_000),
+        "container duration {ci} in, {co} out"
+    );
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn two_second_mp4_keeps_frames_timestamps_duration_and_copies_audio_into_mp4_and_mkv() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_clip(&input, 60, "mp4mux", "avenc_aac");
+    let pin = probe(&input);
+    assert_eq!(pin.video[0].pts.len(), 60);
+    assert!(
+        close(
+            pin.duration.unwrap(),
+            gst::ClockTime::from_seconds(2),
+            40_000
+        ),
+        "{:?}",
+        pin.duration
+    );
+
+    for ext in ["mp4", "mkv"] {
+        let output = dir.path().join(format!("out.{ext}"));
+        let out = clipdenoise()
+            .args([
+                "video",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--model",
+                TINY,
+                "--batch-size",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{ext}: {err}");
+        assert!(
+            err.contains("60 frames") && err.contains("AAC copied"),
+            "{err}"
+        );
+        let pout = probe(&output);
+        // Matroska stores milliseconds.
+        assert_same_video(&pin, &pout, if ext == "mkv" { MKV_US } else { MP4_US });
+        assert_eq!(pout.audio.len(), 1, "{ext}: audio survives");
+        assert_eq!(pout.audio[0].caps, "audio/mpeg");
+        assert_eq!(
+            pout.audio[0].pts.len(),
+            pin.audio[0].pts.len(),
+            "{ext}: every audio packet, unchanged"
+        );
+        // No temporary file is left next to the output.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.iter().all(|n| !n.to_string_lossy().contains(".part.")),
+            "{left:?}"
+        );
+    }
+}
+
+#[test]
+fn audio_the_container_cannot_take_is_reencoded_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mkv");
+    make_clip(&input, 45, "matroskamux", "vorbisenc");
+    let pin = probe(&input);
+    for (ext, codec, audio_caps) in [
+        ("mp4", "h264", "audio/mpeg"),
+        ("webm", "vp9", "audio/x-vorbis"),
+    ] {
+        let output = dir.path().join(format!("out.{ext}"));
+        let out = clipdenoise()
+            .args([
+                "video",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--model",
+                TINY,
+            ])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{ext}: {err}");
+        assert!(err.contains(&format!("{codec} in .{ext}")), "{err}");
+        if ext == "mp4" {
+            assert!(
+                err.contains(
+                    "note: the audio (Vorbis) cannot go into .mp4 unchanged: re-encoding it to AAC"
+                ),
+                "{err}"
+            );
+        } else {
+            assert!(err.contains("Vorbis copied"), "{err}");
+        }
+        let pout = probe(&output);
+        assert_same_video(&pin, &pout, MKV_US);
+        assert_eq!(pout.audio.len(), 1, "{ext}: audio survives");
+        assert_eq!(pout.audio[0].caps, audio_caps);
+        let (ai, ao) = (pin.audio[0].end.unwrap(), pout.audio[0].end.unwrap());
+        assert!(
+            close(ai, ao, 60_000),
+            "{ext}: audio length {ai} in, {ao} out"
+        );
+    }
+}
+
+#[test]
+fn refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_clip(&input, 10, "mp4mux", "avenc_aac");
+    let output = dir.path().join("out.mkv");
+    std::fs::write(&output, b"keep me").unwrap();
+    let out = clipdenoise()
+        .args([
+            "video",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("already exists (use --force to overwrite)"));
+    assert_eq!(std::fs::read(&output).unwrap(), b"keep me");
+    let out = clipdenoise()
+        .args([
+            "video",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--model",
+            TINY,
+            "--force",
+            "--no-audio",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let p = probe(&output);
+    assert_eq!(p.video[0].pts.len(), 10);
+    assert!(p.audio.is_empty(), "--no-audio");
+}
+
+#[test]
+fn ctrl_c_finishes_a_playable_file_with_the_frames_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("long.mkv");
+    let frames = 1800;
+    make_clip(&input, frames, "matroskamux", "vorbisenc");
+    let output = dir.path().join("cut.mp4");
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("clipdenoise"))
+        .args([
+            "video",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--model",
+            TINY,
+        ])
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GST_REGISTRY", registry())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first progress line (after 5 s), then interrupt.
+    let stderr = child.stderr.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stderr).lines() {
+                lines.lock().unwrap().push(l.unwrap());
+            }
+        })
+    };
+    let t0 = Instant::now();
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("frame "))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no progress: {:?}",
+            lines.lock().unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended early: {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let err = lines.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: finishing"), "{err}");
+    assert!(
+        err.contains("stopped early:") && err.contains("is playable"),
+        "{err}"
+    );
+    // Playable: it demuxes, and the video is a prefix of the input's.
+    let p = probe(&output);
+    let n = p.video[0].pts.len();
+    assert!(n > 0 && n < frames as usize, "{n} frames");
+    let pin = probe(&input);
+    for (a, b) in pin.video[0].pts.iter().zip(&p.video[0].pts) {
+        assert!(close(*a, *b, MKV_US), "{a} in, {b} out");
+    }
+    assert!(err.contains(&format!("the first {n} frames")), "{err}");
+}
