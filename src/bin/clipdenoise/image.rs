@@ -21,7 +21,7 @@ use crate::models::ModelArgs;
     clipdenoise image raw16.tif -o clean16.tif --device cuda\n  \
     clipdenoise image shots/*.jpg --out-dir cleaned/ --strength 0.8\n  \
     clipdenoise image photos/ --out-dir cleaned/ --model my-model.safetensors\n\n\
-    PNG and TIFF keep 8 or 16 bits per sample (float TIFF stays float); JPEG is 8-bit.\n\
+    PNG and TIFF keep 8 or 16 bits per sample (float TIFF stays float); JPEG is 8-bit. \
     The output format follows the output's extension."
 )]
 pub struct Args {

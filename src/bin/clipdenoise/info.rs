@@ -8,9 +8,9 @@ use crate::models::{self, ModelSummary, WeightsKind, ENV_MODEL_DIR};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Example:\n  clipdenoise info\n  CLIPDENOISE_MODEL_DIR=~/models clipdenoise info\n\n\
-    Models are the built-in default plus every *.safetensors file in $CLIPDENOISE_MODEL_DIR and in\n\
-    the cache directory ($CLIPDENOISE_CACHE_DIR, else ~/.cache/clipdenoise); pass one to\n\
+    after_help = "Examples:\n  clipdenoise info\n  CLIPDENOISE_MODEL_DIR=~/models clipdenoise info\n\n\
+    Models are the built-in default plus every *.safetensors file in $CLIPDENOISE_MODEL_DIR and in \
+    the cache directory ($CLIPDENOISE_CACHE_DIR, else ~/.cache/clipdenoise); pass one to \
     `video`/`image` with --model PATH or --model NAME (its file name without .safetensors)."
 )]
 pub struct Args {}

@@ -38,9 +38,9 @@ const ELEMENT: &str = "clipdenoise";
     clipdenoise video noisy.mp4 clean.mp4\n  \
     clipdenoise video noisy.mkv clean.mkv --device cuda --batch-size 8 --precision bf16\n  \
     clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
-    clipdenoise video samples/bedroom-noisy.mp4 target/demo/out.mp4 --force --side-by-side target/demo/compare.png\n\n\
-    The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the\n\
-    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\
+    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
+    The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
+    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\n\
     Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort.")]
 pub struct Args {
     /// Input video (anything GStreamer can demux and decode)
