@@ -56,9 +56,11 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -66,7 +68,11 @@ pub fn peak_rss_mb() -> f64 {
 /// GPU memory in use on `index` per nvidia-smi (MiB), if it can tell.
 fn gpu_used_mb(index: usize) -> Option<f64> {
     let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits", &format!("--id={index}")])
+        .args([
+            "--query-gpu=memory.used",
+            "--format=csv,noheader,nounits",
+            &format!("--id={index}"),
+        ])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -98,7 +104,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     if cfg.batch_size == 0 || cfg.frames == 0 || cfg.width == 0 || cfg.height == 0 {
-        return Err(Error::Input("bench needs a size, a batch size and frames above 0".into()));
+        return Err(Error::Input(
+            "bench needs a size, a batch size and frames above 0".into(),
+        ));
     }
     let fmt = FrameFormat::new(cfg.format, cfg.width, cfg.height);
     let batches = cfg.frames.div_ceil(cfg.batch_size);
@@ -157,7 +165,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
             }
             Ok(Output::Marker(_)) => {}
             Ok(Output::Failed { error, .. }) => return Err(error),
-            Err(e) => return Err(Error::Input(format!("bench: the engine stopped early ({e})"))),
+            Err(e) => {
+                return Err(Error::Input(format!(
+                    "bench: the engine stopped early ({e})"
+                )))
+            }
         }
     }
     let seconds = t0.elapsed().as_secs_f64();

@@ -47,19 +47,32 @@ impl From<tch::TchError> for Error {
     fn from(e: tch::TchError) -> Self {
         // libtorch errors carry a multi-line C++ backtrace; keep the first line.
         let s = e.to_string();
-        let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let first = s
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         Error::Torch(first.to_string())
     }
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), msg: msg.into() }
+        Error::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     pub fn weights(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Weights { path: path.into(), msg: msg.into() }
+        Error::Weights {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

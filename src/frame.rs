@@ -40,7 +40,13 @@ pub struct FrameFormat {
 
 impl FrameFormat {
     pub fn new(format: PixelFormat, width: usize, height: usize) -> Self {
-        FrameFormat { format, width, height, matrix: ColorMatrix::Bt601, full_range: false }
+        FrameFormat {
+            format,
+            width,
+            height,
+            matrix: ColorMatrix::Bt601,
+            full_range: false,
+        }
     }
 
     fn chroma(&self) -> (usize, usize) {
@@ -67,7 +73,10 @@ impl FrameFormat {
 
     pub fn validate(&self) -> Result<()> {
         if self.width == 0 || self.height == 0 {
-            return Err(Error::Input(format!("frame size {}x{} is empty", self.width, self.height)));
+            return Err(Error::Input(format!(
+                "frame size {}x{} is empty",
+                self.width, self.height
+            )));
         }
         Ok(())
     }
@@ -150,10 +159,13 @@ fn yuv_to_rgb(raw: &Tensor, fmt: &FrameFormat, n: i64) -> Result<Tensor> {
     let (u, v) = match fmt.format {
         PixelFormat::I420 => (
             raw.f_narrow(1, w * h, cw * ch)?.f_view([n, 1, ch, cw])?,
-            raw.f_narrow(1, w * h + cw * ch, cw * ch)?.f_view([n, 1, ch, cw])?,
+            raw.f_narrow(1, w * h + cw * ch, cw * ch)?
+                .f_view([n, 1, ch, cw])?,
         ),
         _ => {
-            let uv = raw.f_narrow(1, w * h, 2 * cw * ch)?.f_view([n, ch, cw, 2])?;
+            let uv = raw
+                .f_narrow(1, w * h, 2 * cw * ch)?
+                .f_view([n, ch, cw, 2])?;
             (
                 uv.f_select(3, 0)?.f_unsqueeze(1)?,
                 uv.f_select(3, 1)?.f_unsqueeze(1)?,
@@ -193,20 +205,21 @@ fn rgb_to_yuv_bytes(rgb: &Tensor, fmt: &FrameFormat) -> Result<Tensor> {
     // 2x2 average for chroma (ceil for odd sizes: replicate the last row/column).
     let (h, w) = (rgb.size()[2], rgb.size()[3]);
     let pad = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_pad([0, w % 2, 0, h % 2], "replicate", None)?.f_avg_pool2d(
-            [2, 2],
-            [2, 2],
-            [0, 0],
-            false,
-            true,
-            None::<i64>,
-        )?)
+        Ok(c.f_pad([0, w % 2, 0, h % 2], "replicate", None)?
+            .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?)
     };
     let (u, v) = (pad(u)?, pad(v)?);
     let (y_off, y_scale, c_scale) = fmt.yuv_scales();
-    let (y, u, v) = (y * y_scale + y_off, u * c_scale + 128.0, v * c_scale + 128.0);
+    let (y, u, v) = (
+        y * y_scale + y_off,
+        u * c_scale + 128.0,
+        v * c_scale + 128.0,
+    );
     let q = |t: Tensor| -> Result<Tensor> {
-        Ok(t.f_round()?.f_clamp(0.0, 255.0)?.f_to_kind(Kind::Uint8)?.f_reshape([n, -1])?)
+        Ok(t.f_round()?
+            .f_clamp(0.0, 255.0)?
+            .f_to_kind(Kind::Uint8)?
+            .f_reshape([n, -1])?)
     };
     let (y, u, v) = (q(y)?, q(u)?, q(v)?);
     let chroma = match fmt.format {
@@ -218,14 +231,22 @@ fn rgb_to_yuv_bytes(rgb: &Tensor, fmt: &FrameFormat) -> Result<Tensor> {
 
 /// Convert an RGB batch (N, 3, H, W) in [0, 1] back to packed frames of `fmt` on its device,
 /// then download. Padding/alpha bytes are copied from `originals` (same frames as the input).
-pub fn tensor_to_frames(rgb: &Tensor, fmt: &FrameFormat, originals: &[&[u8]]) -> Result<Vec<Vec<u8>>> {
+pub fn tensor_to_frames(
+    rgb: &Tensor,
+    fmt: &FrameFormat,
+    originals: &[&[u8]],
+) -> Result<Vec<Vec<u8>>> {
     let n = rgb.size()[0];
     let device = rgb.device();
     let rgb = rgb.f_to_kind(Kind::Float)?.f_clamp(0.0, 1.0)?;
     let packed = match fmt.packed_bpp() {
         None => rgb_to_yuv_bytes(&rgb, fmt)?,
         Some(bpp) => {
-            let q = rgb.f_mul_scalar(255.0)?.f_round()?.f_to_kind(Kind::Uint8)?.f_permute([0, 2, 3, 1])?;
+            let q = rgb
+                .f_mul_scalar(255.0)?
+                .f_round()?
+                .f_to_kind(Kind::Uint8)?
+                .f_permute([0, 2, 3, 1])?;
             // rgb_order() is its own inverse (identity or R<->B swap).
             let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
             let px = q.f_index_select(3, &idx)?;
@@ -236,9 +257,12 @@ pub fn tensor_to_frames(rgb: &Tensor, fmt: &FrameFormat, originals: &[&[u8]]) ->
                     check_len(fmt, o)?;
                     orig.extend_from_slice(o);
                 }
-                let o = Tensor::f_from_slice(&orig)?
-                    .f_to_device(device)?
-                    .f_view([n, fmt.height as i64, fmt.width as i64, 4])?;
+                let o = Tensor::f_from_slice(&orig)?.f_to_device(device)?.f_view([
+                    n,
+                    fmt.height as i64,
+                    fmt.width as i64,
+                    4,
+                ])?;
                 Tensor::f_cat(&[px, o.f_narrow(3, 3, 1)?], 3)?
             } else {
                 px
@@ -258,7 +282,9 @@ mod tests {
     use super::*;
 
     fn gradient(fmt: &FrameFormat) -> Vec<u8> {
-        (0..fmt.frame_len()).map(|i| ((i * 37 + i / 7) % 256) as u8).collect()
+        (0..fmt.frame_len())
+            .map(|i| ((i * 37 + i / 7) % 256) as u8)
+            .collect()
     }
 
     #[test]
@@ -296,12 +322,17 @@ mod tests {
                 let fmt = FrameFormat::new(f, w, h);
                 // Flat chroma, smooth luma: 4:2:0 loses nothing then.
                 let mut data = vec![128u8; fmt.frame_len()];
-                for i in 0..w * h {
-                    data[i] = (40 + 3 * i) as u8;
+                for (i, y) in data.iter_mut().take(w * h).enumerate() {
+                    *y = (40 + 3 * i) as u8;
                 }
                 let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
                 let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
-                let maxdiff = back[0].iter().zip(&data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+                let maxdiff = back[0]
+                    .iter()
+                    .zip(&data)
+                    .map(|(a, b)| a.abs_diff(*b))
+                    .max()
+                    .unwrap();
                 assert!(maxdiff <= 1, "{f:?} {w}x{h}: {maxdiff}");
             }
         }

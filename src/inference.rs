@@ -46,7 +46,9 @@ impl FromStr for Precision {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(Error::Input(format!("unknown precision '{s}' (expected fp32, fp16 or bf16)"))),
+            _ => Err(Error::Input(format!(
+                "unknown precision '{s}' (expected fp32, fp16 or bf16)"
+            ))),
         }
     }
 }
@@ -97,14 +99,22 @@ impl DeviceRequest {
     /// The device to run on. `Auto` falls back to the CPU; an explicit CUDA device that does
     /// not exist is an error.
     pub fn resolve(self) -> Result<Device> {
-        let n = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        let n = if tch::Cuda::is_available() {
+            tch::Cuda::device_count() as usize
+        } else {
+            0
+        };
         match self {
             DeviceRequest::Cpu => Ok(Device::Cpu),
             DeviceRequest::Auto => Ok(if n > 0 { Device::Cuda(0) } else { Device::Cpu }),
             DeviceRequest::Cuda(i) if i < n => Ok(Device::Cuda(i)),
             DeviceRequest::Cuda(i) => Err(Error::DeviceUnavailable(
                 format!("cuda:{i}"),
-                if n == 0 { "CUDA is not available".into() } else { format!("only {n} CUDA device(s)") },
+                if n == 0 {
+                    "CUDA is not available".into()
+                } else {
+                    format!("only {n} CUDA device(s)")
+                },
             )),
         }
     }
@@ -161,19 +171,33 @@ pub struct Denoiser {
 
 impl std::fmt::Debug for Denoiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Denoiser").field("config", &self.model.config).field("opts", &self.opts).finish()
+        f.debug_struct("Denoiser")
+            .field("config", &self.model.config)
+            .field("opts", &self.opts)
+            .finish()
     }
 }
 
 impl Denoiser {
     pub fn new(loaded: LoadedModel, opts: Options) -> Result<Self> {
         if opts.precision == Precision::Fp16 && opts.device == Device::Cpu {
-            return Err(Error::Input("fp16 needs a CUDA device; use fp32 or bf16 on the CPU".into()));
+            return Err(Error::Input(
+                "fp16 needs a CUDA device; use fp32 or bf16 on the CPU".into(),
+            ));
         }
-        let LoadedModel { mut vs, mut model, provenance } = loaded;
+        let LoadedModel {
+            mut vs,
+            mut model,
+            provenance,
+        } = loaded;
         vs.set_device(opts.device);
         model.prepare_inference(opts.precision.kind(), opts.channels_last);
-        Ok(Denoiser { model, _vs: vs, opts, provenance })
+        Ok(Denoiser {
+            model,
+            _vs: vs,
+            opts,
+            provenance,
+        })
     }
 
     /// Load a weights file and prepare it for inference.
@@ -197,10 +221,14 @@ impl Denoiser {
     /// Run the network on (N, 3, H, W) with H, W multiples of 32. Returns f32, not clamped.
     pub fn forward_padded(&self, x: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let x = x.f_to_device(self.opts.device)?.f_to_kind(self.opts.precision.kind())?;
+        let x = x
+            .f_to_device(self.opts.device)?
+            .f_to_kind(self.opts.precision.kind())?;
         let x = crate::model::to_layout(&x, self.opts.channels_last);
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.model.forward_t(&x, false)))
-            .map_err(|p| Error::Torch(panic_message(&p)))?;
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.model.forward_t(&x, false)
+        }))
+        .map_err(|p| Error::Torch(panic_message(&p)))?;
         Ok(out.f_to_kind(Kind::Float)?)
     }
 
@@ -209,7 +237,9 @@ impl Denoiser {
     pub fn denoise(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || size[2] < 1 || size[3] < 1 {
-            return Err(Error::Input(format!("expected an (N, 3, H, W) batch, got {size:?}")));
+            return Err(Error::Input(format!(
+                "expected an (N, 3, H, W) batch, got {size:?}"
+            )));
         }
         let (h, w) = (size[2], size[3]);
         let out = if self.opts.max_pixels > 0 && h * w > self.opts.max_pixels {
@@ -223,7 +253,10 @@ impl Denoiser {
     fn forward_any(&self, x: &Tensor) -> Result<Tensor> {
         let (h, w) = (x.size()[2], x.size()[3]);
         let padded = pad_to_multiple(&x.f_to_device(self.opts.device)?, Config::MULTIPLE)?;
-        Ok(self.forward_padded(&padded)?.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?)
+        Ok(self
+            .forward_padded(&padded)?
+            .f_narrow(2, 0, h)?
+            .f_narrow(3, 0, w)?)
     }
 
     /// Overlapping tiles of a size that fits the budget, blended with linear ramps over the overlap.
@@ -232,7 +265,9 @@ impl Denoiser {
         let m = Config::MULTIPLE;
         let overlap = ((self.opts.tile_overlap + m - 1) / m * m).max(m);
         // Square-ish tile side fitting the budget, a multiple of 32, at least 2*overlap.
-        let side = (((self.opts.max_pixels as f64).sqrt() as i64) / m * m).max(2 * overlap).max(m);
+        let side = (((self.opts.max_pixels as f64).sqrt() as i64) / m * m)
+            .max(2 * overlap)
+            .max(m);
         let ys = tile_starts(h, side, overlap);
         let xs = tile_starts(w, side, overlap);
         let dev = self.opts.device;
@@ -248,7 +283,10 @@ impl Denoiser {
                 let wy = ramp(th, overlap, y0 > 0, y0 + th < h, dev)?.f_view([1, 1, th, 1])?;
                 let wx = ramp(tw, overlap, x0 > 0, x0 + tw < w, dev)?.f_view([1, 1, 1, tw])?;
                 let wt = wy * wx;
-                let _ = acc.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?.f_add_(&(out * &wt))?;
+                let _ = acc
+                    .f_narrow(2, y0, th)?
+                    .f_narrow(3, x0, tw)?
+                    .f_add_(&(out * &wt))?;
                 let _ = wsum.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?.f_add_(&wt)?;
             }
         }
@@ -256,7 +294,12 @@ impl Denoiser {
     }
 
     /// Denoise packed u8 frames of one format; `strength` blends input (0) and output (1).
-    pub fn denoise_frames(&self, frames: &[&[u8]], fmt: &FrameFormat, strength: f64) -> Result<Vec<Vec<u8>>> {
+    pub fn denoise_frames(
+        &self,
+        frames: &[&[u8]],
+        fmt: &FrameFormat,
+        strength: f64,
+    ) -> Result<Vec<Vec<u8>>> {
         Ok(self.denoise_frames_timed(frames, fmt, strength)?.0)
     }
 
@@ -274,11 +317,19 @@ impl Denoiser {
         self.synchronize();
         let t1 = Instant::now();
         let y = self.denoise(&x)?;
-        let y = if strength >= 1.0 { y } else { &x + (y - &x) * strength.max(0.0) };
+        let y = if strength >= 1.0 {
+            y
+        } else {
+            &x + (y - &x) * strength.max(0.0)
+        };
         self.synchronize();
         let t2 = Instant::now();
         let out = tensor_to_frames(&y, fmt, frames)?;
-        let times = StageTimes { upload: t1 - t0, model: t2 - t1, download: t2.elapsed() };
+        let times = StageTimes {
+            upload: t1 - t0,
+            model: t2 - t1,
+            download: t2.elapsed(),
+        };
         Ok((out, times))
     }
 
@@ -296,7 +347,11 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.as_str())
         .or_else(|| p.downcast_ref::<&str>().copied())
         .unwrap_or("model panicked");
-    s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim().to_string()
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 /// Tile origins covering `len` with tiles of `side` overlapping by at least `overlap`.
@@ -307,7 +362,9 @@ fn tile_starts(len: i64, side: i64, overlap: i64) -> Vec<i64> {
     let step = side - overlap;
     let count = (len - overlap + step - 1) / step;
     // Spread the tiles evenly so the last one ends exactly at `len`.
-    (0..count).map(|i| (i * (len - side)) / (count - 1).max(1)).collect()
+    (0..count)
+        .map(|i| (i * (len - side)) / (count - 1).max(1))
+        .collect()
 }
 
 /// Blending weights along one axis. At inner edges the first quarter of the overlap is
@@ -339,8 +396,16 @@ pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
         while need > 0 {
             let cur = t.size()[dim];
             let step = need.min(cur - 1);
-            let (mode, step) = if step == 0 { ("replicate", need) } else { ("reflect", step) };
-            let pad = if dim == 3 { [0, step, 0, 0] } else { [0, 0, 0, step] };
+            let (mode, step) = if step == 0 {
+                ("replicate", need)
+            } else {
+                ("reflect", step)
+            };
+            let pad = if dim == 3 {
+                [0, step, 0, 0]
+            } else {
+                [0, 0, 0, step]
+            };
             t = t.f_pad(pad, mode, None)?;
             need -= step;
         }
@@ -354,16 +419,34 @@ mod tests {
 
     #[test]
     fn devices_parse() {
-        assert_eq!("auto".parse::<DeviceRequest>().unwrap(), DeviceRequest::Auto);
-        assert_eq!("CUDA:1".parse::<DeviceRequest>().unwrap(), DeviceRequest::Cuda(1));
-        assert_eq!("cpu".parse::<DeviceRequest>().unwrap().resolve().unwrap(), Device::Cpu);
-        assert!("tpu".parse::<DeviceRequest>().unwrap_err().to_string().contains("'tpu'"));
+        assert_eq!(
+            "auto".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Auto
+        );
+        assert_eq!(
+            "CUDA:1".parse::<DeviceRequest>().unwrap(),
+            DeviceRequest::Cuda(1)
+        );
+        assert_eq!(
+            "cpu".parse::<DeviceRequest>().unwrap().resolve().unwrap(),
+            Device::Cpu
+        );
+        assert!("tpu"
+            .parse::<DeviceRequest>()
+            .unwrap_err()
+            .to_string()
+            .contains("'tpu'"));
         assert!("fp8".parse::<Precision>().is_err());
     }
 
     #[test]
     fn tiles_cover_with_overlap() {
-        for (len, side, ov) in [(1024, 256, 64), (1000, 256, 96), (300, 256, 64), (256, 256, 64)] {
+        for (len, side, ov) in [
+            (1024, 256, 64),
+            (1000, 256, 96),
+            (300, 256, 64),
+            (256, 256, 64),
+        ] {
             let s = tile_starts(len, side, ov);
             assert_eq!(s[0], 0);
             assert_eq!(*s.last().unwrap() + side.min(len), len);

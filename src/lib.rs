@@ -7,8 +7,8 @@
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
 
-pub mod engine;
 pub mod bench;
+pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod frame;

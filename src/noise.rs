@@ -24,7 +24,8 @@ pub fn correlated(x: &Tensor, sigma: f64) -> Tensor {
 pub fn box3(x: &Tensor) -> Tensor {
     let c = x.size()[1];
     let k = Tensor::full([c, 1, 3, 3], 1.0 / 9.0, (x.kind(), x.device()));
-    x.pad([1, 1, 1, 1], "reflect", None).conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)
+    x.pad([1, 1, 1, 1], "reflect", None)
+        .conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)
 }
 
 /// Poisson noise of the evaluation protocol: xq = round(255x)/255, v = 2^ceil(log2(number of
@@ -79,9 +80,10 @@ impl NoiseSpec {
         levels
             .split(',')
             .map(|l| {
-                let v: f64 = l.trim().parse().map_err(|_| {
-                    Error::Input(format!("noise '{s}': '{l}' is not a number"))
-                })?;
+                let v: f64 = l
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Input(format!("noise '{s}': '{l}' is not a number")))?;
                 if !(v.is_finite() && v >= 0.0) {
                     return Err(Error::Input(format!("noise '{s}': level {v} must be >= 0")));
                 }
@@ -171,7 +173,9 @@ impl NoiseMix {
     pub fn validate(&self) -> Result<()> {
         let total: f64 = self.weights.iter().sum();
         if self.weights.iter().any(|w| *w < 0.0 || !w.is_finite()) || total <= 0.0 {
-            return Err(Error::Input("noise weights must be >= 0 with a positive sum".into()));
+            return Err(Error::Input(
+                "noise weights must be >= 0 with a positive sum".into(),
+            ));
         }
         for (name, r) in [
             ("gaussian_sigma", self.gaussian_sigma),
@@ -181,7 +185,9 @@ impl NoiseMix {
             ("camera_read", self.camera_read),
         ] {
             if !(r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()) {
-                return Err(Error::Input(format!("noise {name} range {r:?} must be 0 <= lo <= hi")));
+                return Err(Error::Input(format!(
+                    "noise {name} range {r:?} must be 0 <= lo <= hi"
+                )));
             }
         }
         if !(0.0..=1.0).contains(&self.jpeg_prob) {
@@ -211,7 +217,11 @@ impl NoiseMix {
                 2 => poisson(&x, lerp(self.poisson_alpha, u())),
                 _ => camera(&x, lerp(self.camera_shot, u()), lerp(self.camera_read, u())),
             };
-            let y = if u() < self.jpeg_prob { jpeg(&y, (60.0 + 35.0 * u()) as u8)? } else { y };
+            let y = if u() < self.jpeg_prob {
+                jpeg(&y, (60.0 + 35.0 * u()) as u8)?
+            } else {
+                y
+            };
             out.push(y);
         }
         Ok(Tensor::cat(&out, 0))
@@ -262,7 +272,10 @@ mod tests {
         tch::manual_seed(1);
         let x = flat(0.5, 512);
         let n = gaussian(&x, 25.0) - &x;
-        let (m, s) = (n.mean(Kind::Double).double_value(&[]), n.std(true).double_value(&[]));
+        let (m, s) = (
+            n.mean(Kind::Double).double_value(&[]),
+            n.std(true).double_value(&[]),
+        );
         assert!(m.abs() < 0.01 * 25.0 / 255.0, "mean {m}");
         assert!((s / (25.0 / 255.0) - 1.0).abs() < 0.01, "std {s}");
     }
@@ -290,7 +303,10 @@ mod tests {
             let lq = (level * 255.0).round() / 255.0;
             let var = d.var(true).double_value(&[]);
             let expect = alpha * alpha * lq / 2.0;
-            assert!((var / expect - 1.0).abs() < 0.02, "level {level}: var {var} vs {expect}");
+            assert!(
+                (var / expect - 1.0).abs() < 0.02,
+                "level {level}: var {var} vs {expect}"
+            );
             assert!(d.mean(Kind::Double).double_value(&[]).abs() < 0.01 * lq);
         }
     }
@@ -298,14 +314,25 @@ mod tests {
     #[test]
     fn parse_lists() {
         let v = NoiseSpec::parse_list("gaussian:15,25,50").unwrap();
-        assert_eq!(v, vec![NoiseSpec::Gaussian(15.0), NoiseSpec::Gaussian(25.0), NoiseSpec::Gaussian(50.0)]);
+        assert_eq!(
+            v,
+            vec![
+                NoiseSpec::Gaussian(15.0),
+                NoiseSpec::Gaussian(25.0),
+                NoiseSpec::Gaussian(50.0)
+            ]
+        );
         assert!(NoiseSpec::parse_list("speckle:3").is_err());
         assert!(NoiseSpec::parse_list("gaussian:x").is_err());
     }
 
     #[test]
     fn the_mix_is_reproducible_and_valid() {
-        let mix = NoiseMix { weights: [1.0, 1.0, 1.0, 1.0], jpeg_prob: 0.3, ..Default::default() };
+        let mix = NoiseMix {
+            weights: [1.0, 1.0, 1.0, 1.0],
+            jpeg_prob: 0.3,
+            ..Default::default()
+        };
         mix.validate().unwrap();
         let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
         let run = || {

@@ -157,15 +157,24 @@ impl TrainConfig {
         if let Some(p) = cfg.model.init.as_mut() {
             fix(p);
         }
-        cfg.validate().map_err(|e| Error::format(path, e.to_string()))?;
+        cfg.validate()
+            .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
     }
 
     pub fn model_config(&self) -> Result<Config> {
         let mut c = match (&self.model.preset, self.model.width, self.model.blocks) {
             (Some(p), None, None) => Config::preset(p)?,
-            (None, Some(width), Some(blocks)) => Config { width, blocks, aug_level: 0.025 },
-            _ => return Err(Error::Config("give [model] preset, or width and blocks".into())),
+            (None, Some(width), Some(blocks)) => Config {
+                width,
+                blocks,
+                aug_level: 0.025,
+            },
+            _ => {
+                return Err(Error::Config(
+                    "give [model] preset, or width and blocks".into(),
+                ))
+            }
         };
         c.aug_level = self.model.aug_level;
         c.validate()?;
@@ -207,11 +216,32 @@ impl TrainConfig {
 /// What the trainer reports; the CLI renders these.
 #[derive(Debug, Clone)]
 pub enum TrainEvent {
-    Started { step: u64, total: u64, params: i64, images: usize, resumed: bool },
-    Step { step: u64, total: u64, loss: f64, lr: f64, steps_per_s: f64 },
-    Validation { step: u64, psnr: f64 },
-    Checkpoint { step: u64, path: PathBuf },
-    Finished { step: u64, model: PathBuf },
+    Started {
+        step: u64,
+        total: u64,
+        params: i64,
+        images: usize,
+        resumed: bool,
+    },
+    Step {
+        step: u64,
+        total: u64,
+        loss: f64,
+        lr: f64,
+        steps_per_s: f64,
+    },
+    Validation {
+        step: u64,
+        psnr: f64,
+    },
+    Checkpoint {
+        step: u64,
+        path: PathBuf,
+    },
+    Finished {
+        step: u64,
+        model: PathBuf,
+    },
 }
 
 /// Clean training images held in memory as u8 (3, H, W), sampled in proportion to their area.
@@ -226,7 +256,10 @@ pub fn load_rgb8(path: &Path) -> Result<Tensor> {
         .map_err(|e| Error::format(path, format!("cannot read image: {e}")))?
         .to_rgb8();
     let (w, h) = (img.width() as i64, img.height() as i64);
-    Ok(Tensor::f_from_slice(img.as_raw())?.f_view([h, w, 3])?.f_permute([2, 0, 1])?.f_contiguous()?)
+    Ok(Tensor::f_from_slice(img.as_raw())?
+        .f_view([h, w, 3])?
+        .f_permute([2, 0, 1])?
+        .f_contiguous()?)
 }
 
 /// Image files (png, jpg, jpeg, tif, tiff, bmp) of a folder, sorted by name.
@@ -236,7 +269,10 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp")
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp"
+                )
             })
         })
         .collect();
@@ -260,9 +296,14 @@ impl Dataset {
             images.push(t);
         }
         if images.is_empty() {
-            return Err(Error::Input(format!("no training image is at least {min_side}x{min_side}")));
+            return Err(Error::Input(format!(
+                "no training image is at least {min_side}x{min_side}"
+            )));
         }
-        Ok(Dataset { images, cumulative_area })
+        Ok(Dataset {
+            images,
+            cumulative_area,
+        })
     }
 
     /// A batch of random crops with random flips/rotations, f32 (B, 3, P, P) in [0, 1].
@@ -271,7 +312,10 @@ impl Dataset {
         let crops: Vec<Tensor> = (0..batch)
             .map(|_| {
                 let a = rng.random::<f64>() * total;
-                let i = self.cumulative_area.partition_point(|&c| c <= a).min(self.images.len() - 1);
+                let i = self
+                    .cumulative_area
+                    .partition_point(|&c| c <= a)
+                    .min(self.images.len() - 1);
                 let img = &self.images[i];
                 let (h, w) = (img.size()[1], img.size()[2]);
                 let y = rng.random_range(0..=h - patch);
@@ -309,13 +353,26 @@ impl AdamW {
         let norm = grads
             .iter()
             .filter(|g| g.defined())
-            .map(|g| g.f_square()?.f_sum(Kind::Double).map(|s| s.double_value(&[])))
+            .map(|g| {
+                g.f_square()?
+                    .f_sum(Kind::Double)
+                    .map(|s| s.double_value(&[]))
+            })
             .sum::<Result<f64, _>>()?
             .sqrt();
-        let scale = if clip > 0.0 && norm > clip { clip / (norm + 1e-6) } else { 1.0 };
+        let scale = if clip > 0.0 && norm > clip {
+            clip / (norm + 1e-6)
+        } else {
+            1.0
+        };
         let (b1, b2) = (o.betas[0], o.betas[1]);
         let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
-        for (((_, p), g), (m, v)) in self.params.iter().zip(&grads).zip(self.m.iter_mut().zip(self.v.iter_mut())) {
+        for (((_, p), g), (m, v)) in self
+            .params
+            .iter()
+            .zip(&grads)
+            .zip(self.m.iter_mut().zip(self.v.iter_mut()))
+        {
             if !g.defined() {
                 continue;
             }
@@ -355,7 +412,11 @@ impl Trainer {
         if let Some(n) = cfg.run.threads {
             tch::set_num_threads(n);
         }
-        let device = cfg.run.device.parse::<crate::inference::DeviceRequest>()?.resolve()?;
+        let device = cfg
+            .run
+            .device
+            .parse::<crate::inference::DeviceRequest>()?
+            .resolve()?;
         let model_cfg = cfg.model_config()?;
         let vs = nn::VarStore::new(device);
         tch::manual_seed(cfg.run.seed as i64);
@@ -367,7 +428,9 @@ impl Trainer {
         let mut trainable: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
-            .filter(|(n, t)| t.requires_grad() && !(cfg.model.freeze_encoder && n.starts_with("encoder.")))
+            .filter(|(n, t)| {
+                t.requires_grad() && !(cfg.model.freeze_encoder && n.starts_with("encoder."))
+            })
             .collect();
         trainable.sort_by(|a, b| a.0.cmp(&b.0));
         if cfg.model.freeze_encoder {
@@ -397,7 +460,11 @@ impl Trainer {
                 let img = load_rgb8(p)?;
                 let (h, w) = (img.size()[1], img.size()[2]);
                 let s = 256.min(h).min(w) / 32 * 32;
-                let clean = (img.narrow(1, (h - s) / 2, s).narrow(2, (w - s) / 2, s).to_kind(Kind::Float) / 255.0)
+                let clean = (img
+                    .narrow(1, (h - s) / 2, s)
+                    .narrow(2, (w - s) / 2, s)
+                    .to_kind(Kind::Float)
+                    / 255.0)
                     .unsqueeze(0)
                     .to_device(device);
                 tch::manual_seed(1_000_000 + i as i64);
@@ -406,7 +473,18 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let mut t = Trainer { cfg, model_cfg, vs, model, adam, data, val, step: 0, device, resumed: false };
+        let mut t = Trainer {
+            cfg,
+            model_cfg,
+            vs,
+            model,
+            adam,
+            data,
+            val,
+            step: 0,
+            device,
+            resumed: false,
+        };
         let ckpt = t.checkpoint_path();
         if ckpt.exists() {
             t.load_checkpoint(&ckpt)?;
@@ -428,7 +506,11 @@ impl Trainer {
     }
 
     fn seed_for(&self, step: u64) -> u64 {
-        self.cfg.run.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step)
+        self.cfg
+            .run
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(step)
     }
 
     /// One optimisation step; returns the L1 loss.
@@ -443,7 +525,8 @@ impl Trainer {
         let mut noisy = self.cfg.noise.apply(&clean, &mut u)?;
         let o = &self.cfg.optim;
         if b > 1 && rng.random::<f64>() < o.mixup_prob {
-            let g = Tensor::f_full([2], o.mixup_beta, (Kind::Double, Device::Cpu))?.f_internal_standard_gamma()?;
+            let g = Tensor::f_full([2], o.mixup_beta, (Kind::Double, Device::Cpu))?
+                .f_internal_standard_gamma()?;
             let (g0, g1) = (g.double_value(&[0]), g.double_value(&[1]));
             let lam = g0 / (g0 + g1);
             let perm = Tensor::f_randperm(b, (Kind::Int64, self.device))?;
@@ -484,7 +567,12 @@ impl Trainer {
 
     fn all_tensors(&self) -> TensorMap {
         let mut t: TensorMap = self.vs.variables().into_iter().collect();
-        for ((n, _), (m, v)) in self.adam.params.iter().zip(self.adam.m.iter().zip(&self.adam.v)) {
+        for ((n, _), (m, v)) in self
+            .adam
+            .params
+            .iter()
+            .zip(self.adam.m.iter().zip(&self.adam.v))
+        {
             t.insert(format!("optim.m.{n}"), m.shallow_clone());
             t.insert(format!("optim.v.{n}"), v.shallow_clone());
         }
@@ -522,7 +610,12 @@ impl Trainer {
         });
         weights::load_into(&self.vs, &t, path, Missing::Error)?;
         let _g = tch::no_grad_guard();
-        for ((n, _), (m, v)) in self.adam.params.iter().zip(self.adam.m.iter_mut().zip(self.adam.v.iter_mut())) {
+        for ((n, _), (m, v)) in self
+            .adam
+            .params
+            .iter()
+            .zip(self.adam.m.iter_mut().zip(self.adam.v.iter_mut()))
+        {
             for (dst, key) in [(m, format!("optim.m.{n}")), (v, format!("optim.v.{n}"))] {
                 let src = moments
                     .get(&key)
@@ -540,7 +633,11 @@ impl Trainer {
             .data
             .train_dirs
             .iter()
-            .map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         Provenance {
             source: format!("trained by clipdenoise train (seed {})", self.cfg.run.seed),
@@ -582,21 +679,39 @@ impl Trainer {
             if window_steps >= 50 {
                 (window_start, window_steps) = (Instant::now(), 0);
             }
-            on_event(TrainEvent::Step { step: self.step, total, loss, lr: self.cfg.lr_at(self.step), steps_per_s: rate });
+            on_event(TrainEvent::Step {
+                step: self.step,
+                total,
+                loss,
+                lr: self.cfg.lr_at(self.step),
+                steps_per_s: rate,
+            });
             if self.cfg.run.val_every > 0 && self.step % self.cfg.run.val_every == 0 {
-                on_event(TrainEvent::Validation { step: self.step, psnr: self.validate()? });
+                on_event(TrainEvent::Validation {
+                    step: self.step,
+                    psnr: self.validate()?,
+                });
             }
             if last_ckpt.elapsed() >= every {
                 let path = self.save_checkpoint()?;
                 self.export(&self.model_path())?;
-                on_event(TrainEvent::Checkpoint { step: self.step, path });
+                on_event(TrainEvent::Checkpoint {
+                    step: self.step,
+                    path,
+                });
                 last_ckpt = Instant::now();
             }
         }
         let path = self.save_checkpoint()?;
-        on_event(TrainEvent::Checkpoint { step: self.step, path });
+        on_event(TrainEvent::Checkpoint {
+            step: self.step,
+            path,
+        });
         self.export(&self.model_path())?;
-        on_event(TrainEvent::Finished { step: self.step, model: self.model_path() });
+        on_event(TrainEvent::Finished {
+            step: self.step,
+            model: self.model_path(),
+        });
         Ok(())
     }
 }

@@ -4,14 +4,31 @@ use assert_cmd::Command;
 
 #[test]
 fn bench_json_has_every_field() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-w8/official_state_dict.safetensors");
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/tiny-w8/official_state_dict.safetensors"
+    );
     let out = Command::cargo_bin("clipdenoise")
         .unwrap()
-        .args(["bench", "--model", model, "--size", "64x48", "--batch-size", "2", "--frames", "3"])
+        .args([
+            "bench",
+            "--model",
+            model,
+            "--size",
+            "64x48",
+            "--batch-size",
+            "2",
+            "--frames",
+            "3",
+        ])
         .args(["--device", "cpu", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in [
         "model",
@@ -44,7 +61,11 @@ fn bench_json_has_every_field() {
 
 #[test]
 fn bench_refuses_a_bad_size() {
-    let out = Command::cargo_bin("clipdenoise").unwrap().args(["bench", "--size", "64"]).output().unwrap();
+    let out = Command::cargo_bin("clipdenoise")
+        .unwrap()
+        .args(["bench", "--size", "64"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WIDTHxHEIGHT"), "{err}");

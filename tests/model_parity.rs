@@ -7,7 +7,9 @@ use clipdenoise::weights::{self, Missing};
 use tch::{Device, Kind, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
@@ -31,8 +33,11 @@ fn check_io(model: &clipdenoise::ClipDenoise, dir: &str) {
 #[test]
 fn official_state_dict_matches_reference_features_and_output() {
     for dir in ["tiny-w16", "tiny-w8"] {
-        let m = weights::load_model(&fixture(&format!("{dir}/official_state_dict.safetensors")), Device::Cpu)
-            .unwrap();
+        let m = weights::load_model(
+            &fixture(&format!("{dir}/official_state_dict.safetensors")),
+            Device::Cpu,
+        )
+        .unwrap();
         check_io(&m.model, dir);
     }
 }
@@ -40,8 +45,11 @@ fn official_state_dict_matches_reference_features_and_output() {
 #[test]
 fn folded_batchnorm_inference_matches_reference() {
     for dir in ["tiny-w16", "tiny-w8"] {
-        let mut m = weights::load_model(&fixture(&format!("{dir}/official_state_dict.safetensors")), Device::Cpu)
-            .unwrap();
+        let mut m = weights::load_model(
+            &fixture(&format!("{dir}/official_state_dict.safetensors")),
+            Device::Cpu,
+        )
+        .unwrap();
         m.model.prepare_inference(Kind::Float, true);
         check_io(&m.model, dir);
     }
@@ -53,21 +61,37 @@ fn missing_and_unexpected_tensors_are_named() {
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
     t.remove("last.weight");
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
-    assert!(err.to_string().contains("missing tensor last.weight"), "{err}");
+    assert!(
+        err.to_string().contains("missing tensor last.weight"),
+        "{err}"
+    );
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
     t.retain(|k, _| k.starts_with("encoder."));
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("holds only an encoder"), "{err}");
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
-    t.insert("up_path.9.extra".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+    t.insert(
+        "up_path.9.extra".into(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    );
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
-    assert!(err.to_string().contains("unexpected tensor up_path.9.extra"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unexpected tensor up_path.9.extra"),
+        "{err}"
+    );
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
-    t.insert("last.weight".into(), Tensor::zeros([3, 8, 3, 3], (Kind::Half, Device::Cpu)));
+    t.insert(
+        "last.weight".into(),
+        Tensor::zeros([3, 8, 3, 3], (Kind::Half, Device::Cpu)),
+    );
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("last.weight has dtype"), "{err}");
     let (mut t, meta) = weights::read_safetensors(&path).unwrap();
-    t.insert("last.weight".into(), Tensor::zeros([3, 8, 1, 1], (Kind::Float, Device::Cpu)));
+    t.insert(
+        "last.weight".into(),
+        Tensor::zeros([3, 8, 1, 1], (Kind::Float, Device::Cpu)),
+    );
     let err = weights::build_model(&t, &meta, &path, Device::Cpu, Missing::Error).unwrap_err();
     assert!(err.to_string().contains("last.weight has shape"), "{err}");
 }
@@ -76,9 +100,13 @@ fn missing_and_unexpected_tensors_are_named() {
 fn whole_image_inference_pads_and_crops_like_the_reference() {
     use clipdenoise::inference::{Denoiser, Options};
     for dir in ["tiny-w16", "tiny-w8"] {
-        let d = Denoiser::load(&fixture(&format!("{dir}/official_state_dict.safetensors")), Options::default())
-            .unwrap();
-        let (io, _) = weights::read_safetensors(&fixture(&format!("{dir}/io.safetensors"))).unwrap();
+        let d = Denoiser::load(
+            &fixture(&format!("{dir}/official_state_dict.safetensors")),
+            Options::default(),
+        )
+        .unwrap();
+        let (io, _) =
+            weights::read_safetensors(&fixture(&format!("{dir}/io.safetensors"))).unwrap();
         for case in ["50x70", "64x64", "33x97"] {
             let out = d.denoise(&io[&format!("padded_{case}_input")]).unwrap();
             let expected = io[&format!("padded_{case}_output")].clamp(0.0, 1.0);

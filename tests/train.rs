@@ -66,7 +66,9 @@ device = "cpu"
 }
 
 fn weights_of(run: &Path) -> clipdenoise::weights::TensorMap {
-    clipdenoise::weights::read_safetensors(&run.join("model.safetensors")).unwrap().0
+    clipdenoise::weights::read_safetensors(&run.join("model.safetensors"))
+        .unwrap()
+        .0
 }
 
 #[test]
@@ -87,7 +89,10 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
     let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = losses[15..].iter().sum::<f64>() / 5.0;
     assert!(last < 0.8 * first, "loss did not drop: {losses:?}");
-    assert!(t.validate().unwrap() > before, "validation PSNR did not improve");
+    assert!(
+        t.validate().unwrap() > before,
+        "validation PSNR did not improve"
+    );
 
     // Interrupted after 8 steps, then resumed from the checkpoint by a new trainer.
     let mut t1 = Trainer::new(config(tmp.path(), "b")).unwrap();
@@ -98,10 +103,16 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
     t2.run(None, &stop, |_| {}).unwrap();
     assert_eq!(t2.step(), 20);
 
-    let (a, b) = (weights_of(&tmp.path().join("a")), weights_of(&tmp.path().join("b")));
+    let (a, b) = (
+        weights_of(&tmp.path().join("a")),
+        weights_of(&tmp.path().join("b")),
+    );
     assert_eq!(a.len(), b.len());
     for (name, ta) in &a {
-        assert!(ta.equal(&b[name]), "{name} differs between resumed and uninterrupted runs");
+        assert!(
+            ta.equal(&b[name]),
+            "{name} differs between resumed and uninterrupted runs"
+        );
     }
 }
 
@@ -111,5 +122,8 @@ fn bad_configs_are_refused_with_a_clear_error() {
     let path = tmp.path().join("bad.toml");
     std::fs::write(&path, "[model]\npreset = \"tiny\"\nwat = 1\n").unwrap();
     let err = TrainConfig::from_file(&path).unwrap_err().to_string();
-    assert!(err.contains("bad training config") && err.contains("wat"), "{err}");
+    assert!(
+        err.contains("bad training config") && err.contains("wat"),
+        "{err}"
+    );
 }

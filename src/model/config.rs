@@ -25,10 +25,38 @@ fn default_aug_level() -> f64 {
 /// Named presets. `clip-rn50` is the paper's model (OpenAI's CLIP RN50 encoder);
 /// the others are the same architecture at CPU-friendly sizes.
 pub const PRESETS: &[(&str, Config)] = &[
-    ("clip-rn50", Config { width: 64, blocks: [3, 4, 6], aug_level: 0.025 }),
-    ("small", Config { width: 32, blocks: [1, 1, 1], aug_level: 0.025 }),
-    ("tiny", Config { width: 16, blocks: [1, 1, 1], aug_level: 0.025 }),
-    ("nano", Config { width: 8, blocks: [1, 1, 1], aug_level: 0.025 }),
+    (
+        "clip-rn50",
+        Config {
+            width: 64,
+            blocks: [3, 4, 6],
+            aug_level: 0.025,
+        },
+    ),
+    (
+        "small",
+        Config {
+            width: 32,
+            blocks: [1, 1, 1],
+            aug_level: 0.025,
+        },
+    ),
+    (
+        "tiny",
+        Config {
+            width: 16,
+            blocks: [1, 1, 1],
+            aug_level: 0.025,
+        },
+    ),
+    (
+        "nano",
+        Config {
+            width: 8,
+            blocks: [1, 1, 1],
+            aug_level: 0.025,
+        },
+    ),
 ];
 
 impl Config {
@@ -39,7 +67,10 @@ impl Config {
             .map(|(_, c)| c.clone())
             .ok_or_else(|| {
                 let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-                Error::Config(format!("unknown preset '{name}' (known: {})", names.join(", ")))
+                Error::Config(format!(
+                    "unknown preset '{name}' (known: {})",
+                    names.join(", ")
+                ))
             })
     }
 
@@ -54,7 +85,10 @@ impl Config {
             .find(|(_, c)| c.width == self.width && c.blocks == self.blocks)
             .map(|(n, _)| n.to_string())
             .unwrap_or_else(|| {
-                format!("w{}-b{}{}{}", self.width, self.blocks[0], self.blocks[1], self.blocks[2])
+                format!(
+                    "w{}-b{}{}{}",
+                    self.width, self.blocks[0], self.blocks[1], self.blocks[2]
+                )
             })
     }
 
@@ -95,7 +129,10 @@ mod tests {
             assert_eq!(&c.name(), name);
             assert_eq!(&Config::preset(name).unwrap(), c);
         }
-        assert!(Config::preset("rn101").unwrap_err().to_string().contains("clip-rn50"));
+        assert!(Config::preset("rn101")
+            .unwrap_err()
+            .to_string()
+            .contains("clip-rn50"));
     }
 
     #[test]

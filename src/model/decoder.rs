@@ -17,7 +17,10 @@ struct ConvBlock {
 impl ConvBlock {
     fn new(p: &nn::Path, cin: i64, cout: i64) -> Self {
         let b = p / "conv_block" / "block";
-        ConvBlock { conv0: conv3x3(&b / "0", cin, cout), conv2: conv3x3(&b / "2", cout, cout) }
+        ConvBlock {
+            conv0: conv3x3(&b / "0", cin, cout),
+            conv2: conv3x3(&b / "2", cout, cout),
+        }
     }
 
     fn forward(&self, x: &Tensor, slope: &Tensor) -> Tensor {
@@ -38,13 +41,22 @@ impl Decoder {
         let w = cfg.width;
         let up = p / "up_path";
         // (in, out) of each block: F4 block, then [x, F3], [x, F2], [x, F1], [x, image].
-        let shapes = [(16 * w, 8 * w), (16 * w, 4 * w), (8 * w, 2 * w), (3 * w, w), (w + 3, w)];
+        let shapes = [
+            (16 * w, 8 * w),
+            (16 * w, 4 * w),
+            (8 * w, 2 * w),
+            (3 * w, w),
+            (w + 3, w),
+        ];
         let up_path = shapes
             .iter()
             .enumerate()
             .map(|(i, &(cin, cout))| ConvBlock::new(&(&up / i.to_string()), cin, cout))
             .collect();
-        Decoder { up_path, last: conv3x3(p / "last", w, 3) }
+        Decoder {
+            up_path,
+            last: conv3x3(p / "last", w, 3),
+        }
     }
 
     /// `feats` = [image, F1, F2, F3, F4].
@@ -64,7 +76,10 @@ impl Decoder {
     /// Inference copies of the weights in `kind` and layout (the var store keeps f32 masters).
     pub fn prepare(&mut self, kind: Kind, channels_last: bool) {
         let _guard = tch::no_grad_guard();
-        let convs = self.up_path.iter_mut().flat_map(|b| [&mut b.conv0, &mut b.conv2]);
+        let convs = self
+            .up_path
+            .iter_mut()
+            .flat_map(|b| [&mut b.conv0, &mut b.conv2]);
         for conv in convs.chain(std::iter::once(&mut self.last)) {
             conv.ws = to_layout(&conv.ws.to_kind(kind), channels_last);
         }

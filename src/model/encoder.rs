@@ -46,7 +46,9 @@ impl Bottleneck {
     }
 
     fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
-        [&mut self.c1, &mut self.c2, &mut self.c3].into_iter().chain(self.downsample.as_mut())
+        [&mut self.c1, &mut self.c2, &mut self.c3]
+            .into_iter()
+            .chain(self.downsample.as_mut())
     }
 }
 
@@ -104,8 +106,11 @@ impl Encoder {
     }
 
     pub(crate) fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
-        self.stem
-            .iter_mut()
-            .chain(self.layers.iter_mut().flatten().flat_map(|b| b.conv_bns_mut()))
+        self.stem.iter_mut().chain(
+            self.layers
+                .iter_mut()
+                .flatten()
+                .flat_map(|b| b.conv_bns_mut()),
+        )
     }
 }

@@ -69,7 +69,12 @@ impl ConvBn {
         k: i64,
         stride: i64,
     ) -> Self {
-        let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            stride,
+            padding: k / 2,
+            bias: false,
+            ..Default::default()
+        };
         ConvBn {
             conv: nn::conv2d(p / conv_name, cin, cout, k, cfg),
             bn: BatchNorm::new(&(p / bn_name), cout),
@@ -110,6 +115,10 @@ pub fn to_layout(t: &Tensor, channels_last: bool) -> Tensor {
 
 /// 3x3 conv, padding 1, no bias: the decoder's only conv.
 pub fn conv3x3(p: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { padding: 1, bias: false, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        padding: 1,
+        bias: false,
+        ..Default::default()
+    };
     nn::conv2d(p, cin, cout, 3, cfg)
 }

@@ -39,7 +39,11 @@ impl ClipDenoise {
         let mut feats = vec![x.shallow_clone()];
         for (k, f) in self.encoder.forward_t(x, train).into_iter().enumerate() {
             let a = (k + 1) as f64 * self.config.aug_level;
-            feats.push(if train && a > 0.0 { &f * (f.randn_like() * a + 1.0) } else { f });
+            feats.push(if train && a > 0.0 {
+                &f * (f.randn_like() * a + 1.0)
+            } else {
+                f
+            });
         }
         feats
     }

@@ -82,8 +82,12 @@ pub fn parse_safetensors(
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = TensorMap::new();
     for (name, view) in st.tensors() {
-        let kind = dtype_to_kind(view.dtype())
-            .ok_or_else(|| bad(format!("tensor {name} has unsupported dtype {:?}", view.dtype())))?;
+        let kind = dtype_to_kind(view.dtype()).ok_or_else(|| {
+            bad(format!(
+                "tensor {name} has unsupported dtype {:?}",
+                view.dtype()
+            ))
+        })?;
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
         out.insert(name, t);
@@ -121,7 +125,11 @@ fn owned_view(name: &str, t: &Tensor) -> Result<OwnedView> {
     if numel > 0 {
         t.f_copy_data_u8(&mut data, numel)?;
     }
-    Ok(OwnedView { dtype, shape: t.size().iter().map(|&s| s as usize).collect(), data })
+    Ok(OwnedView {
+        dtype,
+        shape: t.size().iter().map(|&s| s as usize).collect(),
+        data,
+    })
 }
 
 /// Write tensors + metadata as safetensors, atomically (temporary file, then rename).
@@ -159,7 +167,10 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 pub fn model_metadata(config: &Config, prov: &Provenance) -> HashMap<String, String> {
     HashMap::from([
         (META_FORMAT.to_string(), FORMAT_TAG.to_string()),
-        (META_CONFIG.to_string(), serde_json::to_string(config).expect("config serialises")),
+        (
+            META_CONFIG.to_string(),
+            serde_json::to_string(config).expect("config serialises"),
+        ),
         (META_SOURCE.to_string(), prov.source.clone()),
         (META_TRAINING_DATA.to_string(), prov.training_data.clone()),
         (META_STEPS.to_string(), prov.steps.to_string()),
@@ -182,7 +193,8 @@ pub fn config_from_metadata(meta: &HashMap<String, String>, path: &Path) -> Resu
         Some(s) => {
             let c: Config = serde_json::from_str(s)
                 .map_err(|e| Error::format(path, format!("bad {META_CONFIG} metadata: {e}")))?;
-            c.validate().map_err(|e| Error::format(path, e.to_string()))?;
+            c.validate()
+                .map_err(|e| Error::format(path, e.to_string()))?;
             Ok(Some(c))
         }
     }
@@ -192,7 +204,10 @@ pub fn config_from_metadata(meta: &HashMap<String, String>, path: &Path) -> Resu
 /// authors' checkpoints): width from `encoder.conv3.weight`, blocks by counting.
 pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
     let conv3 = tensors.get("encoder.conv3.weight").ok_or_else(|| {
-        Error::weights(path, "cannot infer the model config: no encoder.conv3.weight")
+        Error::weights(
+            path,
+            "cannot infer the model config: no encoder.conv3.weight",
+        )
     })?;
     let width = conv3.size()[0];
     let mut blocks = [0i64; 3];
@@ -201,8 +216,13 @@ pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
             *b += 1;
         }
     }
-    let cfg = Config { width, blocks, aug_level: 0.025 };
-    cfg.validate().map_err(|e| Error::weights(path, e.to_string()))?;
+    let cfg = Config {
+        width,
+        blocks,
+        aug_level: 0.025,
+    };
+    cfg.validate()
+        .map_err(|e| Error::weights(path, e.to_string()))?;
     Ok(cfg)
 }
 
@@ -218,7 +238,12 @@ pub enum Missing {
 /// Copy `tensors` into the variables of `vs`, checking every name, shape and dtype.
 /// Tensors named `encoder.layer4.*` are ignored (the model never builds layer4); any other
 /// unexpected tensor is an error, and so is a missing one (unless `missing` allows it).
-pub fn load_into(vs: &nn::VarStore, tensors: &TensorMap, path: &Path, missing: Missing) -> Result<()> {
+pub fn load_into(
+    vs: &nn::VarStore,
+    tensors: &TensorMap,
+    path: &Path,
+    missing: Missing,
+) -> Result<()> {
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
@@ -269,7 +294,9 @@ pub struct LoadedModel {
 
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedModel").field("config", &self.model.config).finish()
+        f.debug_struct("LoadedModel")
+            .field("config", &self.model.config)
+            .finish()
     }
 }
 
@@ -288,7 +315,11 @@ pub fn build_model(
     let vs = nn::VarStore::new(device);
     let model = ClipDenoise::new(&vs.root(), &config);
     load_into(&vs, tensors, path, missing)?;
-    Ok(LoadedModel { vs, model, provenance: provenance_from_metadata(meta) })
+    Ok(LoadedModel {
+        vs,
+        model,
+        provenance: provenance_from_metadata(meta),
+    })
 }
 
 /// Load a complete model from a safetensors weights file.
@@ -298,7 +329,12 @@ pub fn load_model(path: &Path, device: Device) -> Result<LoadedModel> {
 }
 
 /// Save a model (its var store) with config and provenance.
-pub fn save_model(path: &Path, vs: &nn::VarStore, config: &Config, prov: &Provenance) -> Result<()> {
+pub fn save_model(
+    path: &Path,
+    vs: &nn::VarStore,
+    config: &Config,
+    prov: &Provenance,
+) -> Result<()> {
     let tensors: TensorMap = vs.variables().into_iter().collect();
     write_safetensors(path, &tensors, model_metadata(config, prov))
 }

@@ -9,10 +9,12 @@ use clipdenoise::inference::{DeviceRequest, Options, Precision};
 use clipdenoise::weights::ModelSource;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  clipdenoise bench --size 640x360 --batch-size 4 --frames 40\n  \
+#[command(
+    after_help = "Examples:\n  clipdenoise bench --size 640x360 --batch-size 4 --frames 40\n  \
     clipdenoise bench --preset clip-rn50 --size 1920x1080 --batch-size 8 --precision bf16 --device cuda --json\n\n\
     Frames go through the same worker stage as the GStreamer element. --preset runs a freshly\n\
-    initialised model of that shape (speed does not depend on the weights) and prints its file.")]
+    initialised model of that shape (speed does not depend on the weights) and prints its file."
+)]
 pub struct Args {
     /// Weights file, or "default" for the built-in model
     #[arg(long, default_value = "default", conflicts_with = "preset")]
@@ -46,8 +48,16 @@ pub struct Args {
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or("expected WIDTHxHEIGHT, e.g. 640x360")?;
-    let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).ok_or(format!("bad size '{s}'"));
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or("expected WIDTHxHEIGHT, e.g. 640x360")?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or(format!("bad size '{s}'"))
+    };
     Ok((p(w)?, p(h)?))
 }
 
@@ -67,14 +77,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let precision: Precision = a.precision.parse()?;
     let model = match &a.preset {
         Some(p) => {
-            let path: PathBuf = bench::write_preset_weights(p).context("cannot write preset weights")?;
+            let path: PathBuf =
+                bench::write_preset_weights(p).context("cannot write preset weights")?;
             ModelSource::File(path)
         }
         None => ModelSource::parse(&a.model),
     };
     let cfg = BenchConfig {
         model,
-        opts: Options { device, precision, ..Options::default() },
+        opts: Options {
+            device,
+            precision,
+            ..Options::default()
+        },
         width: a.size.0,
         height: a.size.1,
         batch_size: a.batch_size as usize,
@@ -88,7 +103,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "{} ({}) on {} {}, {} batch {}: {:.2} frames/s, latency p50 {:.1} ms p99 {:.1} ms",
-            r.model, r.preset, r.device, r.precision, r.size, r.batch_size, r.fps, r.latency_p50_ms, r.latency_p99_ms
+            r.model,
+            r.preset,
+            r.device,
+            r.precision,
+            r.size,
+            r.batch_size,
+            r.fps,
+            r.latency_p50_ms,
+            r.latency_p99_ms
         );
         println!(
             "per frame: upload {:.2} ms, model {:.2} ms, download {:.2} ms; peak RSS {:.0} MiB{}",
@@ -96,7 +119,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.model_ms_per_frame,
             r.download_ms_per_frame,
             r.peak_rss_mb,
-            r.peak_gpu_mb.map(|g| format!(", peak GPU {g:.0} MiB")).unwrap_or_default()
+            r.peak_gpu_mb
+                .map(|g| format!(", peak GPU {g:.0} MiB"))
+                .unwrap_or_default()
         );
     }
     Ok(())

@@ -10,9 +10,11 @@ use clipdenoise::train::{TrainConfig, TrainEvent, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  clipdenoise train --config configs/default-tiny.toml\n  \
+#[command(
+    after_help = "Examples:\n  clipdenoise train --config configs/default-tiny.toml\n  \
     clipdenoise train --config configs/paper-clip-rn50.toml --max-steps 1000\n\n\
-    Runs resume from <run.dir>/checkpoint.safetensors when it exists; Ctrl-C checkpoints and stops.")]
+    Runs resume from <run.dir>/checkpoint.safetensors when it exists; Ctrl-C checkpoints and stops."
+)]
 pub struct Args {
     /// Training config (TOML); relative paths in it are relative to the file
     #[arg(long, short)]
@@ -77,7 +79,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     })?;
     if let Some(out) = args.export {
-        trainer.export(&out).with_context(|| format!("cannot write {}", out.display()))?;
+        trainer
+            .export(&out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
         eprintln!("exported {}", out.display());
     }
     Ok(())
