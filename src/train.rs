@@ -262,24 +262,6 @@ pub fn load_rgb8(path: &Path) -> Result<Tensor> {
         .f_contiguous()?)
 }
 
-/// Image files (png, jpg, jpeg, tif, tiff, bmp) of a folder, sorted by name.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                matches!(
-                    e.to_ascii_lowercase().as_str(),
-                    "png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp"
-                )
-            })
-        })
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 impl Dataset {
     fn new(paths: &[PathBuf], min_side: i64) -> Result<Self> {
         let mut images = Vec::new();
@@ -445,7 +427,7 @@ impl Trainer {
         let mut paths = Vec::new();
         let mut held_out = Vec::new();
         for (i, dir) in cfg.data.train_dirs.iter().enumerate() {
-            let mut v = list_images(dir)?;
+            let mut v = crate::imageio::list_images(dir)?;
             if i == 0 {
                 let k = cfg.data.val_holdout.min(v.len().saturating_sub(1));
                 held_out = v.split_off(v.len() - k);
