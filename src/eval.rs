@@ -77,32 +77,7 @@ pub fn image_seed(base: u64, noise: &NoiseSpec, index: usize) -> i64 {
 pub fn noisy_input(clean: &Tensor, noise: &NoiseSpec, seed: i64) -> Result<Tensor> {
     let x = clean.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
     tch::manual_seed(seed);
-    match noise {
-        NoiseSpec::Poisson(alpha) if x.size()[0] == 1 => poisson_one(&x, *alpha),
-        n => Ok(n.apply(&x)),
-    }
-}
-
-/// `NoiseSpec::Poisson(alpha).apply(x)` for one image, bit for bit (the test
-/// `poisson_fast_path_is_bit_exact` checks it), with the number of distinct values of
-/// `round(255 x) / 255` counted by a histogram of the 256 levels instead of
-/// `unique_dim`, which takes over a second per image on the CPU. Values outside [0, 1] take
-/// the generic path.
-fn poisson_one(x: &Tensor, alpha: f64) -> Result<Tensor> {
-    let q = x.f_mul_scalar(255.0)?.f_round()?;
-    let (lo, hi) = (q.f_min()?.double_value(&[]), q.f_max()?.double_value(&[]));
-    if !(lo >= 0.0 && hi <= 255.0) {
-        return Ok(NoiseSpec::Poisson(alpha).apply(x));
-    }
-    let counts = q
-        .f_flatten(0, -1)?
-        .f_to_kind(Kind::Int64)?
-        .f_bincount(None::<Tensor>, 256)?;
-    let distinct = counts.f_gt(0)?.f_sum(Kind::Int64)?.int64_value(&[]);
-    let v = 2f64.powi((distinct as f64).log2().ceil() as i32);
-    let xq = q / 255.0;
-    let p = (&xq * v).f_poisson()? / v;
-    Ok((&xq + (p - &xq) * alpha).f_clamp(0.0, 1.0)?)
+    Ok(noise.apply(&x))
 }
 
 /// A clean image as the 0..255 f64 reference of the metrics (exact for 8-bit samples).

@@ -35,14 +35,28 @@ pub fn poisson(x: &Tensor, alpha: f64) -> Tensor {
     let outs: Vec<Tensor> = (0..n)
         .map(|i| {
             let xi = x.get(i);
-            let xq = (&xi * 255.0).round() / 255.0;
-            let distinct = xq.flatten(0, -1).unique_dim(0, true, false, false).0.size()[0];
+            let q = (&xi * 255.0).round();
+            let distinct = distinct_values(&q);
+            let xq = q / 255.0;
             let v = 2f64.powi((distinct as f64).log2().ceil() as i32);
             let p = (&xq * v).poisson() / v;
             (&xq + (p - &xq) * alpha).clamp(0.0, 1.0)
         })
         .collect();
     Tensor::stack(&outs, 0)
+}
+
+/// Number of distinct values of `q` (whole numbers): a 256-bin histogram when they are all in
+/// 0..=255 (the usual case, and far faster than sorting), else `unique`.
+fn distinct_values(q: &Tensor) -> i64 {
+    let flat = q.flatten(0, -1);
+    let (lo, hi) = (flat.min().double_value(&[]), flat.max().double_value(&[]));
+    if lo >= 0.0 && hi <= 255.0 {
+        let counts = flat.to_kind(Kind::Int64).bincount(None::<Tensor>, 256);
+        counts.gt(0).sum(Kind::Int64).int64_value(&[])
+    } else {
+        flat.unique_dim(0, true, false, false).0.size()[0]
+    }
 }
 
 /// Camera-like noise: sRGB -> linear (inverse gamma), Poisson-Gaussian noise with signal
@@ -308,6 +322,18 @@ mod tests {
                 "level {level}: var {var} vs {expect}"
             );
             assert!(d.mean(Kind::Double).double_value(&[]).abs() < 0.01 * lq);
+        }
+    }
+
+    #[test]
+    fn distinct_values_agree_with_unique() {
+        for x in [
+            Tensor::randint(7, [1, 3, 9, 5], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float),
+            (Tensor::rand([1, 3, 20, 20], (Kind::Float, Device::Cpu)) * 255.0).round(),
+            (Tensor::randn([1, 3, 20, 20], (Kind::Float, Device::Cpu)) * 300.0).round(),
+        ] {
+            let unique = x.flatten(0, -1).unique_dim(0, true, false, false).0.size()[0];
+            assert_eq!(distinct_values(&x), unique);
         }
     }
 
