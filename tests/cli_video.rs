@@ -346,6 +346,16 @@ fn refuses_to_overwrite_without_force() {
 
 #[test]
 fn ctrl_c_finishes_a_playable_file_with_the_frames_done() {
+    interrupt_mid_file("-INT");
+}
+
+/// `kill`, systemd and container runtimes stop a job with SIGTERM: same graceful path.
+#[test]
+fn sigterm_finishes_a_playable_file_with_the_frames_done() {
+    interrupt_mid_file("-TERM");
+}
+
+fn interrupt_mid_file(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("long.mkv");
     let frames = 1800;
@@ -396,7 +406,7 @@ fn ctrl_c_finishes_a_playable_file_with_the_frames_done() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let kill = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());

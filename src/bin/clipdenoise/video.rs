@@ -298,8 +298,9 @@ impl Drop for TempOutput {
     }
 }
 
-/// Ctrl-C presses: 1 = finish the file, 2 = abort (the main loop stops the pipeline), 3 = exit
-/// at once (for a pipeline that does not stop).
+/// Ctrl-C presses (or SIGTERM/SIGHUP, which take the same path): 1 = finish the file,
+/// 2 = abort (the main loop stops the pipeline), 3 = exit at once (for a pipeline that does
+/// not stop).
 static INTERRUPTS: AtomicU8 = AtomicU8::new(0);
 /// The temporary output, for the third Ctrl-C.
 static TEMP_PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -314,7 +315,7 @@ fn install_ctrlc() -> anyhow::Result<()> {
             std::process::exit(130);
         }
     })
-    .context("cannot install the Ctrl-C handler")
+    .context("cannot install the Ctrl-C/SIGTERM handler")
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
