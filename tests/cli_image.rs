@@ -14,6 +14,15 @@ fn clipdenoise() -> Command {
     c
 }
 
+/// `clipdenoise image ARGS --model TINY`, asserted.
+fn image_cmd(args: &[&str]) -> assert_cmd::assert::Assert {
+    clipdenoise()
+        .arg("image")
+        .args(args)
+        .args(["--model", TINY])
+        .assert()
+}
+
 /// A 16-bit image whose samples use all 16 bits (not multiples of 257 as an 8-bit one would).
 fn gradient16(w: u32, h: u32) -> ImageBuffer<Rgb<u16>, Vec<u16>> {
     ImageBuffer::from_fn(w, h, |x, y| {
@@ -35,19 +44,14 @@ fn sixteen_bit_png_round_trips_at_full_precision() {
 
     // Strength 0 returns the input: bit-exact 16-bit samples prove no 8-bit step on the way.
     let same = dir.path().join("same16.png");
-    clipdenoise()
-        .args([
-            "image",
-            input.to_str().unwrap(),
-            "-o",
-            same.to_str().unwrap(),
-            "--model",
-            TINY,
-            "--strength",
-            "0",
-        ])
-        .assert()
-        .success();
+    image_cmd(&[
+        input.to_str().unwrap(),
+        "-o",
+        same.to_str().unwrap(),
+        "--strength",
+        "0",
+    ])
+    .success();
     let back = image::open(&same).unwrap();
     assert_eq!(
         back.color(),
@@ -62,17 +66,7 @@ fn sixteen_bit_png_round_trips_at_full_precision() {
 
     // Denoised: still 16-bit, and the values use the full depth.
     let out = dir.path().join("out16.png");
-    let assert = clipdenoise()
-        .args([
-            "image",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .assert()
-        .success();
+    let assert = image_cmd(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()]).success();
     let err = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
     assert!(err.contains("67x45 16-bit"), "{err}");
     let den = image::open(&out).unwrap();
@@ -96,63 +90,38 @@ fn formats_keep_their_depth_and_out_dir_takes_many() {
     img8.save(inputs.join("b8.png")).unwrap();
     img8.save(inputs.join("c8.jpg")).unwrap();
     let out = dir.path().join("out");
-    clipdenoise()
-        .args([
-            "image",
-            inputs.to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .assert()
-        .success();
+    image_cmd(&[inputs.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]).success();
     let depth = |p: &Path| image::open(p).unwrap().color();
     assert_eq!(depth(&out.join("a16.tif")), image::ColorType::Rgb16);
     assert_eq!(depth(&out.join("b8.png")), image::ColorType::Rgb8);
     assert_eq!(depth(&out.join("c8.jpg")), image::ColorType::Rgb8);
     // A second run refuses to overwrite, then --force does.
-    let again = clipdenoise()
-        .args([
-            "image",
-            inputs.join("b8.png").to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .assert()
-        .failure();
+    let again = image_cmd(&[
+        inputs.join("b8.png").to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ])
+    .failure();
     let err = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
     assert!(
         err.contains("already exists (use --force to overwrite)"),
         "{err}"
     );
-    clipdenoise()
-        .args([
-            "image",
-            inputs.join("b8.png").to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-            "--model",
-            TINY,
-            "--force",
-        ])
-        .assert()
-        .success();
+    image_cmd(&[
+        inputs.join("b8.png").to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--force",
+    ])
+    .success();
     // 16-bit into JPEG becomes 8-bit, and says so.
     let j = dir.path().join("a.jpg");
-    let a = clipdenoise()
-        .args([
-            "image",
-            inputs.join("a16.tif").to_str().unwrap(),
-            "-o",
-            j.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .assert()
-        .success();
+    let a = image_cmd(&[
+        inputs.join("a16.tif").to_str().unwrap(),
+        "-o",
+        j.to_str().unwrap(),
+    ])
+    .success();
     assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("16-bit -> 8-bit"));
     assert_eq!(depth(&j), image::ColorType::Rgb8);
 }

@@ -36,17 +36,23 @@ fn gst_run(desc: &str) {
     init();
     let p = gst::parse::launch(desc).unwrap();
     p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    let msg = bus
+    wait_eos(&p, desc);
+    p.set_state(gst::State::Null).unwrap();
+}
+
+/// Wait (at most a minute) for EOS; an ERROR message fails the test, naming `what`.
+fn wait_eos(p: &impl IsA<gst::Element>, what: &str) {
+    let msg = p
+        .bus()
+        .unwrap()
         .timed_pop_filtered(
             gst::ClockTime::from_seconds(60),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
-        .expect("pipeline finished in time");
+        .unwrap_or_else(|| panic!("{what}: no EOS within 60 s"));
     if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{desc}: {} ({:?})", e.error(), e.debug());
+        panic!("{what}: {} ({:?})", e.error(), e.debug());
     }
-    p.set_state(gst::State::Null).unwrap();
 }
 
 /// A 2-second 160x96 30 fps H.264 clip with a 2-second stereo audio track, in `mux`.
@@ -143,16 +149,7 @@ fn probe(path: &Path) -> Probe {
         pad.link(&sinkpad).unwrap();
     });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("probe finished in time");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{}: {}", path.display(), e.error());
-    }
+    wait_eos(&pipeline, &path.display().to_string());
     let duration = pipeline.query_duration::<gst::ClockTime>();
     pipeline.set_state(gst::State::Null).unwrap();
     let mut out = Probe {

@@ -95,6 +95,17 @@ fn stat_f64(el: &gst::Element, field: &str) -> f64 {
 }
 
 /// Deterministic noisy-looking bytes.
+/// The element named `name` in a parsed pipeline, as its concrete type (appsrc, appsink, ...).
+fn child<T: IsA<gst::Element>>(pipeline: &gst::Element, name: &str) -> T {
+    pipeline
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element named {name}"))
+        .downcast::<T>()
+        .unwrap()
+}
+
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 37 + seed * 101 + (i / 7) * 11 + (i * i) % 29) % 256) as u8)
@@ -296,17 +307,8 @@ fn eos_drains_a_partial_batch_before_eos_goes_downstream() {
         fixture()
     ))
     .unwrap();
-    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
-    let src = bin
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = bin
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let src: gst_app::AppSrc = child(&pipeline, "src");
+    let sink: gst_app::AppSink = child(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let t0 = Instant::now();
     for i in 0..3u64 {
@@ -326,7 +328,7 @@ fn eos_drains_a_partial_batch_before_eos_goes_downstream() {
     assert_eq!(pts, [0, 33, 66]);
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     wait_eos(&pipeline, Duration::from_secs(10)).unwrap();
-    let d = bin.by_name("d").unwrap();
+    let d: gst::Element = child(&pipeline, "d");
     assert_eq!(stat_u64(&d, "batches"), 1);
     pipeline.set_state(gst::State::Null).unwrap();
 }
@@ -343,13 +345,8 @@ fn flushing_seek_in_playing() {
         fixture()
     ))
     .unwrap();
-    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
-    let sink = bin
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    let d = bin.by_name("d").unwrap();
+    let sink: gst_app::AppSink = child(&pipeline, "sink");
+    let d: gst::Element = child(&pipeline, "d");
     pipeline.set_state(gst::State::Playing).unwrap();
     for _ in 0..10 {
         sink.try_pull_sample(gst::ClockTime::from_seconds(20))
@@ -434,8 +431,7 @@ fn live_source_delay_stays_within_max_latency_plus_model_time() {
         max_latency_ms as u32
     ))
     .unwrap();
-    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
-    let d = bin.by_name("d").unwrap();
+    let d: gst::Element = child(&pipeline, "d");
     let entered: Arc<Mutex<Vec<(gst::ClockTime, Instant)>>> = Arc::default();
     let delays: Arc<Mutex<Vec<f64>>> = Arc::default();
     {
@@ -527,18 +523,9 @@ fn thousand_frames_in_equals_out_and_memory_stays_flat() {
         fixture()
     ))
     .unwrap();
-    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
-    let src = bin
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = bin
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    let d = bin.by_name("d").unwrap();
+    let src: gst_app::AppSrc = child(&pipeline, "src");
+    let sink: gst_app::AppSink = child(&pipeline, "sink");
+    let d: gst::Element = child(&pipeline, "d");
     pipeline.set_state(gst::State::Playing).unwrap();
     let n = 1000u64;
     let size = 32 * 24 * 3 / 2;
@@ -722,8 +709,7 @@ fn model_failure_mid_stream_posts_an_error_without_deadlock() {
         err.contains("injected") && err.contains("model failed"),
         "{err}"
     );
-    let bin = pipeline.downcast_ref::<gst::Bin>().unwrap();
-    let d = bin.by_name(FAULTY).unwrap();
+    let d: gst::Element = child(&pipeline, FAULTY);
     assert_eq!(stat_u64(&d, "frames-out"), FAULTY_AFTER);
     let t = set_null_timed(&pipeline);
     assert!(t < Duration::from_secs(1), "NULL took {t:?}");
@@ -955,13 +941,7 @@ fn count_decoded_frames(path: &Path) -> u64 {
         path.display()
     ))
     .unwrap();
-    let sink = pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink: gst_app::AppSink = child(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut n = 0;
     while sink.pull_sample().is_ok() {
