@@ -35,6 +35,8 @@ pub struct BenchReport {
     pub preset: String,
     pub device: String,
     pub precision: String,
+    /// Activations and weights in channels_last (NHWC strides) rather than contiguous NCHW.
+    pub channels_last: bool,
     pub size: String,
     pub format: String,
     pub batch_size: usize,
@@ -42,6 +44,8 @@ pub struct BenchReport {
     pub threads: i32,
     pub seconds: f64,
     pub fps: f64,
+    /// Send-to-output time per frame with the producer saturating the queue (so it includes
+    /// the wait behind the queued frames: throughput mode, not a live source's latency).
     pub latency_p50_ms: f64,
     pub latency_p99_ms: f64,
     pub upload_ms_per_frame: f64,
@@ -181,6 +185,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         preset: info.config.name(),
         device: format!("{:?}", info.device).to_lowercase(),
         precision: info.precision.to_string(),
+        channels_last: cfg.opts.channels_last,
         size: format!("{}x{}", cfg.width, cfg.height),
         format: format!("{:?}", cfg.format).to_lowercase(),
         batch_size: cfg.batch_size,

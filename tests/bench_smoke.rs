@@ -35,6 +35,7 @@ fn bench_json_has_every_field() {
         "preset",
         "device",
         "precision",
+        "channels_last",
         "size",
         "format",
         "batch_size",
@@ -54,6 +55,10 @@ fn bench_json_has_every_field() {
     }
     assert_eq!(v["frames"], 4, "3 frames round up to 2 whole batches of 2");
     assert_eq!(v["size"], "64x48");
+    assert_eq!(
+        v["channels_last"], true,
+        "channels_last is the default layout"
+    );
     assert!(v["fps"].as_f64().unwrap() > 0.0);
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert!(v["peak_gpu_mb"].is_null(), "no GPU on the CPU device");

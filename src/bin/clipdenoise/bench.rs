@@ -42,6 +42,10 @@ pub struct Args {
     /// Pixel format of the synthetic frames: rgb, rgbx, i420, nv12
     #[arg(long, default_value = "rgb")]
     format: String,
+    /// Keep activations and weights in contiguous NCHW instead of channels_last (to measure
+    /// that lever)
+    #[arg(long)]
+    contiguous: bool,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -88,6 +92,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts: Options {
             device,
             precision,
+            channels_last: !a.contiguous,
             ..Options::default()
         },
         width: a.size.0,
@@ -102,11 +107,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} ({}) on {} {}, {} batch {}: {:.2} frames/s, latency p50 {:.1} ms p99 {:.1} ms",
+            "{} ({}) on {} {}{}, {} batch {}: {:.2} frames/s, latency p50 {:.1} ms p99 {:.1} ms",
             r.model,
             r.preset,
             r.device,
             r.precision,
+            if r.channels_last { "" } else { " NCHW" },
             r.size,
             r.batch_size,
             r.fps,
