@@ -394,6 +394,16 @@ impl ClipDenoise {
             info.precision,
             info.device
         );
+        if info.device == tch::Device::Cpu && std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            // libgomp reads it when libtorch is loaded, before this element exists: too late
+            // to set here.
+            gst::warning!(
+                CAT,
+                imp = self,
+                "OMP_WAIT_POLICY is not set: libtorch's CPU threads spin between frames and starve \
+                 decoders and encoders in the same process; export OMP_WAIT_POLICY=PASSIVE"
+            );
+        }
         *lock(&self.state) = Some(State {
             sender,
             receiver,
