@@ -191,6 +191,10 @@ impl Denoiser {
             provenance,
         } = loaded;
         vs.set_device(opts.device);
+        if opts.device.is_cuda() {
+            // Video frames repeat one shape: let cuDNN time its algorithms once per shape.
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         model.prepare_inference(opts.precision.kind(), opts.channels_last);
         Ok(Denoiser {
             model,
