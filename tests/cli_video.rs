@@ -31,6 +31,17 @@ fn clipdenoise() -> Command {
     c
 }
 
+/// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end.
+fn denoise_video(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    clipdenoise()
+        .arg("video")
+        .args([input, output])
+        .args(["--model", TINY])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// Run a gst-launch style pipeline to EOS.
 fn gst_run(desc: &str) {
     init();
@@ -217,18 +228,7 @@ fn two_second_mp4_keeps_frames_timestamps_duration_and_copies_audio_into_mp4_and
 
     for ext in ["mp4", "mkv"] {
         let output = dir.path().join(format!("out.{ext}"));
-        let out = clipdenoise()
-            .args([
-                "video",
-                input.to_str().unwrap(),
-                output.to_str().unwrap(),
-                "--model",
-                TINY,
-                "--batch-size",
-                "2",
-            ])
-            .output()
-            .unwrap();
+        let out = denoise_video(&input, &output, &["--batch-size", "2"]);
         let err = stderr_of(&out);
         assert!(out.status.success(), "{ext}: {err}");
         assert!(
@@ -268,16 +268,7 @@ fn audio_the_container_cannot_take_is_reencoded_with_a_note() {
         ("webm", "vp9", "audio/x-vorbis"),
     ] {
         let output = dir.path().join(format!("out.{ext}"));
-        let out = clipdenoise()
-            .args([
-                "video",
-                input.to_str().unwrap(),
-                output.to_str().unwrap(),
-                "--model",
-                TINY,
-            ])
-            .output()
-            .unwrap();
+        let out = denoise_video(&input, &output, &[]);
         let err = stderr_of(&out);
         assert!(out.status.success(), "{ext}: {err}");
         assert!(err.contains(&format!("{codec} in .{ext}")), "{err}");
@@ -310,31 +301,11 @@ fn refuses_to_overwrite_without_force() {
     make_clip(&input, 10, "mp4mux", "avenc_aac");
     let output = dir.path().join("out.mkv");
     std::fs::write(&output, b"keep me").unwrap();
-    let out = clipdenoise()
-        .args([
-            "video",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .output()
-        .unwrap();
+    let out = denoise_video(&input, &output, &[]);
     assert!(!out.status.success());
     assert!(stderr_of(&out).contains("already exists (use --force to overwrite)"));
     assert_eq!(std::fs::read(&output).unwrap(), b"keep me");
-    let out = clipdenoise()
-        .args([
-            "video",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--model",
-            TINY,
-            "--force",
-            "--no-audio",
-        ])
-        .output()
-        .unwrap();
+    let out = denoise_video(&input, &output, &["--force", "--no-audio"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let p = probe(&output);
     assert_eq!(p.video[0].pts.len(), 10);
