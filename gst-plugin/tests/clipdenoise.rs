@@ -106,6 +106,20 @@ fn child<T: IsA<gst::Element>>(pipeline: &gst::Element, name: &str) -> T {
         .unwrap()
 }
 
+/// NULL->READY must fail and post an ERROR message: its error.
+fn ready_fails(pipeline: &gst::Pipeline) -> gst::glib::Error {
+    assert!(pipeline.set_state(gst::State::Ready).is_err());
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an ERROR message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    e.error()
+}
+
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 37 + seed * 101 + (i / 7) * 11 + (i * i) % 29) % 256) as u8)
@@ -632,23 +646,11 @@ fn missing_model_fails_null_to_ready_naming_the_file() {
             .build()
             .unwrap();
         pipeline.add(&el).unwrap();
-        assert!(pipeline.set_state(gst::State::Ready).is_err());
-        let msg = pipeline
-            .bus()
-            .unwrap()
-            .pop_filtered(&[gst::MessageType::Error])
-            .expect("an ERROR message");
-        let gst::MessageView::Error(e) = msg.view() else {
-            unreachable!()
-        };
-        let text = e.error().to_string();
+        let error = ready_fails(&pipeline);
+        let text = error.to_string();
         assert!(text.contains(path.to_str().unwrap()), "{text}");
         if path == &missing {
-            assert!(
-                e.error().matches(gst::ResourceError::NotFound),
-                "{:?}",
-                e.error()
-            );
+            assert!(error.matches(gst::ResourceError::NotFound), "{error:?}");
         }
         pipeline.set_state(gst::State::Null).unwrap();
     }
@@ -664,16 +666,8 @@ fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
     let pipeline = gst::Pipeline::new();
     let el = element(&[("device", &"cuda:0")]);
     pipeline.add(&el).unwrap();
-    assert!(pipeline.set_state(gst::State::Ready).is_err());
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .pop_filtered(&[gst::MessageType::Error])
-        .expect("an ERROR message");
-    let gst::MessageView::Error(e) = msg.view() else {
-        unreachable!()
-    };
-    assert!(e.error().to_string().contains("cuda:0"), "{}", e.error());
+    let error = ready_fails(&pipeline);
+    assert!(error.to_string().contains("cuda:0"), "{error}");
     pipeline.set_state(gst::State::Null).unwrap();
 
     let pipeline = gst::Pipeline::new();
