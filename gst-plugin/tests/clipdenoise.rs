@@ -848,7 +848,7 @@ fn latency_query_adds_max_latency_and_batch_time() {
         "{after} <= {before}: the batch time is not added"
     );
     assert!(
-        after.mseconds() as f64 >= 85.0 + 2.0 * per_frame - 1.0,
+        after.nseconds() as f64 / 1e6 >= 85.0 + 2.0 * per_frame - 1.0,
         "{after} vs {per_frame} ms per frame"
     );
 }
