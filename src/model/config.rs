@@ -18,45 +18,29 @@ pub struct Config {
     pub aug_level: f64,
 }
 
+/// The paper's progressive feature augmentation level.
+const AUG_LEVEL: f64 = 0.025;
+
 fn default_aug_level() -> f64 {
-    0.025
+    AUG_LEVEL
+}
+
+/// A preset's shape with the paper's augmentation level.
+const fn shape(width: i64, blocks: [i64; 3]) -> Config {
+    Config {
+        width,
+        blocks,
+        aug_level: AUG_LEVEL,
+    }
 }
 
 /// Named presets. `clip-rn50` is the paper's model (OpenAI's CLIP RN50 encoder);
 /// the others are the same architecture at CPU-friendly sizes.
 pub const PRESETS: &[(&str, Config)] = &[
-    (
-        "clip-rn50",
-        Config {
-            width: 64,
-            blocks: [3, 4, 6],
-            aug_level: 0.025,
-        },
-    ),
-    (
-        "small",
-        Config {
-            width: 32,
-            blocks: [1, 1, 1],
-            aug_level: 0.025,
-        },
-    ),
-    (
-        "tiny",
-        Config {
-            width: 16,
-            blocks: [1, 1, 1],
-            aug_level: 0.025,
-        },
-    ),
-    (
-        "nano",
-        Config {
-            width: 8,
-            blocks: [1, 1, 1],
-            aug_level: 0.025,
-        },
-    ),
+    ("clip-rn50", shape(64, [3, 4, 6])),
+    ("small", shape(32, [1, 1, 1])),
+    ("tiny", shape(16, [1, 1, 1])),
+    ("nano", shape(8, [1, 1, 1])),
 ];
 
 impl Config {
