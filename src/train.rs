@@ -51,7 +51,7 @@ pub struct ModelSection {
 }
 
 fn default_aug() -> f64 {
-    0.025
+    crate::model::AUG_LEVEL
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,11 +165,7 @@ impl TrainConfig {
     pub fn model_config(&self) -> Result<Config> {
         let mut c = match (&self.model.preset, self.model.width, self.model.blocks) {
             (Some(p), None, None) => Config::preset(p)?,
-            (None, Some(width), Some(blocks)) => Config {
-                width,
-                blocks,
-                aug_level: 0.025,
-            },
+            (None, Some(width), Some(blocks)) => Config::new(width, blocks),
             _ => {
                 return Err(Error::Config(
                     "give [model] preset, or width and blocks".into(),

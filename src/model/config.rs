@@ -19,31 +19,31 @@ pub struct Config {
 }
 
 /// The paper's progressive feature augmentation level.
-const AUG_LEVEL: f64 = 0.025;
+pub const AUG_LEVEL: f64 = 0.025;
 
 fn default_aug_level() -> f64 {
     AUG_LEVEL
 }
 
-/// A preset's shape with the paper's augmentation level.
-const fn shape(width: i64, blocks: [i64; 3]) -> Config {
-    Config {
-        width,
-        blocks,
-        aug_level: AUG_LEVEL,
-    }
-}
-
 /// Named presets. `clip-rn50` is the paper's model (OpenAI's CLIP RN50 encoder);
 /// the others are the same architecture at CPU-friendly sizes.
 pub const PRESETS: &[(&str, Config)] = &[
-    ("clip-rn50", shape(64, [3, 4, 6])),
-    ("small", shape(32, [1, 1, 1])),
-    ("tiny", shape(16, [1, 1, 1])),
-    ("nano", shape(8, [1, 1, 1])),
+    ("clip-rn50", Config::new(64, [3, 4, 6])),
+    ("small", Config::new(32, [1, 1, 1])),
+    ("tiny", Config::new(16, [1, 1, 1])),
+    ("nano", Config::new(8, [1, 1, 1])),
 ];
 
 impl Config {
+    /// A shape with the paper's augmentation level.
+    pub const fn new(width: i64, blocks: [i64; 3]) -> Config {
+        Config {
+            width,
+            blocks,
+            aug_level: AUG_LEVEL,
+        }
+    }
+
     pub fn preset(name: &str) -> Result<Config> {
         PRESETS
             .iter()

@@ -9,7 +9,7 @@ mod layers;
 
 pub(crate) use layers::to_layout;
 
-pub use config::{Config, PRESETS};
+pub use config::{Config, AUG_LEVEL, PRESETS};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 
