@@ -66,6 +66,17 @@ pub struct DataSection {
     pub patch: i64,
     #[serde(default = "default_batch")]
     pub batch: i64,
+    /// Colour augmentation of the clean crops: the share of crops that get it (0 = off, the
+    /// default, which draws nothing from the RNG, so older runs reproduce bit for bit).
+    #[serde(default)]
+    pub color_prob: f64,
+    /// Saturation factor range of the colour augmentation (1 = unchanged, > 1 more saturated;
+    /// results clipped to [0, 1]).
+    #[serde(default = "default_saturation")]
+    pub saturation: [f64; 2],
+    /// Also shuffle the RGB channels of an augmented crop (one of the 6 orders).
+    #[serde(default)]
+    pub channel_shuffle: bool,
 }
 
 fn default_val_count() -> usize {
@@ -76,6 +87,9 @@ fn default_patch() -> i64 {
 }
 fn default_batch() -> i64 {
     16
+}
+fn default_saturation() -> [f64; 2] {
+    [1.0, 1.0]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -187,6 +201,13 @@ impl TrainConfig {
         }
         if self.data.patch < 32 || self.data.patch % 32 != 0 || self.data.batch < 1 {
             return bad("[data] patch must be a multiple of 32 (>= 32) and batch >= 1");
+        }
+        let d = &self.data;
+        if !(0.0..=1.0).contains(&d.color_prob)
+            || !(d.saturation[0] >= 0.0 && d.saturation[1] >= d.saturation[0])
+            || !d.saturation[1].is_finite()
+        {
+            return bad("[data] color_prob must be in [0, 1] and saturation 0 <= lo <= hi");
         }
         if !(o.lr > 0.0 && o.lr_min >= 0.0 && o.lr_min <= o.lr) || o.flat_steps > o.steps {
             return bad("[optim] needs lr > 0, 0 <= lr_min <= lr, flat_steps <= steps");
@@ -308,6 +329,48 @@ impl Dataset {
             .collect();
         Tensor::stack(&crops, 0).to_kind(Kind::Float) / 255.0
     }
+}
+
+/// The six orders of the RGB channels.
+const CHANNEL_ORDERS: [[i64; 3]; 6] = [
+    [0, 1, 2],
+    [0, 2, 1],
+    [1, 0, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [2, 1, 0],
+];
+
+/// Colour augmentation of a clean batch (B, 3, H, W) in [0, 1]: each crop, with probability
+/// `color_prob`, gets its saturation scaled around its Rec. 601 luma by a factor drawn from
+/// `saturation` (clipped to [0, 1]), then with `channel_shuffle` one of the six channel orders.
+/// Widens the colour statistics beyond the training photos' (McMaster's saturated colours).
+/// Draws nothing from `rng` when `color_prob` is 0.
+fn color_augment(x: &Tensor, d: &DataSection, rng: &mut StdRng) -> Tensor {
+    if d.color_prob <= 0.0 {
+        return x.shallow_clone();
+    }
+    let luma = Tensor::from_slice(&[0.299f32, 0.587, 0.114])
+        .view([1, 3, 1, 1])
+        .to_device(x.device());
+    let crops: Vec<Tensor> = (0..x.size()[0])
+        .map(|i| {
+            let c = x.narrow(0, i, 1);
+            if rng.random::<f64>() >= d.color_prob {
+                return c;
+            }
+            let [lo, hi] = d.saturation;
+            let s = lo + (hi - lo) * rng.random::<f64>();
+            let gray = (&c * &luma).sum_dim_intlist(1, true, Kind::Float);
+            let c = (&gray + (&c - &gray) * s).clamp(0.0, 1.0);
+            if !d.channel_shuffle {
+                return c;
+            }
+            let order = CHANNEL_ORDERS[rng.random_range(0..6usize)];
+            c.index_select(1, &Tensor::from_slice(&order).to_device(c.device()))
+        })
+        .collect();
+    Tensor::cat(&crops, 0)
 }
 
 /// AdamW with decoupled weight decay, its moments kept as named tensors so they checkpoint.
@@ -498,7 +561,8 @@ impl Trainer {
         let mut rng = StdRng::seed_from_u64(seed);
         tch::manual_seed(seed as i64);
         let (b, p) = (self.cfg.data.batch, self.cfg.data.patch);
-        let mut clean = self.data.batch(&mut rng, b, p).to_device(self.device);
+        let clean = self.data.batch(&mut rng, b, p).to_device(self.device);
+        let mut clean = color_augment(&clean, &self.cfg.data, &mut rng);
         let mut u = || rng.random::<f64>();
         let mut noisy = self.cfg.noise.apply(&clean, &mut u)?;
         let o = &self.cfg.optim;
@@ -691,5 +755,90 @@ impl Trainer {
             model: self.model_path(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(color_prob: f64, saturation: [f64; 2], channel_shuffle: bool) -> DataSection {
+        DataSection {
+            train_dirs: vec![],
+            val_holdout: 0,
+            patch: 32,
+            batch: 1,
+            color_prob,
+            saturation,
+            channel_shuffle,
+        }
+    }
+
+    /// Two pixels: a gray one and a reddish one, (1, 3, 1, 2).
+    fn pixels() -> Tensor {
+        Tensor::from_slice(&[0.5f32, 0.6, 0.5, 0.4, 0.5, 0.4]).view([1, 3, 1, 2])
+    }
+
+    #[test]
+    fn colour_augmentation_off_changes_nothing_and_draws_nothing() {
+        let x = pixels();
+        let mut rng = StdRng::seed_from_u64(7);
+        let y = color_augment(&x, &section(0.0, [2.0, 2.0], true), &mut rng);
+        assert!(y.equal(&x));
+        let mut fresh = StdRng::seed_from_u64(7);
+        assert_eq!(rng.random::<u64>(), fresh.random::<u64>());
+    }
+
+    #[test]
+    fn saturation_moves_colours_away_from_luma_and_keeps_gray() {
+        let y = color_augment(
+            &pixels(),
+            &section(1.0, [2.0, 2.0], false),
+            &mut StdRng::seed_from_u64(1),
+        );
+        let v = |c: i64, w: i64| y.double_value(&[0, c, 0, w]);
+        // The gray pixel stays gray.
+        for c in 0..3 {
+            assert!(
+                (v(c, 0) - 0.5).abs() < 1e-6,
+                "gray pixel changed: {}",
+                v(c, 0)
+            );
+        }
+        // (0.6, 0.4, 0.4): luma 0.4598, so x2 saturation gives (0.7402, 0.3196, 0.3196).
+        let luma = 0.299 * 0.6 + 0.587 * 0.4 + 0.114 * 0.4;
+        assert!((v(0, 1) - (luma + 2.0 * (0.6 - luma))).abs() < 1e-5);
+        assert!((v(1, 1) - (luma + 2.0 * (0.4 - luma))).abs() < 1e-5);
+        // A large factor clips to [0, 1].
+        let z = color_augment(
+            &pixels(),
+            &section(1.0, [9.0, 9.0], false),
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert_eq!(z.max().double_value(&[]), 1.0);
+        assert!(z.min().double_value(&[]) >= 0.0);
+    }
+
+    #[test]
+    fn channel_shuffle_only_reorders_channels_and_uses_every_order() {
+        let x = Tensor::from_slice(&[0.1f32, 0.5, 0.9]).view([1, 3, 1, 1]);
+        let d = section(1.0, [1.0, 1.0], true);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let y = color_augment(&x, &d, &mut rng);
+            let v: Vec<i64> = (0..3)
+                .map(|c| (y.double_value(&[0, c, 0, 0]) * 10.0).round() as i64)
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort();
+            assert_eq!(
+                sorted,
+                vec![1, 5, 9],
+                "values changed, not just reordered: {v:?}"
+            );
+            seen.insert(v);
+        }
+        assert_eq!(seen.len(), 6);
     }
 }
