@@ -34,6 +34,9 @@ train_dirs = ["{data}"]
 val_holdout = 1
 patch = 32
 batch = 4
+color_prob = 0.5
+saturation = [0.8, 2.0]
+channel_shuffle = true
 [noise]
 weights = [1.0, 1.0, 1.0, 1.0]
 gaussian_sigma = [10.0, 40.0]
@@ -126,4 +129,11 @@ fn bad_configs_are_refused_with_a_clear_error() {
         err.contains("bad training config") && err.contains("wat"),
         "{err}"
     );
+    std::fs::write(
+        &path,
+        "[model]\npreset = \"tiny\"\n[data]\ntrain_dirs = [\"x\"]\ncolor_prob = 1.5\n[run]\ndir = \"r\"\nseed = 1\n",
+    )
+    .unwrap();
+    let err = TrainConfig::from_file(&path).unwrap_err().to_string();
+    assert!(err.contains("color_prob"), "{err}");
 }
