@@ -1,4 +1,5 @@
-//! Training: random crops of clean images, 8-way flips/rotations, online noise synthesis,
+//! Training: random crops of clean images, 8-way flips/rotations, optional colour augmentation
+//! (saturation, channel order), online noise synthesis,
 //! L1 loss, AdamW (written out here so its state checkpoints exactly), flat-then-cosine
 //! schedule, gradient-norm clipping, mixup, progressive feature augmentation (in the model),
 //! frozen or trainable encoder, periodic validation, checkpoints and exact resume.
