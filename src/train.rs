@@ -203,11 +203,9 @@ impl TrainConfig {
         if self.data.patch < 32 || self.data.patch % 32 != 0 || self.data.batch < 1 {
             return bad("[data] patch must be a multiple of 32 (>= 32) and batch >= 1");
         }
-        let d = &self.data;
-        if !(0.0..=1.0).contains(&d.color_prob)
-            || !(d.saturation[0] >= 0.0 && d.saturation[1] >= d.saturation[0])
-            || !d.saturation[1].is_finite()
-        {
+        let (d, [lo, hi]) = (&self.data, self.data.saturation);
+        let color_ok = (0.0..=1.0).contains(&d.color_prob) && lo >= 0.0 && hi >= lo;
+        if !(color_ok && hi.is_finite()) {
             return bad("[data] color_prob must be in [0, 1] and saturation 0 <= lo <= hi");
         }
         if !(o.lr > 0.0 && o.lr_min >= 0.0 && o.lr_min <= o.lr) || o.flat_steps > o.steps {
