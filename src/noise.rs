@@ -145,9 +145,12 @@ pub struct NoiseMix {
     pub camera_shot: [f64; 2],
     #[serde(default = "default_read")]
     pub camera_read: [f64; 2],
-    /// Probability of a JPEG re-compression after the noise (quality 60..95).
+    /// Probability of a JPEG re-compression (4:2:2 chroma) after the noise.
     #[serde(default)]
     pub jpeg_prob: f64,
+    /// JPEG quality range of that re-compression (1..=100).
+    #[serde(default = "default_jpeg_quality")]
+    pub jpeg_quality: [f64; 2],
 }
 
 fn default_weights() -> [f64; 4] {
@@ -168,6 +171,9 @@ fn default_shot() -> [f64; 2] {
 fn default_read() -> [f64; 2] {
     [0.002, 0.03]
 }
+fn default_jpeg_quality() -> [f64; 2] {
+    [60.0, 95.0]
+}
 
 impl Default for NoiseMix {
     fn default() -> Self {
@@ -179,6 +185,7 @@ impl Default for NoiseMix {
             camera_shot: default_shot(),
             camera_read: default_read(),
             jpeg_prob: 0.0,
+            jpeg_quality: default_jpeg_quality(),
         }
     }
 }
@@ -197,6 +204,7 @@ impl NoiseMix {
             ("poisson_alpha", self.poisson_alpha),
             ("camera_shot", self.camera_shot),
             ("camera_read", self.camera_read),
+            ("jpeg_quality", self.jpeg_quality),
         ] {
             if !(r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()) {
                 return Err(Error::Input(format!(
@@ -206,6 +214,11 @@ impl NoiseMix {
         }
         if !(0.0..=1.0).contains(&self.jpeg_prob) {
             return Err(Error::Input("noise jpeg_prob must be in [0, 1]".into()));
+        }
+        if !self.jpeg_quality.iter().all(|q| (1.0..=100.0).contains(q)) {
+            return Err(Error::Input(
+                "noise jpeg_quality must be within [1, 100]".into(),
+            ));
         }
         Ok(())
     }
@@ -232,7 +245,7 @@ impl NoiseMix {
                 _ => camera(&x, lerp(self.camera_shot, u()), lerp(self.camera_read, u())),
             };
             let y = if u() < self.jpeg_prob {
-                jpeg(&y, (60.0 + 35.0 * u()) as u8)?
+                jpeg(&y, lerp(self.jpeg_quality, u()) as u8)?
             } else {
                 y
             };
@@ -350,6 +363,29 @@ mod tests {
         );
         assert!(NoiseSpec::parse_list("speckle:3").is_err());
         assert!(NoiseSpec::parse_list("gaussian:x").is_err());
+    }
+
+    #[test]
+    fn jpeg_quality_range_is_checked_and_lower_quality_loses_more() {
+        let bad = |q: [f64; 2]| NoiseMix {
+            jpeg_quality: q,
+            ..Default::default()
+        };
+        assert!(bad([0.0, 50.0]).validate().is_err());
+        assert!(bad([50.0, 120.0]).validate().is_err());
+        assert!(bad([70.0, 40.0]).validate().is_err());
+        assert!(bad([20.0, 90.0]).validate().is_ok());
+        tch::manual_seed(5);
+        let x = gaussian(
+            &Tensor::full([1, 3, 64, 64], 0.5, (Kind::Float, Device::Cpu)),
+            25.0,
+        )
+        .clamp(0.0, 1.0);
+        let err = |q: u8| {
+            let y = jpeg(&x, q).unwrap();
+            (y - &x).square().mean(Kind::Float).double_value(&[])
+        };
+        assert!(err(20) > 1.5 * err(90), "q20 {} q90 {}", err(20), err(90));
     }
 
     #[test]
