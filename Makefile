@@ -21,10 +21,8 @@ demo: setup
 test: setup
 	@$(ENV) cargo fmt --all --check
 	@$(ENV) cargo clippy --release --workspace --all-targets -- -D warnings
-	@# One test at a time: libtorch's random generator is global to the process, so a test that
-	@# seeds it and checks a reproducible draw (noise mix, exact training resume) fails when
-	@# another test thread draws in between.
-	@$(ENV) cargo test --release --workspace -- --test-threads=1
+	@# One test at a time (libtorch's global RNG): RUST_TEST_THREADS=1 in .cargo/config.toml.
+	@$(ENV) cargo test --release --workspace
 
 # Re-run the CPU benchmark table of benchmarks/README.md.
 bench-cpu: setup
