@@ -100,7 +100,14 @@ impl FrameFormat {
 
     /// (Kr, Kb) of the matrix.
     fn coeffs(&self) -> (f64, f64) {
-        match self.matrix {
+        self.matrix.kr_kb()
+    }
+}
+
+impl ColorMatrix {
+    /// (Kr, Kb): the red and blue luma weights (green is 1 - Kr - Kb).
+    pub const fn kr_kb(self) -> (f64, f64) {
+        match self {
             ColorMatrix::Bt601 => (0.299, 0.114),
             ColorMatrix::Bt709 => (0.2126, 0.0722),
         }

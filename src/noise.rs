@@ -124,6 +124,16 @@ impl std::fmt::Display for NoiseSpec {
     }
 }
 
+/// Whether `r` is a usable config range: finite, 0 <= lo <= hi.
+pub(crate) fn is_range(r: [f64; 2]) -> bool {
+    r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()
+}
+
+/// The point `t` in [0, 1] of the way through range `r`.
+pub(crate) fn lerp(r: [f64; 2], t: f64) -> f64 {
+    r[0] + (r[1] - r[0]) * t
+}
+
 /// The training noise mix: one model drawn per image, levels drawn uniformly from ranges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,7 +216,7 @@ impl NoiseMix {
             ("camera_read", self.camera_read),
             ("jpeg_quality", self.jpeg_quality),
         ] {
-            if !(r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()) {
+            if !is_range(r) {
                 return Err(Error::Input(format!(
                     "noise {name} range {r:?} must be 0 <= lo <= hi"
                 )));
@@ -227,7 +237,6 @@ impl NoiseMix {
     /// caller's seeded RNG) for the per-image choices.
     pub fn apply(&self, clean: &Tensor, u: &mut impl FnMut() -> f64) -> Result<Tensor> {
         let total: f64 = self.weights.iter().sum();
-        let lerp = |r: [f64; 2], t: f64| r[0] + (r[1] - r[0]) * t;
         let n = clean.size()[0];
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {

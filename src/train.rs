@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::frame::ColorMatrix;
 use crate::model::{ClipDenoise, Config};
-use crate::noise::NoiseMix;
+use crate::noise::{self, NoiseMix};
 use crate::weights::{self, Missing, Provenance, TensorMap};
 
 /// The TOML training config (see configs/).
@@ -203,9 +204,8 @@ impl TrainConfig {
         if self.data.patch < 32 || self.data.patch % 32 != 0 || self.data.batch < 1 {
             return bad("[data] patch must be a multiple of 32 (>= 32) and batch >= 1");
         }
-        let (d, [lo, hi]) = (&self.data, self.data.saturation);
-        let color_ok = (0.0..=1.0).contains(&d.color_prob) && lo >= 0.0 && hi >= lo;
-        if !(color_ok && hi.is_finite()) {
+        let d = &self.data;
+        if !((0.0..=1.0).contains(&d.color_prob) && noise::is_range(d.saturation)) {
             return bad("[data] color_prob must be in [0, 1] and saturation 0 <= lo <= hi");
         }
         if !(o.lr > 0.0 && o.lr_min >= 0.0 && o.lr_min <= o.lr) || o.flat_steps > o.steps {
@@ -349,7 +349,8 @@ fn color_augment(x: &Tensor, d: &DataSection, rng: &mut StdRng) -> Tensor {
     if d.color_prob <= 0.0 {
         return x.shallow_clone();
     }
-    let luma = Tensor::from_slice(&[0.299f32, 0.587, 0.114])
+    let (kr, kb) = ColorMatrix::Bt601.kr_kb();
+    let luma = Tensor::from_slice(&[kr as f32, (1.0 - kr - kb) as f32, kb as f32])
         .view([1, 3, 1, 1])
         .to_device(x.device());
     let crops: Vec<Tensor> = (0..x.size()[0])
@@ -358,8 +359,7 @@ fn color_augment(x: &Tensor, d: &DataSection, rng: &mut StdRng) -> Tensor {
             if rng.random::<f64>() >= d.color_prob {
                 return c;
             }
-            let [lo, hi] = d.saturation;
-            let s = lo + (hi - lo) * rng.random::<f64>();
+            let s = noise::lerp(d.saturation, rng.random::<f64>());
             let gray = (&c * &luma).sum_dim_intlist(1, true, Kind::Float);
             let c = (&gray + (&c - &gray) * s).clamp(0.0, 1.0);
             if !d.channel_shuffle {
