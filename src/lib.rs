@@ -1,23 +1,25 @@
 //! clipdenoise: the CLIPDenoising network in Rust with libtorch, and the streaming machinery
-//! around it. This crate never links GStreamer; the element lives in `gst-plugin/`.
+//! around it. This crate is the core library: it never links GStreamer (the element lives in
+//! `gst-plugin/`) and holds no user interface (the CLI lives in `cli/`).
 //!
-//! Where things are:
+//! The runtime, always built:
 //! - [`model`]: the network (encoder, decoder, configs/presets).
-//! - [`weights`]: the safetensors weight format, importers, `weights fetch`.
+//! - [`weights`]: the safetensors weight format and the models by name; with the `import` and
+//!   `fetch` features, the importers and `weights fetch`.
+//! - [`frame`]: packed frame layouts and their conversion to and from tensors.
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
+//!
+//! With the `research` feature, [`research`]: training, noise synthesis, metrics, evaluation,
+//! image files and the worker benchmark.
 
-pub mod bench;
 pub mod engine;
 pub mod error;
-pub mod eval;
 pub mod frame;
-pub mod imageio;
 pub mod inference;
-pub mod metrics;
 pub mod model;
-pub mod noise;
-pub mod train;
+#[cfg(feature = "research")]
+pub mod research;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use clipdenoise::metrics::{psnr, ssim, ssim_per_channel};
+use clipdenoise::research::metrics::{psnr, ssim, ssim_per_channel};
 use clipdenoise::weights::read_safetensors;
 
 fn fixtures() -> &'static Path {

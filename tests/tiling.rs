@@ -25,7 +25,7 @@ fn tiled_and_untiled_outputs_of_a_1024_wide_image_agree() {
     let clean = load_image("wiki001-1024x576.jpg");
     assert_eq!(clean.size(), [1, 3, 576, 1024]);
     tch::manual_seed(0);
-    let noisy = clipdenoise::noise::gaussian(&clean, 25.0);
+    let noisy = clipdenoise::research::noise::gaussian(&clean, 25.0);
     // TILING_MODEL=path tests another weights file; the default is the shipped model.
     let src = std::env::var("TILING_MODEL")
         .map(|p| ModelSource::File(p.into()))

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use clipdenoise::train::{TrainConfig, Trainer};
+use clipdenoise::research::train::{TrainConfig, Trainer};
 
 /// Smooth synthetic photos (gradients, discs, stripes) written as real PNG files.
 fn write_images(dir: &Path) {

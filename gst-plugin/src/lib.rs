@@ -1,11 +1,15 @@
 //! GStreamer plugin `clipdenoise`: the CLIPDenoising network (CVPR 2024) as a video filter.
+//!
+//! Built as a cdylib (`libgstclipdenoise.so`, for `GST_PLUGIN_PATH`) and as an rlib, through
+//! which the tests and the `clipdenoise` CLI register it in-process with
+//! `gstclipdenoise::plugin_register_static()`. The element is in [`clipdenoise`].
 
 use gst::glib;
 
 mod clipdenoise;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    clipdenoise::register(Some(plugin))
+    clipdenoise::register(plugin)
 }
 
 gst::plugin_define!(

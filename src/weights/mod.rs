@@ -1,11 +1,16 @@
 //! Weight files. The project's format is safetensors with the model `Config` and provenance
 //! in `__metadata__`; loading is strict (every name, shape and dtype checked).
 //!
-//! - [`import`]: OpenAI's `RN50.pt` and the authors' `net_g_latest.pth` (restricted unpickler).
-//! - [`fetch`]: `weights fetch clip-rn50` (download, resume, SHA-256 check, conversion).
+//! - [`import`] (feature `import`): OpenAI's `RN50.pt` and the authors' `net_g_latest.pth`
+//!   (restricted unpickler).
+//! - [`fetch`] (feature `fetch`): `weights fetch clip-rn50` (download, resume, SHA-256 check,
+//!   conversion).
 
+#[cfg(feature = "fetch")]
 pub mod fetch;
+#[cfg(feature = "import")]
 pub mod import;
+#[cfg(feature = "import")]
 pub mod pickle;
 
 use std::borrow::Cow;

@@ -3,10 +3,6 @@
 //! A plain `gst::Element` with its own pads: sink chain -> bounded channel -> one worker
 //! thread that owns the model ([`clipdenoise::engine`]) -> src pad task pushing cleaned frames
 //! in input order.
-//!
-//! This module is also compiled into the CLI (`#[path]`-included), so it only uses gst,
-//! gst-base, gst-video, glib (through gst), tch and the clipdenoise core, and no `crate::`
-//! paths.
 
 use gst::glib;
 use gst::prelude::*;
@@ -17,10 +13,10 @@ glib::wrapper! {
     pub struct ClipDenoise(ObjectSubclass<imp::ClipDenoise>) @extends gst::Element, gst::Object;
 }
 
-/// Register the element with `plugin`, or statically (for the process) with `None`.
-pub fn register(plugin: Option<&gst::Plugin>) -> Result<(), glib::BoolError> {
+/// Register the element with `plugin`.
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(
-        plugin,
+        Some(plugin),
         "clipdenoise",
         gst::Rank::NONE,
         ClipDenoise::static_type(),

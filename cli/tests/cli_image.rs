@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use image::{ImageBuffer, Rgb};
 
-const TINY: &str = "tests/fixtures/tiny-w8/official_state_dict.safetensors";
+const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
 fn clipdenoise() -> Command {
     let mut c = Command::cargo_bin("clipdenoise").unwrap();

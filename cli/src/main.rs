@@ -14,10 +14,6 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: &[u8; 36] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
 
 mod bench;
-/// The GStreamer element, compiled into the binary and registered statically by `video`.
-#[cfg(feature = "gst")]
-#[path = "../../../gst-plugin/src/clipdenoise/mod.rs"]
-mod element;
 mod eval;
 mod image;
 mod import;

@@ -6,7 +6,7 @@ use assert_cmd::Command;
 fn bench_json_has_every_field() {
     let model = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/tiny-w8/official_state_dict.safetensors"
+        "/../tests/fixtures/tiny-w8/official_state_dict.safetensors"
     );
     let out = Command::cargo_bin("clipdenoise")
         .unwrap()

@@ -10,7 +10,7 @@ use clipdenoise::weights::{self, fetch::CLIP_RN50_SHA256, Missing};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../tests/fixtures")
         .join(name)
 }
 

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clipdenoise::bench::{self, BenchConfig};
 use clipdenoise::frame::PixelFormat;
 use clipdenoise::inference::{DeviceRequest, Options, Precision};
+use clipdenoise::research::bench::{self, BenchConfig};
 use clipdenoise::weights::ModelSource;
 
 #[derive(clap::Args)]

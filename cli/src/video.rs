@@ -197,7 +197,7 @@ fn init_gstreamer() -> anyhow::Result<()> {
 
 fn register_element() {
     // A failure shows up as the element missing, which `run` and `info` report.
-    let _ = crate::element::register(None);
+    let _ = gstclipdenoise::plugin_register_static();
 }
 
 /// `info`'s GStreamer lines: version, the element, the encoders `video` can use.
@@ -418,7 +418,7 @@ fn check_paths(args: &Args) -> anyhow::Result<()> {
         );
     }
     if let Some(png) = &args.side_by_side {
-        if clipdenoise::imageio::Format::from_path(png).is_none() {
+        if clipdenoise::research::imageio::Format::from_path(png).is_none() {
             bail!(
                 "{}: --side-by-side needs an image file name (.png)",
                 png.display()
@@ -1252,12 +1252,12 @@ fn write_side_by_side(path: &Path, c: &Capture) -> anyhow::Result<()> {
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
-    let img = clipdenoise::imageio::RgbImage {
+    let img = clipdenoise::research::imageio::RgbImage {
         width: ow,
         height: h,
-        samples: clipdenoise::imageio::Samples::U8(out),
+        samples: clipdenoise::research::imageio::Samples::U8(out),
     };
-    clipdenoise::imageio::write(path, &img, 95)?;
+    clipdenoise::research::imageio::write(path, &img, 95)?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clipdenoise::imageio::{self, Format, RgbImage};
 use clipdenoise::inference::{Denoiser, Options};
+use clipdenoise::research::imageio::{self, Format, RgbImage};
 use tch::Kind;
 
 use crate::models::ModelArgs;

@@ -11,7 +11,7 @@ use gst::prelude::*;
 /// The arguments after `clipdenoise` on the Makefile's `demo:` recipe line.
 fn demo_args() -> Vec<String> {
     let makefile =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Makefile")).unwrap();
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile")).unwrap();
     let recipe = makefile
         .split("\ndemo:")
         .nth(1)
@@ -58,7 +58,7 @@ fn make_demo_command_works_end_to_end() {
         .args(&args)
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .env("GST_REGISTRY", &registry)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();

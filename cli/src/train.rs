@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clipdenoise::train::{TrainConfig, TrainEvent, Trainer};
+use clipdenoise::research::train::{TrainConfig, TrainEvent, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args)]

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use assert_cmd::Command;
-use clipdenoise::eval::{self, EvalConfig, EvalReport, Event};
 use clipdenoise::inference::{Denoiser, Options};
-use clipdenoise::noise::NoiseSpec;
+use clipdenoise::research::eval::{self, EvalConfig, EvalReport, Event};
+use clipdenoise::research::noise::NoiseSpec;
 use tch::{Device, Kind, Tensor};
 
 static RNG: Mutex<()> = Mutex::new(());
 
 fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../tests/fixtures")
         .join(p)
 }
 

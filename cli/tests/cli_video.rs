@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use gst::prelude::*;
 
-const TINY: &str = "tests/fixtures/tiny-w8/official_state_dict.safetensors";
+const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
 fn registry() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")

@@ -10,7 +10,7 @@
 //!    (poisson is clipped by its definition);
 //! 3. the whole image is denoised ([`Denoiser::denoise`]: reflect-pad to multiples of 32, run,
 //!    crop, clamp to [0, 1]), the output is scaled by 255 in f64 and NOT rounded;
-//! 4. PSNR and SSIM ([`crate::metrics`]) against the reference; per dataset and noise spec the
+//! 4. PSNR and SSIM ([`crate::research::metrics`]) against the reference; per dataset and noise spec the
 //!    means over the images are reported.
 //!
 //! Seeds: `image_seed(base, noise, index)` is the 64-bit FNV-1a hash of the UTF-8 string
@@ -40,10 +40,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::imageio::{self, RgbImage, Samples};
 use crate::inference::Denoiser;
-use crate::metrics;
-use crate::noise::NoiseSpec;
+use crate::research::imageio::{self, RgbImage, Samples};
+use crate::research::metrics;
+use crate::research::noise::NoiseSpec;
 
 /// What to evaluate.
 #[derive(Debug, Clone, Default, PartialEq)]

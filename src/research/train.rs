@@ -20,7 +20,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
 use crate::model::{ClipDenoise, Config};
-use crate::noise::{self, NoiseMix};
+use crate::research::noise::{self, NoiseMix};
 use crate::weights::{self, Missing, Provenance, TensorMap};
 
 /// The TOML training config (see configs/).
@@ -485,7 +485,7 @@ impl Trainer {
         let mut paths = Vec::new();
         let mut held_out = Vec::new();
         for (i, dir) in cfg.data.train_dirs.iter().enumerate() {
-            let mut v = crate::imageio::list_images(dir)?;
+            let mut v = crate::research::imageio::list_images(dir)?;
             if i == 0 {
                 let k = cfg.data.val_holdout.min(v.len().saturating_sub(1));
                 held_out = v.split_off(v.len() - k);
@@ -508,7 +508,7 @@ impl Trainer {
                     .unsqueeze(0)
                     .to_device(device);
                 tch::manual_seed(1_000_000 + i as i64);
-                let noisy = crate::noise::gaussian(&clean, 25.0);
+                let noisy = crate::research::noise::gaussian(&clean, 25.0);
                 Ok((clean, noisy))
             })
             .collect::<Result<Vec<_>>>()?;

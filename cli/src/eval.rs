@@ -1,13 +1,13 @@
-//! `clipdenoise eval`: the paper's evaluation protocol (clipdenoise::eval) with a progress bar
+//! `clipdenoise eval`: the paper's evaluation protocol (clipdenoise::research::eval) with a progress bar
 //! on stderr and the results on stdout as text tables, Markdown or JSON.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clipdenoise::eval::{self, EvalConfig, Event};
 use clipdenoise::inference::{Denoiser, DeviceRequest, Options, Precision};
-use clipdenoise::noise::NoiseSpec;
+use clipdenoise::research::eval::{self, EvalConfig, Event};
+use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::weights::ModelSource;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
