@@ -38,10 +38,6 @@ const DEFAULT_QOS: bool = true;
 /// batch on its own.
 const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Test hook: `CLIPDENOISE_FAULT_INJECT=<element name>=<frames>[,...]` makes the model of the
-/// element of that name fail on every batch once that many frames went through it.
-const FAULT_INJECT_ENV: &str = "CLIPDENOISE_FAULT_INJECT";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstClipDenoisePrecision")]
@@ -319,18 +315,19 @@ impl ClipDenoise {
         *lock(&self.flow) = flow;
     }
 
-    /// Which frame count, if any, the fault-injection test hook names for this element.
-    fn injected_fault(&self) -> Option<u64> {
-        let spec = std::env::var(FAULT_INJECT_ENV).ok()?;
-        let name = self.obj().name();
-        spec.split(',').find_map(|entry| {
-            let (n, frames) = entry.split_once('=')?;
-            if n.trim() == name.as_str() {
-                frames.trim().parse().ok()
-            } else {
-                None
-            }
-        })
+    /// The engine on the model: [`engine::spawn`] (under `cfg(test)`, the tests may give this
+    /// element a failing model instead).
+    fn spawn_engine(
+        &self,
+        model: &ModelSource,
+        opts: Options,
+        cfg: EngineConfig,
+    ) -> clipdenoise::Result<(EngineSender<Item>, EngineReceiver<Item>)> {
+        #[cfg(test)]
+        if let Some(r) = super::tests::spawn(self.obj().name().as_str(), model, &opts, &cfg) {
+            return r;
+        }
+        engine::spawn(model.clone(), opts, cfg)
     }
 
     /// Load the model and start the engine (NULL->READY).
@@ -361,9 +358,8 @@ impl ClipDenoise {
             max_latency: Duration::from_millis(settings.max_latency_ms.into()),
             queue_size: settings.queue_size as usize,
             strength: self.strength.clone(),
-            fail_after_frames: self.injected_fault(),
         };
-        let (sender, receiver) = engine::spawn(model.clone(), opts, cfg).map_err(|e| {
+        let (sender, receiver) = self.spawn_engine(&model, opts, cfg).map_err(|e| {
             let domain = match &e {
                 clipdenoise::Error::Io { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound =>

@@ -8,6 +8,8 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+#[cfg(test)]
+mod tests;
 
 glib::wrapper! {
     pub struct ClipDenoise(ObjectSubclass<imp::ClipDenoise>) @extends gst::Element, gst::Object;

@@ -1,0 +1,245 @@
+//! The two ends of an engine: [`EngineSender`] puts frames and markers into the bounded
+//! input channel, [`EngineReceiver`] takes outputs in order; both give up at once when a flush
+//! starts.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as cb;
+
+use super::{EngineControl, Output, RecvError, SendError};
+use crate::error::Error;
+use crate::frame::FrameFormat;
+
+/// What travels through the input channel: an item and the epoch it was sent in.
+pub(super) struct Input<T> {
+    pub(super) epoch: u64,
+    pub(super) item: InItem<T>,
+}
+
+pub(super) enum InItem<T> {
+    Frame {
+        data: Vec<u8>,
+        format: FrameFormat,
+        payload: T,
+        submitted: Instant,
+    },
+    Marker {
+        payload: T,
+        drain: bool,
+    },
+}
+
+impl<T> Input<T> {
+    pub(super) fn frames(&self) -> u64 {
+        matches!(self.item, InItem::Frame { .. }) as u64
+    }
+}
+
+/// What travels through the output channel.
+pub(super) struct Out<T> {
+    pub(super) epoch: u64,
+    pub(super) item: Output<T>,
+}
+
+/// The two ends of a new engine.
+pub(super) fn pair<T>(
+    tx: cb::Sender<Input<T>>,
+    rx: cb::Receiver<Out<T>>,
+    control: EngineControl,
+) -> (EngineSender<T>, EngineReceiver<T>) {
+    (
+        EngineSender {
+            tx,
+            control: control.clone(),
+        },
+        EngineReceiver { rx, control },
+    )
+}
+
+/// The input end. Cloneable; the stream ends when every clone is dropped.
+pub struct EngineSender<T> {
+    tx: cb::Sender<Input<T>>,
+    control: EngineControl,
+}
+
+impl<T> Clone for EngineSender<T> {
+    fn clone(&self) -> Self {
+        EngineSender {
+            tx: self.tx.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for EngineSender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSender")
+            .field("control", &self.control)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> EngineSender<T> {
+    /// Queue one packed frame. Blocks while the input channel is full; a flush aborts the wait.
+    pub fn send(&self, data: Vec<u8>, format: FrameFormat, payload: T) -> Result<(), SendError> {
+        let submitted = Instant::now();
+        format.validate().map_err(SendError::Invalid)?;
+        if data.len() != format.frame_len() {
+            return Err(SendError::Invalid(Error::Input(format!(
+                "a {:?} {}x{} frame needs {} bytes, got {}",
+                format.format,
+                format.width,
+                format.height,
+                format.frame_len(),
+                data.len()
+            ))));
+        }
+        // Counted first so that a snapshot never shows more frames out than in.
+        self.control.shared.stats().frames_in += 1;
+        self.push(InItem::Frame {
+            data,
+            format,
+            payload,
+            submitted,
+        })
+        .inspect_err(|_| {
+            self.control.shared.stats().frames_in -= 1;
+        })
+    }
+
+    /// Queue a marker: it comes out after every frame sent before it and before every frame
+    /// sent after it, without cutting the batch short.
+    pub fn marker(&self, payload: T) -> Result<(), SendError> {
+        self.push(InItem::Marker {
+            payload,
+            drain: false,
+        })
+    }
+
+    /// Queue a marker that also runs the pending partial batch at once (end of stream, format
+    /// change, a drain request): it comes out right after the last frame sent before it.
+    pub fn drain(&self, payload: T) -> Result<(), SendError> {
+        self.push(InItem::Marker {
+            payload,
+            drain: true,
+        })
+    }
+
+    /// Count frames the caller dropped instead of sending (late frames): they appear in
+    /// `frames_in` and `frames_dropped`.
+    pub fn record_dropped(&self, frames: u64) {
+        let mut s = self.control.shared.stats();
+        s.frames_in += frames;
+        s.frames_dropped += frames;
+    }
+
+    pub fn control(&self) -> &EngineControl {
+        &self.control
+    }
+
+    fn push(&self, item: InItem<T>) -> Result<(), SendError> {
+        let shared = &self.control.shared;
+        let (flushing, epoch, abort) = shared.current();
+        if flushing {
+            return Err(SendError::Flushing);
+        }
+        let msg = Input { epoch, item };
+        // Fast path: room in the channel.
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(cb::TrySendError::Disconnected(_)) => return Err(SendError::Stopped),
+            Err(cb::TrySendError::Full(m)) => m,
+        };
+        cb::select! {
+            send(self.tx, msg) -> r => r.map_err(|_| SendError::Stopped),
+            recv(abort) -> _ => Err(SendError::Flushing),
+            recv(shared.done) -> _ => Err(SendError::Stopped),
+        }
+    }
+}
+
+/// The output end. Cloneable (clones share the stream).
+pub struct EngineReceiver<T> {
+    rx: cb::Receiver<Out<T>>,
+    control: EngineControl,
+}
+
+impl<T> Clone for EngineReceiver<T> {
+    fn clone(&self) -> Self {
+        EngineReceiver {
+            rx: self.rx.clone(),
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for EngineReceiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineReceiver")
+            .field("control", &self.control)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> EngineReceiver<T> {
+    /// The next output, in input order. Returns `Flushing` at once while flushing (and
+    /// discards what is waiting), `Disconnected` once the stream has ended.
+    pub fn recv(&self) -> Result<Output<T>, RecvError> {
+        self.recv_deadline(None)
+    }
+
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Output<T>, RecvError> {
+        self.recv_deadline(Some(Instant::now() + timeout))
+    }
+
+    /// Outputs until the stream ends (or a flush starts).
+    pub fn iter(&self) -> impl Iterator<Item = Output<T>> + '_ {
+        std::iter::from_fn(move || self.recv().ok())
+    }
+
+    pub fn control(&self) -> &EngineControl {
+        &self.control
+    }
+
+    fn recv_deadline(&self, deadline: Option<Instant>) -> Result<Output<T>, RecvError> {
+        let shared = &self.control.shared;
+        loop {
+            let (flushing, epoch, abort) = shared.current();
+            if flushing {
+                let mut n = 0;
+                while let Ok(out) = self.rx.try_recv() {
+                    n += out_frames(&out.item);
+                }
+                shared.dropped(n);
+                return Err(RecvError::Flushing);
+            }
+            let timer = deadline.map(cb::at).unwrap_or_else(cb::never);
+            let out = cb::select! {
+                recv(self.rx) -> r => match r {
+                    Ok(out) => out,
+                    Err(_) => return Err(RecvError::Disconnected),
+                },
+                recv(abort) -> _ => continue,
+                recv(timer) -> _ => return Err(RecvError::Timeout),
+            };
+            if out.epoch != epoch && out.epoch != shared.epoch() {
+                shared.dropped(out_frames(&out.item));
+                continue;
+            }
+            if let Output::Frame(f) = &out.item {
+                shared.stats().delivered(f.timing.submitted.elapsed());
+            }
+            return Ok(out.item);
+        }
+    }
+}
+
+/// Frames an output holds, for the dropped count.
+pub(super) fn out_frames<T>(o: &Output<T>) -> u64 {
+    match o {
+        Output::Frame(_) => 1,
+        Output::Marker(_) => 0,
+        // Counted as dropped by the worker already.
+        Output::Failed { .. } => 0,
+    }
+}

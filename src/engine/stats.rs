@@ -1,0 +1,144 @@
+//! The engine's counters: what the worker and the receiver record, and the [`Stats`]
+//! snapshot they add up to.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::inference::StageTimes;
+
+/// How many recent per-frame latencies the p99 is computed over.
+const LATENCY_WINDOW: usize = 1024;
+
+/// A snapshot of the engine's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Frames accepted by `send`, plus those the caller reported dropped before sending.
+    pub frames_in: u64,
+    /// Frames delivered by the receiver.
+    pub frames_out: u64,
+    /// Frames discarded: flushed, failed in the model, or dropped by the caller (late).
+    pub frames_dropped: u64,
+    /// Batches that went through the model (failed ones included).
+    pub batches: u64,
+    /// Batches the model failed on.
+    pub failed_batches: u64,
+    pub mean_batch_size: f64,
+    /// From `send` to delivery by the receiver, over every delivered frame.
+    pub mean_latency_ms: f64,
+    /// 99th percentile of the same, over the last 1024 delivered frames.
+    pub p99_latency_ms: f64,
+    /// From `send` to the start of the frame's batch.
+    pub mean_queue_wait_ms: f64,
+    /// Stage times per frame (batch time divided by its frames), averaged over frames.
+    pub upload_ms_per_frame: f64,
+    pub model_ms_per_frame: f64,
+    pub download_ms_per_frame: f64,
+    /// Upload + model + download of the most recent batch, in ms.
+    pub last_batch_ms: f64,
+    /// Largest upload + model + download of any batch, in ms.
+    pub max_batch_ms: f64,
+}
+
+/// The counters behind [`Stats`], updated by the worker and the receiver.
+#[derive(Default)]
+pub(super) struct StatsAcc {
+    pub(super) frames_in: u64,
+    pub(super) frames_out: u64,
+    pub(super) frames_dropped: u64,
+    pub(super) batches: u64,
+    pub(super) failed_batches: u64,
+    pub(super) frames_run: u64,
+    pub(super) latency_sum: Duration,
+    pub(super) latency_window: VecDeque<f64>,
+    pub(super) queue_wait_sum: Duration,
+    pub(super) upload: Duration,
+    pub(super) model: Duration,
+    pub(super) download: Duration,
+    pub(super) last_batch: Duration,
+    pub(super) max_batch: Duration,
+    /// Smoothed (upload + model + download) per frame, without warm-up batches (the first of
+    /// each format: allocations, kernel selection).
+    pub(super) per_frame_estimate: Option<Duration>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl StatsAcc {
+    pub(super) fn snapshot(&self) -> Stats {
+        let per = |d: Duration, n: u64| if n == 0 { 0.0 } else { ms(d) / n as f64 };
+        let mut window: Vec<f64> = self.latency_window.iter().copied().collect();
+        window.sort_by(f64::total_cmp);
+        let p99 = if window.is_empty() {
+            0.0
+        } else {
+            window[((window.len() as f64 * 0.99).ceil() as usize).clamp(1, window.len()) - 1]
+        };
+        Stats {
+            frames_in: self.frames_in,
+            frames_out: self.frames_out,
+            frames_dropped: self.frames_dropped,
+            batches: self.batches,
+            failed_batches: self.failed_batches,
+            mean_batch_size: if self.batches == 0 {
+                0.0
+            } else {
+                self.frames_run as f64 / self.batches as f64
+            },
+            mean_latency_ms: per(self.latency_sum, self.frames_out),
+            p99_latency_ms: p99,
+            mean_queue_wait_ms: per(self.queue_wait_sum, self.frames_run),
+            upload_ms_per_frame: per(self.upload, self.frames_run),
+            model_ms_per_frame: per(self.model, self.frames_run),
+            download_ms_per_frame: per(self.download, self.frames_run),
+            last_batch_ms: ms(self.last_batch),
+            max_batch_ms: ms(self.max_batch),
+        }
+    }
+
+    /// A frame delivered by the receiver `latency` after it was sent.
+    pub(super) fn delivered(&mut self, latency: Duration) {
+        self.frames_out += 1;
+        self.latency_sum += latency;
+        if self.latency_window.len() == LATENCY_WINDOW {
+            self.latency_window.pop_front();
+        }
+        self.latency_window.push_back(ms(latency));
+    }
+
+    /// A batch of `frames` frames went through the model, starting at `start`; `submitted` are
+    /// the frames' send times. `times` is None when the model failed. A warm-up batch (the
+    /// first of a format) is left out of the batch time estimate.
+    pub(super) fn batch_done(
+        &mut self,
+        frames: usize,
+        times: Option<&StageTimes>,
+        warmup: bool,
+        start: Instant,
+        submitted: impl Iterator<Item = Instant>,
+    ) {
+        self.batches += 1;
+        self.frames_run += frames as u64;
+        let Some(t) = times else {
+            self.failed_batches += 1;
+            self.frames_dropped += frames as u64;
+            return;
+        };
+        self.upload += t.upload;
+        self.model += t.model;
+        self.download += t.download;
+        self.last_batch = t.total();
+        self.max_batch = self.max_batch.max(t.total());
+        if !warmup {
+            let per_frame = t.total() / frames as u32;
+            self.per_frame_estimate = Some(match self.per_frame_estimate {
+                None => per_frame,
+                Some(old) => old.mul_f64(0.8) + per_frame.mul_f64(0.2),
+            });
+        }
+        for s in submitted {
+            self.queue_wait_sum += start.saturating_duration_since(s);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The engine on a fake model (every byte inverted, blended by the strength; optionally
+//! failing), and on the real [`Denoiser`] where the output or the loading is what is tested.
+
+use super::*;
+use crate::frame::PixelFormat;
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+
+fn fixture() -> ModelSource {
+    ModelSource::File(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny-w8/official_state_dict.safetensors"),
+    )
+}
+
+/// A stand-in model: `out = in + strength * (255 - 2 * in)` (the inverted frame at strength
+/// 1); every batch fails once `fail_after` frames went through it.
+struct Fake {
+    config: Config,
+    provenance: Provenance,
+    fail_after: Option<u64>,
+    frames_run: Cell<u64>,
+}
+
+impl Fake {
+    fn new(fail_after: Option<u64>) -> Self {
+        Fake {
+            config: Config::preset("nano").unwrap(),
+            provenance: Provenance::default(),
+            fail_after,
+            frames_run: Cell::new(0),
+        }
+    }
+}
+
+impl FrameModel for Fake {
+    fn denoise_batch(
+        &self,
+        frames: &[&[u8]],
+        _format: &FrameFormat,
+        strength: f64,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        let start = Instant::now();
+        let done = self
+            .frames_run
+            .replace(self.frames_run.get() + frames.len() as u64);
+        if self.fail_after.is_some_and(|limit| done >= limit) {
+            return Err(Error::Torch("injected failure (fake model)".into()));
+        }
+        let out = frames
+            .iter()
+            .map(|f| {
+                f.iter()
+                    .map(|&b| (b as f64 + strength * (255.0 - 2.0 * b as f64)).round() as u8)
+                    .collect()
+            })
+            .collect();
+        let stages = StageTimes {
+            model: start.elapsed(),
+            ..StageTimes::default()
+        };
+        Ok((out, stages))
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn precision(&self) -> Precision {
+        Precision::Fp32
+    }
+}
+
+fn cfg(batch_size: usize, max_latency_ms: u64, queue_size: usize) -> EngineConfig {
+    EngineConfig {
+        batch_size,
+        max_latency: Duration::from_millis(max_latency_ms),
+        queue_size,
+        ..Default::default()
+    }
+}
+
+/// An engine on the fake model.
+fn start(c: EngineConfig) -> (EngineSender<usize>, EngineReceiver<usize>) {
+    start_fake(c, None)
+}
+
+fn start_fake(
+    c: EngineConfig,
+    fail_after: Option<u64>,
+) -> (EngineSender<usize>, EngineReceiver<usize>) {
+    spawn_with("fake".into(), move || Ok(Fake::new(fail_after)), c).expect("engine starts")
+}
+
+/// An engine on the real model.
+fn start_real(c: EngineConfig) -> (EngineSender<usize>, EngineReceiver<usize>) {
+    spawn(fixture(), Options::default(), c).expect("engine starts")
+}
+
+fn fmt(w: usize, h: usize) -> FrameFormat {
+    FrameFormat::new(PixelFormat::Rgb, w, h)
+}
+
+fn frame(f: &FrameFormat, seed: usize) -> Vec<u8> {
+    (0..f.frame_len())
+        .map(|i| ((i * 31 + seed * 97 + (i / 5) * 13) % 251) as u8)
+        .collect()
+}
+
+const T: Duration = Duration::from_secs(20);
+
+fn next_frame(rx: &EngineReceiver<usize>) -> DenoisedFrame<usize> {
+    match rx.recv_timeout(T) {
+        Ok(Output::Frame(f)) => f,
+        Ok(Output::Marker(m)) => panic!("marker {m} where a frame was expected"),
+        Ok(Output::Failed { error, .. }) => panic!("failed: {error}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn order_is_kept_and_output_matches_the_denoiser() {
+    let (tx, rx) = start_real(cfg(4, 60_000, 16));
+    let f = fmt(24, 16);
+    let frames: Vec<Vec<u8>> = (0..10).map(|i| frame(&f, i)).collect();
+    for (i, d) in frames.iter().enumerate() {
+        tx.send(d.clone(), f, i).unwrap();
+    }
+    drop(tx);
+    let outs: Vec<DenoisedFrame<usize>> = (0..10).map(|_| next_frame(&rx)).collect();
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+    assert_eq!(
+        outs.iter().map(|o| o.payload).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        outs.iter()
+            .map(|o| o.timing.batch_frames)
+            .collect::<Vec<_>>(),
+        [4, 4, 4, 4, 4, 4, 4, 4, 2, 2]
+    );
+
+    // Same batches through the core API directly: identical bytes.
+    let d = Denoiser::new(fixture().load(Device::Cpu).unwrap(), Options::default()).unwrap();
+    for chunk in [0..4, 4..8, 8..10] {
+        let refs: Vec<&[u8]> = frames[chunk.clone()].iter().map(|v| v.as_slice()).collect();
+        let want = d.denoise_frames(&refs, &f, 1.0).unwrap();
+        for (i, w) in chunk.zip(want) {
+            assert!(
+                outs[i].data == w,
+                "frame {i} differs from Denoiser::denoise_frames"
+            );
+        }
+    }
+    let s = rx.control().stats();
+    assert_eq!(
+        (s.frames_in, s.frames_out, s.frames_dropped, s.batches),
+        (10, 10, 0, 3)
+    );
+    assert!((s.mean_batch_size - 10.0 / 3.0).abs() < 1e-9);
+    assert!(s.model_ms_per_frame > 0.0 && s.p99_latency_ms >= s.mean_latency_ms * 0.5);
+    assert!(rx.control().join_timeout(Duration::from_secs(5)));
+    assert!(!rx.control().is_running());
+}
+
+#[test]
+fn partial_batch_runs_after_max_latency() {
+    let (tx, rx) = start(cfg(8, 150, 16));
+    let f = fmt(16, 16);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        tx.send(frame(&f, i), f, i).unwrap();
+    }
+    let outs: Vec<_> = (0..3).map(|_| next_frame(&rx)).collect();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "ran before max-latency: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(outs.iter().all(|o| o.timing.batch_frames == 3));
+    assert!(outs[0].timing.queue_wait >= Duration::from_millis(150));
+    // The sender is still alive: the worker did not wait for more frames.
+    drop(tx);
+}
+
+#[test]
+fn drain_runs_the_partial_batch_and_markers_keep_their_place() {
+    let (tx, rx) = start(cfg(8, 3_600_000, 16));
+    let f = fmt(16, 8);
+    tx.send(frame(&f, 0), f, 0).unwrap();
+    tx.marker(100).unwrap();
+    tx.send(frame(&f, 1), f, 1).unwrap();
+    tx.drain(101).unwrap();
+    let t0 = Instant::now();
+    let a = next_frame(&rx);
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(100))));
+    let b = next_frame(&rx);
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(101))));
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!((a.payload, b.payload), (0, 1));
+    // One batch: the plain marker did not cut it.
+    assert_eq!((a.timing.batch_frames, b.timing.batch_frames), (2, 2));
+    // A marker with nothing pending comes out at once.
+    tx.marker(102).unwrap();
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(102))));
+}
+
+#[test]
+fn format_change_runs_the_batch() {
+    let (tx, rx) = start(cfg(4, 3_600_000, 16));
+    let (f1, f2) = (fmt(16, 16), FrameFormat::new(PixelFormat::I420, 10, 6));
+    tx.send(frame(&f1, 0), f1, 0).unwrap();
+    tx.send(frame(&f1, 1), f1, 1).unwrap();
+    tx.send(frame(&f2, 2), f2, 2).unwrap();
+    drop(tx);
+    let outs: Vec<_> = (0..3).map(|_| next_frame(&rx)).collect();
+    assert_eq!(
+        outs.iter()
+            .map(|o| o.timing.batch_frames)
+            .collect::<Vec<_>>(),
+        [2, 2, 1]
+    );
+    assert_eq!(outs[2].format, f2);
+    assert_eq!(outs[2].data.len(), f2.frame_len());
+}
+
+#[test]
+fn flush_discards_pending_and_resets() {
+    let (tx, rx) = start(cfg(8, 3_600_000, 16));
+    let f = fmt(16, 16);
+    for i in 0..3 {
+        tx.send(frame(&f, i), f, i).unwrap();
+    }
+    let ctl = tx.control().clone();
+    ctl.flush_start();
+    assert!(matches!(
+        tx.send(frame(&f, 9), f, 9),
+        Err(SendError::Flushing)
+    ));
+    assert!(matches!(tx.marker(9), Err(SendError::Flushing)));
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Flushing);
+    ctl.flush_stop();
+    tx.send(frame(&f, 99), f, 99).unwrap();
+    tx.drain(1000).unwrap();
+    let out = next_frame(&rx);
+    assert_eq!(out.payload, 99);
+    assert_eq!(out.timing.batch_frames, 1);
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(1000))));
+    let s = ctl.stats();
+    assert_eq!((s.frames_in, s.frames_out, s.frames_dropped), (4, 1, 3));
+}
+
+#[test]
+fn flush_unblocks_a_full_queue_and_a_waiting_receiver() {
+    let (tx, rx) = start(cfg(1, 0, 1));
+    let f = fmt(8, 8);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (tx, sent) = (tx.clone(), sent.clone());
+        std::thread::spawn(move || loop {
+            let i = sent.load(Ordering::SeqCst);
+            match tx.send(frame(&f, i), f, i) {
+                Ok(()) => sent.fetch_add(1, Ordering::SeqCst),
+                Err(e) => return e,
+            };
+        })
+    };
+    // Nobody receives: the output channel fills, then the input, then the producer blocks.
+    let mut last = usize::MAX;
+    while sent.load(Ordering::SeqCst) != last {
+        last = sent.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(last <= 5, "queue not bounded: {last} frames accepted");
+    let t0 = Instant::now();
+    tx.control().flush_start();
+    let err = producer.join().unwrap();
+    assert!(matches!(err, SendError::Flushing), "{err:?}");
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert_eq!(rx.recv().unwrap_err(), RecvError::Flushing);
+
+    // A receiver blocked on an empty channel wakes up too.
+    tx.control().flush_stop();
+    let waiter = {
+        let rx = rx.clone();
+        std::thread::spawn(move || rx.recv().map(|_| ()))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    tx.control().flush_start();
+    assert_eq!(waiter.join().unwrap().unwrap_err(), RecvError::Flushing);
+}
+
+#[test]
+fn a_full_queue_blocks_the_producer() {
+    let (tx, rx) = start(cfg(2, 0, 3));
+    let f = fmt(8, 8);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (tx, sent) = (tx.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                tx.send(frame(&f, i), f, i).unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    // Input (3) + output (3) + a batch in hand (2) + one being moved: far below 40.
+    let held = sent.load(Ordering::SeqCst);
+    assert!(held < 12, "{held} frames accepted without a consumer");
+    assert!(!producer.is_finished());
+    drop(tx);
+    let got: Vec<usize> = (0..40).map(|_| next_frame(&rx).payload).collect();
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    producer.join().unwrap();
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+}
+
+#[test]
+fn model_errors_come_out_as_items() {
+    let (tx, rx) = start_fake(cfg(2, 3_600_000, 8), Some(2));
+    let f = fmt(8, 8);
+    for i in 0..5 {
+        tx.send(frame(&f, i), f, i).unwrap();
+    }
+    tx.drain(77).unwrap();
+    assert_eq!(next_frame(&rx).payload, 0);
+    assert_eq!(next_frame(&rx).payload, 1);
+    match rx.recv_timeout(T) {
+        Ok(Output::Failed { error, payloads }) => {
+            assert_eq!(payloads, [2, 3]);
+            assert!(error.to_string().contains("injected"), "{error}");
+        }
+        _ => panic!("expected a failure"),
+    }
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Failed { payloads, .. }) if payloads == [4]));
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(77))));
+    drop(tx);
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+    let s = rx.control().stats();
+    assert_eq!(
+        (s.frames_out, s.frames_dropped, s.failed_batches, s.batches),
+        (2, 3, 2, 3)
+    );
+}
+
+#[test]
+fn loading_failures_are_reported_by_spawn() {
+    let missing = ModelSource::File(PathBuf::from("/nonexistent/model.safetensors"));
+    let err = spawn::<()>(missing, Options::default(), EngineConfig::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/model.safetensors"),
+        "{err}"
+    );
+    let fp16 = Options {
+        precision: Precision::Fp16,
+        ..Default::default()
+    };
+    assert!(spawn::<()>(fixture(), fp16, EngineConfig::default()).is_err());
+    if !tch::Cuda::is_available() {
+        let cuda = Options {
+            device: Device::Cuda(0),
+            ..Default::default()
+        };
+        assert!(spawn::<()>(fixture(), cuda, EngineConfig::default()).is_err());
+    }
+    let bad = EngineConfig {
+        batch_size: 0,
+        ..Default::default()
+    };
+    assert!(spawn::<()>(fixture(), Options::default(), bad).is_err());
+    let (tx, _rx) = start_real(cfg(1, 0, 1));
+    let err = tx.send(vec![0; 5], fmt(4, 4), 0).unwrap_err();
+    assert!(matches!(err, SendError::Invalid(_)), "{err}");
+}
+
+#[test]
+fn dropping_the_sender_ends_the_worker() {
+    let (tx, rx) = start(cfg(4, 3_600_000, 4));
+    let f = fmt(8, 8);
+    tx.send(frame(&f, 0), f, 0).unwrap();
+    let ctl = tx.control().clone();
+    assert!(ctl.is_running());
+    drop(tx);
+    assert_eq!(next_frame(&rx).payload, 0);
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+    assert!(ctl.join_timeout(Duration::from_secs(5)));
+    assert!(!ctl.is_running());
+
+    // Dropping the receivers ends it too, even with outputs nobody will take.
+    let (tx, rx) = start(cfg(1, 0, 1));
+    let ctl = tx.control().clone();
+    drop(rx);
+    tx.send(frame(&f, 0), f, 0).unwrap();
+    let _ = tx.send(frame(&f, 1), f, 1);
+    assert!(ctl.join_timeout(Duration::from_secs(5)));
+    assert!(matches!(
+        tx.send(frame(&f, 2), f, 2),
+        Err(SendError::Stopped)
+    ));
+}
+
+#[test]
+fn strength_zero_returns_the_input_and_changes_while_running() {
+    let strength = Strength::new(0.0);
+    let (tx, rx) = start(EngineConfig {
+        strength: strength.clone(),
+        ..cfg(1, 0, 4)
+    });
+    let f = fmt(12, 8);
+    let input = frame(&f, 3);
+    tx.send(input.clone(), f, 0).unwrap();
+    assert!(next_frame(&rx).data == input);
+    // The first batch of a format is a warm-up: no batch time estimate from it.
+    assert!(rx.control().batch_time_estimate(4).is_none());
+    strength.set(1.0);
+    assert_eq!(rx.control().strength().get(), 1.0);
+    tx.send(input.clone(), f, 1).unwrap();
+    assert!(next_frame(&rx).data != input);
+    assert!(rx.control().batch_time_estimate(4).is_some());
+    strength.set(7.0);
+    assert_eq!(strength.get(), 1.0);
+}

@@ -1,0 +1,327 @@
+//! The worker thread: takes inputs, assembles batches of one frame format, runs the model and
+//! emits outputs in input order, dropping what a flush made stale.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel as cb;
+
+use super::channel::{out_frames, InItem, Input, Out};
+use super::control::Shared;
+use super::{panic_text, DenoisedFrame, EngineConfig, FrameModel, FrameTiming, Output};
+use crate::error::{Error, Result};
+use crate::frame::FrameFormat;
+use crate::inference::StageTimes;
+
+enum Pending<T> {
+    Frame {
+        data: Vec<u8>,
+        payload: T,
+        submitted: Instant,
+    },
+    Marker(T),
+}
+
+/// Every receiver is gone: nobody can take outputs any more.
+struct ReceiversGone;
+
+/// The worker thread's state: the model, the batch being assembled, the epoch it belongs to.
+pub(super) struct Worker<T, M> {
+    model: M,
+    cfg: EngineConfig,
+    shared: Arc<Shared>,
+    input: cb::Receiver<Input<T>>,
+    output: cb::Sender<Out<T>>,
+    epoch: u64,
+    abort: cb::Receiver<()>,
+    pending: Vec<Pending<T>>,
+    pending_frames: usize,
+    format: Option<FrameFormat>,
+    oldest: Option<Instant>,
+    last_run_format: Option<FrameFormat>,
+}
+
+impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
+    pub(super) fn new(
+        model: M,
+        cfg: EngineConfig,
+        shared: Arc<Shared>,
+        input: cb::Receiver<Input<T>>,
+        output: cb::Sender<Out<T>>,
+    ) -> Self {
+        let (_, epoch, abort) = shared.current();
+        Worker {
+            model,
+            cfg,
+            shared,
+            input,
+            output,
+            epoch,
+            abort,
+            pending: Vec::new(),
+            pending_frames: 0,
+            format: None,
+            oldest: None,
+            last_run_format: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let _ = self.run_inner();
+    }
+
+    fn run_inner(&mut self) -> Result<(), ReceiversGone> {
+        let input = self.input.clone();
+        loop {
+            self.sync_epoch();
+            if self.pending_frames >= self.cfg.batch_size {
+                self.run_batch()?;
+                continue;
+            }
+            let deadline = self.oldest.map(|t| t + self.cfg.max_latency);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Overdue: take what is already queued (up to a full batch), then run.
+                match input.try_recv() {
+                    Ok(m) => self.accept(m)?,
+                    Err(cb::TryRecvError::Empty) => self.run_batch()?,
+                    Err(cb::TryRecvError::Disconnected) => return self.finish(),
+                }
+                continue;
+            }
+            let timer = deadline.map(cb::at).unwrap_or_else(cb::never);
+            let abort = self.abort.clone();
+            cb::select! {
+                recv(input) -> m => match m {
+                    Ok(m) => self.accept(m)?,
+                    Err(_) => return self.finish(),
+                },
+                recv(abort) -> _ => {}
+                recv(timer) -> _ => {}
+            }
+        }
+    }
+
+    /// Adopt the current epoch; pending work from an older one is discarded.
+    fn sync_epoch(&mut self) {
+        if self.shared.epoch() == self.epoch {
+            return;
+        }
+        let (_, epoch, abort) = self.shared.current();
+        self.epoch = epoch;
+        self.abort = abort;
+        let n = self.pending_frames as u64;
+        self.clear_pending();
+        self.shared.dropped(n);
+    }
+
+    fn stale(&self) -> bool {
+        self.shared.epoch() != self.epoch
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.pending_frames = 0;
+        self.format = None;
+        self.oldest = None;
+    }
+
+    fn accept(&mut self, m: Input<T>) -> Result<(), ReceiversGone> {
+        if m.epoch != self.epoch {
+            if m.epoch != self.shared.epoch() {
+                self.shared.dropped(m.frames());
+                return Ok(());
+            }
+            // Sent after a flush this worker has not seen yet.
+            self.sync_epoch();
+        }
+        match m.item {
+            InItem::Frame {
+                data,
+                format,
+                payload,
+                submitted,
+            } => {
+                if self.format.is_some_and(|f| f != format) {
+                    self.run_batch()?;
+                }
+                self.format = Some(format);
+                self.oldest.get_or_insert(submitted);
+                self.pending.push(Pending::Frame {
+                    data,
+                    payload,
+                    submitted,
+                });
+                self.pending_frames += 1;
+                if self.pending_frames >= self.cfg.batch_size {
+                    self.run_batch()?;
+                }
+            }
+            InItem::Marker { payload, drain } => {
+                self.pending.push(Pending::Marker(payload));
+                if drain || self.pending_frames == 0 {
+                    self.run_batch()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Input is closed: run what is pending, then stop.
+    fn finish(&mut self) -> Result<(), ReceiversGone> {
+        self.sync_epoch();
+        self.run_batch()
+    }
+
+    /// Run the pending frames as one batch and emit everything pending in order.
+    fn run_batch(&mut self) -> Result<(), ReceiversGone> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.pending);
+        let n = self.pending_frames;
+        let format = self.format;
+        self.clear_pending();
+        let Some(format) = format.filter(|_| n > 0) else {
+            // Markers only.
+            return self.emit(items.into_iter().filter_map(|p| match p {
+                Pending::Marker(t) => Some(Output::Marker(t)),
+                Pending::Frame { .. } => None,
+            }));
+        };
+
+        let start = Instant::now();
+        let result = self.run_model(&items, &format);
+        let warmup = self.last_run_format != Some(format);
+        self.last_run_format = Some(format);
+        self.shared.stats().batch_done(
+            n,
+            result.as_ref().ok().map(|(_, t)| t),
+            warmup,
+            start,
+            items.iter().filter_map(|p| match p {
+                Pending::Frame { submitted, .. } => Some(*submitted),
+                Pending::Marker(_) => None,
+            }),
+        );
+        if self.stale() {
+            // Flushed while the model ran.
+            if result.is_ok() {
+                self.shared.dropped(n as u64);
+            }
+            return Ok(());
+        }
+        match result {
+            Ok((frames, stages)) => {
+                let batch = Batch {
+                    format,
+                    frames: n,
+                    start,
+                    stages,
+                };
+                self.emit(batch.outputs(items, frames))
+            }
+            Err(error) => self.emit(failed(items, error)),
+        }
+    }
+
+    /// The model on the pending frames; a panic becomes an error.
+    fn run_model(
+        &self,
+        items: &[Pending<T>],
+        format: &FrameFormat,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        let strength = self.shared.strength.get();
+        let frames: Vec<&[u8]> = items
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Frame { data, .. } => Some(data.as_slice()),
+                Pending::Marker(_) => None,
+            })
+            .collect();
+        catch_unwind(AssertUnwindSafe(|| {
+            self.model.denoise_batch(&frames, format, strength)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Torch(format!(
+                "the model panicked: {}",
+                panic_text(&p)
+            )))
+        })
+    }
+
+    /// Send outputs in order; a flush that starts meanwhile discards the rest.
+    fn emit(&mut self, outs: impl IntoIterator<Item = Output<T>>) -> Result<(), ReceiversGone> {
+        for item in outs {
+            if self.stale() {
+                self.shared.dropped(out_frames(&item));
+                continue;
+            }
+            let msg = Out {
+                epoch: self.epoch,
+                item,
+            };
+            let msg = match self.output.try_send(msg) {
+                Ok(()) => continue,
+                Err(cb::TrySendError::Disconnected(_)) => return Err(ReceiversGone),
+                Err(cb::TrySendError::Full(m)) => m,
+            };
+            let frames = out_frames(&msg.item);
+            let abort = self.abort.clone();
+            cb::select! {
+                send(self.output, msg) -> r => if r.is_err() { return Err(ReceiversGone) },
+                recv(abort) -> _ => self.shared.dropped(frames),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every frame of a batch that ran shares.
+struct Batch {
+    format: FrameFormat,
+    frames: usize,
+    start: Instant,
+    stages: StageTimes,
+}
+
+impl Batch {
+    /// The pending items in order, frames replaced by their cleaned data.
+    fn outputs<T>(&self, items: Vec<Pending<T>>, cleaned: Vec<Vec<u8>>) -> Vec<Output<T>> {
+        let mut cleaned = cleaned.into_iter();
+        items
+            .into_iter()
+            .map(|p| match p {
+                Pending::Marker(t) => Output::Marker(t),
+                Pending::Frame {
+                    payload, submitted, ..
+                } => Output::Frame(DenoisedFrame {
+                    payload,
+                    data: cleaned.next().unwrap_or_default(),
+                    format: self.format,
+                    timing: FrameTiming {
+                        submitted,
+                        queue_wait: self.start.saturating_duration_since(submitted),
+                        batch_frames: self.frames,
+                        stages: self.stages,
+                    },
+                }),
+            })
+            .collect()
+    }
+}
+
+/// A failed batch: one `Failed` with the frames' payloads, then the markers, in order.
+fn failed<T>(items: Vec<Pending<T>>, error: Error) -> Vec<Output<T>> {
+    let mut payloads = Vec::new();
+    let mut markers = Vec::new();
+    for p in items {
+        match p {
+            Pending::Frame { payload, .. } => payloads.push(payload),
+            Pending::Marker(t) => markers.push(Output::Marker(t)),
+        }
+    }
+    std::iter::once(Output::Failed { error, payloads })
+        .chain(markers)
+        .collect()
+}
