@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{path}: {msg}")]
     Weights { path: PathBuf, msg: String },
 
+    /// A model named by the user that is not there, or not a file.
+    #[error("{0}")]
+    ModelNotFound(String),
+
     #[error("unknown device '{0}' (expected auto, cpu, cuda or cuda:N)")]
     UnknownDevice(String),
 

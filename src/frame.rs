@@ -62,13 +62,34 @@ impl FrameFormat {
         }
     }
 
+    /// The planes of the packed layout, in order: the one table of this project's frame
+    /// layouts (the element, the tests and the colour conversion below follow it).
+    pub fn planes(&self) -> Vec<Plane> {
+        let (w, h) = (self.width, self.height);
+        let (cw, ch) = self.chroma();
+        let sizes = match (self.format, self.packed_bpp()) {
+            (_, Some(bpp)) => vec![(bpp * w, h)],
+            (PixelFormat::Nv12, None) => vec![(w, h), (2 * cw, ch)],
+            (_, None) => vec![(w, h), (cw, ch), (cw, ch)],
+        };
+        let mut offset = 0;
+        sizes
+            .into_iter()
+            .map(|(row_bytes, rows)| {
+                let plane = Plane {
+                    offset,
+                    row_bytes,
+                    rows,
+                };
+                offset += plane.len();
+                plane
+            })
+            .collect()
+    }
+
     /// Size in bytes of one tightly packed frame.
     pub fn frame_len(&self) -> usize {
-        let (cw, ch) = self.chroma();
-        match self.packed_bpp() {
-            Some(bpp) => self.width * self.height * bpp,
-            None => self.width * self.height + 2 * cw * ch,
-        }
+        self.planes().last().map_or(0, |p| p.range().end)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -102,6 +123,56 @@ impl FrameFormat {
     fn coeffs(&self) -> (f64, f64) {
         self.matrix.kr_kb()
     }
+}
+
+/// One plane of a packed frame: `rows` rows of `row_bytes` bytes, with no padding between rows,
+/// starting `offset` bytes into the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plane {
+    pub offset: usize,
+    pub row_bytes: usize,
+    pub rows: usize,
+}
+
+impl Plane {
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.row_bytes * self.rows
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Its bytes in a packed frame.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// Copy `rows` rows of `row_bytes` bytes from `src` (rows `src_stride` bytes apart) to `dst`
+/// (rows `dst_stride` bytes apart): between a packed frame's plane and a buffer with padded
+/// rows (a GStreamer video frame), in either direction.
+pub fn copy_rows(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    row_bytes: usize,
+    rows: usize,
+) -> Result<()> {
+    let needed = |stride: usize| rows.checked_sub(1).map_or(0, |r| r * stride + row_bytes);
+    if src.len() < needed(src_stride) || dst.len() < needed(dst_stride) {
+        return Err(Error::Input(format!(
+            "{rows} rows of {row_bytes} bytes do not fit: source {} bytes (stride {src_stride}), \
+             destination {} bytes (stride {dst_stride})",
+            src.len(),
+            dst.len()
+        )));
+    }
+    for r in 0..rows {
+        dst[r * dst_stride..r * dst_stride + row_bytes]
+            .copy_from_slice(&src[r * src_stride..r * src_stride + row_bytes]);
+    }
+    Ok(())
 }
 
 impl ColorMatrix {

@@ -29,7 +29,7 @@ pub struct Args {
     batch_size: u32,
     /// fp32, fp16 (CUDA) or bf16
     #[arg(long, default_value = "fp32")]
-    precision: String,
+    precision: Precision,
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     device: String,
@@ -78,7 +78,7 @@ fn parse_format(s: &str) -> anyhow::Result<PixelFormat> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let device = a.device.parse::<DeviceRequest>()?.resolve()?;
-    let precision: Precision = a.precision.parse()?;
+    let precision = a.precision;
     let model = match &a.preset {
         Some(p) => {
             let path: PathBuf =

@@ -3,7 +3,7 @@
 //! (samples / 65535 in f32), never through an 8-bit copy.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -12,6 +12,7 @@ use clipdenoise::research::imageio::{self, Format, RgbImage};
 use tch::Kind;
 
 use crate::models::ModelArgs;
+use crate::paths;
 
 #[derive(clap::Args)]
 #[command(
@@ -56,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot load model {source}"))?;
     let opts = Options {
         device,
-        precision: args.model.precision.into(),
+        precision: args.model.precision,
         max_pixels: args.max_pixels.max(0),
         ..Options::default()
     };
@@ -160,7 +161,7 @@ fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
                 output.display()
             );
         }
-        if same_file(input, output) {
+        if paths::same_file(input, output) {
             bail!(
                 "{}: the output is the input file itself; choose another -o or --out-dir",
                 output.display()
@@ -172,21 +173,7 @@ fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
                 output.display()
             );
         }
-        if output.exists() && !args.force {
-            bail!(
-                "{} already exists (use --force to overwrite)",
-                output.display()
-            );
-        }
+        paths::check_overwrite(output, args.force)?;
     }
     Ok(jobs)
-}
-
-/// Whether two paths name the same existing file (hard links and symlinks included).
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
 }

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::bail;
 use clipdenoise::model::Config;
 use clipdenoise::weights::import::{
     checkpoint_provenance, compose, import_checkpoint, import_openai_clip, openai_clip_provenance,
@@ -72,13 +71,6 @@ pub fn run(c: Command) -> anyhow::Result<()> {
     }
 }
 
-fn check_output(output: &Path, force: bool) -> anyhow::Result<()> {
-    if output.exists() && !force {
-        bail!("{} exists (pass --force to overwrite it)", output.display());
-    }
-    Ok(())
-}
-
 fn report(output: &Path, config: &Config, what: &str) {
     eprintln!(
         "wrote {} ({what}, model {})",
@@ -88,7 +80,7 @@ fn report(output: &Path, config: &Config, what: &str) {
 }
 
 fn openai_clip(a: OpenaiClipArgs) -> anyhow::Result<()> {
-    check_output(&a.output, a.force)?;
+    crate::paths::check_overwrite(&a.output, a.force)?;
     let tensors = import_openai_clip(&a.input)?;
     let prov = openai_clip_provenance(&a.input);
     let config = save_imported(
@@ -107,7 +99,7 @@ fn openai_clip(a: OpenaiClipArgs) -> anyhow::Result<()> {
 }
 
 fn checkpoint(a: CheckpointArgs) -> anyhow::Result<()> {
-    check_output(&a.output, a.force)?;
+    crate::paths::check_overwrite(&a.output, a.force)?;
     let ckpt = import_checkpoint(&a.input)?;
     let encoder = a.encoder.as_deref().map(read_encoder).transpose()?;
     let tensors = compose(Some(ckpt), encoder, false)?;

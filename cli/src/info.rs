@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use clipdenoise::weights::resolve::{self, ENV_MODEL_DIR};
 use clipdenoise::weights::{DEFAULT_MODEL, DEFAULT_MODEL_NAME};
 
-use crate::models::{self, ModelSummary, WeightsKind, ENV_MODEL_DIR};
+use crate::models::{self, ModelSummary, WeightsKind};
 
 #[derive(clap::Args)]
 #[command(
@@ -54,7 +55,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
         ),
         &builtin,
     );
-    let files = models::find_model_files();
+    let files = resolve::find_model_files();
     for f in &files {
         let size = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
         let name = f
@@ -67,7 +68,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
             Err(e) => println!("  {title}\n      unreadable: {e:#}"),
         }
     }
-    let dirs = models::model_dirs();
+    let dirs = resolve::model_dirs();
     let env = std::env::var_os(ENV_MODEL_DIR)
         .map(|_| "")
         .unwrap_or(" (unset)");

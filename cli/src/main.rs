@@ -18,7 +18,11 @@ mod eval;
 mod image;
 mod import;
 mod info;
+#[cfg(feature = "gst")]
+mod interrupt;
 mod models;
+mod paths;
+mod progress;
 mod train;
 #[cfg(feature = "gst")]
 mod video;

@@ -4,15 +4,12 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use clipdenoise::inference::{DeviceRequest, Precision};
 use clipdenoise::weights::{self, ModelSource, Provenance};
 use clipdenoise::Config;
-
-/// Where `info` and `--model NAME` look for models besides the built-in one.
-pub const ENV_MODEL_DIR: &str = "CLIPDENOISE_MODEL_DIR";
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
@@ -30,28 +27,11 @@ pub struct ModelArgs {
     #[arg(long, short, default_value = "auto", help_heading = "Model")]
     pub device: String,
     /// Arithmetic: fp32, bf16, or fp16 (CUDA only)
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32, help_heading = "Model")]
-    pub precision: PrecisionArg,
+    #[arg(long, default_value = "fp32", help_heading = "Model")]
+    pub precision: Precision,
     /// Blend between the input (0) and the denoised output (1)
     #[arg(long, short, default_value_t = 1.0, value_parser = parse_strength, help_heading = "Model")]
     pub strength: f64,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrecisionArg {
-    Fp32,
-    Bf16,
-    Fp16,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::Fp32 => Precision::Fp32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-            PrecisionArg::Fp16 => Precision::Fp16,
-        }
-    }
 }
 
 fn parse_strength(s: &str) -> Result<f64, String> {
@@ -68,8 +48,7 @@ impl ModelArgs {
     pub fn device(&self) -> anyhow::Result<(DeviceRequest, tch::Device)> {
         let req: DeviceRequest = self.device.parse()?;
         let dev = req.resolve()?;
-        let precision: Precision = self.precision.into();
-        if precision == Precision::Fp16 && dev == tch::Device::Cpu {
+        if self.precision == Precision::Fp16 && dev == tch::Device::Cpu {
             bail!("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU");
         }
         Ok((req, dev))
@@ -82,67 +61,9 @@ impl ModelArgs {
 }
 
 /// `default`/empty: the built-in model; an existing file; else a name (with or without
-/// `.safetensors`) in the model directories.
+/// `.safetensors`) in the model directories ([`ModelSource::resolve`]).
 pub fn resolve_model(s: &str) -> anyhow::Result<ModelSource> {
-    let source = ModelSource::parse(s);
-    let ModelSource::File(path) = &source else {
-        return Ok(source);
-    };
-    if path.exists() {
-        if path.is_dir() {
-            bail!(
-                "model {}: is a directory, not a weights file",
-                path.display()
-            );
-        }
-        return Ok(source);
-    }
-    if path.components().count() == 1 {
-        for dir in model_dirs() {
-            for name in [s.to_string(), format!("{s}.safetensors")] {
-                let p = dir.join(name);
-                if p.is_file() {
-                    return Ok(ModelSource::File(p));
-                }
-            }
-        }
-    }
-    bail!(
-        "model file {} not found (see `clipdenoise info` for the models found)",
-        path.display()
-    )
-}
-
-/// The directories searched for models: `$CLIPDENOISE_MODEL_DIR`, then the cache directory
-/// (`$CLIPDENOISE_CACHE_DIR`, else `~/.cache/clipdenoise`), where `weights fetch` writes.
-pub fn model_dirs() -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    if let Some(d) = std::env::var_os(ENV_MODEL_DIR).filter(|d| !d.is_empty()) {
-        v.push(PathBuf::from(d));
-    }
-    if let Ok(d) = weights::fetch::cache_dir(None) {
-        if !v.contains(&d) {
-            v.push(d);
-        }
-    }
-    v
-}
-
-/// Every `*.safetensors` file directly inside the model directories, sorted per directory.
-pub fn find_model_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in model_dirs() {
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        files.sort();
-        out.extend(files);
-    }
-    out
+    Ok(ModelSource::resolve(s)?)
 }
 
 /// What a safetensors file holds.

@@ -1,11 +1,11 @@
 //! `clipdenoise weights fetch`: renders the core's download events (progress bar on a
 //! terminal, plain lines otherwise).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clipdenoise::weights::fetch::{self, FetchEvent, FetchSpec, ENV_BASE_URL, ENV_CACHE_DIR};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::Progress;
 
 #[derive(clap::Subcommand)]
 #[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50")]
@@ -53,27 +53,38 @@ fn fetch_cmd(a: FetchArgs) -> anyhow::Result<()> {
     }
     let cache = fetch::cache_dir(a.cache_dir.as_deref())?;
     eprintln!("fetching {} into {}", spec.url(), cache.display());
-    let mut ui = Progress::new(std::io::stderr().is_terminal());
+    let mut ui = Ui::new();
     let out = fetch::fetch(&spec, &cache, |e| ui.event(e));
-    ui.bar.finish_and_clear();
+    ui.finish();
     let out = out?;
     println!("{}", out.display());
     Ok(())
 }
 
-/// An indicatif bar on a terminal; otherwise a line every 10 %.
-struct Progress {
-    bar: ProgressBar,
-    tty: bool,
+/// A bar on a terminal; otherwise a line every 10 %.
+struct Ui {
+    progress: Option<Progress>,
     next_report: u64,
 }
 
-impl Progress {
-    fn new(tty: bool) -> Progress {
-        Progress {
-            bar: ProgressBar::hidden(),
-            tty,
+impl Ui {
+    fn new() -> Ui {
+        Ui {
+            progress: None,
             next_report: 0,
+        }
+    }
+
+    fn println(&self, s: &str) {
+        match &self.progress {
+            Some(p) => p.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(p) = &mut self.progress {
+            p.finish();
         }
     }
 
@@ -84,21 +95,19 @@ impl Progress {
                 resumed_from,
             } => {
                 if resumed_from > 0 {
-                    self.bar
-                        .suspend(|| eprintln!("resuming at {}", human(resumed_from)));
+                    self.println(&format!("resuming at {}", human(resumed_from)));
                 }
-                if self.tty {
-                    self.bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
-                    let template = "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
-                    self.bar
-                        .set_style(ProgressStyle::with_template(template).expect("valid template"));
-                    self.bar.set_position(resumed_from);
+                let template = "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+                let progress = Progress::new(template, total);
+                if let Some(b) = progress.bar() {
+                    b.set_position(resumed_from);
                 }
+                self.progress = Some(progress);
                 self.next_report = resumed_from;
             }
             FetchEvent::Progress { done, total } => {
-                if self.tty {
-                    self.bar.set_position(done);
+                if let Some(b) = self.progress.as_ref().and_then(|p| p.bar()) {
+                    b.set_position(done);
                 } else if done >= self.next_report {
                     let of = total
                         .map(|t| format!(" of {}", human(t)))
@@ -108,7 +117,7 @@ impl Progress {
                 }
             }
             FetchEvent::Verified => {
-                self.bar.finish_and_clear();
+                self.finish();
                 eprintln!("SHA-256 verified; converting");
             }
             FetchEvent::Converted { path } => eprintln!("wrote {} (encoder only)", path.display()),

@@ -9,7 +9,7 @@ use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 
-use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
 
@@ -117,18 +117,6 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
         .collect()
 }
 
-/// (bytes per row, rows) of each plane of a tightly packed frame.
-fn planes(fmt: &FrameFormat) -> Vec<(usize, usize)> {
-    let (w, h) = (fmt.width, fmt.height);
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    match fmt.format {
-        PixelFormat::Rgb | PixelFormat::Bgr => vec![(3 * w, h)],
-        PixelFormat::I420 => vec![(w, h), (cw, ch), (cw, ch)],
-        PixelFormat::Nv12 => vec![(w, h), (2 * cw, ch)],
-        _ => vec![(4 * w, h)],
-    }
-}
-
 /// A GStreamer buffer (default strides for `info`) holding the packed frame `data`.
 fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst::Buffer {
     let mut buf = gst::Buffer::with_size(info.size()).unwrap();
@@ -136,14 +124,11 @@ fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst
         let mut frame =
             gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), info)
                 .unwrap();
-        let mut src = data;
-        for (p, (row, rows)) in planes(fmt).into_iter().enumerate() {
+        for (p, plane) in fmt.planes().into_iter().enumerate() {
             let stride = frame.plane_stride()[p] as usize;
-            let plane = frame.plane_data_mut(p as u32).unwrap();
-            for r in 0..rows {
-                plane[r * stride..r * stride + row].copy_from_slice(&src[..row]);
-                src = &src[row..];
-            }
+            let out = frame.plane_data_mut(p as u32).unwrap();
+            let (row, rows) = (plane.row_bytes, plane.rows);
+            copy_rows(&data[plane.range()], row, out, stride, row, rows).unwrap();
         }
     }
     buf
@@ -152,13 +137,12 @@ fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst
 /// The packed frame in a GStreamer buffer.
 fn from_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, buf: &gst::BufferRef) -> Vec<u8> {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
-    let mut out = Vec::new();
-    for (p, (row, rows)) in planes(fmt).into_iter().enumerate() {
+    let mut out = vec![0; fmt.frame_len()];
+    for (p, plane) in fmt.planes().into_iter().enumerate() {
         let stride = frame.plane_stride()[p] as usize;
-        let plane = frame.plane_data(p as u32).unwrap();
-        for r in 0..rows {
-            out.extend_from_slice(&plane[r * stride..r * stride + row]);
-        }
+        let data = frame.plane_data(p as u32).unwrap();
+        let (row, rows) = (plane.row_bytes, plane.rows);
+        copy_rows(data, stride, &mut out[plane.range()], row, row, rows).unwrap();
     }
     out
 }

@@ -19,14 +19,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::import::{import_openai_clip, openai_clip_provenance, save_imported};
+pub use super::resolve::{cache_dir, ENV_CACHE_DIR};
 use super::Missing;
 use crate::error::{Error, Result};
 
 /// Environment variable overriding the download base URL (the path after it stays
 /// `<sha256>/<file name>`).
 pub const ENV_BASE_URL: &str = "CLIPDENOISE_WEIGHTS_BASE_URL";
-/// Environment variable overriding the cache directory.
-pub const ENV_CACHE_DIR: &str = "CLIPDENOISE_CACHE_DIR";
 /// Where OpenAI publishes the CLIP models.
 pub const OPENAI_BASE_URL: &str = "https://openaipublic.azureedge.net/clip/models";
 /// SHA-256 of OpenAI's `RN50.pt` (also its URL path segment).
@@ -103,24 +102,6 @@ pub enum FetchEvent {
     Verified,
     /// The converted weights file is written.
     Converted { path: PathBuf },
-}
-
-/// The cache directory: `explicit`, else `$CLIPDENOISE_CACHE_DIR`, else
-/// `<user cache dir>/clipdenoise` (`~/.cache/clipdenoise` on Linux).
-pub fn cache_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os(ENV_CACHE_DIR).filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    dirs::cache_dir()
-        .map(|d| d.join("clipdenoise"))
-        .ok_or_else(|| {
-            Error::Input(format!(
-                "no user cache directory; set {ENV_CACHE_DIR} or pass --cache-dir"
-            ))
-        })
 }
 
 /// Where `fetch` puts the converted file of `spec`.

@@ -3,6 +3,7 @@
 //!
 //! - [`import`] (feature `import`): OpenAI's `RN50.pt` and the authors' `net_g_latest.pth`
 //!   (restricted unpickler).
+//! - [`resolve`]: models by name (`--model NAME`, `model=NAME`) and the model directories.
 //! - [`fetch`] (feature `fetch`): `weights fetch clip-rn50` (download, resume, SHA-256 check,
 //!   conversion).
 
@@ -12,6 +13,7 @@ pub mod fetch;
 pub mod import;
 #[cfg(feature = "import")]
 pub mod pickle;
+pub mod resolve;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -13,7 +13,7 @@ use clipdenoise::engine::{
     self, DenoisedFrame, EngineConfig, EngineControl, EngineReceiver, EngineSender, Output,
     RecvError, SendError, Strength,
 };
-use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::weights::ModelSource;
 
@@ -38,6 +38,8 @@ const DEFAULT_QOS: bool = true;
 /// batch on its own.
 const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The `precision` property's GObject enum (gst-inspect lists its nicks): a mirror of
+/// [`inference::Precision`], which is what the model runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, glib::Enum)]
 #[repr(u32)]
 #[enum_type(name = "GstClipDenoisePrecision")]
@@ -200,20 +202,6 @@ fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
     })
 }
 
-/// (bytes per row, rows) of each plane in the engine's tightly packed layout.
-fn plane_layout(fmt: &FrameFormat) -> Vec<(usize, usize)> {
-    let (w, h) = (fmt.width, fmt.height);
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    match fmt.format {
-        PixelFormat::Rgb | PixelFormat::Bgr => vec![(3 * w, h)],
-        PixelFormat::Rgbx | PixelFormat::Bgrx | PixelFormat::Rgba | PixelFormat::Bgra => {
-            vec![(4 * w, h)]
-        }
-        PixelFormat::I420 => vec![(w, h), (cw, ch), (cw, ch)],
-        PixelFormat::Nv12 => vec![(w, h), (2 * cw, ch)],
-    }
-}
-
 fn plane_stride<F: VideoFrameExt>(frame: &F, plane: usize) -> Result<usize, String> {
     frame
         .plane_stride()
@@ -227,16 +215,20 @@ fn pack(
     frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
     fmt: &FrameFormat,
 ) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(fmt.frame_len());
-    for (p, (row, rows)) in plane_layout(fmt).into_iter().enumerate() {
+    let mut out = vec![0; fmt.frame_len()];
+    for (p, plane) in fmt.planes().into_iter().enumerate() {
         let data = frame.plane_data(p as u32).map_err(|e| e.to_string())?;
         let stride = plane_stride(frame, p)?;
-        for r in 0..rows {
-            let line = data
-                .get(r * stride..r * stride + row)
-                .ok_or_else(|| format!("plane {p} is too small"))?;
-            out.extend_from_slice(line);
-        }
+        let packed = &mut out[plane.range()];
+        copy_rows(
+            data,
+            stride,
+            packed,
+            plane.row_bytes,
+            plane.row_bytes,
+            plane.rows,
+        )
+        .map_err(|e| format!("plane {p}: {e}"))?;
     }
     Ok(out)
 }
@@ -247,21 +239,21 @@ fn unpack(
     fmt: &FrameFormat,
     frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
 ) -> Result<(), String> {
-    let mut src = data;
-    for (p, (row, rows)) in plane_layout(fmt).into_iter().enumerate() {
+    for (p, plane) in fmt.planes().into_iter().enumerate() {
         let stride = plane_stride(frame, p)?;
-        let plane = frame.plane_data_mut(p as u32).map_err(|e| e.to_string())?;
-        for r in 0..rows {
-            if src.len() < row {
-                return Err("denoised frame is too small".into());
-            }
-            let (line, rest) = src.split_at(row);
-            plane
-                .get_mut(r * stride..r * stride + row)
-                .ok_or_else(|| format!("output plane {p} is too small"))?
-                .copy_from_slice(line);
-            src = rest;
-        }
+        let packed = data
+            .get(plane.range())
+            .ok_or("denoised frame is too small")?;
+        let out = frame.plane_data_mut(p as u32).map_err(|e| e.to_string())?;
+        copy_rows(
+            packed,
+            plane.row_bytes,
+            out,
+            stride,
+            plane.row_bytes,
+            plane.rows,
+        )
+        .map_err(|e| format!("output plane {p}: {e}"))?;
     }
     Ok(())
 }
@@ -346,7 +338,13 @@ impl ClipDenoise {
                 ("CUDA is not available: the model runs on the CPU")
             );
         }
-        let model = ModelSource::parse(settings.model.as_deref().unwrap_or(""));
+        let name = settings.model.as_deref().unwrap_or("");
+        let model = ModelSource::resolve(name).map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("Could not load the model: {}", e)
+            )
+        })?;
         let opts = Options {
             device,
             precision: settings.precision.into(),
@@ -1123,7 +1121,7 @@ impl ObjectImpl for ClipDenoise {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Weights file (safetensors); empty or \"default\" for the built-in default model")
+                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or empty or \"default\" for the built-in default model")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")

@@ -1,0 +1,210 @@
+//! `clipdenoise video`: denoise a video file with a GStreamer pipeline around the statically
+//! registered `clipdenoise` element:
+//!
+//! ```text
+//! filesrc ! parsebin ─┬─ video: queue ! decodebin ! videoconvert ! clipdenoise ! videoconvert
+//!                     │         ! capsfilter ! encoder ! parser ─────────────────────────┐
+//!                     ├─ audio: queue (copied as is) ────────────────────────────────────┤ mux ! filesink
+//!                     │     or: queue ! decodebin ! audioconvert ! audioresample ! enc ──┘   (temp file)
+//!                     └─ other: fakesink
+//! ```
+//!
+//! The mux follows OUTPUT's extension. The video chain from `videoconvert` to the mux is built
+//! before the pipeline starts (so the model loads, and fails, before any data flows); parsebin's
+//! pads are linked as they appear. No element drops or adds frames (the element's QoS is off,
+//! there is no videorate), so frame count, timestamps and duration are the input's.
+//!
+//! Ctrl-C sends EOS into the head of every branch: the frames already inside the element are
+//! finished, the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
+//!
+//! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
+//! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
+//! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
+//! prints the summary; [`state`] is what the streaming threads record.
+
+mod errors;
+mod pipeline;
+mod plan;
+mod report;
+mod state;
+mod streams;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gst::prelude::*;
+
+use crate::interrupt;
+use crate::models::ModelArgs;
+use crate::progress::Progress;
+use pipeline::ELEMENT;
+use plan::{Codec, Plan};
+use watch::{VideoEvent, Watch};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    clipdenoise video noisy.mp4 clean.mp4\n  \
+    clipdenoise video noisy.mkv clean.mkv --device cuda --batch-size 8 --precision bf16\n  \
+    clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
+    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
+    The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
+    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\n\
+    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort.")]
+pub struct Args {
+    /// Input video (anything GStreamer can demux and decode)
+    input: PathBuf,
+    /// Output video; its extension picks the container: .mp4, .mkv, .mov or .webm
+    output: PathBuf,
+    /// Overwrite OUTPUT if it exists
+    #[arg(long, short)]
+    force: bool,
+    /// Also write a before/after PNG of one frame (the middle one) side by side
+    #[arg(long, value_name = "PNG")]
+    side_by_side: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Frames per model call (default: the element's)
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Model")]
+    batch_size: Option<u32>,
+    /// Frames with more pixels than this run as overlapping tiles (default: the element's)
+    #[arg(long, value_name = "PIXELS", help_heading = "Model")]
+    max_pixels: Option<u64>,
+    /// Video codec (default: h264, or vp9 for .webm)
+    #[arg(long, value_enum, help_heading = "Output")]
+    codec: Option<Codec>,
+    /// Constant-quality level, lower is better: h264/h265 0-51 (default 20/24), vp9 0-63 (default 32)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=63), help_heading = "Output")]
+    crf: Option<u32>,
+    /// Encoder speed/size trade-off for h264/h265 (x264/x265 preset names)
+    #[arg(long, default_value = "medium", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"], help_heading = "Output")]
+    preset: String,
+    /// Leave the audio out
+    #[arg(long, help_heading = "Output")]
+    no_audio: bool,
+}
+
+/// Initialise GStreamer and register the plugin statically (no GST_PLUGIN_PATH needed).
+fn init_gstreamer() -> anyhow::Result<()> {
+    gst::init().context("cannot initialise GStreamer")?;
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // A failure shows up as the element missing, which `run` and `info` report.
+        let _ = gstclipdenoise::plugin_register_static();
+    });
+    Ok(())
+}
+
+/// `info`'s GStreamer lines: version, the element, the encoders `video` can use.
+pub fn gstreamer_report() -> Vec<String> {
+    if let Err(e) = init_gstreamer() {
+        return vec![format!("GStreamer: {e:#}")];
+    }
+    let has = |n: &str| gst::ElementFactory::find(n).is_some();
+    let element = if has(ELEMENT) {
+        "registered"
+    } else {
+        "NOT registered"
+    };
+    let codecs: Vec<String> = Codec::ALL
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.name(),
+                if has(c.encoder()) { "yes" } else { "no" }
+            )
+        })
+        .collect();
+    let (major, minor, micro, _) = gst::version();
+    vec![
+        format!("GStreamer: {major}.{minor}.{micro} (element {ELEMENT}: {element})"),
+        format!("Video encoders: {}", codecs.join(", ")),
+    ]
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let plan = Plan::new(&args)?;
+    init_gstreamer()?;
+    for name in [
+        ELEMENT,
+        plan.codec.encoder(),
+        plan.container.muxer(),
+        "parsebin",
+        "decodebin",
+    ] {
+        if gst::ElementFactory::find(name).is_none() {
+            bail!("GStreamer element {name} is missing (install the GStreamer plugin that provides it)");
+        }
+    }
+    interrupt::install()?;
+    let temp = report::temp_output(&plan)?;
+    interrupt::remove_on_exit(temp.path.clone());
+    let shared = Arc::new(state::Shared {
+        input: plan.input.clone(),
+        ..Default::default()
+    });
+    let pipeline = gst::Pipeline::new();
+    let result = pipeline::build(&pipeline, &plan, &temp.path, &shared)
+        .and_then(|()| Watch::start(&pipeline, &plan, &shared))
+        .and_then(|mut watch| {
+            render(&mut watch)?;
+            Ok(watch.outcome())
+        });
+    let _ = pipeline.set_state(gst::State::Null);
+    report::finish(&plan, temp, &shared, result?)
+}
+
+/// How often plain progress lines are printed when stderr is not a terminal.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Show the job's events until its end.
+fn render(watch: &mut Watch) -> anyhow::Result<()> {
+    let mut progress = Progress::new("{bar:30} {pos}/{len} frames {msg} ETA {eta}", None);
+    let start = std::time::Instant::now();
+    let result = loop {
+        match watch.next_event() {
+            VideoEvent::Progress { done, total } => {
+                show_progress(&mut progress, done, total, start.elapsed())
+            }
+            VideoEvent::Note(n) => progress.println(&format!("note: {n}")),
+            VideoEvent::Warning(w) => progress.println(&format!("warning: {w}")),
+            VideoEvent::Interrupted { done } => progress.println(&format!(
+                "interrupted: finishing the frames in flight and closing the file after about frame {done} \
+                 (Ctrl-C again to abort)"
+            )),
+            VideoEvent::Eos => break Ok(()),
+            VideoEvent::Error(e) => break Err(e),
+        }
+    };
+    progress.finish();
+    result
+}
+
+fn show_progress(progress: &mut Progress, done: u64, total: Option<u64>, elapsed: Duration) {
+    let fps = done as f64 / elapsed.as_secs_f64().max(1e-9);
+    if let Some(b) = progress.bar() {
+        if let Some(t) = total {
+            b.set_length(t.max(done));
+        }
+        b.set_position(done);
+        b.set_message(format!("{fps:.2} fps"));
+        return;
+    }
+    // Every 5 s (not before: short jobs stay quiet, so an error stays the only line).
+    if done > 0 && progress.plain_due(PLAIN_EVERY) {
+        let line = match total {
+            Some(t) => {
+                let eta = t.saturating_sub(done) as f64 / fps.max(1e-9);
+                format!(
+                    "frame {done}/{t} ({}%), {fps:.2} fps, ETA {eta:.0} s",
+                    done * 100 / t.max(1)
+                )
+            }
+            None => format!("frame {done}, {fps:.2} fps"),
+        };
+        eprintln!("{line}");
+    }
+}

@@ -1,0 +1,240 @@
+//! The pipeline of a [`Plan`]: source, parsebin, the video chain around the element, the
+//! encoder and the mux, with the probes that count frames and capture the side-by-side pair.
+//! parsebin's streams are linked as they appear ([`super::streams`]).
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use gst::prelude::*;
+
+use super::plan::{Codec, ElementProps, Plan};
+use super::state::{extend, Shared};
+use super::streams;
+
+/// The element this subcommand runs.
+pub const ELEMENT: &str = "clipdenoise";
+
+pub fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
+    let b = gst::ElementFactory::make(factory);
+    let b = match name {
+        Some(n) => b.name(n),
+        None => b,
+    };
+    b.build().map_err(|_| {
+        anyhow!("GStreamer element {factory} is missing (install the plugin that provides it)")
+    })
+}
+
+/// Set a property from its string form (enums by nick, numbers, ...): for encoders, whose
+/// property types differ between versions.
+fn set_prop(e: &gst::Element, name: &str, value: &str) -> anyhow::Result<()> {
+    let pspec = e.find_property(name).ok_or_else(|| {
+        anyhow!(
+            "element {} has no property {name}",
+            e.factory().map(|f| f.name()).unwrap_or_default()
+        )
+    })?;
+    let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
+        .map_err(|_| anyhow!("invalid value '{value}' for {name}"))?;
+    e.set_property_from_value(name, &v);
+    Ok(())
+}
+
+/// Build `pipeline` for `plan`, writing into `temp`.
+pub fn build(
+    pipeline: &gst::Pipeline,
+    plan: &Plan,
+    temp: &Path,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let src = make("filesrc", Some("src"))?;
+    src.set_property("location", plan.input.to_string_lossy().as_ref());
+    let parse = make("parsebin", Some("parse"))?;
+    let mux = make(plan.container.muxer(), Some("mux"))?;
+    let sink = make("filesink", Some("sink"))?;
+    sink.set_property("location", temp.to_string_lossy().as_ref());
+    pipeline.add_many([&src, &parse, &mux, &sink])?;
+    src.link(&parse)?;
+    mux.link(&sink)?;
+    let (pre, post) = video_chain(pipeline, plan, &mux)?;
+    install_probes(&pre, &post, shared, plan.side_by_side.is_some());
+    streams::connect(pipeline, &parse, &pre, &mux, plan, shared);
+    Ok(())
+}
+
+/// The video chain after the decoder, up to the mux: videoconvert ! clipdenoise !
+/// videoconvert ! capsfilter ! encoder [! parser] ! queue. Returns the two videoconverts.
+fn video_chain(
+    pipeline: &gst::Pipeline,
+    plan: &Plan,
+    mux: &gst::Element,
+) -> anyhow::Result<(gst::Element, gst::Element)> {
+    let pre = make("videoconvert", Some("pre"))?;
+    let element = make(ELEMENT, Some("denoise"))?;
+    configure_element(&element, &plan.element);
+    let post = make("videoconvert", Some("post"))?;
+    let filter = make("capsfilter", Some("encfilter"))?;
+    if plan.codec != Codec::Ffv1 {
+        // 4:2:0 8-bit: what every player decodes.
+        filter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        );
+    }
+    let enc = make(plan.codec.encoder(), Some("encoder"))?;
+    configure_encoder(&enc, plan.codec, plan.crf, &plan.preset)?;
+    let mut chain = vec![pre.clone(), element, post.clone(), filter, enc];
+    if let Some(p) = plan.codec.parser() {
+        chain.push(make(p, None)?);
+    }
+    let vqueue = make("queue", Some("vmuxqueue"))?;
+    chain.push(vqueue.clone());
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
+    let mux_video = mux
+        .request_pad_simple("video_%u")
+        .ok_or_else(|| anyhow!("{} has no video input", plan.container.muxer()))?;
+    vqueue
+        .static_pad("src")
+        .expect("queue has src")
+        .link(&mux_video)?;
+    Ok((pre, post))
+}
+
+fn configure_element(element: &gst::Element, props: &ElementProps) {
+    element.set_property("model", &props.model);
+    element.set_property("device", &props.device);
+    element.set_property_from_str("precision", props.precision.as_str());
+    element.set_property("strength", props.strength);
+    element.set_property("qos", false); // offline: never drop a frame
+    if let Some(b) = props.batch_size {
+        element.set_property("batch-size", b);
+    }
+    if let Some(p) = props.max_pixels {
+        element.set_property("max-pixels", p);
+    }
+}
+
+fn configure_encoder(
+    enc: &gst::Element,
+    codec: Codec,
+    crf: Option<u32>,
+    preset: &str,
+) -> anyhow::Result<()> {
+    match codec {
+        Codec::H264 => {
+            set_prop(enc, "pass", "qual")?;
+            set_prop(enc, "quantizer", &crf.unwrap_or(20).to_string())?;
+            set_prop(enc, "speed-preset", preset)?;
+        }
+        Codec::H265 => {
+            set_prop(enc, "speed-preset", preset)?;
+            set_prop(enc, "option-string", &format!("crf={}", crf.unwrap_or(24)))?;
+        }
+        Codec::Vp9 => {
+            // Constrained quality with a bitrate cap high enough that the quality level rules.
+            set_prop(enc, "end-usage", "cq")?;
+            set_prop(enc, "target-bitrate", "50000000")?;
+            set_prop(enc, "cq-level", &crf.unwrap_or(32).to_string())?;
+            set_prop(enc, "cpu-used", "4")?;
+            set_prop(enc, "row-mt", "true")?;
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(16);
+            set_prop(enc, "threads", &threads.to_string())?;
+        }
+        Codec::Ffv1 => {}
+    }
+    Ok(())
+}
+
+/// Count frames, remember stream ends and frame rate, and capture the side-by-side frames.
+fn install_probes(pre: &gst::Element, post: &gst::Element, shared: &Arc<Shared>, capture: bool) {
+    let sh = shared.clone();
+    let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
+    pre_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
+            frame_in(pad, buf, &sh, capture);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let sh = shared.clone();
+    let post_src = post.static_pad("src").expect("videoconvert has src");
+    post_src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
+            frame_out(pad, buf, &sh, capture);
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// A decoded frame on its way into the element.
+fn frame_in(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool) {
+    let n = sh.frames_in.fetch_add(1, Ordering::Relaxed);
+    if let Some(pts) = buf.pts() {
+        extend(
+            &sh.video_end,
+            pts + buf.duration().unwrap_or(gst::ClockTime::ZERO),
+            true,
+        );
+        extend(&sh.video_start, pts, false);
+    }
+    if n == 0 {
+        if let Some(s) = pad
+            .current_caps()
+            .as_ref()
+            .and_then(|c| c.structure(0).map(|s| s.to_owned()))
+        {
+            *sh.fps.lock().unwrap() = s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0);
+            if let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) {
+                *sh.size.lock().unwrap() = Some((w, h));
+            }
+        }
+    }
+    if capture {
+        let mut c = sh.capture.lock().unwrap();
+        if n == 0 {
+            c.target = pad
+                .peer_query_duration::<gst::ClockTime>()
+                .map(|d| d / 2)
+                .or(Some(gst::ClockTime::ZERO));
+            c.first_before = sample_of(pad, buf);
+        }
+        if c.before.is_none() && c.target.is_some_and(|t| buf.pts().is_some_and(|p| p >= t)) {
+            c.before = sample_of(pad, buf);
+        }
+    }
+}
+
+/// A denoised frame on its way to the encoder.
+fn frame_out(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool) {
+    let n = sh.frames_out.fetch_add(1, Ordering::Relaxed);
+    if capture {
+        let mut c = sh.capture.lock().unwrap();
+        if n == 0 {
+            c.first_after = sample_of(pad, buf);
+        }
+        let want = c
+            .before
+            .as_ref()
+            .and_then(|s| s.buffer().and_then(|b| b.pts()));
+        if c.after.is_none() && want.is_some() && buf.pts() == want {
+            c.after = sample_of(pad, buf);
+        }
+    }
+}
+
+/// A deep copy of a buffer with the pad's caps (so no pool buffer stays borrowed).
+fn sample_of(pad: &gst::Pad, buf: &gst::Buffer) -> Option<gst::Sample> {
+    let caps = pad.current_caps()?;
+    let copy = buf.copy_deep().ok()?;
+    Some(gst::Sample::builder().buffer(&copy).caps(&caps).build())
+}

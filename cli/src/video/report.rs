@@ -1,0 +1,240 @@
+//! The end of a job: the checks that the whole input went through, the side-by-side image,
+//! the move of the finished file into place and the summary line.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, bail, Context};
+use gst_video::prelude::*;
+
+use super::plan::Plan;
+use super::state::{Capture, Shared};
+use super::watch::Outcome;
+
+/// The temporary output next to OUTPUT; removed on drop unless it was renamed into place.
+pub struct TempOutput {
+    pub path: PathBuf,
+    pub created_dir: Option<PathBuf>,
+    pub keep: bool,
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+            if let Some(d) = &self.created_dir {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// Create the temporary file next to OUTPUT (and OUTPUT's directory if missing): this is where
+/// an unwritable destination shows up, before anything runs.
+pub fn temp_output(plan: &Plan) -> anyhow::Result<TempOutput> {
+    let output = &plan.output;
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut created_dir = None;
+    if !dir.exists() {
+        // Remember the top-most directory created, to remove it again on failure.
+        let mut top = dir.clone();
+        while let Some(p) = top
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+        {
+            top = p.to_path_buf();
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
+        created_dir = Some(top);
+    }
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join(format!(
+        ".{name}.{}.part.{}",
+        std::process::id(),
+        plan.container.ext()
+    ));
+    let temp = TempOutput {
+        path,
+        created_dir,
+        keep: false,
+    };
+    if let Err(e) = std::fs::File::create(&temp.path) {
+        // Dropping `temp` removes the directories created above.
+        bail!("cannot write to {}: {e}", dir.display());
+    }
+    Ok(temp)
+}
+
+/// Check the result, write the side-by-side image, move the file into place and report.
+/// An interrupted job exits here with status 130.
+pub fn finish(
+    plan: &Plan,
+    mut temp: TempOutput,
+    shared: &Shared,
+    outcome: Outcome,
+) -> anyhow::Result<()> {
+    let frames_in = shared.frames_in.load(Ordering::Relaxed);
+    let frames_out = shared.frames_out.load(Ordering::Relaxed);
+    if frames_out == 0 {
+        if outcome.interrupted {
+            bail!("interrupted before the first frame was done: no output written");
+        }
+        bail!("{}: no video frames could be decoded", plan.input.display());
+    }
+    if !outcome.interrupted {
+        check_complete(plan, shared, &outcome)?;
+    }
+    if let Some(png) = &plan.side_by_side {
+        write_side_by_side(png, &shared.capture.lock().unwrap())
+            .with_context(|| format!("cannot write the side-by-side image {}", png.display()))?;
+    }
+    std::fs::rename(&temp.path, &plan.output)
+        .with_context(|| format!("cannot move the result to {}", plan.output.display()))?;
+    temp.keep = true;
+    if let Some(png) = &plan.side_by_side {
+        eprintln!("before/after: {}", png.display());
+    }
+    if frames_in != frames_out {
+        eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
+    }
+    summary(plan, shared, &outcome, frames_out);
+    if outcome.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+fn video_end(shared: &Shared) -> gst::ClockTime {
+    shared
+        .video_end
+        .lock()
+        .unwrap()
+        .unwrap_or(gst::ClockTime::ZERO)
+}
+
+/// A file cut short often ends without an error: its streams stop before the duration its
+/// header announces.
+fn check_complete(plan: &Plan, shared: &Shared, outcome: &Outcome) -> anyhow::Result<()> {
+    let video_end = video_end(shared);
+    let stream_end = shared
+        .audio_end
+        .lock()
+        .unwrap()
+        .map_or(video_end, |a| a.max(video_end));
+    if let Some(d) = outcome.duration {
+        let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
+        if stream_end + slack < d {
+            bail!(
+                "{}: the file is truncated or damaged: its streams end at {:.2} s but it says it lasts {:.2} s",
+                plan.input.display(),
+                stream_end.seconds_f64(),
+                d.seconds_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The last line: what was written (or, interrupted, what the file holds).
+fn summary(plan: &Plan, shared: &Shared, outcome: &Outcome, frames_out: u64) {
+    let size = shared
+        .size
+        .lock()
+        .unwrap()
+        .map(|(w, h)| format!("{w}x{h}, "))
+        .unwrap_or_default();
+    let audio = shared.audio.lock().unwrap().join(", ");
+    let audio = if audio.is_empty() {
+        "no audio".to_string()
+    } else {
+        format!("audio: {audio}")
+    };
+    let secs = outcome.elapsed.as_secs_f64();
+    let video_start = shared
+        .video_start
+        .lock()
+        .unwrap()
+        .unwrap_or(gst::ClockTime::ZERO);
+    let length = video_end(shared).saturating_sub(video_start);
+    if outcome.interrupted {
+        eprintln!(
+            "stopped early: {} holds the first {frames_out} frames ({:.2} s{}) and is playable",
+            plan.output.display(),
+            length.seconds_f64(),
+            outcome
+                .duration
+                .map(|d| format!(" of {:.2} s", d.seconds_f64()))
+                .unwrap_or_default()
+        );
+        return;
+    }
+    eprintln!(
+        "wrote {}: {frames_out} frames, {size}{:.2} s, {} in .{}, {audio}; took {:.1} s ({:.2} fps)",
+        plan.output.display(),
+        length.seconds_f64(),
+        plan.codec.name(),
+        plan.container.ext(),
+        secs,
+        frames_out as f64 / secs.max(1e-9)
+    );
+}
+
+/// RGB bytes (tightly packed) of a captured sample.
+fn rgb_of(sample: &gst::Sample) -> anyhow::Result<(usize, usize, Vec<u8>)> {
+    let caps = sample.caps().context("frame without caps")?;
+    let info = gst_video::VideoInfo::from_caps(caps).context("bad video caps")?;
+    let rgb_caps =
+        gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, info.width(), info.height())
+            .build()
+            .context("bad frame size")?
+            .to_caps()?;
+    let rgb = gst_video::convert_sample(sample, &rgb_caps, Some(gst::ClockTime::from_seconds(10)))
+        .map_err(|e| anyhow!("colour conversion failed: {e}"))?;
+    let rgb_info = gst_video::VideoInfo::from_caps(rgb.caps().context("no caps")?)?;
+    let buf = rgb.buffer_owned().context("no buffer")?;
+    let frame = gst_video::VideoFrame::from_buffer_readable(buf, &rgb_info)
+        .map_err(|_| anyhow!("unmappable frame"))?;
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let stride = frame.plane_stride()[0] as usize;
+    let mut out = vec![0; w * h * 3];
+    clipdenoise::frame::copy_rows(frame.plane_data(0)?, stride, &mut out, w * 3, w * 3, h)?;
+    Ok((w, h, out))
+}
+
+/// Before | gap | after, as an 8-bit PNG.
+fn write_side_by_side(path: &Path, c: &Capture) -> anyhow::Result<()> {
+    let (before, after) = match (&c.before, &c.after) {
+        (Some(b), Some(a)) => (b, a),
+        _ => match (&c.first_before, &c.first_after) {
+            (Some(b), Some(a)) => (b, a),
+            _ => bail!("no frame was captured"),
+        },
+    };
+    let (w, h, b) = rgb_of(before)?;
+    let (w2, h2, a) = rgb_of(after)?;
+    if (w, h) != (w2, h2) {
+        bail!("the denoised frame is {w2}x{h2}, the input {w}x{h}");
+    }
+    let gap = 8usize;
+    let ow = 2 * w + gap;
+    let mut out = vec![255u8; ow * h * 3];
+    clipdenoise::frame::copy_rows(&b, w * 3, &mut out, ow * 3, w * 3, h)?;
+    clipdenoise::frame::copy_rows(&a, w * 3, &mut out[(w + gap) * 3..], ow * 3, w * 3, h)?;
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    let img = clipdenoise::research::imageio::RgbImage {
+        width: ow,
+        height: h,
+        samples: clipdenoise::research::imageio::Samples::U8(out),
+    };
+    clipdenoise::research::imageio::write(path, &img, 95)?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! What the pad probes and stream callbacks (streaming threads) record for the main thread:
+//! frame counts, stream ends, the video's rate and size, problems and notes, where EOS goes on
+//! Ctrl-C, and the frames for `--side-by-side`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Shared {
+    /// Frames into the element and out of it (into the encoder).
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Start (PTS) and end (PTS + duration) of the frames into the element; end of the latest
+    /// audio buffer.
+    pub video_start: Mutex<Option<gst::ClockTime>>,
+    pub video_end: Mutex<Option<gst::ClockTime>>,
+    pub audio_end: Mutex<Option<gst::ClockTime>>,
+    /// Frame rate and size of the decoded video.
+    pub fps: Mutex<Option<gst::Fraction>>,
+    pub size: Mutex<Option<(i32, i32)>>,
+    pub video_seen: AtomicBool,
+    pub had_audio: AtomicBool,
+    pub input: PathBuf,
+    /// The first problem a callback found (the main loop reports it).
+    pub error: Mutex<Option<String>>,
+    /// Notes for the user (audio re-encoded, streams skipped).
+    pub notes: Mutex<Vec<String>>,
+    /// What happened to each audio stream, for the summary.
+    pub audio: Mutex<Vec<String>>,
+    /// The first element of each branch: where Ctrl-C sends EOS.
+    pub heads: Mutex<Vec<gst::Pad>>,
+    /// Before/after frames for --side-by-side.
+    pub capture: Mutex<Capture>,
+}
+
+#[derive(Default)]
+pub struct Capture {
+    /// PTS from which the "before" frame is taken (the middle of the clip), once known.
+    pub target: Option<gst::ClockTime>,
+    pub first_before: Option<gst::Sample>,
+    pub first_after: Option<gst::Sample>,
+    pub before: Option<gst::Sample>,
+    pub after: Option<gst::Sample>,
+}
+
+impl Shared {
+    pub fn fail(&self, msg: String) {
+        let mut e = self.error.lock().unwrap();
+        if e.is_none() {
+            *e = Some(msg);
+        }
+    }
+    pub fn note(&self, msg: String) {
+        self.notes.lock().unwrap().push(msg);
+    }
+}
+
+/// Widen `slot` to include `t`: the latest end (`max`) or the earliest start (`min`).
+pub fn extend(slot: &Mutex<Option<gst::ClockTime>>, t: gst::ClockTime, max: bool) {
+    let mut s = slot.lock().unwrap();
+    *s = Some(match *s {
+        None => t,
+        Some(v) if max => v.max(t),
+        Some(v) => v.min(t),
+    });
+}

@@ -1,0 +1,292 @@
+//! Routing parsebin's streams as they appear: the first video stream to the denoising chain,
+//! audio to the mux (copied, or re-encoded when the container cannot take it), anything else
+//! to a fakesink with a note. A file without video is an error.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use gst::prelude::*;
+
+use super::pipeline::make;
+use super::plan::{Container, Plan};
+use super::state::{extend, Shared};
+
+/// Link parsebin's pads to the chain that starts at `pre` and to `mux` as they appear.
+pub fn connect(
+    pipeline: &gst::Pipeline,
+    parse: &gst::Element,
+    pre: &gst::Element,
+    mux: &gst::Element,
+    plan: &Plan,
+    shared: &Arc<Shared>,
+) {
+    let weak_pipeline = pipeline.downgrade();
+    let sh = shared.clone();
+    let (container, no_audio, mux) = (plan.container, plan.no_audio, mux.clone());
+    let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
+    parse.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak_pipeline.upgrade() else {
+            return;
+        };
+        let route = Route {
+            pipeline: &pipeline,
+            pre_sink: &pre_sink,
+            mux: &mux,
+            container,
+            no_audio,
+            shared: &sh,
+        };
+        if let Err(e) = route.stream(pad) {
+            sh.fail(format!("{e:#}"));
+            post_cli_error(&pipeline);
+        }
+    });
+    let sh = shared.clone();
+    let weak_pipeline = pipeline.downgrade();
+    parse.connect_no_more_pads(move |_| {
+        if let Some(p) = weak_pipeline.upgrade() {
+            check_video_seen(&p, &sh);
+        }
+    });
+}
+
+/// Wake the main loop: a callback recorded an error in [`Shared`].
+fn post_cli_error(pipeline: &gst::Pipeline) {
+    let _ = pipeline.post_message(gst::message::Application::new(gst::Structure::new_empty(
+        "cli-error",
+    )));
+}
+
+/// Fail when the input has no video stream. parsebin exposes all streams before any data
+/// flows, so this is called at its `no-more-pads` and when the first buffer of another stream
+/// leaves it (parsebin 1.22 does not always emit `no-more-pads`).
+fn check_video_seen(pipeline: &gst::Pipeline, shared: &Shared) {
+    if shared.video_seen.load(Ordering::SeqCst) {
+        return;
+    }
+    let what =
+        if shared.audio.lock().unwrap().is_empty() && !shared.had_audio.load(Ordering::SeqCst) {
+            "no video stream"
+        } else {
+            "audio but no video stream"
+        };
+    shared.fail(format!(
+        "{}: the file has {what}; nothing to denoise",
+        shared.input.display()
+    ));
+    post_cli_error(pipeline);
+}
+
+/// Where parsebin's streams go.
+struct Route<'a> {
+    pipeline: &'a gst::Pipeline,
+    /// The sink pad of the video chain.
+    pre_sink: &'a gst::Pad,
+    mux: &'a gst::Element,
+    container: Container,
+    no_audio: bool,
+    shared: &'a Arc<Shared>,
+}
+
+impl Route<'_> {
+    /// Link one of parsebin's streams.
+    fn stream(&self, pad: &gst::Pad) -> anyhow::Result<()> {
+        let caps = pad
+            .current_caps()
+            .or_else(|| Some(pad.query_caps(None)))
+            .expect("caps");
+        let name = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
+        let kind = name.split('/').next().unwrap_or("");
+        let shared = self.shared;
+        shared.had_audio.fetch_or(kind == "audio", Ordering::SeqCst);
+        if kind != "video" || shared.video_seen.load(Ordering::SeqCst) {
+            let weak = self.pipeline.downgrade();
+            let sh = shared.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if let Some(p) = weak.upgrade() {
+                    check_video_seen(&p, &sh);
+                }
+                gst::PadProbeReturn::Remove
+            });
+        }
+        if kind == "video" && !shared.video_seen.swap(true, Ordering::SeqCst) {
+            return self.video(pad);
+        }
+        if kind == "audio" && !self.no_audio {
+            return self.audio(pad, &caps, &name);
+        }
+        // A second video stream, subtitles, data, or audio with --no-audio: consume and drop.
+        let sink = make("fakesink", None)?;
+        sink.set_property("sync", false);
+        sink.set_property("async", false);
+        self.pipeline.add(&sink)?;
+        sink.sync_state_with_parent()?;
+        pad.link(&sink.static_pad("sink").expect("fakesink has sink"))?;
+        if kind == "video" {
+            shared.note(format!(
+                "only the first video stream is denoised; another one ({name}) is left out"
+            ));
+        } else if kind != "audio" {
+            shared.note(format!("a {name} stream is left out"));
+        }
+        Ok(())
+    }
+
+    /// The video stream: queue ! decodebin, whose video pad feeds the chain.
+    fn video(&self, pad: &gst::Pad) -> anyhow::Result<()> {
+        let queue = make("queue", None)?;
+        let dec = make("decodebin", None)?;
+        self.pipeline.add_many([&queue, &dec])?;
+        queue.link(&dec)?;
+        let target = self.pre_sink.clone();
+        let sh = self.shared.clone();
+        dec.connect_pad_added(move |_, dpad| {
+            let is_video = dpad
+                .current_caps()
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                .unwrap_or(false);
+            if is_video && !target.is_linked() {
+                if let Err(e) = dpad.link(&target) {
+                    sh.fail(format!("cannot link the decoded video: {e}"));
+                }
+            }
+        });
+        for e in [&queue, &dec] {
+            e.sync_state_with_parent()?;
+        }
+        pad.link(&queue.static_pad("sink").expect("queue has sink"))?;
+        self.shared
+            .heads
+            .lock()
+            .unwrap()
+            .push(self.pre_sink.clone());
+        Ok(())
+    }
+
+    /// An audio stream: queue ! mux when the container takes it as is, else
+    /// queue ! decodebin ! audioconvert ! audioresample ! encoder ! mux.
+    fn audio(&self, pad: &gst::Pad, caps: &gst::Caps, name: &str) -> anyhow::Result<()> {
+        let container = self.container;
+        let tmpl = self
+            .mux
+            .pad_template("audio_%u")
+            .ok_or_else(|| anyhow!("{} takes no audio", container.muxer()))?;
+        let label = audio_label(caps, name);
+        // Audio waits in this queue while the (slower) video catches up in the mux: no limits
+        // but time, which the demuxer's interleaving keeps small.
+        let queue = make("queue", None)?;
+        queue.set_property("max-size-buffers", 0u32);
+        queue.set_property("max-size-bytes", 0u32);
+        queue.set_property("max-size-time", 60 * gst::ClockTime::SECOND.nseconds());
+        let reencode = if tmpl.caps().can_intersect(caps) {
+            self.shared
+                .audio
+                .lock()
+                .unwrap()
+                .push(format!("{label} copied"));
+            None
+        } else {
+            Some(self.reencoder(&label)?)
+        };
+        self.pipeline.add(&queue)?;
+        let mux_pad = self
+            .mux
+            .request_pad_simple("audio_%u")
+            .ok_or_else(|| anyhow!("{} cannot take another audio stream", container.muxer()))?;
+        match &reencode {
+            None => {
+                queue
+                    .static_pad("src")
+                    .expect("queue has src")
+                    .link(&mux_pad)?;
+            }
+            Some(chain) => {
+                queue.link(&chain[0])?;
+                chain[3]
+                    .static_pad("src")
+                    .expect("encoder has src")
+                    .link(&mux_pad)?;
+            }
+        }
+        let sh = self.shared.clone();
+        let qsink = queue.static_pad("sink").expect("queue has sink");
+        qsink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
+                if let Some(pts) = buf.pts() {
+                    let end = pts + buf.duration().unwrap_or(gst::ClockTime::ZERO);
+                    extend(&sh.audio_end, end, true);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        for e in reencode.iter().flatten() {
+            e.sync_state_with_parent()?;
+        }
+        queue.sync_state_with_parent()?;
+        pad.link(&qsink)?;
+        self.shared.heads.lock().unwrap().push(qsink);
+        Ok(())
+    }
+
+    /// decodebin, audioconvert, audioresample and the first encoder found for the container,
+    /// added and linked (decodebin's pad when it appears), with a note.
+    fn reencoder(&self, label: &str) -> anyhow::Result<[gst::Element; 4]> {
+        let container = self.container;
+        let (enc_name, enc_label) = container
+            .audio_encoders()
+            .iter()
+            .find(|(f, _)| gst::ElementFactory::find(f).is_some())
+            .ok_or_else(|| {
+                anyhow!(
+                    "no audio encoder for .{} (install gstreamer1.0-libav)",
+                    container.ext()
+                )
+            })?;
+        self.shared.note(format!(
+            "the audio ({label}) cannot go into .{} unchanged: re-encoding it to {enc_label}",
+            container.ext()
+        ));
+        self.shared
+            .audio
+            .lock()
+            .unwrap()
+            .push(format!("{label} re-encoded to {enc_label}"));
+        let d = make("decodebin", None)?;
+        let conv = make("audioconvert", None)?;
+        let res = make("audioresample", None)?;
+        let enc = make(enc_name, None)?;
+        self.pipeline.add_many([&d, &conv, &res, &enc])?;
+        gst::Element::link_many([&conv, &res, &enc])?;
+        let conv_sink = conv.static_pad("sink").expect("audioconvert has sink");
+        d.connect_pad_added(move |_, dpad| {
+            if !conv_sink.is_linked() {
+                let _ = dpad.link(&conv_sink);
+            }
+        });
+        Ok([d, conv, res, enc])
+    }
+}
+
+/// "AAC", "Opus", ... from caps.
+fn audio_label(caps: &gst::Caps, name: &str) -> String {
+    let s = caps.structure(0);
+    let int = |f: &str| s.and_then(|s| s.get::<i32>(f).ok());
+    match name {
+        "audio/mpeg" if int("mpegversion") == Some(1) => "MP3".into(),
+        "audio/mpeg" => "AAC".into(),
+        "audio/x-opus" => "Opus".into(),
+        "audio/x-vorbis" => "Vorbis".into(),
+        "audio/x-flac" => "FLAC".into(),
+        "audio/x-ac3" => "AC-3".into(),
+        "audio/x-eac3" => "E-AC-3".into(),
+        "audio/x-raw" => "PCM".into(),
+        n => n
+            .trim_start_matches("audio/")
+            .trim_start_matches("x-")
+            .to_string(),
+    }
+}
