@@ -1,5 +1,8 @@
 //! The `clipdenoise` command line: a thin layer over the core library's API and events.
-//! One module per subcommand, each with its clap `Args` and a `run`.
+//! One module per subcommand, each with its clap `Args` and a `run` (`video` is a folder of
+//! its own), and what they share: the model options (`models`), path checks (`paths`), the
+//! progress display (`progress`) and the Ctrl-C handler (`interrupt`). The GStreamer element
+//! comes from the plugin's rlib, registered in-process by `video`.
 
 // jemalloc as the process allocator, exported unprefixed so libtorch allocates through it too,
 // with pages retained (TOOLCHAIN.md: glibc malloc mmaps/unmaps every large activation).

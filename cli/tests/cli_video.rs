@@ -125,38 +125,7 @@ fn probe(path: &Path) -> Probe {
         pipeline.add(&sink).unwrap();
         sink.sync_state_with_parent().unwrap();
         let sinkpad = sink.static_pad("sink").unwrap();
-        // Timestamps as running time: what a player shows (a demuxer may put the first frame
-        // at a PTS > 0 with a segment that starts there, e.g. MP4 with B-frames).
-        let segment = Mutex::new(gst::FormattedSegment::<gst::ClockTime>::new());
-        sinkpad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |_, info| {
-                match &info.data {
-                    Some(gst::PadProbeData::Event(e)) => {
-                        if let gst::EventView::Segment(s) = e.view() {
-                            *segment.lock().unwrap() = s
-                                .segment()
-                                .downcast_ref::<gst::ClockTime>()
-                                .unwrap()
-                                .clone();
-                        }
-                    }
-                    Some(gst::PadProbeData::Buffer(b)) => {
-                        let mut s = stream.lock().unwrap();
-                        let running = b
-                            .pts()
-                            .and_then(|p| segment.lock().unwrap().to_running_time(p));
-                        if let Some(p) = running {
-                            s.pts.push(p);
-                            let end = p + b.duration().unwrap_or(gst::ClockTime::ZERO);
-                            s.end = Some(s.end.map_or(end, |e| e.max(end)));
-                        }
-                    }
-                    _ => {}
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
+        record_timestamps(&sinkpad, stream);
         pad.link(&sinkpad).unwrap();
     });
     pipeline.set_state(gst::State::Playing).unwrap();
@@ -177,6 +146,42 @@ fn probe(path: &Path) -> Probe {
         }
     }
     out
+}
+
+/// Record the running time of every buffer reaching `sinkpad` into `stream`.
+fn record_timestamps(sinkpad: &gst::Pad, stream: SharedStream) {
+    // Timestamps as running time: what a player shows (a demuxer may put the first frame
+    // at a PTS > 0 with a segment that starts there, e.g. MP4 with B-frames).
+    let segment = Mutex::new(gst::FormattedSegment::<gst::ClockTime>::new());
+    sinkpad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Event(e)) => {
+                    if let gst::EventView::Segment(s) = e.view() {
+                        *segment.lock().unwrap() = s
+                            .segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .unwrap()
+                            .clone();
+                    }
+                }
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    let mut s = stream.lock().unwrap();
+                    let running = b
+                        .pts()
+                        .and_then(|p| segment.lock().unwrap().to_running_time(p));
+                    if let Some(p) = running {
+                        s.pts.push(p);
+                        let end = p + b.duration().unwrap_or(gst::ClockTime::ZERO);
+                        s.end = Some(s.end.map_or(end, |e| e.max(end)));
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
 }
 
 fn close(a: gst::ClockTime, b: gst::ClockTime, tol_us: u64) -> bool {

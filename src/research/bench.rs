@@ -143,42 +143,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         Device::Cuda(i) => Some(i),
         _ => None,
     };
-    let mut peak_gpu = gpu.and_then(gpu_used_mb);
-    let mut latencies = Vec::with_capacity(measured);
-    let (mut upload, mut model, mut download) = (0.0, 0.0, 0.0);
-    let mut t0 = Instant::now();
-    let mut received = 0;
-    while received < total {
-        match rx.recv() {
-            Ok(Output::Frame(f)) => {
-                received += 1;
-                if received == warmup {
-                    t0 = Instant::now();
-                } else if received > warmup {
-                    latencies.push(f.timing.submitted.elapsed().as_secs_f64() * 1e3);
-                    let per = f.timing.batch_frames.max(1) as f64;
-                    upload += f.timing.stages.upload.as_secs_f64() * 1e3 / per;
-                    model += f.timing.stages.model.as_secs_f64() * 1e3 / per;
-                    download += f.timing.stages.download.as_secs_f64() * 1e3 / per;
-                    if received % cfg.batch_size == 0 {
-                        if let (Some(i), Some(p)) = (gpu, peak_gpu) {
-                            peak_gpu = gpu_used_mb(i).map(|u| u.max(p));
-                        }
-                    }
-                }
-            }
-            Ok(Output::Marker(_)) => {}
-            Ok(Output::Failed { error, .. }) => return Err(error),
-            Err(e) => {
-                return Err(Error::Input(format!(
-                    "bench: the engine stopped early ({e})"
-                )))
-            }
-        }
-    }
-    let seconds = t0.elapsed().as_secs_f64();
+    let m = receive(&rx, cfg.batch_size, warmup, total, gpu)?;
+    let (latencies, seconds, peak_gpu) = (m.latencies, m.seconds, m.peak_gpu);
+    let (upload, model, download) = (m.upload, m.model, m.download);
     let _ = producer.join();
-    latencies.sort_by(f64::total_cmp);
     let n = measured as f64;
     Ok(BenchReport {
         model: info.model.clone(),
@@ -201,6 +169,69 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         peak_rss_mb: peak_rss_mb(),
         peak_gpu_mb: peak_gpu,
     })
+}
+
+/// What the receiving side measured after the warm-up frames: per-frame latencies (sorted),
+/// stage times summed over frames (ms), the wall time, the peak GPU memory.
+struct Measured {
+    latencies: Vec<f64>,
+    upload: f64,
+    model: f64,
+    download: f64,
+    seconds: f64,
+    peak_gpu: Option<f64>,
+}
+
+/// Take `total` frames from the engine; the clock starts after the first `warmup`.
+fn receive(
+    rx: &engine::EngineReceiver<usize>,
+    batch_size: usize,
+    warmup: usize,
+    total: usize,
+    gpu: Option<usize>,
+) -> Result<Measured> {
+    let mut m = Measured {
+        latencies: Vec::with_capacity(total - warmup),
+        upload: 0.0,
+        model: 0.0,
+        download: 0.0,
+        seconds: 0.0,
+        peak_gpu: gpu.and_then(gpu_used_mb),
+    };
+    let mut t0 = Instant::now();
+    let mut received = 0;
+    while received < total {
+        match rx.recv() {
+            Ok(Output::Frame(f)) => {
+                received += 1;
+                if received == warmup {
+                    t0 = Instant::now();
+                } else if received > warmup {
+                    m.latencies
+                        .push(f.timing.submitted.elapsed().as_secs_f64() * 1e3);
+                    let per = f.timing.batch_frames.max(1) as f64;
+                    m.upload += f.timing.stages.upload.as_secs_f64() * 1e3 / per;
+                    m.model += f.timing.stages.model.as_secs_f64() * 1e3 / per;
+                    m.download += f.timing.stages.download.as_secs_f64() * 1e3 / per;
+                    if received % batch_size == 0 {
+                        if let (Some(i), Some(p)) = (gpu, m.peak_gpu) {
+                            m.peak_gpu = gpu_used_mb(i).map(|u| u.max(p));
+                        }
+                    }
+                }
+            }
+            Ok(Output::Marker(_)) => {}
+            Ok(Output::Failed { error, .. }) => return Err(error),
+            Err(e) => {
+                return Err(Error::Input(format!(
+                    "bench: the engine stopped early ({e})"
+                )))
+            }
+        }
+    }
+    m.seconds = t0.elapsed().as_secs_f64();
+    m.latencies.sort_by(f64::total_cmp);
+    Ok(m)
 }
 
 /// Where `--preset` writes its freshly initialised weights (speed does not depend on values).

@@ -258,6 +258,26 @@ fn unpack(
     Ok(())
 }
 
+/// A model that did not load, as the element's error (naming the model).
+fn load_error(e: clipdenoise::Error, model: &ModelSource) -> gst::ErrorMessage {
+    let domain = match &e {
+        clipdenoise::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            gst::ResourceError::NotFound
+        }
+        clipdenoise::Error::DeviceUnavailable(..) => gst::ResourceError::NotFound,
+        clipdenoise::Error::Input(_) => gst::ResourceError::Settings,
+        _ => gst::ResourceError::OpenRead,
+    };
+    let text = e.to_string();
+    let name = model.to_string();
+    let text = if text.contains(&name) {
+        text
+    } else {
+        format!("{name}: {text}")
+    };
+    gst::error_msg!(domain, ("Could not load the model: {}", text))
+}
+
 /// A buffer with `buffer`'s flags, timestamps and metas but no memory. The video meta is left
 /// out: output buffers have the default layout for the caps.
 fn metadata_only(buffer: &gst::BufferRef) -> Result<gst::Buffer, glib::BoolError> {
@@ -322,9 +342,8 @@ impl ClipDenoise {
         engine::spawn(model.clone(), opts, cfg)
     }
 
-    /// Load the model and start the engine (NULL->READY).
-    fn start_engine(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
+    /// The device of the `device` property; a warning when `auto` finds no CUDA.
+    fn device(&self, settings: &Settings) -> Result<tch::Device, gst::ErrorMessage> {
         let request: DeviceRequest = settings.device.parse().map_err(|e| {
             gst::error_msg!(gst::ResourceError::Settings, ("Invalid device: {}", e))
         })?;
@@ -338,6 +357,13 @@ impl ClipDenoise {
                 ("CUDA is not available: the model runs on the CPU")
             );
         }
+        Ok(device)
+    }
+
+    /// Load the model and start the engine (NULL->READY).
+    fn start_engine(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let device = self.device(&settings)?;
         let name = settings.model.as_deref().unwrap_or("");
         let model = ModelSource::resolve(name).map_err(|e| {
             gst::error_msg!(
@@ -357,27 +383,21 @@ impl ClipDenoise {
             queue_size: settings.queue_size as usize,
             strength: self.strength.clone(),
         };
-        let (sender, receiver) = self.spawn_engine(&model, opts, cfg).map_err(|e| {
-            let domain = match &e {
-                clipdenoise::Error::Io { source, .. }
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    gst::ResourceError::NotFound
-                }
-                clipdenoise::Error::DeviceUnavailable(..) => gst::ResourceError::NotFound,
-                clipdenoise::Error::Input(_) => gst::ResourceError::Settings,
-                _ => gst::ResourceError::OpenRead,
-            };
-            let text = e.to_string();
-            let name = model.to_string();
-            let text = if text.contains(&name) {
-                text
-            } else {
-                format!("{name}: {text}")
-            };
-            gst::error_msg!(domain, ("Could not load the model: {}", text))
-        })?;
-        let info = sender.control().info();
+        let (sender, receiver) = self
+            .spawn_engine(&model, opts, cfg)
+            .map_err(|e| load_error(e, &model))?;
+        self.log_loaded(sender.control().info());
+        *lock(&self.state) = Some(State {
+            sender,
+            receiver,
+            key: settings.engine_key(),
+            max_latency: gst::ClockTime::from_mseconds(settings.max_latency_ms.into()),
+            batch_size: settings.batch_size as usize,
+        });
+        Ok(())
+    }
+
+    fn log_loaded(&self, info: &engine::EngineInfo) {
         gst::info!(
             CAT,
             imp = self,
@@ -398,14 +418,6 @@ impl ClipDenoise {
                  decoders and encoders in the same process; export OMP_WAIT_POLICY=PASSIVE"
             );
         }
-        *lock(&self.state) = Some(State {
-            sender,
-            receiver,
-            key: settings.engine_key(),
-            max_latency: gst::ClockTime::from_mseconds(settings.max_latency_ms.into()),
-            batch_size: settings.batch_size as usize,
-        });
-        Ok(())
     }
 
     /// Stop the engine (READY->NULL): discard what is queued, let the worker go.
