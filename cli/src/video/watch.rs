@@ -114,6 +114,16 @@ impl<'a> Watch<'a> {
             total: self.total_frames(),
         });
         let Some(msg) = self.bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            if self.demuxer_gave_up() {
+                let e = bus_error(&self.bus, self.plan).unwrap_or_else(|| {
+                    anyhow!(
+                        "{}: cannot read this file; it may be damaged or truncated (the demuxer \
+                         stopped before finding any stream)",
+                        self.plan.input.display()
+                    )
+                });
+                self.queue.push_back(VideoEvent::Error(e));
+            }
             return;
         };
         use gst::MessageView;
@@ -166,6 +176,30 @@ impl<'a> Watch<'a> {
                 true
             }
         }
+    }
+
+    /// Whether a demuxer inside parsebin stopped (its task paused: an error or the end)
+    /// before parsebin exposed any stream. parsebin drops an error that its demuxer posts
+    /// while parsebin brings it to PAUSED (a cut MP4 without its index, read in pull mode):
+    /// nothing reaches the bus and the pipeline would wait for ever.
+    fn demuxer_gave_up(&self) -> bool {
+        let Some(parse) = self
+            .pipeline
+            .by_name("parse")
+            .and_then(|p| p.downcast::<gst::Bin>().ok())
+        else {
+            return false;
+        };
+        if parse.num_src_pads() > 0 {
+            return false;
+        }
+        parse.iterate_recurse().into_iter().flatten().any(|e| {
+            let demuxer = e.factory().is_some_and(|f| f.klass().contains("Demux"));
+            demuxer
+                && e.sink_pads()
+                    .iter()
+                    .any(|p| p.task_state() == gst::TaskState::Paused)
+        })
     }
 
     /// Duration x frame rate, when both are known.

@@ -122,12 +122,15 @@ fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> std::result::Result<(
     }
 }
 
+/// Batches are always full (the source never waits, max-latency is an hour), so exactly
+/// [`FAULTY_AFTER`] frames come out whatever the machine's speed.
 #[test]
 fn model_failure_mid_stream_posts_an_error_without_deadlock() {
     init();
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc ! video/x-raw,width=32,height=32 \
-         ! clipdenoise name={FAULTY} model=\"{}\" batch-size=2 queue-size=2 ! fakesink",
+         ! clipdenoise name={FAULTY} model=\"{}\" batch-size=2 max-latency=60000 queue-size=2 \
+         ! fakesink",
         fixture()
     ))
     .unwrap();
