@@ -28,8 +28,11 @@ test: setup
 bench-cpu: setup
 	@$(ENV) bash benchmarks/run-cpu.sh
 
-# Copy the plugin where GStreamer looks for user plugins.
+# Copy the plugin where GStreamer looks for user plugins. Built on its own first: in a
+# workspace build the core carries the CLI's features (import, fetch, research) into the
+# plugin too; alone, the plugin links the core's runtime only (a smaller .so).
 install: setup
+	@$(ENV) cargo build --release --quiet -p gst-plugin-clipdenoise
 	install -d $(HOME)/.local/share/gstreamer-1.0/plugins
 	install -m 0644 target/release/libgstclipdenoise.so $(HOME)/.local/share/gstreamer-1.0/plugins/
 	@echo "installed $(HOME)/.local/share/gstreamer-1.0/plugins/libgstclipdenoise.so"

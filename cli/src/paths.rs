@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::bail;
 
 /// `path` exists and is not a directory; `what` names what it should be ("a video file").
+#[cfg_attr(not(feature = "gst"), allow(dead_code))] // used by `video`
 pub fn check_input(path: &Path, what: &str) -> anyhow::Result<()> {
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

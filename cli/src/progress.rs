@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
+    #[cfg_attr(not(feature = "gst"), allow(dead_code))] // plain lines: `video`
     last_line: Instant,
 }
 
@@ -33,6 +34,7 @@ impl Progress {
 
     /// Without a bar: whether `every` has passed since the last plain line (then it counts as
     /// printed now). Never true before the first `every`, so short jobs stay quiet.
+    #[cfg_attr(not(feature = "gst"), allow(dead_code))] // used by `video`
     pub fn plain_due(&mut self, every: Duration) -> bool {
         if self.bar.is_some() || self.last_line.elapsed() < every {
             return false;
