@@ -21,7 +21,7 @@
 //! adding or removing a spec does not change the other specs' noise.
 //!
 //! Real noise, for each pairs folder (`noisy/` and `clean/` subfolders, files matched by file
-//! name, else by file stem): the noisy image as the input (`sample / max`, f32), the output
+//! name, else by file stem; or one folder of `NAME_noisy.png` with `NAME_clean.png`): the noisy image as the input (`sample / max`, f32), the output
 //! rounded to the clean image's integer levels (uint8 for 8-bit sRGB sets, as the protocol says),
 //! then PSNR/SSIM on the 0..255 scale.
 //!
@@ -292,7 +292,12 @@ fn list_folder(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The (noisy, clean) files of a pairs folder: `noisy/` and `clean/` subfolders matched by
+/// file name (or stem), or one flat folder of `NAME_noisy.EXT` with `NAME_clean.EXT`.
 fn list_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
+    if !dir.join("noisy").is_dir() {
+        return list_flat_pairs(dir, limit);
+    }
     let noisy = list_folder(&dir.join("noisy"), limit)?;
     let clean = list_folder(&dir.join("clean"), None)?;
     noisy
@@ -312,6 +317,39 @@ fn list_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<P
             Ok((n, Some(partner.clone())))
         })
         .collect()
+}
+
+fn list_flat_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
+    let files = list_folder(dir, None)?;
+    let mut pairs = Vec::new();
+    for n in &files {
+        let name = file_name(n);
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let Some(base) = stem.strip_suffix("_noisy") else {
+            continue;
+        };
+        let clean = files
+            .iter()
+            .find(|c| {
+                file_name(c).rsplit_once('.').map(|(s, _)| s) == Some(&format!("{base}_clean"))
+            })
+            .ok_or_else(|| {
+                Error::Input(format!("{}: no {base}_clean.{ext} beside it", n.display()))
+            })?;
+        pairs.push((n.clone(), Some(clean.clone())));
+    }
+    if pairs.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no noisy/ and clean/ subfolders and no NAME_noisy / NAME_clean images",
+            dir.display()
+        )));
+    }
+    if let Some(k) = limit {
+        pairs.truncate(k);
+    }
+    Ok(pairs)
 }
 
 /// Dumps are laid out by folder name, so two folders of the same name would collide.

@@ -14,10 +14,13 @@ pub mod eval;
 pub mod frame;
 pub mod imageio;
 pub mod inference;
+pub mod isp_noise;
 pub mod metrics;
 pub mod model;
 pub mod noise;
 pub mod train;
+pub mod train_pool;
+pub mod video_eval;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -19,10 +19,16 @@ mod bench;
 #[path = "../../../gst-plugin/src/clipdenoise/mod.rs"]
 mod element;
 mod eval;
+#[cfg(feature = "gst")]
+mod eval_video;
+#[cfg(feature = "gst")]
+mod gst_frames;
 mod image;
 mod import;
 mod info;
 mod models;
+#[cfg(feature = "gst")]
+mod pool;
 mod train;
 #[cfg(feature = "gst")]
 mod video;
@@ -61,6 +67,9 @@ enum Command {
     Train(train::Args),
     /// Evaluate PSNR/SSIM with the paper's protocol
     Eval(eval::Args),
+    /// Evaluate on camera noise after H.264 at several CRFs, through the element
+    #[cfg(feature = "gst")]
+    EvalVideo(eval_video::Args),
     /// Measure throughput, latency and memory of the worker stage
     Bench(bench::Args),
 }
@@ -75,6 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Weights(c) => weights::run(c),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        #[cfg(feature = "gst")]
+        Command::EvalVideo(a) => eval_video::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }
