@@ -104,6 +104,9 @@ pub struct ImageScore {
     /// PSNR of the noisy input itself (synthetic: as fed to the model, unclipped; real pairs:
     /// the noisy file's exact samples).
     pub input_psnr: f64,
+    /// SSIM of the noisy input (real pairs only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub input_ssim: Option<f64>,
 }
 
 /// Means over a set of images.
@@ -112,6 +115,8 @@ pub struct Scores {
     pub psnr: f64,
     pub ssim: f64,
     pub input_psnr: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub input_ssim: Option<f64>,
 }
 
 impl Scores {
@@ -121,6 +126,11 @@ impl Scores {
             psnr: images.iter().map(|s| s.psnr).sum::<f64>() / n,
             ssim: images.iter().map(|s| s.ssim).sum::<f64>() / n,
             input_psnr: images.iter().map(|s| s.input_psnr).sum::<f64>() / n,
+            input_ssim: images
+                .iter()
+                .map(|s| s.input_ssim)
+                .sum::<Option<f64>>()
+                .map(|t| t / n),
         }
     }
 }
@@ -569,7 +579,9 @@ fn run(
                         Some(m) => (out * m).f_round()? * (255.0 / m),
                         None => out * 255.0,
                     };
-                    let s = score(&name, None, &out, &reference_255(&noisy_img)?, &reference)?;
+                    let noisy255 = reference_255(&noisy_img)?;
+                    let mut s = score(&name, None, &out, &noisy255, &reference)?;
+                    s.input_ssim = Some(metrics::ssim(&noisy255, &reference)?);
                     images.push(s.clone());
                     Some(s)
                 }
@@ -616,6 +628,7 @@ fn score(
         psnr: metrics::psnr(out255, reference)?,
         ssim: metrics::ssim(out255, reference)?,
         input_psnr: metrics::psnr(noisy255, reference)?,
+        input_ssim: None,
     })
 }
 
@@ -657,13 +670,18 @@ impl EvalReport {
             if !s.is_empty() {
                 s.push('\n');
             }
-            s.push_str("| Real pairs | Images | PSNR | SSIM |\n|---|---:|---:|---:|\n");
+            s.push_str(
+                "| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM |\n\
+                 |---|---:|---:|---:|---:|---:|\n",
+            );
             for p in &self.pairs {
                 s.push_str(&format!(
-                    "| {} | {} | {:.2} | {:.4} |\n",
+                    "| {} | {} | {:.2} | {:.2} | {:.4} | {:.4} |\n",
                     p.name,
                     p.images.len(),
+                    p.mean.input_psnr,
                     p.mean.psnr,
+                    p.mean.input_ssim.unwrap_or(f64::NAN),
                     p.mean.ssim
                 ));
             }

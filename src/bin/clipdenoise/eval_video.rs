@@ -23,12 +23,13 @@ use tch::{Kind, Tensor};
     Each clip's first --frames frames are decoded to RGB, filmed by one camera drawn from\n\
     --seed and the clip's file name (Poisson-Gaussian raw noise at --shot, Bayer demosaic,\n\
     white balance, colour matrix, gamma 2.2 and tone curve, chroma noise reduction), each frame\n\
-    with its own seeded noise; then I420 and x264 (pass=qual quantizer=CRF, i.e. CRF, the\n\
+    with its own seeded noise; then I420 and x264 (pass=qual quantizer=CRF, i.e. CRF, with\n\
+    bitrate=2048000 so that x264enc's default 2 Mbit/s VBV cap does not override the CRF; the\n\
     --preset speed preset, keyframe every 30 frames), avdec_h264, and the clipdenoise element.\n\
     Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
     MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
-    tools/classical_baseline.py --video.")]
+    tools/classical_video.py; --keep-encoded DIR the encoded noisy clips (samples/make-sample.sh).")]
 pub struct Args {
     /// Clean video files
     #[arg(required = true, value_name = "CLIP")]
@@ -38,7 +39,7 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(0..=50))]
     crf: Vec<u32>,
     /// Frames per clip (from the start)
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
     frames: u64,
     /// Shot-noise gain of the camera (linear raw variance = shot * x + read)
     #[arg(long, default_value_t = 0.004)]
@@ -49,6 +50,9 @@ pub struct Args {
     /// x264 speed preset
     #[arg(long, default_value = "medium")]
     preset: String,
+    /// Scale the clips to this width first (Lanczos, aspect kept)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    width: Option<u32>,
     /// Weights file, or `default` for the built-in model (as the element's `model`)
     #[arg(long, short, default_value = "default", help_heading = "Model")]
     model: String,
@@ -67,6 +71,9 @@ pub struct Args {
     /// Write DIR/<clip>/clean/NNNN.png and DIR/<clip>/crfN/NNNN.png (decoded noisy frames)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     dump: Option<PathBuf>,
+    /// Also keep the encoded noisy clips as DIR/<clip>-crfN.mp4
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    keep_encoded: Option<PathBuf>,
 }
 
 /// One clip at one CRF.
@@ -107,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "clip".into());
-        let clean = decode_rgb(path, args.frames as usize)
+        let clean = decode_rgb(path, args.frames as usize, args.width)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let seed = video_eval::seed_of(&format!("{}/{name}", args.seed));
         let noisy = video_eval::noisy_clip(&clean, &camera, seed)?;
@@ -116,7 +123,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         for &crf in &args.crf {
             eprintln!("{name}: {} frames, CRF {crf}", clean.len());
-            let (decoded, denoised) = encode_and_denoise(&noisy, crf, &args)?;
+            let keep = match &args.keep_encoded {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    Some(dir.join(format!("{name}-crf{crf}.mp4")))
+                }
+                None => None,
+            };
+            let (decoded, denoised) = encode_and_denoise(&noisy, crf, &args, keep.as_deref())?;
             if let Some(dir) = &args.dump {
                 dump_frames(&dir.join(&name).join(format!("crf{crf}")), &decoded)?;
             }
@@ -209,10 +224,16 @@ fn to_markdown(r: &Report, markdown: bool) -> String {
 }
 
 /// The first `frames` frames of a video as RGB u8 (3, H, W), cropped to even sizes.
-fn decode_rgb(path: &Path, frames: usize) -> anyhow::Result<Vec<Tensor>> {
+fn decode_rgb(path: &Path, frames: usize, width: Option<u32>) -> anyhow::Result<Vec<Tensor>> {
+    let scale = match width {
+        Some(w) => {
+            format!("videoscale method=lanczos ! video/x-raw,width={w},pixel-aspect-ratio=1/1 ! ")
+        }
+        None => String::new(),
+    };
     let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
-         appsink name=sink sync=false max-buffers=4",
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {scale}videoconvert ! \
+         video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=4",
         path.display().to_string().replace('"', "\\\"")
     );
     let pipeline = gst_frames::launch(&desc)?;
@@ -245,13 +266,21 @@ fn encode_and_denoise(
     frames: &[Tensor],
     crf: u32,
     args: &Args,
+    keep: Option<&Path>,
 ) -> anyhow::Result<(Vec<Tensor>, Vec<Tensor>)> {
     let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
+    let keep = match keep {
+        Some(p) => format!(
+            "enc. ! queue ! h264parse ! mp4mux faststart=true ! filesink location=\"{}\" ",
+            p.display().to_string().replace('"', "\\\"")
+        ),
+        None => String::new(),
+    };
     let desc = format!(
         "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
          videoconvert ! video/x-raw,format=I420 ! \
-         x264enc pass=qual quantizer={crf} speed-preset={} key-int-max=30 threads=2 ! \
-         h264parse ! avdec_h264 ! tee name=t \
+         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=2 ! \
+         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
            video/x-raw,format=RGB ! appsink name=noisy sync=false \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \

@@ -52,12 +52,21 @@ pub fn sample_to_tensor(sample: &gst::Sample) -> anyhow::Result<Tensor> {
         .contiguous())
 }
 
-/// Push RGB u8 (3, H, W) frames into `src` with timestamps at `fps`, then nothing else (the
-/// caller ends the stream).
+/// Push RGB u8 (3, H, W) frames into `src` with timestamps at `fps`, rows padded to
+/// GStreamer's default RGB stride (a multiple of 4 bytes); the caller ends the stream.
 pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::Result<()> {
     let frame_ns = 1_000_000_000u64 / fps;
     for (i, f) in frames.iter().enumerate() {
-        let bytes = Vec::<u8>::try_from(f.permute([1, 2, 0]).contiguous().flatten(0, -1))?;
+        let (h, w) = (f.size()[1] as usize, f.size()[2] as usize);
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
+            .build()?;
+        let stride = info.stride()[0] as usize;
+        let tight = Vec::<u8>::try_from(f.permute([1, 2, 0]).contiguous().flatten(0, -1))?;
+        let mut bytes = vec![0u8; info.size()];
+        for y in 0..h {
+            bytes[y * stride..y * stride + w * 3]
+                .copy_from_slice(&tight[y * w * 3..(y + 1) * w * 3]);
+        }
         let mut buf = gst::Buffer::from_mut_slice(bytes);
         {
             let b = buf.get_mut().context("new buffer not writable")?;

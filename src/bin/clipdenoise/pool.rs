@@ -95,14 +95,16 @@ fn save(path: &Path, frame: &Tensor) -> anyhow::Result<()> {
     Ok(imageio::save(path, &x, BitDepth::U8)?)
 }
 
-/// RGB frames -> I420 -> x264 (CRF `crf`, `preset`) -> avdec_h264 -> RGB.
+/// RGB frames -> I420 -> x264 (CRF `crf`, `preset`; `bitrate` at its maximum because
+/// x264enc's pass=qual caps the rate at `bitrate` through the VBV, 2 Mbit/s by default) ->
+/// avdec_h264 -> RGB.
 fn round_trip(frames: &[Tensor], crf: u32, preset: &str) -> anyhow::Result<Vec<Tensor>> {
     let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
     let desc = format!(
         "appsrc name=src format=time max-bytes=0 \
          caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
          videoconvert ! video/x-raw,format=I420 ! \
-         x264enc pass=qual quantizer={crf} speed-preset={preset} key-int-max=60 threads=1 ! \
+         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={preset} key-int-max=60 threads=1 ! \
          h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! \
          appsink name=sink sync=false"
     );
