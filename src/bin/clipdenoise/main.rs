@@ -26,6 +26,8 @@ mod gst_frames;
 mod image;
 mod import;
 mod info;
+#[cfg(feature = "gst")]
+mod label;
 mod models;
 #[cfg(feature = "gst")]
 mod pool;

@@ -1249,6 +1249,17 @@ fn write_side_by_side(path: &Path, c: &Capture) -> anyhow::Result<()> {
         let o = y * ow * 3 + (w + gap) * 3;
         out[o..o + w * 3].copy_from_slice(&a[y * w * 3..(y + 1) * w * 3]);
     }
+    let scale = crate::label::scale_for(h);
+    crate::label::draw(&mut out, ow, h, scale, scale, "noisy", scale);
+    crate::label::draw(
+        &mut out,
+        ow,
+        h,
+        w + gap + scale,
+        scale,
+        "clipdenoise",
+        scale,
+    );
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
