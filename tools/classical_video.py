@@ -21,7 +21,10 @@ Exact handling
   works), in BT.601 full-range YCbCr declared as yuv444p (8 bit) or yuv444p16le (hqdn3d),
   converted here in float64 as in tools/classical_baseline.py; output rounded to 8 bit RGB.
 - Families: `hqdn3d` (spatial S, chroma S, temporal 1.5 S: its default ratio), `nlmeans`
-  (s=S, p=7, r=15; spatial), `bm3d` (sigma=S, block 8, step 4, group 8, range 9; spatial).
+  (s=S, p=7, r=15; spatial), `bm3d` (sigma=S, 16x16 blocks (block=4 is log2), step 8,
+  groups of up to 8, range 9, basic estimate; spatial).
+- Results per (clip, CRF, filter, strength, frames) are cached in DUMP/classical_cache.jsonl,
+  so an interrupted run resumes.
 - Scores as `clipdenoise eval-video`: mean over frames of PSNR (RGB), PSNR of BT.601 luma,
   MATLAB-style SSIM, temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)|. Per CRF and family
   the strength with the best mean PSNR over the clips' first --search-frames frames is chosen
@@ -43,7 +46,7 @@ from classical_baseline import ensure_ffmpeg, ffmpeg_version, psnr, rgb_to_ycc, 
 STRENGTHS = {
     "hqdn3d": [2, 3, 4, 6, 8, 11, 15],
     "nlmeans": [1, 1.5, 2, 3, 4, 6, 8],
-    "bm3d": [2, 3, 4, 6, 8, 12],
+    "bm3d": [3, 5, 8, 12],
 }
 
 
@@ -74,7 +77,7 @@ def filter_clip(frames, family, strength):
     vf = {
         "hqdn3d": f"hqdn3d=luma_spatial={s:g}:chroma_spatial={s:g}:luma_tmp={1.5 * s:g}:chroma_tmp={1.5 * s:g}",
         "nlmeans": f"nlmeans=s={s:g}:p=7:r=15",
-        "bm3d": f"bm3d=sigma={s:g}:block=8:bstep=4:group=8:range=9",
+        "bm3d": f"bm3d=sigma={s:g}:block=4:bstep=8:group=8:range=9",
     }[family]
     pix = "yuv444p16le" if deep else "yuv444p"
     r = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "rawvideo", "-pix_fmt", pix,
@@ -85,6 +88,23 @@ def filter_clip(frames, family, strength):
     out = np.frombuffer(r.stdout, dtype="<u2" if deep else np.uint8).reshape(n, 3, h, w)
     out = np.moveaxis(out, 1, -1).astype(np.float64) / m
     return np.rint(np.clip(ycc_to_rgb(out), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class Cache:
+    def __init__(self, path):
+        self.path, self.d = path, {}
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    e = json.loads(line)
+                    self.d[e["key"]] = e["value"]
+
+    def get_or(self, key, fn):
+        if key not in self.d:
+            self.d[key] = fn()
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"key": key, "value": self.d[key]}) + "\n")
+        return self.d[key]
 
 
 def luma(x):
@@ -118,6 +138,7 @@ def main():
     clean = {c: read_frames(os.path.join(args.dump, c, "clean")) for c in clips}
     crfs = sorted({int(d[3:]) for c in clips for d in os.listdir(os.path.join(args.dump, c)) if d.startswith("crf")})
     results = {"ffmpeg": ffmpeg_version(), "crf": {}}
+    cache = Cache(os.path.join(args.dump, "classical_cache.jsonl"))
     for crf in crfs:
         noisy = {c: read_frames(os.path.join(args.dump, c, f"crf{crf}")) for c in clips}
         cell = {"noisy": mean_scores([score(clean[c], noisy[c]) for c in clips]), "families": {}}
@@ -127,8 +148,8 @@ def main():
                 rows = []
                 for c in clips:
                     k = min(args.search_frames, len(noisy[c]))
-                    out = filter_clip(noisy[c][:k], fam, s)
-                    rows.append(score(clean[c][:k], out, with_ssim=False))
+                    rows.append(cache.get_or(f"{c}/{crf}/{fam}/{s:g}/{k}/psnr", lambda: score(
+                        clean[c][:k], filter_clip(noisy[c][:k], fam, s), with_ssim=False)))
                 m = mean_scores(rows)
                 print(f"CRF {crf} {fam} {s:g}: {m['psnr']:.3f} dB (Y {m['psnr_y']:.3f})", file=sys.stderr)
                 if best is None or m["psnr"] > best[1]["psnr"]:
@@ -136,7 +157,9 @@ def main():
             s = best[0]
             rows = []
             for c in clips:
-                rows.append(score(clean[c], filter_clip(noisy[c], fam, s)))
+                k = len(noisy[c])
+                rows.append(cache.get_or(f"{c}/{crf}/{fam}/{s:g}/{k}/all", lambda: score(
+                    clean[c], filter_clip(noisy[c], fam, s))))
             edge = s in (STRENGTHS[fam][0], STRENGTHS[fam][-1])
             cell["families"][fam] = {"strength": s, "edge": edge, **mean_scores(rows)}
         cell["best"] = max(cell["families"], key=lambda f: cell["families"][f]["psnr"])
