@@ -127,6 +127,23 @@ pub fn parse_torch_file(
     read_archive(Cursor::new(bytes), bytes.len() as u64, path, keep, limits)
 }
 
+/// Interpret a `data.pkl` as [`read_torch_file`] does (same limits and checks, views
+/// included) and return the dotted names of its tensors, without reading tensor data.
+/// For tests and the fuzz harness.
+#[doc(hidden)]
+pub fn pickle_tensor_names(
+    bytes: &[u8],
+    limits: &Limits,
+) -> std::result::Result<Vec<String>, String> {
+    let root = parse_pickle_with(bytes, limits)?;
+    let mut refs = Vec::new();
+    let mut budget = MAX_VISITS;
+    collect_tensors(&root, "", 0, &mut budget, &mut refs)?;
+    refs.into_iter()
+        .map(|(name, t)| check_view(&t).map(|_| name))
+        .collect()
+}
+
 fn read_archive<R: Read + Seek>(
     reader: R,
     file_len: u64,

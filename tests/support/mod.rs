@@ -58,10 +58,23 @@ impl Pickle {
         size: &[i64],
         stride: &[i64],
     ) -> &mut Self {
+        self.typed_tensor("FloatStorage", key, numel, offset, size, stride)
+    }
+
+    /// The same with another storage type (`LongStorage`, ...).
+    pub fn typed_tensor(
+        &mut self,
+        storage: &str,
+        key: &str,
+        numel: i64,
+        offset: i64,
+        size: &[i64],
+        stride: &[i64],
+    ) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor_v2")
             .op(b"((")
             .str("storage")
-            .global("torch", "FloatStorage")
+            .global("torch", storage)
             .str(key)
             .str("cpu")
             .int(numel as i32)
