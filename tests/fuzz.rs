@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use clipdenoise::model::Config;
 use clipdenoise::weights::pickle::{parse_torch_file, pickle_tensor_names, Limits};
 use clipdenoise::weights::{self, model_tensor_specs, Missing, TensorMap, META_CONFIG};
-use support::{fixture, zeros_f32, zip_bytes, Pickle, Rng};
+use support::{fixture, zeros_f32, zip_bytes, Entry, Pickle, Rng};
 use tch::{Device, Kind, Tensor};
 
 /// Cases per target in CI: 33500 cases, about 10 s on 2 busy cores (nice 19, a training job
@@ -847,7 +847,7 @@ fn write_issue_13_corpus() {
     );
     let (n, size, stride) = (128, [128i64, 128], [1i64, 128]);
     let names: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
-    let entries: Vec<(&str, &str, i64, &[i64], &[i64])> = names
+    let entries: Vec<Entry> = names
         .iter()
         .map(|name| (name.as_str(), "0", n * n, &size[..], &stride[..]))
         .collect();

@@ -14,7 +14,7 @@ use assert_cmd::Command;
 use clipdenoise::weights::import::{import_checkpoint, import_openai_clip};
 use clipdenoise::weights::pickle::read_torch_file;
 use clipdenoise::weights::{self, Missing, TensorMap, META_CONFIG};
-use support::{fixture, stored_entries, write, zeros_f32, zip_bytes, Pickle};
+use support::{fixture, stored_entries, write, zeros_f32, zip_bytes, Entry, Pickle};
 use tch::{Device, Kind, Tensor};
 
 fn one_line(e: impl std::fmt::Display) -> String {
@@ -362,7 +362,7 @@ fn e_many_strided_views_of_one_storage_are_bounded() {
     let n = 512;
     let (size, stride) = ([n, n], [1, n]);
     let names: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
-    let entries: Vec<(&str, &str, i64, &[i64], &[i64])> = names
+    let entries: Vec<Entry> = names
         .iter()
         .map(|name| (name.as_str(), "0", n * n, &size[..], &stride[..]))
         .collect();

@@ -11,6 +11,9 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// One tensor of a state dict: (name, storage key, storage elements, size, stride).
+pub type Entry<'a> = (&'a str, &'a str, i64, &'a [i64], &'a [i64]);
+
 /// Writes pickle opcodes (protocol 2), the subset torch.save uses.
 pub struct Pickle(pub Vec<u8>);
 
@@ -86,7 +89,7 @@ impl Pickle {
     }
 
     /// `{name: tensor}` for every `(name, key, numel, size, stride)`, then STOP.
-    pub fn state_dict(entries: &[(&str, &str, i64, &[i64], &[i64])]) -> Vec<u8> {
+    pub fn state_dict(entries: &[Entry]) -> Vec<u8> {
         let mut p = Pickle::default();
         p.op(b"}(");
         for (name, key, numel, size, stride) in entries {
