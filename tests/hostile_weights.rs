@@ -209,13 +209,28 @@ fn c2_a_config_bigger_than_the_tensors_is_refused_before_building() {
         )
         .unwrap_err(),
     );
-    assert!(e.contains("missing tensor"), "{e}");
+    assert!(
+        e.contains(
+            "missing tensor encoder.bn1.bias (for the model inferred from its tensors: width 1024"
+        ),
+        "{e}"
+    );
     let model = dir.path().join("inferred.safetensors");
     weights::write_safetensors(&model, &t, HashMap::new()).unwrap();
     let e = cli_image_with_model(dir.path(), &model);
-    assert!(e.contains("missing tensor"), "{e}");
+    assert!(
+        e.contains(
+            "missing tensor encoder.bn1.bias (for the model inferred from its tensors: width 1024"
+        ),
+        "{e}"
+    );
     let e = cli_image_with_model_in_2gb(dir.path(), &model);
-    assert!(e.contains("missing tensor"), "{e}");
+    assert!(
+        e.contains(
+            "missing tensor encoder.bn1.bias (for the model inferred from its tensors: width 1024"
+        ),
+        "{e}"
+    );
     let pickle = Pickle::state_dict(&[
         (
             "encoder.conv3.weight",
@@ -234,7 +249,12 @@ fn c2_a_config_bigger_than_the_tensors_is_refused_before_building() {
     ]);
     let ckpt = write(dir.path(), "w1024.pth", &ckpt);
     let e = cli_import(dir.path(), "checkpoint", &ckpt);
-    assert!(e.contains("missing tensor"), "{e}");
+    assert!(
+        e.contains(
+            "missing tensor encoder.bn1.bias (for the model inferred from its tensors: width 1024"
+        ),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::pickle::{read_torch_file, ArchiveKind};
 use super::{
-    build_checked, infer_config, model_metadata, write_safetensors, Missing, Provenance, TensorMap,
+    build_checked, infer_config, model_metadata, with_inferred_config, write_safetensors, Missing,
+    Provenance, TensorMap,
 };
 use crate::error::{Error, Result};
 use crate::model::Config;
@@ -205,7 +206,8 @@ fn with_fresh_decoder(enc: &TensorMap) -> Result<TensorMap> {
         origin,
         Device::Cpu,
         Missing::DecoderMayBeMissing,
-    )?;
+    )
+    .map_err(|e| with_inferred_config(e, &config))?;
     vs.variables()
         .into_iter()
         .map(|(k, v)| Ok((k, v.f_detach()?)))
@@ -224,7 +226,8 @@ pub fn save_imported(
     missing: Missing,
 ) -> Result<Config> {
     let config = infer_config(tensors, origin)?;
-    let _checked = build_checked(tensors, &config, origin, Device::Cpu, missing)?;
+    let _checked = build_checked(tensors, &config, origin, Device::Cpu, missing)
+        .map_err(|e| with_inferred_config(e, &config))?;
     write_safetensors(out, tensors, model_metadata(&config, provenance))?;
     Ok(config)
 }

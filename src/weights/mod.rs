@@ -241,6 +241,21 @@ pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
     Ok(cfg)
 }
 
+/// A tensor error of a model whose config was inferred, with that config (a tensor of an
+/// odd shape makes a model nothing like the file's: the error should say so).
+pub fn with_inferred_config(e: Error, config: &Config) -> Error {
+    match e {
+        Error::Weights { path, msg } => Error::weights(
+            path,
+            format!(
+                "{msg} (for the model inferred from its tensors: width {}, blocks {:?})",
+                config.width, config.blocks
+            ),
+        ),
+        e => e,
+    }
+}
+
 /// Which tensors a load may leave at their initial values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Missing {
@@ -407,7 +422,16 @@ pub fn build_model(
             }
             c
         }
-        None => infer_config(tensors, path)?,
+        None => {
+            let config = infer_config(tensors, path)?;
+            let (vs, model) = build_checked(tensors, &config, path, device, missing)
+                .map_err(|e| with_inferred_config(e, &config))?;
+            return Ok(LoadedModel {
+                vs,
+                model,
+                provenance: provenance_from_metadata(meta),
+            });
+        }
     };
     let (vs, model) = build_checked(tensors, &config, path, device, missing)?;
     Ok(LoadedModel {
