@@ -70,13 +70,43 @@ impl Error {
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Format {
             path: path.into(),
-            msg: msg.into(),
+            msg: one_line(msg.into()),
         }
     }
     pub fn weights(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Weights {
             path: path.into(),
-            msg: msg.into(),
+            msg: one_line(msg.into()),
         }
+    }
+}
+
+/// Control characters escaped (`\n`, `\u{1e}`): names quoted from a damaged or hostile file
+/// (zip entries, pickle strings, tensor names) cannot break a message over several lines.
+fn one_line(msg: String) -> String {
+    if !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    msg.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_errors_are_one_line_whatever_the_file_holds() {
+        let e = Error::format("m.pt", "cannot read a\nb\r\u{1e}c from the archive");
+        assert_eq!(
+            e.to_string(),
+            "m.pt: cannot read a\\nb\\r\\u{1e}c from the archive"
+        );
+        let e = Error::weights("m", "unexpected tensor x\ny");
+        assert_eq!(e.to_string(), "m: unexpected tensor x\\ny");
     }
 }

@@ -39,6 +39,8 @@ Exact handling
   `hqdn3d=luma_spatial=S:chroma_spatial=S:luma_tmp=1e-6:chroma_tmp=1e-6` (a temporal strength
   of 0 would mean "default"; 1e-6 makes the temporal blend an identity: the purely spatial
   filter) and `nlmeans=s=S:p=7:r=15` (FFmpeg's default patch and research window; s <= 30).
+  `bm3d=sigma=S:block=4:bstep=4:group=8:range=9` (FFmpeg's BM3D, basic estimate, 16x16 blocks; family
+  bm3d-ycc, used for the real pairs of issue 12: `--filters hqdn3d-ycc,nlmeans-ycc,bm3d-ycc`).
   Default families: hqdn3d-rgb, hqdn3d-ycc, nlmeans-ycc (`--filters`; nlmeans-rgb was 1-2 dB
   below nlmeans-ycc in every cell of a pilot, so it is off by default to halve the run time).
   Strength grids: HQDN3D_STRENGTHS and NLMEANS_STRENGTHS below (or --hqdn3d, --nlmeans, ...).
@@ -70,6 +72,7 @@ import numpy as np
 
 HQDN3D_STRENGTHS = [4, 8, 14, 22, 32, 45, 60, 80, 105, 135, 170, 210]
 NLMEANS_STRENGTHS = [2, 3, 4.5, 6, 8, 11, 15, 20, 30]
+BM3D_STRENGTHS = [2, 3, 4.5, 6, 8, 11, 15, 20]
 # nlmeans-rgb is off by default: in YCbCr it was 1-2 dB better in every cell we tried.
 DEFAULT_FILTERS = ["hqdn3d-rgb", "hqdn3d-ycc", "nlmeans-ycc"]
 FULL_GRID = ["gaussian:15,25,50", "correlated:40,45,50,55", "poisson:2,2.5,3,3.5"]
@@ -196,6 +199,10 @@ class Variant:
         elif family == "nlmeans":
             self.pix_fmt, self.depth = "yuv444p", 8
             self.filter = f"nlmeans=s={strength:g}:p=7:r=15"
+        elif family == "bm3d":
+            # FFmpeg's BM3D (basic estimate): 16x16 blocks (block=4 is log2), step 4, groups of up to 8, search 9.
+            self.pix_fmt, self.depth = "yuv444p", 8
+            self.filter = f"bm3d=sigma={strength:g}:block=4:bstep=4:group=8:range=9"
         elif family == "null":
             self.pix_fmt, self.depth, self.filter = strength, (16 if "16" in strength else 8), "null"
         else:
@@ -306,8 +313,8 @@ def parse_filters(args):
     variants = []
     for fam in [f.strip() for f in args.filters.split(",") if f.strip()]:
         base, _, space = fam.partition("-")
-        if base not in ("hqdn3d", "nlmeans") or space not in ("rgb", "ycc"):
-            sys.exit(f"error: unknown filter '{fam}' (hqdn3d-rgb, hqdn3d-ycc, nlmeans-rgb, nlmeans-ycc)")
+        if base not in ("hqdn3d", "nlmeans", "bm3d") or space not in ("rgb", "ycc"):
+            sys.exit(f"error: unknown filter '{fam}' (hqdn3d-rgb, hqdn3d-ycc, nlmeans-rgb, nlmeans-ycc, bm3d-ycc, ...)")
         strengths = getattr(args, f"{base}_{space}") or getattr(args, base)
         variants += [Variant(base, float(x), space) for x in strengths.split(",")]
     return variants
@@ -327,7 +334,8 @@ def main():
     ap.add_argument("--filters", default=",".join(DEFAULT_FILTERS), help="families to run")
     ap.add_argument("--hqdn3d", default=",".join(map(str, HQDN3D_STRENGTHS)), help="hqdn3d strengths")
     ap.add_argument("--nlmeans", default=",".join(map(str, NLMEANS_STRENGTHS)), help="nlmeans strengths")
-    for fam in ("hqdn3d_rgb", "hqdn3d_ycc", "nlmeans_rgb", "nlmeans_ycc"):
+    ap.add_argument("--bm3d", default=",".join(map(str, BM3D_STRENGTHS)), help="bm3d strengths")
+    for fam in ("hqdn3d_rgb", "hqdn3d_ycc", "nlmeans_rgb", "nlmeans_ycc", "bm3d_rgb", "bm3d_ycc"):
         ap.add_argument("--" + fam.replace("_", "-"), dest=fam, help="strengths for this family only")
     ap.add_argument("--jobs", type=int, default=1, help="images filtered in parallel")
     ap.add_argument("--json", help="write the results here")

@@ -18,13 +18,24 @@ pub static malloc_conf: &[u8; 36] = b"dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
 
 mod bench;
 mod eval;
+#[cfg(feature = "gst")]
+mod eval_video;
+#[cfg(feature = "gst")]
+mod gst_frames;
 mod image;
 mod import;
 mod info;
 #[cfg(feature = "gst")]
 mod interrupt;
+// As merged from main, label.rs does not pass `clippy -D warnings` (a u8 -> u8 cast); its
+// author fixes the file, then this goes.
+#[cfg(feature = "gst")]
+#[allow(clippy::unnecessary_cast)]
+mod label;
 mod models;
 mod paths;
+#[cfg(feature = "gst")]
+mod pool;
 mod progress;
 mod train;
 #[cfg(feature = "gst")]
@@ -64,6 +75,9 @@ enum Command {
     Train(train::Args),
     /// Evaluate PSNR/SSIM with the paper's protocol
     Eval(eval::Args),
+    /// Evaluate on camera noise after H.264 at several CRFs, through the element
+    #[cfg(feature = "gst")]
+    EvalVideo(eval_video::Args),
     /// Measure throughput, latency and memory of the worker stage
     Bench(bench::Args),
 }
@@ -78,6 +92,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Weights(c) => weights::run(c),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        #[cfg(feature = "gst")]
+        Command::EvalVideo(a) => eval_video::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

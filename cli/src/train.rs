@@ -27,6 +27,16 @@ pub struct Args {
     export: Option<PathBuf>,
 }
 
+#[cfg(feature = "gst")]
+fn ensure_pool(trainer: &mut Trainer) -> anyhow::Result<()> {
+    crate::pool::ensure(trainer)
+}
+
+#[cfg(not(feature = "gst"))]
+fn ensure_pool(_: &mut Trainer) -> anyhow::Result<()> {
+    anyhow::bail!("this config has a [pool] (x264 round trips): build with the `gst` feature")
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
     let mut trainer = Trainer::new(cfg).context("cannot start training")?;
@@ -42,8 +52,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::hidden();
     let mut last_psnr = f64::NAN;
-    trainer.run(args.max_steps, &stop, |ev| match ev {
-        TrainEvent::Started { step, total, params, images, resumed } => {
+    let mut on_event = |ev| match ev {
+        TrainEvent::Started {
+            step,
+            total,
+            params,
+            images,
+            resumed,
+        } => {
             eprintln!(
                 "training: {params} trainable parameters, {images} images, {} at step {step} of {total}",
                 if resumed { "resuming" } else { "starting" }
@@ -53,12 +69,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 bar.set_length(total);
                 bar.set_position(step);
                 bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}").expect("valid template"),
+                    ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
+                        .expect("valid template"),
                 );
             }
         }
-        TrainEvent::Step { step, loss, lr, steps_per_s, .. } => {
-            let msg = format!("loss {loss:.4} lr {lr:.2e} val {last_psnr:.2} dB {steps_per_s:.2} it/s");
+        TrainEvent::Step {
+            step,
+            loss,
+            lr,
+            steps_per_s,
+            ..
+        } => {
+            let msg =
+                format!("loss {loss:.4} lr {lr:.2e} val {last_psnr:.2} dB {steps_per_s:.2} it/s");
             if tty {
                 bar.set_position(step);
                 bar.set_message(msg);
@@ -68,7 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         TrainEvent::Validation { step, psnr } => {
             last_psnr = psnr;
-            bar.suspend(|| eprintln!("step {step}: validation PSNR {psnr:.3} dB (held-out, gaussian 25)"));
+            bar.suspend(|| {
+                eprintln!("step {step}: validation PSNR {psnr:.3} dB (held-out, gaussian 25)")
+            });
         }
         TrainEvent::Checkpoint { step, path } => {
             bar.suspend(|| eprintln!("step {step}: checkpoint {}", path.display()));
@@ -77,7 +103,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bar.finish_and_clear();
             eprintln!("stopped at step {step}; model weights: {}", model.display());
         }
-    })?;
+    };
+    // Without a codec pool, one run; with one, a run per pool generation.
+    let first = trainer.step();
+    loop {
+        let left = args
+            .max_steps
+            .map(|m| (first + m).saturating_sub(trainer.step()));
+        let chunk = match trainer.cfg.pool.as_ref().map(|p| p.regen_steps) {
+            None => left,
+            Some(regen) => {
+                ensure_pool(&mut trainer)?;
+                let to_next = regen - trainer.step() % regen;
+                Some(left.map_or(to_next, |l| l.min(to_next)))
+            }
+        };
+        trainer.run(chunk, &stop, &mut on_event)?;
+        let done = trainer.step() >= trainer.cfg.optim.steps
+            || left.is_some_and(|l| l <= chunk.unwrap_or(l));
+        if trainer.cfg.pool.is_none() || done || stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
     if let Some(out) = args.export {
         trainer
             .export(&out)

@@ -212,9 +212,28 @@ fn real_pairs_round_the_output_to_uint8() {
         p.mean.psnr
     );
     assert_eq!(p.images[0].input_psnr, f64::INFINITY);
+    assert!((p.mean.input_ssim.unwrap() - 1.0).abs() < 1e-12);
     assert!(report
         .to_markdown()
-        .contains("| Real pairs | Images | PSNR | SSIM |"));
+        .contains("| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM |"));
+
+    // The flat layout (NAME_noisy.png beside NAME_clean.png) scores the same pair alike.
+    let flat = tempfile::tempdir().unwrap();
+    let src = dir.path().join("noisy/a-cbsd68-101085.png");
+    std::fs::copy(&src, flat.path().join("x_noisy.png")).unwrap();
+    std::fs::copy(&src, flat.path().join("x_clean.png")).unwrap();
+    let flat_cfg = EvalConfig {
+        pairs: vec![flat.path().to_path_buf()],
+        ..Default::default()
+    };
+    let fr = eval::evaluate(&d, &flat_cfg, |_| {}).unwrap();
+    assert_eq!(fr.pairs[0].images.len(), 1);
+    assert_eq!(fr.pairs[0].images[0].psnr, p.images[0].psnr);
+    std::fs::remove_file(flat.path().join("x_clean.png")).unwrap();
+    let err = eval::evaluate(&d, &flat_cfg, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("x_clean"), "{err}");
 
     // A noisy image without a clean partner is an error that names it.
     std::fs::remove_file(dir.path().join("clean/a-cbsd68-101085.png")).unwrap();

@@ -21,7 +21,7 @@
 //! adding or removing a spec does not change the other specs' noise.
 //!
 //! Real noise, for each pairs folder (`noisy/` and `clean/` subfolders, files matched by file
-//! name, else by file stem): the noisy image as the input (`sample / max`, f32), the output
+//! name, else by file stem; or one folder of `NAME_noisy.png` with `NAME_clean.png`): the noisy image as the input (`sample / max`, f32), the output
 //! rounded to the clean image's integer levels (uint8 for 8-bit sRGB sets, as the protocol says),
 //! then PSNR/SSIM on the 0..255 scale.
 //!
@@ -104,6 +104,9 @@ pub struct ImageScore {
     /// PSNR of the noisy input itself (synthetic: as fed to the model, unclipped; real pairs:
     /// the noisy file's exact samples).
     pub input_psnr: f64,
+    /// SSIM of the noisy input (real pairs only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub input_ssim: Option<f64>,
 }
 
 /// Means over a set of images.
@@ -112,6 +115,8 @@ pub struct Scores {
     pub psnr: f64,
     pub ssim: f64,
     pub input_psnr: f64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub input_ssim: Option<f64>,
 }
 
 impl Scores {
@@ -121,6 +126,11 @@ impl Scores {
             psnr: images.iter().map(|s| s.psnr).sum::<f64>() / n,
             ssim: images.iter().map(|s| s.ssim).sum::<f64>() / n,
             input_psnr: images.iter().map(|s| s.input_psnr).sum::<f64>() / n,
+            input_ssim: images
+                .iter()
+                .map(|s| s.input_ssim)
+                .sum::<Option<f64>>()
+                .map(|t| t / n),
         }
     }
 }
@@ -292,7 +302,12 @@ fn list_folder(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The (noisy, clean) files of a pairs folder: `noisy/` and `clean/` subfolders matched by
+/// file name (or stem), or one flat folder of `NAME_noisy.EXT` with `NAME_clean.EXT`.
 fn list_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
+    if !dir.join("noisy").is_dir() {
+        return list_flat_pairs(dir, limit);
+    }
     let noisy = list_folder(&dir.join("noisy"), limit)?;
     let clean = list_folder(&dir.join("clean"), None)?;
     noisy
@@ -312,6 +327,39 @@ fn list_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<P
             Ok((n, Some(partner.clone())))
         })
         .collect()
+}
+
+fn list_flat_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
+    let files = list_folder(dir, None)?;
+    let mut pairs = Vec::new();
+    for n in &files {
+        let name = file_name(n);
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let Some(base) = stem.strip_suffix("_noisy") else {
+            continue;
+        };
+        let clean = files
+            .iter()
+            .find(|c| {
+                file_name(c).rsplit_once('.').map(|(s, _)| s) == Some(&format!("{base}_clean"))
+            })
+            .ok_or_else(|| {
+                Error::Input(format!("{}: no {base}_clean.{ext} beside it", n.display()))
+            })?;
+        pairs.push((n.clone(), Some(clean.clone())));
+    }
+    if pairs.is_empty() {
+        return Err(Error::Input(format!(
+            "{}: no noisy/ and clean/ subfolders and no NAME_noisy / NAME_clean images",
+            dir.display()
+        )));
+    }
+    if let Some(k) = limit {
+        pairs.truncate(k);
+    }
+    Ok(pairs)
 }
 
 /// Dumps are laid out by folder name, so two folders of the same name would collide.
@@ -531,7 +579,9 @@ fn run(
                         Some(m) => (out * m).f_round()? * (255.0 / m),
                         None => out * 255.0,
                     };
-                    let s = score(&name, None, &out, &reference_255(&noisy_img)?, &reference)?;
+                    let noisy255 = reference_255(&noisy_img)?;
+                    let mut s = score(&name, None, &out, &noisy255, &reference)?;
+                    s.input_ssim = Some(metrics::ssim(&noisy255, &reference)?);
                     images.push(s.clone());
                     Some(s)
                 }
@@ -578,6 +628,7 @@ fn score(
         psnr: metrics::psnr(out255, reference)?,
         ssim: metrics::ssim(out255, reference)?,
         input_psnr: metrics::psnr(noisy255, reference)?,
+        input_ssim: None,
     })
 }
 
@@ -619,13 +670,18 @@ impl EvalReport {
             if !s.is_empty() {
                 s.push('\n');
             }
-            s.push_str("| Real pairs | Images | PSNR | SSIM |\n|---|---:|---:|---:|\n");
+            s.push_str(
+                "| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM |\n\
+                 |---|---:|---:|---:|---:|---:|\n",
+            );
             for p in &self.pairs {
                 s.push_str(&format!(
-                    "| {} | {} | {:.2} | {:.4} |\n",
+                    "| {} | {} | {:.2} | {:.2} | {:.4} | {:.4} |\n",
                     p.name,
                     p.images.len(),
+                    p.mean.input_psnr,
                     p.mean.psnr,
+                    p.mean.input_ssim.unwrap_or(f64::NAN),
                     p.mean.ssim
                 ));
             }

@@ -3,10 +3,13 @@
 //! take clean images (N, 3, H, W) f32 in [0, 1] and draw from libtorch's generator, so a caller
 //! that seeds it (`tch::manual_seed`) gets reproducible noise.
 
+use rand::rngs::StdRng;
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+pub use crate::research::isp_noise::IspNoise;
 
 /// Additive white Gaussian noise, sigma on the 0..255 scale; not clipped.
 pub fn gaussian(x: &Tensor, sigma: f64) -> Tensor {
@@ -138,9 +141,11 @@ pub(crate) fn lerp(r: [f64; 2], t: f64) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoiseMix {
-    /// Relative weights of gaussian, correlated, poisson, camera noise.
+    /// Relative weights of gaussian, correlated, poisson, camera and (optional fifth)
+    /// camera-and-codec ([`IspNoise`]) noise. Four weights draw exactly as before the fifth
+    /// type existed, so earlier configs reproduce.
     #[serde(default = "default_weights")]
-    pub weights: [f64; 4],
+    pub weights: Vec<f64>,
     /// Gaussian sigma range (0..255 scale). `[15, 15]` is the paper's fixed sigma.
     #[serde(default = "default_gaussian")]
     pub gaussian_sigma: [f64; 2],
@@ -161,10 +166,13 @@ pub struct NoiseMix {
     /// JPEG quality range of that re-compression (1..=100).
     #[serde(default = "default_jpeg_quality")]
     pub jpeg_quality: [f64; 2],
+    /// The randomised camera of the fifth noise type (`[noise.isp]` in a config).
+    #[serde(default)]
+    pub isp: IspNoise,
 }
 
-fn default_weights() -> [f64; 4] {
-    [1.0, 0.0, 0.0, 0.0]
+fn default_weights() -> Vec<f64> {
+    vec![1.0, 0.0, 0.0, 0.0]
 }
 fn default_gaussian() -> [f64; 2] {
     [15.0, 15.0]
@@ -196,6 +204,7 @@ impl Default for NoiseMix {
             camera_read: default_read(),
             jpeg_prob: 0.0,
             jpeg_quality: default_jpeg_quality(),
+            isp: IspNoise::default(),
         }
     }
 }
@@ -207,6 +216,15 @@ impl NoiseMix {
             return Err(Error::Input(
                 "noise weights must be >= 0 with a positive sum".into(),
             ));
+        }
+        if !(4..=5).contains(&self.weights.len()) {
+            return Err(Error::Input(format!(
+                "noise weights: 4 or 5 values (gaussian, correlated, poisson, camera[, isp]), got {}",
+                self.weights.len()
+            )));
+        }
+        if self.weights.get(4).is_some_and(|w| *w > 0.0) {
+            self.isp.validate()?;
         }
         for (name, r) in [
             ("gaussian_sigma", self.gaussian_sigma),
@@ -233,34 +251,49 @@ impl NoiseMix {
         Ok(())
     }
 
-    /// Add noise to each image of a clean batch; `u` yields uniform [0, 1) numbers (the
-    /// caller's seeded RNG) for the per-image choices.
-    pub fn apply(&self, clean: &Tensor, u: &mut impl FnMut() -> f64) -> Result<Tensor> {
+    /// Add noise to each image of a clean batch, drawing the per-image choices from `rng`;
+    /// returns (noisy, target). The target is the clean batch itself except for
+    /// camera-and-codec noise, whose camera also sharpens or rescales the picture.
+    pub fn apply(&self, clean: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
         let total: f64 = self.weights.iter().sum();
+        let last = self.weights.len() - 1;
         let n = clean.size()[0];
-        let mut out = Vec::with_capacity(n as usize);
+        let mut noisy = Vec::with_capacity(n as usize);
+        let mut target = Vec::with_capacity(n as usize);
         for i in 0..n {
             let x = clean.narrow(0, i, 1);
+            let mut u = || rng.random::<f64>();
             let mut pick = u() * total;
             let mut which = 0;
-            while which < 3 && pick >= self.weights[which] {
+            while which < last && pick >= self.weights[which] {
                 pick -= self.weights[which];
                 which += 1;
             }
-            let y = match which {
-                0 => gaussian(&x, lerp(self.gaussian_sigma, u())),
-                1 => correlated(&x, lerp(self.correlated_sigma, u())),
-                2 => poisson(&x, lerp(self.poisson_alpha, u())),
-                _ => camera(&x, lerp(self.camera_shot, u()), lerp(self.camera_read, u())),
+            let (y, t) = match which {
+                0 => (gaussian(&x, lerp(self.gaussian_sigma, u())), x),
+                1 => (correlated(&x, lerp(self.correlated_sigma, u())), x),
+                2 => (poisson(&x, lerp(self.poisson_alpha, u())), x),
+                3 => {
+                    let (shot, read) = (lerp(self.camera_shot, u()), lerp(self.camera_read, u()));
+                    (camera(&x, shot, read), x)
+                }
+                _ => {
+                    // The camera draws its own JPEG; the mix's applies to the old types.
+                    let (y, t) = self.isp.apply(&x, rng)?;
+                    noisy.push(y);
+                    target.push(t);
+                    continue;
+                }
             };
-            let y = if u() < self.jpeg_prob {
-                jpeg(&y, lerp(self.jpeg_quality, u()) as u8)?
+            let y = if rng.random::<f64>() < self.jpeg_prob {
+                jpeg(&y, lerp(self.jpeg_quality, rng.random::<f64>()) as u8)?
             } else {
                 y
             };
-            out.push(y);
+            noisy.push(y);
+            target.push(t);
         }
-        Ok(Tensor::cat(&out, 0))
+        Ok((Tensor::cat(&noisy, 0), Tensor::cat(&target, 0)))
     }
 }
 
@@ -400,24 +433,26 @@ mod tests {
     #[test]
     fn the_mix_is_reproducible_and_valid() {
         let mix = NoiseMix {
-            weights: [1.0, 1.0, 1.0, 1.0],
+            weights: vec![1.0, 1.0, 1.0, 1.0, 1.0],
             jpeg_prob: 0.3,
             ..Default::default()
         };
         mix.validate().unwrap();
-        let x = Tensor::rand([6, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let x = Tensor::rand([10, 3, 32, 32], (Kind::Float, Device::Cpu));
         let run = || {
+            use rand::SeedableRng;
             tch::manual_seed(7);
-            let mut k = 0u64;
-            let mut u = || {
-                k += 1;
-                ((k * 2654435761) % 1000) as f64 / 1000.0
-            };
-            mix.apply(&x, &mut u).unwrap()
+            mix.apply(&x, &mut StdRng::seed_from_u64(7)).unwrap()
         };
-        let (a, b) = (run(), run());
+        let ((a, ta), (b, tb)) = (run(), run());
         assert_eq!(a.size(), x.size());
-        assert!(a.equal(&b));
+        assert_eq!(ta.size(), x.size());
+        assert!(a.equal(&b) && ta.equal(&tb));
+        let bad = NoiseMix {
+            weights: vec![1.0, 1.0],
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
         assert!((&a - &x).abs().mean(Kind::Float).double_value(&[]) > 1e-3);
     }
 }

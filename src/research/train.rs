@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
 use crate::model::{ClipDenoise, Config};
 use crate::research::noise::{self, NoiseMix};
+use crate::research::train_pool::{PairPool, PoolSection};
 use crate::weights::{self, Missing, Provenance, TensorMap};
 
 /// The TOML training config (see configs/).
@@ -34,6 +35,10 @@ pub struct TrainConfig {
     #[serde(default)]
     pub optim: OptimSection,
     pub run: RunSection,
+    /// Optional codec pool: crops that went through real H.264 round trips (see
+    /// [`crate::research::train_pool`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolSection>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +178,10 @@ impl TrainConfig {
         if let Some(p) = cfg.model.init.as_mut() {
             fix(p);
         }
+        if let Some(pool) = cfg.pool.as_mut() {
+            fix(&mut pool.dir);
+            pool.video_dirs.iter_mut().for_each(fix);
+        }
         cfg.validate()
             .map_err(|e| Error::format(path, e.to_string()))?;
         Ok(cfg)
@@ -207,6 +216,9 @@ impl TrainConfig {
         let d = &self.data;
         if !((0.0..=1.0).contains(&d.color_prob) && noise::is_range(d.saturation)) {
             return bad("[data] color_prob must be in [0, 1] and saturation 0 <= lo <= hi");
+        }
+        if let Some(pool) = &self.pool {
+            pool.validate(self.data.patch)?;
         }
         if !(o.lr > 0.0 && o.lr_min >= 0.0 && o.lr_min <= o.lr) || o.flat_steps > o.steps {
             return bad("[optim] needs lr > 0, 0 <= lr_min <= lr, flat_steps <= steps");
@@ -443,6 +455,8 @@ pub struct Trainer {
     step: u64,
     device: Device,
     resumed: bool,
+    /// The codec pool's pairs and their generation, once the caller has loaded them.
+    pool: Option<(u64, PairPool)>,
 }
 
 impl Trainer {
@@ -524,6 +538,7 @@ impl Trainer {
             step: 0,
             device,
             resumed: false,
+            pool: None,
         };
         let ckpt = t.checkpoint_path();
         if ckpt.exists() {
@@ -535,6 +550,21 @@ impl Trainer {
 
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// The clean training images, u8 (3, H, W) (stills for the codec pool's clips).
+    pub fn clean_images(&self) -> &[Tensor] {
+        &self.data.images
+    }
+
+    /// The codec pool generation loaded, if any.
+    pub fn pool_generation(&self) -> Option<u64> {
+        self.pool.as_ref().map(|(g, _)| *g)
+    }
+
+    /// Use these pairs, made for `generation`, for the pool's share of the crops.
+    pub fn set_pool(&mut self, generation: u64, pool: PairPool) {
+        self.pool = Some((generation, pool));
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -561,9 +591,31 @@ impl Trainer {
         tch::manual_seed(seed as i64);
         let (b, p) = (self.cfg.data.batch, self.cfg.data.patch);
         let clean = self.data.batch(&mut rng, b, p).to_device(self.device);
-        let mut clean = color_augment(&clean, &self.cfg.data, &mut rng);
-        let mut u = || rng.random::<f64>();
-        let mut noisy = self.cfg.noise.apply(&clean, &mut u)?;
+        let clean = color_augment(&clean, &self.cfg.data, &mut rng);
+        let (mut noisy, mut clean) = self.cfg.noise.apply(&clean, &mut rng)?;
+        if let Some(cfg) = &self.cfg.pool {
+            let g = cfg.generation(s);
+            let pool = match &self.pool {
+                Some((have, pool)) if *have == g => pool,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "step {s} trains on codec pool generation {g}, which is not loaded"
+                    )))
+                }
+            };
+            let (mut n, mut c) = (Vec::new(), Vec::new());
+            for i in 0..b {
+                let (ni, ci) = if rng.random::<f64>() < cfg.prob {
+                    let (x, y) = pool.crop(&mut rng, p);
+                    (x.to_device(self.device), y.to_device(self.device))
+                } else {
+                    (noisy.narrow(0, i, 1), clean.narrow(0, i, 1))
+                };
+                n.push(ni);
+                c.push(ci);
+            }
+            (noisy, clean) = (Tensor::cat(&n, 0), Tensor::cat(&c, 0));
+        }
         let o = &self.cfg.optim;
         if b > 1 && rng.random::<f64>() < o.mixup_prob {
             let g = Tensor::f_full([2], o.mixup_beta, (Kind::Double, Device::Cpu))?

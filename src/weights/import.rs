@@ -9,14 +9,15 @@
 
 use std::path::Path;
 
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::pickle::{read_torch_file, ArchiveKind};
 use super::{
-    infer_config, load_into, model_metadata, write_safetensors, Missing, Provenance, TensorMap,
+    build_checked, infer_config, model_metadata, with_inferred_config, write_safetensors, Missing,
+    Provenance, TensorMap,
 };
 use crate::error::{Error, Result};
-use crate::model::{ClipDenoise, Config};
+use crate::model::Config;
 
 /// Prefix of the image tower in OpenAI's CLIP files.
 const CLIP_VISUAL: &str = "visual.";
@@ -199,9 +200,14 @@ fn overlay_encoder(mut ckpt: TensorMap, enc: TensorMap) -> Result<TensorMap> {
 fn with_fresh_decoder(enc: &TensorMap) -> Result<TensorMap> {
     let origin = Path::new("encoder");
     let config = infer_config(enc, origin)?;
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _model = ClipDenoise::new(&vs.root(), &config);
-    load_into(&vs, enc, origin, Missing::DecoderMayBeMissing)?;
+    let (vs, _model) = build_checked(
+        enc,
+        &config,
+        origin,
+        Device::Cpu,
+        Missing::DecoderMayBeMissing,
+    )
+    .map_err(|e| with_inferred_config(e, &config))?;
     vs.variables()
         .into_iter()
         .map(|(k, v)| Ok((k, v.f_detach()?)))
@@ -220,9 +226,8 @@ pub fn save_imported(
     missing: Missing,
 ) -> Result<Config> {
     let config = infer_config(tensors, origin)?;
-    let vs = nn::VarStore::new(Device::Cpu);
-    let _model = ClipDenoise::new(&vs.root(), &config);
-    load_into(&vs, tensors, origin, missing)?;
+    let _checked = build_checked(tensors, &config, origin, Device::Cpu, missing)
+        .map_err(|e| with_inferred_config(e, &config))?;
     write_safetensors(out, tensors, model_metadata(&config, provenance))?;
     Ok(config)
 }

@@ -14,6 +14,9 @@ pub mod import;
 #[cfg(feature = "import")]
 pub mod pickle;
 pub mod resolve;
+mod spec;
+
+pub use spec::{model_tensor_specs, TensorSpec};
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -216,7 +219,19 @@ pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
             "cannot infer the model config: no encoder.conv3.weight",
         )
     })?;
-    let width = conv3.size()[0];
+    // [width, width / 2, 3, 3]; anything else is not the stem conv (width is checked below).
+    let width = match conv3.size()[..] {
+        [w, _, _, _] => w,
+        ref other => {
+            return Err(Error::weights(
+                path,
+                format!(
+                    "cannot infer the model config: encoder.conv3.weight has shape {other:?}, \
+                     expected [width, width / 2, 3, 3]"
+                ),
+            ))
+        }
+    };
     let mut blocks = [0i64; 3];
     for (i, b) in blocks.iter_mut().enumerate() {
         while tensors.contains_key(&format!("encoder.layer{}.{}.conv1.weight", i + 1, *b)) {
@@ -231,6 +246,21 @@ pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
     cfg.validate()
         .map_err(|e| Error::weights(path, e.to_string()))?;
     Ok(cfg)
+}
+
+/// A tensor error of a model whose config was inferred, with that config (a tensor of an
+/// odd shape makes a model nothing like the file's: the error should say so).
+pub fn with_inferred_config(e: Error, config: &Config) -> Error {
+    match e {
+        Error::Weights { path, msg } => Error::weights(
+            path,
+            format!(
+                "{msg} (for the model inferred from its tensors: width {}, blocks {:?})",
+                config.width, config.blocks
+            ),
+        ),
+        e => e,
+    }
 }
 
 /// Which tensors a load may leave at their initial values.
@@ -252,44 +282,109 @@ pub fn load_into(
     missing: Missing,
 ) -> Result<()> {
     let vars = vs.variables();
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &vars[name];
+    let specs: Vec<TensorSpec> = vars
+        .iter()
+        .map(|(name, v)| TensorSpec {
+            name: name.clone(),
+            shape: v.size(),
+            kind: v.kind(),
+        })
+        .collect();
+    check_tensors(&specs, tensors, path, missing)?;
+    for (name, var) in &vars {
+        if let Some(t) = tensors.get(name) {
+            tch::no_grad(|| var.shallow_clone().f_copy_(t))?;
+        }
+    }
+    Ok(())
+}
+
+/// Check `tensors` against the variables a model needs (`specs`), without touching a model:
+/// every name, shape and dtype, as [`load_into`] describes.
+pub fn check_tensors(
+    specs: &[TensorSpec],
+    tensors: &TensorMap,
+    path: &Path,
+    missing: Missing,
+) -> Result<()> {
+    let mut specs: Vec<&TensorSpec> = specs.iter().collect();
+    specs.sort_by(|a, b| a.name.cmp(&b.name));
+    for spec in &specs {
+        let name = &spec.name;
         match tensors.get(name) {
             None if missing == Missing::DecoderMayBeMissing && !name.starts_with("encoder.") => {}
             None if !name.starts_with("encoder.") && !tensors.keys().any(|k| !k.starts_with("encoder.")) => {
                 return Err(Error::weights(
                     path,
                     "holds only an encoder (e.g. imported CLIP weights); inference needs a decoder too: \
-                     `clipdenoise import checkpoint CKPT --encoder FILE`, or train one on it",
+                     `clipdenoise import checkpoint CKPT --encoder FILE`, or train one",
                 ))
             }
             None => return Err(Error::weights(path, format!("missing tensor {name}"))),
             Some(t) => {
-                if t.size() != var.size() {
+                if t.size() != spec.shape {
                     return Err(Error::weights(
                         path,
-                        format!("tensor {name} has shape {:?}, the model needs {:?}", t.size(), var.size()),
+                        format!("tensor {name} has shape {:?}, the model needs {:?}", t.size(), spec.shape),
                     ));
                 }
-                if t.kind() != var.kind() {
+                if t.kind() != spec.kind {
                     return Err(Error::weights(
                         path,
-                        format!("tensor {name} has dtype {:?}, the model needs {:?}", t.kind(), var.kind()),
+                        format!("tensor {name} has dtype {:?}, the model needs {:?}", t.kind(), spec.kind),
                     ));
                 }
-                tch::no_grad(|| var.shallow_clone().f_copy_(t))?;
             }
         }
     }
-    if let Some(extra) = tensors
-        .keys()
-        .find(|k| !vars.contains_key(*k) && !k.starts_with("encoder.layer4."))
-    {
+    if let Some(extra) = tensors.keys().find(|k| {
+        !k.starts_with("encoder.layer4.")
+            && specs
+                .binary_search_by(|s| s.name.as_str().cmp(k.as_str()))
+                .is_err()
+    }) {
         return Err(Error::weights(path, format!("unexpected tensor {extra}")));
     }
     Ok(())
+}
+
+/// Build the model of `config` on `device` and load `tensors` into it. The tensors are
+/// checked against the model's variables first, before anything is allocated: a config
+/// (from metadata, or inferred from one tensor's shape) never makes a model bigger than the
+/// tensors that fill it, so a small hostile file cannot ask for gigabytes. The allocation
+/// is then tried once with a fallible constructor, so a device without room for the model
+/// gives an error, not a panic.
+pub fn build_checked(
+    tensors: &TensorMap,
+    config: &Config,
+    path: &Path,
+    device: Device,
+    missing: Missing,
+) -> Result<(nn::VarStore, ClipDenoise)> {
+    config
+        .validate()
+        .map_err(|e| Error::weights(path, e.to_string()))?;
+    let specs = model_tensor_specs(config);
+    check_tensors(&specs, tensors, path, missing)?;
+    let bytes: i64 = specs
+        .iter()
+        .map(|s| s.shape.iter().product::<i64>() * s.kind.elt_size_in_bytes() as i64)
+        .sum();
+    let probe = Tensor::f_empty([bytes], (Kind::Uint8, device)).map_err(|e| {
+        Error::weights(
+            path,
+            format!(
+                "no room for the model ({} MB) on {device:?}: {}",
+                bytes >> 20,
+                Error::from(e)
+            ),
+        )
+    })?;
+    drop(probe);
+    let vs = nn::VarStore::new(device);
+    let model = ClipDenoise::new(&vs.root(), config);
+    load_into(&vs, tensors, path, missing)?;
+    Ok((vs, model))
 }
 
 /// A model loaded from a weights file, with its var store (the f32 masters).
@@ -316,12 +411,36 @@ pub fn build_model(
     missing: Missing,
 ) -> Result<LoadedModel> {
     let config = match config_from_metadata(meta, path)? {
-        Some(c) => c,
-        None => infer_config(tensors, path)?,
+        Some(c) => {
+            // The usual way a file and its metadata disagree, said plainly.
+            if let Some(w) = tensors
+                .get("encoder.conv3.weight")
+                .and_then(|t| t.size().first().copied())
+                .filter(|&w| w != c.width)
+            {
+                return Err(Error::weights(
+                    path,
+                    format!(
+                        "the config in its metadata says width {}, its tensors are width {w} \
+                         (encoder.conv3.weight)",
+                        c.width
+                    ),
+                ));
+            }
+            c
+        }
+        None => {
+            let config = infer_config(tensors, path)?;
+            let (vs, model) = build_checked(tensors, &config, path, device, missing)
+                .map_err(|e| with_inferred_config(e, &config))?;
+            return Ok(LoadedModel {
+                vs,
+                model,
+                provenance: provenance_from_metadata(meta),
+            });
+        }
     };
-    let vs = nn::VarStore::new(device);
-    let model = ClipDenoise::new(&vs.root(), &config);
-    load_into(&vs, tensors, path, missing)?;
+    let (vs, model) = build_checked(tensors, &config, path, device, missing)?;
     Ok(LoadedModel {
         vs,
         model,

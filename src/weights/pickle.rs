@@ -12,10 +12,10 @@
 //! Tensors are rebuilt from `<archive>/data/<key>` storages (storage + offset + size + stride)
 //! on the CPU, contiguous, in their stored dtype.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -25,13 +25,59 @@ use zip::ZipArchive;
 use super::TensorMap;
 use crate::error::{Error, Result};
 
-/// Largest `data.pkl` accepted (the pickle itself, not the tensor data).
-const MAX_PICKLE_BYTES: u64 = 64 << 20;
 /// Deepest nesting of dicts/modules walked when collecting tensors.
 const MAX_DEPTH: usize = 64;
 /// Most dict entries / objects visited when collecting tensors (shared references in a
 /// hostile pickle could otherwise make the walk exponential).
 const MAX_VISITS: usize = 4_000_000;
+/// Most dimensions of a tensor.
+const MAX_DIMS: usize = 64;
+
+/// Bounds on what a PyTorch file may make the reader build, so that a small hostile file
+/// (deep nesting, a pickle that copies one value over and over, a zip bomb, views that
+/// repeat one storage) is refused with an error instead of exhausting the stack or memory.
+/// The defaults are far above what real files need: the pickles of the test fixtures
+/// (a TorchScript CLIP-like archive, a torch.save checkpoint) build under 8000 values,
+/// nest at most 12 deep and keep under 400 values on the stack; torch.save and torch.jit
+/// store tensor data uncompressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `data.pkl` (the pickle itself, not the tensor data).
+    pub pickle_bytes: u64,
+    /// Values the unpickler may create in all: every value pushed or memoized and every
+    /// tensor dimension (each costs memory that a copy of a reference multiplies).
+    pub values: usize,
+    /// Values and marks on the unpickler's stack at once.
+    pub stack: usize,
+    /// Memo entries.
+    pub memo: usize,
+    /// How deeply tuples, lists, dicts and objects may nest.
+    pub nesting: usize,
+    /// Bytes the archive may unpack to, and separately the tensor data read plus the copies
+    /// strided views need. `None`: 4 times the file's size plus 1 MiB (torch.save stores
+    /// tensor data uncompressed, once per storage).
+    pub data_bytes: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pickle_bytes: 64 << 20,
+            values: 4_000_000,
+            stack: 1_000_000,
+            memo: 1_000_000,
+            nesting: 256,
+            data_bytes: None,
+        }
+    }
+}
+
+impl Limits {
+    fn data_bytes_for(&self, file_len: u64) -> u64 {
+        self.data_bytes
+            .unwrap_or_else(|| file_len.saturating_mul(4).saturating_add(1 << 20))
+    }
+}
 
 /// What kind of PyTorch archive a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,20 +98,76 @@ pub struct TorchFile {
 }
 
 /// Read the tensors of a PyTorch zip file whose dotted name passes `keep` (others are never
-/// read from the archive).
+/// unpacked into tensors), within the default [`Limits`]. Every entry's CRC-32 is checked.
 pub fn read_torch_file(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<TorchFile> {
-    let mut archive = Archive::open(path)?;
-    let bytes = archive.read_entry("data.pkl", MAX_PICKLE_BYTES)?;
-    let root = parse_pickle(&bytes).map_err(|m| Error::format(path, m))?;
+    read_torch_file_with(path, keep, &Limits::default())
+}
+
+/// [`read_torch_file`] within `limits`.
+pub fn read_torch_file_with(
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    limits: &Limits,
+) -> Result<TorchFile> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 4];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| Error::io(path, e))?;
+    check_magic(&head[..n], path)?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    file.rewind().map_err(|e| Error::io(path, e))?;
+    read_archive(BufReader::new(file), len, path, keep, limits)
+}
+
+/// The same for a file already in memory (`path` names it in errors).
+pub fn parse_torch_file(
+    bytes: &[u8],
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    limits: &Limits,
+) -> Result<TorchFile> {
+    check_magic(&bytes[..bytes.len().min(4)], path)?;
+    read_archive(Cursor::new(bytes), bytes.len() as u64, path, keep, limits)
+}
+
+/// Interpret a `data.pkl` as [`read_torch_file`] does (same limits and checks, views
+/// included) and return the dotted names of its tensors, without reading tensor data.
+/// For tests and the fuzz harness.
+#[doc(hidden)]
+pub fn pickle_tensor_names(
+    bytes: &[u8],
+    limits: &Limits,
+) -> std::result::Result<Vec<String>, String> {
+    let root = parse_pickle_with(bytes, limits)?;
+    let mut refs = Vec::new();
+    let mut budget = MAX_VISITS;
+    collect_tensors(&root, "", 0, &mut budget, &mut refs)?;
+    refs.into_iter()
+        .map(|(name, t)| check_view(&t).map(|_| name))
+        .collect()
+}
+
+fn read_archive<R: Read + Seek>(
+    reader: R,
+    file_len: u64,
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+    limits: &Limits,
+) -> Result<TorchFile> {
+    let mut archive = Archive::open(reader, file_len, path, limits)?;
+    let bytes = archive.read_entry("data.pkl", limits.pickle_bytes)?;
+    let root = parse_pickle_with(&bytes, limits).map_err(|m| Error::format(path, m))?;
     let mut refs = Vec::new();
     let mut budget = MAX_VISITS;
     collect_tensors(&root, "", 0, &mut budget, &mut refs).map_err(|m| Error::format(path, m))?;
+    drop(root);
     let mut tensors = TensorMap::new();
     let mut storages = HashMap::new();
     for (name, tref) in refs.into_iter().filter(|(n, _)| keep(n)) {
         let t = archive.tensor(&tref, &mut storages)?;
         tensors.insert(name, t);
     }
+    drop(storages);
+    archive.verify_unread_entries()?;
     Ok(TorchFile {
         kind: archive.kind,
         tensors,
@@ -75,25 +177,45 @@ pub fn read_torch_file(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Torch
 // ---------------------------------------------------------------------------------------------
 // The zip container
 
-struct Archive {
+struct Archive<R> {
     path: PathBuf,
-    zip: ZipArchive<BufReader<File>>,
+    zip: ZipArchive<R>,
     /// `<archive>/`: every entry lives under one top-level folder.
     prefix: String,
     kind: ArchiveKind,
     big_endian: bool,
+    /// Bytes of tensor data (storages and view copies) still allowed.
+    data_budget: u64,
+    /// Entries read (and so CRC-checked) so far.
+    read: HashSet<String>,
 }
 
-impl Archive {
-    fn open(path: &Path) -> Result<Archive> {
-        check_magic(path)?;
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let zip = ZipArchive::new(BufReader::new(file)).map_err(|e| {
+impl<R: Read + Seek> Archive<R> {
+    fn open(reader: R, file_len: u64, path: &Path, limits: &Limits) -> Result<Archive<R>> {
+        let zip = ZipArchive::new(reader).map_err(|e| {
             Error::format(
                 path,
                 format!("not a PyTorch file: truncated or corrupt zip archive ({e})"),
             )
         })?;
+        let data_budget = limits.data_bytes_for(file_len);
+        let mut unpacked = 0u64;
+        for i in 0..zip.len() {
+            let size = zip
+                .by_index_data(i)
+                .map(|e| e.size())
+                .map_err(|e| Error::format(path, format!("corrupt zip archive: entry {i}: {e}")))?;
+            unpacked = unpacked.saturating_add(size);
+        }
+        if unpacked > data_budget {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the archive unpacks to {unpacked} bytes, more than the {data_budget} allowed \
+                     for a {file_len}-byte file (a zip bomb?)"
+                ),
+            ));
+        }
         let names: Vec<String> = zip
             .file_names()
             .filter_map(|n| n.ok())
@@ -114,6 +236,8 @@ impl Archive {
             prefix,
             kind,
             big_endian: false,
+            data_budget,
+            read: HashSet::new(),
         };
         if names.contains(&format!("{}byteorder", archive.prefix)) {
             let order = archive.read_entry("byteorder", 16)?;
@@ -129,11 +253,11 @@ impl Archive {
         Ok(archive)
     }
 
-    /// Read `<prefix><name>`, at most `limit` bytes.
+    /// Read `<prefix><name>`, at most `limit` bytes, and check its CRC-32.
     fn read_entry(&mut self, name: &str, limit: u64) -> Result<Vec<u8>> {
         let full = format!("{}{name}", self.prefix);
         let path = &self.path;
-        let entry = self.zip.by_name(&full).map_err(|e| {
+        let mut entry = self.zip.by_name(&full).map_err(|e| {
             Error::format(path, format!("cannot read {full} from the archive: {e}"))
         })?;
         if entry.size() > limit {
@@ -142,14 +266,59 @@ impl Archive {
                 format!("{full} is {} bytes, more than {limit}", entry.size()),
             ));
         }
-        let mut buf = Vec::new();
-        entry.take(limit).read_to_end(&mut buf).map_err(|e| {
-            Error::format(
+        // Read to the end, not just `size` bytes: the zip reader checks the CRC-32 (and that
+        // the entry holds no more than its declared size) when it reaches the end.
+        let mut buf = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut buf)
+            .map_err(|e| entry_error(path, &full, e))?;
+        if buf.len() as u64 > limit {
+            return Err(Error::format(
                 path,
-                format!("cannot read {full} (truncated archive?): {e}"),
+                format!("{full} holds more than {limit} bytes"),
+            ));
+        }
+        self.read.insert(full);
+        Ok(buf)
+    }
+
+    /// Check the CRC-32 of every entry not read yet (layer4, the text tower, TorchScript
+    /// code, ...): a damaged file is refused even where the damage is in parts not used.
+    fn verify_unread_entries(&mut self) -> Result<()> {
+        for i in 0..self.zip.len() {
+            let name = match self.zip.name_for_index(i) {
+                Some(Ok(n)) => n.into_owned(),
+                _ => format!("entry {i}"),
+            };
+            if self.read.contains(&name) {
+                continue;
+            }
+            let mut entry = self.zip.by_index(i).map_err(|e| {
+                Error::format(
+                    &self.path,
+                    format!("cannot read {name} from the archive: {e}"),
+                )
+            })?;
+            if entry.is_dir() {
+                continue;
+            }
+            std::io::copy(&mut entry, &mut std::io::sink())
+                .map_err(|e| entry_error(&self.path, &name, e))?;
+        }
+        Ok(())
+    }
+
+    fn spend(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.data_budget = self.data_budget.checked_sub(bytes).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "{what} would take the tensor data past the limit for this file's size \
+                     (storages shared by many views, or a zip bomb?)"
+                ),
             )
         })?;
-        Ok(buf)
+        Ok(())
     }
 
     /// A storage as a flat CPU tensor of `numel` elements (cached: tensors may share one).
@@ -169,6 +338,7 @@ impl Archive {
             .numel
             .checked_mul(elt)
             .ok_or_else(|| Error::format(&self.path, format!("storage {} is too large", s.key)))?;
+        self.spend(bytes, &format!("storage data/{} ({bytes} bytes)", s.key))?;
         let mut data = self.read_entry(&format!("data/{}", s.key), bytes)?;
         if data.len() as u64 != bytes {
             return Err(Error::format(
@@ -191,20 +361,34 @@ impl Archive {
 
     /// Rebuild one tensor: bounds-checked view of its storage, then a contiguous copy.
     fn tensor(&mut self, t: &TensorRef, cache: &mut HashMap<String, Tensor>) -> Result<Tensor> {
-        check_view(t).map_err(|m| Error::format(&self.path, m))?;
+        let numel = check_view(t).map_err(|m| Error::format(&self.path, m))?;
         let storage = self.storage(&t.storage, cache)?;
-        Ok(storage
-            .f_as_strided(&t.size, &t.stride, t.offset)?
-            .f_contiguous()?)
+        let view = storage.f_as_strided(&t.size, &t.stride, t.offset)?;
+        if !view.is_contiguous() {
+            let bytes = numel * t.storage.kind.elt_size_in_bytes() as u64;
+            self.spend(
+                bytes,
+                &format!("a strided view of storage {}", t.storage.key),
+            )?;
+        }
+        Ok(view.f_contiguous()?)
     }
 }
 
+fn entry_error(path: &Path, name: &str, e: std::io::Error) -> Error {
+    let why = if e.to_string().contains("checksum") {
+        "CRC-32 mismatch: the file is damaged".to_string()
+    } else {
+        format!("{e} (truncated or damaged archive?)")
+    };
+    Error::format(path, format!("cannot read {name}: {why}"))
+}
+
 /// Zip archives start with `PK\x03\x04`; the pre-1.6 torch.save format is a bare pickle.
-fn check_magic(path: &Path) -> Result<()> {
-    let mut head = [0u8; 4];
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let n = read_up_to(&mut f, &mut head).map_err(|e| Error::io(path, e))?;
-    if n == 4 && &head == b"PK\x03\x04" {
+/// `head`: the file's first (up to) 4 bytes.
+fn check_magic(head: &[u8], path: &Path) -> Result<()> {
+    let n = head.len();
+    if head == b"PK\x03\x04" {
         return Ok(());
     }
     let msg = if n >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
@@ -215,7 +399,7 @@ fn check_magic(path: &Path) -> Result<()> {
     } else {
         format!(
             "not a PyTorch file: no zip signature (starts with bytes {})",
-            hex(&head[..n])
+            hex(head)
         )
     };
     Err(Error::format(path, msg))
@@ -253,8 +437,9 @@ fn find_prefix(names: &[String]) -> std::result::Result<String, String> {
     }
 }
 
-/// The view must stay inside its storage.
-fn check_view(t: &TensorRef) -> std::result::Result<(), String> {
+/// The view must stay inside its storage and have no more elements than it (a zero-stride
+/// view could otherwise make a huge tensor of one stored number). Returns its element count.
+fn check_view(t: &TensorRef) -> std::result::Result<u64, String> {
     let bad = |why: &str| {
         Err(format!(
             "tensor view out of bounds ({why}): size {:?} stride {:?} offset {}",
@@ -267,8 +452,21 @@ fn check_view(t: &TensorRef) -> std::result::Result<(), String> {
     if t.offset < 0 || t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) {
         return bad("negative value");
     }
-    if t.size.contains(&0) {
-        return Ok(());
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+    let numel = match numel {
+        Some(n) if n <= t.storage.numel => n,
+        _ => {
+            return bad(&format!(
+                "more elements than its storage's {}",
+                t.storage.numel
+            ))
+        }
+    };
+    if numel == 0 {
+        return Ok(0);
     }
     let mut last = t.offset as u64;
     for (&s, &st) in t.size.iter().zip(&t.stride) {
@@ -281,7 +479,7 @@ fn check_view(t: &TensorRef) -> std::result::Result<(), String> {
     if last >= t.storage.numel {
         return bad(&format!("storage has {} elements", t.storage.numel));
     }
-    Ok(())
+    Ok(numel)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,10 +500,32 @@ struct TensorRef {
     stride: Vec<i64>,
 }
 
-/// A TorchScript object: the attribute dict set by BUILD.
-#[derive(Debug)]
-struct Object {
-    state: RefCell<Option<Value>>,
+/// A tuple and how deeply it nests.
+#[derive(Debug, Default)]
+struct Tuple {
+    items: Vec<Value>,
+    depth: usize,
+}
+
+/// A list, a dict or a TorchScript object (its attributes, set by BUILD), which the pickle
+/// fills after creating it. Once placed inside another value it is sealed: it may not change
+/// any more. So the depth it records stays true (nesting is bounded when values are built,
+/// and dropping them cannot overflow the stack) and no value can contain itself.
+#[derive(Debug, Default)]
+struct Filled<T> {
+    items: RefCell<T>,
+    depth: Cell<usize>,
+    sealed: Cell<bool>,
+}
+
+impl<T: Default> Filled<T> {
+    fn new() -> Rc<Self> {
+        Rc::new(Filled {
+            items: RefCell::default(),
+            depth: Cell::new(1),
+            sealed: Cell::new(false),
+        })
+    }
 }
 
 /// The only callables a pickle may name.
@@ -347,13 +567,13 @@ enum Value {
     Int(i64),
     Float,
     Str(Rc<str>),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Tuple(Rc<Tuple>),
+    List(Rc<Filled<Vec<Value>>>),
+    Dict(Rc<Filled<Vec<(Value, Value)>>>),
     Global(Rc<Global>),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
-    Object(Rc<Object>),
+    Object(Rc<Filled<Option<Value>>>),
 }
 
 impl Value {
@@ -371,6 +591,27 @@ impl Value {
             Value::Storage(_) => "storage",
             Value::Tensor(_) => "tensor",
             Value::Object(_) => "object",
+        }
+    }
+
+    /// How many containers deep this value goes (0 for a scalar, 1 for an empty tuple).
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(t) => t.depth,
+            Value::List(l) => l.depth.get(),
+            Value::Dict(d) => d.depth.get(),
+            Value::Object(o) => o.depth.get(),
+            _ => 0,
+        }
+    }
+
+    /// This value is being placed inside another one: from now on it may not change.
+    fn seal(&self) {
+        match self {
+            Value::List(l) => l.sealed.set(true),
+            Value::Dict(d) => d.sealed.set(true),
+            Value::Object(o) => o.sealed.set(true),
+            _ => {}
         }
     }
 }
@@ -433,16 +674,27 @@ struct Unpickler<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    limits: &'a Limits,
+    /// Values (pushes, memo entries, tensor dimensions) still allowed.
+    values_left: usize,
 }
 
 /// Interpret a pickle (protocol 2..5 opcodes used by PyTorch) and return its root value.
+#[cfg(test)]
 fn parse_pickle(data: &[u8]) -> PResult<Value> {
+    parse_pickle_with(data, &Limits::default())
+}
+
+/// [`parse_pickle`] within `limits`.
+fn parse_pickle_with(data: &[u8], limits: &Limits) -> PResult<Value> {
     let mut u = Unpickler {
         data,
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        limits,
+        values_left: limits.values,
     };
     loop {
         let at = u.pos;
@@ -516,13 +768,65 @@ impl Unpickler<'_> {
 
     fn memo_put(&mut self, i: u32) -> PResult<()> {
         let v = self.top()?.clone();
+        if self.memo.len() >= self.limits.memo && !self.memo.contains_key(&i) {
+            return Err(format!(
+                "the pickle memoizes more than {} values",
+                self.limits.memo
+            ));
+        }
+        self.charge(1)?;
         self.memo.insert(i, v);
         Ok(())
     }
 
     fn push(&mut self, v: Value) -> PResult<()> {
+        if self.stack.len() + self.marks.len() >= self.limits.stack {
+            return Err(format!(
+                "the pickle's stack grows past {} values",
+                self.limits.stack
+            ));
+        }
+        self.charge(1)?;
         self.stack.push(v);
         Ok(())
+    }
+
+    /// Count `n` values against the budget: copies of references, memo entries and tensor
+    /// dimensions cost memory that a small pickle could otherwise multiply without bound.
+    fn charge(&mut self, n: usize) -> PResult<()> {
+        self.values_left = self.values_left.checked_sub(n).ok_or_else(|| {
+            format!(
+                "the pickle builds more than {} values (a decompression bomb?)",
+                self.limits.values
+            )
+        })?;
+        Ok(())
+    }
+
+    /// `items` are being placed in a container that nests `base` deep so far: its new depth
+    /// (bounded by the limit). The items are sealed (see [`Filled`]).
+    fn contain<'v>(
+        &self,
+        items: impl IntoIterator<Item = &'v Value>,
+        base: usize,
+    ) -> PResult<usize> {
+        let mut depth = base;
+        for v in items {
+            v.seal();
+            depth = depth.max(v.depth() + 1);
+        }
+        if depth > self.limits.nesting {
+            return Err(format!(
+                "values nested more than {} deep",
+                self.limits.nesting
+            ));
+        }
+        Ok(depth)
+    }
+
+    fn tuple(&mut self, items: Vec<Value>) -> PResult<()> {
+        let depth = self.contain(&items, 1)?;
+        self.push(Value::Tuple(Rc::new(Tuple { items, depth })))
     }
 
     fn step(&mut self, op: u8) -> PResult<()> {
@@ -533,15 +837,22 @@ impl Unpickler<'_> {
             },
             0x95 => self.take(8).map(|_| ()), // FRAME: framing is irrelevant in memory
             b'(' => {
+                if self.stack.len() + self.marks.len() >= self.limits.stack {
+                    return Err(format!(
+                        "the pickle's stack grows past {} values",
+                        self.limits.stack
+                    ));
+                }
+                self.charge(1)?;
                 self.marks.push(self.stack.len());
                 Ok(())
             }
-            b'}' => self.push(Value::Dict(Rc::default())),
-            b']' => self.push(Value::List(Rc::default())),
-            b')' => self.push(Value::Tuple(Rc::default())),
+            b'}' => self.push(Value::Dict(Filled::new())),
+            b']' => self.push(Value::List(Filled::new())),
+            b')' => self.tuple(Vec::new()),
             b't' => {
                 let items = self.pop_mark()?;
-                self.push(Value::Tuple(Rc::new(items)))
+                self.tuple(items)
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -550,7 +861,7 @@ impl Unpickler<'_> {
                     return Err("stack underflow".into());
                 }
                 let items = self.stack.split_off(self.stack.len() - n);
-                self.push(Value::Tuple(Rc::new(items)))
+                self.tuple(items)
             }
             b'X' => {
                 let n = u32::from_le_bytes(self.le()?) as usize;
@@ -649,7 +960,7 @@ impl Unpickler<'_> {
             b'R' => {
                 let args = self.pop()?;
                 let func = self.pop()?;
-                let v = reduce(&func, &args)?;
+                let v = self.reduce(&func, &args)?;
                 self.push(v)
             }
             0x81 => {
@@ -660,7 +971,7 @@ impl Unpickler<'_> {
             }
             b'b' => {
                 let state = self.pop()?;
-                build(self.top()?, state)
+                self.build(state)
             }
             b'Q' => {
                 let pid = self.pop()?;
@@ -699,10 +1010,13 @@ impl Unpickler<'_> {
         if items.len() % 2 != 0 {
             return Err("SETITEMS with an odd number of items".into());
         }
-        let Value::Dict(d) = self.top()? else {
+        let Value::Dict(d) = self.top()?.clone() else {
             return Err(format!("SETITEM on a {}", self.top()?.type_name()));
         };
-        let mut d = d.borrow_mut();
+        let depth = self.contain(&items, d.depth.get())?;
+        check_unsealed(&d.sealed, "dict")?;
+        d.depth.set(depth);
+        let mut d = d.items.borrow_mut();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             d.push((k, v));
@@ -711,19 +1025,84 @@ impl Unpickler<'_> {
     }
 
     fn append(&mut self, items: Vec<Value>) -> PResult<()> {
-        match self.top()? {
-            Value::List(l) => {
-                l.borrow_mut().extend(items);
+        let Value::List(l) = self.top()?.clone() else {
+            return Err(format!("APPEND on a {}", self.top()?.type_name()));
+        };
+        let depth = self.contain(&items, l.depth.get())?;
+        check_unsealed(&l.sealed, "list")?;
+        l.depth.set(depth);
+        l.items.borrow_mut().extend(items);
+        Ok(())
+    }
+
+    /// BUILD: a TorchScript object's attributes; an OrderedDict's `_metadata` is dropped.
+    fn build(&mut self, state: Value) -> PResult<()> {
+        match self.top()?.clone() {
+            Value::Object(o) => {
+                let depth = self.contain([&state], o.depth.get())?;
+                check_unsealed(&o.sealed, "object")?;
+                o.depth.set(depth);
+                *o.items.borrow_mut() = Some(state);
                 Ok(())
             }
-            other => Err(format!("APPEND on a {}", other.type_name())),
+            Value::Dict(_) => Ok(()),
+            other => Err(format!("BUILD on a {}", other.type_name())),
         }
     }
+
+    /// Apply one of the allowed callables (REDUCE). Nothing here runs code from the file.
+    fn reduce(&mut self, func: &Value, args: &Value) -> PResult<Value> {
+        let Value::Global(g) = func else {
+            return Err(format!("REDUCE on a {}", func.type_name()));
+        };
+        let args = tuple_items(args)?;
+        match (&**g, args) {
+            (Global::OrderedDict, []) => Ok(Value::Dict(Filled::new())),
+            (Global::RebuildTensorV2, a) if (6..=7).contains(&a.len()) => self.rebuild_tensor(a),
+            (Global::RebuildTensor, a) if a.len() == 4 => self.rebuild_tensor(a),
+            (Global::RebuildParameter, [t @ Value::Tensor(_), Value::Bool, _, ..]) => Ok(t.clone()),
+            (Global::RestoreTypeTag, [v, Value::Str(_)]) => Ok(v.clone()),
+            (Global::BuildList, [l @ Value::List(_)]) => Ok(l.clone()),
+            (g, a) => Err(format!(
+                "refusing to call {} with {} argument(s)",
+                g.describe(),
+                a.len()
+            )),
+        }
+    }
+
+    /// `_rebuild_tensor(_v2)(storage, storage_offset, size, stride, ...)`.
+    fn rebuild_tensor(&mut self, args: &[Value]) -> PResult<Value> {
+        let (Some(Value::Storage(storage)), Some(Value::Int(offset)), Some(size), Some(stride)) =
+            (args.first(), args.get(1), args.get(2), args.get(3))
+        else {
+            return Err("_rebuild_tensor needs (storage, offset, size, stride)".into());
+        };
+        let size = int_list(size, "size")?;
+        let stride = int_list(stride, "stride")?;
+        self.charge(size.len() + stride.len())?;
+        Ok(Value::Tensor(Rc::new(TensorRef {
+            storage: storage.clone(),
+            offset: *offset,
+            size,
+            stride,
+        })))
+    }
+}
+
+fn check_unsealed(sealed: &Cell<bool>, what: &str) -> PResult<()> {
+    if sealed.get() {
+        return Err(format!(
+            "the pickle changes a {what} after placing it inside another value \
+             (torch.save never does)"
+        ));
+    }
+    Ok(())
 }
 
 fn tuple_items(args: &Value) -> PResult<&[Value]> {
     match args {
-        Value::Tuple(t) => Ok(t),
+        Value::Tuple(t) => Ok(&t.items),
         other => Err(format!(
             "call arguments are a {}, not a tuple",
             other.type_name()
@@ -731,54 +1110,27 @@ fn tuple_items(args: &Value) -> PResult<&[Value]> {
     }
 }
 
+/// A tensor's size or stride: a tuple or list of at most [`MAX_DIMS`] ints.
 fn int_list(v: &Value, what: &str) -> PResult<Vec<i64>> {
-    let items: Vec<Value> = match v {
-        Value::Tuple(t) => t.to_vec(),
-        Value::List(l) => l.borrow().clone(),
-        other => return Err(format!("tensor {what} is a {}", other.type_name())),
+    let get = |items: &[Value]| {
+        if items.len() > MAX_DIMS {
+            return Err(format!(
+                "tensor {what} has {} dimensions, more than {MAX_DIMS}",
+                items.len()
+            ));
+        }
+        items
+            .iter()
+            .map(|x| match x {
+                Value::Int(i) => Ok(*i),
+                other => Err(format!("tensor {what} holds a {}", other.type_name())),
+            })
+            .collect()
     };
-    items
-        .iter()
-        .map(|x| match x {
-            Value::Int(i) => Ok(*i),
-            other => Err(format!("tensor {what} holds a {}", other.type_name())),
-        })
-        .collect()
-}
-
-/// `_rebuild_tensor(_v2)(storage, storage_offset, size, stride, ...)`.
-fn rebuild_tensor(args: &[Value]) -> PResult<Value> {
-    let (Some(Value::Storage(storage)), Some(Value::Int(offset)), Some(size), Some(stride)) =
-        (args.first(), args.get(1), args.get(2), args.get(3))
-    else {
-        return Err("_rebuild_tensor needs (storage, offset, size, stride)".into());
-    };
-    Ok(Value::Tensor(Rc::new(TensorRef {
-        storage: storage.clone(),
-        offset: *offset,
-        size: int_list(size, "size")?,
-        stride: int_list(stride, "stride")?,
-    })))
-}
-
-/// Apply one of the allowed callables (REDUCE). Nothing here runs code from the file.
-fn reduce(func: &Value, args: &Value) -> PResult<Value> {
-    let Value::Global(g) = func else {
-        return Err(format!("REDUCE on a {}", func.type_name()));
-    };
-    let args = tuple_items(args)?;
-    match (&**g, args) {
-        (Global::OrderedDict, []) => Ok(Value::Dict(Rc::default())),
-        (Global::RebuildTensorV2, a) if (6..=7).contains(&a.len()) => rebuild_tensor(a),
-        (Global::RebuildTensor, a) if a.len() == 4 => rebuild_tensor(a),
-        (Global::RebuildParameter, [t @ Value::Tensor(_), Value::Bool, _, ..]) => Ok(t.clone()),
-        (Global::RestoreTypeTag, [v, Value::Str(_)]) => Ok(v.clone()),
-        (Global::BuildList, [l @ Value::List(_)]) => Ok(l.clone()),
-        (g, a) => Err(format!(
-            "refusing to call {} with {} argument(s)",
-            g.describe(),
-            a.len()
-        )),
+    match v {
+        Value::Tuple(t) => get(&t.items),
+        Value::List(l) => get(&l.items.borrow()),
+        other => Err(format!("tensor {what} is a {}", other.type_name())),
     }
 }
 
@@ -786,9 +1138,7 @@ fn reduce(func: &Value, args: &Value) -> PResult<Value> {
 fn new_object(cls: &Value, args: &Value) -> PResult<Value> {
     match (cls, tuple_items(args)?) {
         (Value::Global(g), []) => match &**g {
-            Global::ScriptClass(_) => Ok(Value::Object(Rc::new(Object {
-                state: RefCell::new(None),
-            }))),
+            Global::ScriptClass(_) => Ok(Value::Object(Filled::new())),
             other => Err(format!("refusing to instantiate {}", other.describe())),
         },
         (other, a) => Err(format!(
@@ -796,18 +1146,6 @@ fn new_object(cls: &Value, args: &Value) -> PResult<Value> {
             other.type_name(),
             a.len()
         )),
-    }
-}
-
-/// BUILD: a TorchScript object's attributes; an OrderedDict's `_metadata` is dropped.
-fn build(target: &Value, state: Value) -> PResult<()> {
-    match target {
-        Value::Object(o) => {
-            *o.state.borrow_mut() = Some(state);
-            Ok(())
-        }
-        Value::Dict(_) => Ok(()),
-        other => Err(format!("BUILD on a {}", other.type_name())),
     }
 }
 
@@ -862,14 +1200,14 @@ fn collect_tensors(
     match v {
         Value::Tensor(t) => out.push((prefix.to_string(), t.clone())),
         Value::Dict(d) => {
-            for (k, v) in d.borrow().iter() {
+            for (k, v) in d.items.borrow().iter() {
                 if let Value::Str(k) = k {
                     collect_tensors(v, &join(k), depth + 1, budget, out)?;
                 }
             }
         }
         Value::Object(o) => {
-            if let Some(state) = o.state.borrow().as_ref() {
+            if let Some(state) = o.items.borrow().as_ref() {
                 collect_tensors(state, prefix, depth + 1, budget, out)?;
             }
         }
@@ -906,16 +1244,73 @@ mod tests {
         let Value::Dict(d) = v else {
             panic!("not a dict")
         };
-        let d = d.borrow();
+        let d = d.items.borrow();
         let Value::List(l) = &d[0].1 else { panic!() };
         let ints: Vec<i64> = l
+            .items
             .borrow()
             .iter()
             .map(|x| if let Value::Int(i) = x { *i } else { 0 })
             .collect();
         assert_eq!(ints, [1, -2, 300, 1 << 40]);
         let Value::Tuple(t) = &d[1].1 else { panic!() };
-        assert!(matches!(t[..], [Value::Bool, Value::None, Value::Float]));
+        assert!(matches!(
+            t.items[..],
+            [Value::Bool, Value::None, Value::Float]
+        ));
+    }
+
+    #[test]
+    fn the_budgets_bound_what_a_pickle_builds() {
+        let small = Limits {
+            values: 100,
+            stack: 50,
+            memo: 10,
+            nesting: 8,
+            ..Limits::default()
+        };
+        let ok = b"\x80\x02}q\x00(X\x01\x00\x00\x00a)\x85\x85u.";
+        parse_pickle_with(ok, &small).unwrap();
+        // 60 values on the stack at once.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 60));
+        p.extend_from_slice(b"t.");
+        let e = parse_pickle_with(&p, &small).unwrap_err();
+        assert!(e.contains("stack grows past 50"), "{e}");
+        // 200 values one after the other (DUP, POP).
+        let mut p = b"\x80\x02N".to_vec();
+        p.extend(b"20".repeat(200));
+        p.push(b'.');
+        let e = parse_pickle_with(&p, &small).unwrap_err();
+        assert!(e.contains("builds more than 100 values"), "{e}");
+        // 20 memo entries.
+        let mut p = b"\x80\x02N".to_vec();
+        (0..20u8).for_each(|i| p.extend([b'q', i]));
+        p.push(b'.');
+        let e = parse_pickle_with(&p, &small).unwrap_err();
+        assert!(e.contains("memoizes more than 10"), "{e}");
+        // Rewriting one memo entry is not a new one.
+        let mut p = b"\x80\x02N".to_vec();
+        (0..20).for_each(|_| p.extend(b"q\x00"));
+        p.push(b'.');
+        parse_pickle_with(&p, &small).unwrap();
+        // Nine tuples deep; and a list nested by APPEND counts the same way.
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend([0x85; 8]);
+        p.push(b'.');
+        let e = parse_pickle_with(&p, &small).unwrap_err();
+        assert!(e.contains("nested more than 8 deep"), "{e}");
+        let mut p = b"\x80\x02])".to_vec();
+        p.extend([0x85; 7]);
+        p.extend(b"a.");
+        let e = parse_pickle_with(&p, &small).unwrap_err();
+        assert!(e.contains("nested more than 8 deep"), "{e}");
+        // 65 dimensions.
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_tensor\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x01tQK\x00(".to_vec();
+        p.extend(b"K\x01".repeat(65));
+        p.extend(b"t(ttR.");
+        let e = parse_pickle(&p).unwrap_err();
+        assert!(e.contains("65 dimensions, more than 64"), "{e}");
     }
 
     #[test]
@@ -966,9 +1361,17 @@ mod tests {
 
     #[test]
     fn cycles_and_exponential_sharing_are_bounded() {
-        // d = {}; d['a'] = d  (a cycle)
+        // d = {}; d['a'] = d  (a cycle): a value placed in another may not change any more.
         let p = b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.";
-        let root = parse_pickle(p).unwrap();
+        let e = parse_pickle(p).unwrap_err();
+        assert!(e.contains("after placing it inside another value"), "{e}");
+        // d0 = {}; d_{i+1} = {'a': d_i}, 100 levels: deeper than the walk goes.
+        let mut p = b"\x80\x02}".to_vec();
+        for _ in 0..100 {
+            p.extend_from_slice(b"q\x000}X\x01\x00\x00\x00ah\x00s");
+        }
+        p.push(b'.');
+        let root = parse_pickle(&p).unwrap();
         let (mut budget, mut out) = (MAX_VISITS, Vec::new());
         let e = collect_tensors(&root, "", 0, &mut budget, &mut out).unwrap_err();
         assert!(e.contains("nested too deeply"), "{e}");

@@ -87,7 +87,7 @@ pub struct Args {
 }
 
 /// Initialise GStreamer and register the plugin statically (no GST_PLUGIN_PATH needed).
-fn init_gstreamer() -> anyhow::Result<()> {
+pub(crate) fn init_gstreamer() -> anyhow::Result<()> {
     gst::init().context("cannot initialise GStreamer")?;
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {

@@ -227,6 +227,17 @@ fn write_side_by_side(path: &Path, c: &Capture) -> anyhow::Result<()> {
     let mut out = vec![255u8; ow * h * 3];
     clipdenoise::frame::copy_rows(&b, w * 3, &mut out, ow * 3, w * 3, h)?;
     clipdenoise::frame::copy_rows(&a, w * 3, &mut out[(w + gap) * 3..], ow * 3, w * 3, h)?;
+    let scale = crate::label::scale_for(h);
+    crate::label::draw(&mut out, ow, h, scale, scale, "noisy", scale);
+    crate::label::draw(
+        &mut out,
+        ow,
+        h,
+        w + gap + scale,
+        scale,
+        "clipdenoise",
+        scale,
+    );
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }

@@ -1,0 +1,337 @@
+//! `clipdenoise eval-video`: the compressed-video evaluation. Clean clips are decoded, filmed
+//! by a seeded camera (`clipdenoise::research::video_eval`), encoded with x264 at each CRF and decoded
+//! through GStreamer, denoised by the real `clipdenoise` element, and scored against the clean
+//! frames (PSNR RGB and Y, SSIM, temporal-stability error), next to the noisy input's scores.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clipdenoise::inference::Precision;
+use clipdenoise::research::imageio::{self, BitDepth};
+use clipdenoise::research::video_eval::{self, VideoScore};
+
+use crate::gst_frames;
+use gst::prelude::*;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+#[derive(clap::Args)]
+#[command(after_help = "Example (the table in weights/README.md):\n  \
+    clipdenoise eval-video ../shared/data/video-DAVIS-bear/bear.mp4 \\\n    \
+    ../shared/data/video-sam2-bedroom/bedroom.mp4 --crf 18,23,28 --markdown\n\n\
+    Each clip's first --frames frames are decoded to RGB, filmed by one camera drawn from\n\
+    --seed and the clip's file name (Poisson-Gaussian raw noise at --shot, Bayer demosaic,\n\
+    white balance, colour matrix, gamma 2.2 and tone curve, chroma noise reduction), each frame\n\
+    with its own seeded noise; then I420 and x264 (pass=qual quantizer=CRF, i.e. CRF, with\n\
+    bitrate=2048000 so that x264enc's default 2 Mbit/s VBV cap does not override the CRF; the\n\
+    --preset speed preset, keyframe every 30 frames), avdec_h264, and the clipdenoise element.\n\
+    Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
+    MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
+    --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
+    tools/classical_video.py; --keep-encoded DIR the encoded noisy clips (samples/make-sample.sh).")]
+pub struct Args {
+    /// Clean video files
+    #[arg(required = true, value_name = "CLIP")]
+    clips: Vec<PathBuf>,
+    /// x264 constant-quality levels (CRF)
+    #[arg(long, value_delimiter = ',', default_value = "18,23,28",
+          value_parser = clap::value_parser!(u32).range(0..=50))]
+    crf: Vec<u32>,
+    /// Frames per clip (from the start)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    frames: u64,
+    /// Shot-noise gain of the camera (linear raw variance = shot * x + read)
+    #[arg(long, default_value_t = 0.004)]
+    shot: f64,
+    /// Base seed of the cameras and the noise
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// x264 speed preset
+    #[arg(long, default_value = "medium")]
+    preset: String,
+    /// Scale the clips to this width first (Lanczos, aspect kept)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=8192))]
+    width: Option<u32>,
+    /// Weights file, or `default` for the built-in model (as the element's `model`)
+    #[arg(long, short, default_value = "default", help_heading = "Model")]
+    model: String,
+    /// Device: auto, cpu, cuda, cuda:N
+    #[arg(long, default_value = "auto", help_heading = "Model")]
+    device: String,
+    /// Arithmetic: fp32, bf16, fp16 (CUDA only)
+    #[arg(long, default_value = "fp32", help_heading = "Model")]
+    precision: Precision,
+    /// Print JSON
+    #[arg(long, conflicts_with = "markdown", help_heading = "Output")]
+    json: bool,
+    /// Print a Markdown table
+    #[arg(long, help_heading = "Output")]
+    markdown: bool,
+    /// Write DIR/<clip>/clean/NNNN.png and DIR/<clip>/crfN/NNNN.png (decoded noisy frames)
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    dump: Option<PathBuf>,
+    /// Also keep the encoded noisy clips as DIR/<clip>-crfN.mp4
+    #[arg(long, value_name = "DIR", help_heading = "Output")]
+    keep_encoded: Option<PathBuf>,
+}
+
+/// One clip at one CRF.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    clip: String,
+    crf: u32,
+    noisy: VideoScore,
+    denoised: VideoScore,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Report {
+    model: String,
+    shot: f64,
+    seed: u64,
+    frames: u64,
+    preset: String,
+    rows: Vec<Row>,
+    /// Means over the clips, per CRF.
+    means: Vec<Row>,
+    seconds: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::video::init_gstreamer()?;
+    if gst::ElementFactory::find("x264enc").is_none()
+        || gst::ElementFactory::find("avdec_h264").is_none()
+    {
+        bail!("eval-video needs x264enc and avdec_h264 (gstreamer1.0-plugins-ugly, gstreamer1.0-libav)");
+    }
+    let start = Instant::now();
+    let camera = video_eval::video_camera(args.shot);
+    camera.validate()?;
+    let mut rows = Vec::new();
+    for path in &args.clips {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "clip".into());
+        let clean = decode_rgb(path, args.frames as usize, args.width)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let seed = video_eval::seed_of(&format!("{}/{name}", args.seed));
+        let noisy = video_eval::noisy_clip(&clean, &camera, seed)?;
+        if let Some(dir) = &args.dump {
+            dump_frames(&dir.join(&name).join("clean"), &clean)?;
+        }
+        for &crf in &args.crf {
+            eprintln!("{name}: {} frames, CRF {crf}", clean.len());
+            let keep = match &args.keep_encoded {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    Some(dir.join(format!("{name}-crf{crf}.mp4")))
+                }
+                None => None,
+            };
+            let (decoded, denoised) = encode_and_denoise(&noisy, crf, &args, keep.as_deref())?;
+            if let Some(dir) = &args.dump {
+                dump_frames(&dir.join(&name).join(format!("crf{crf}")), &decoded)?;
+            }
+            let row = Row {
+                clip: name.clone(),
+                crf,
+                noisy: video_eval::score_clip(&clean, &decoded)?,
+                denoised: video_eval::score_clip(&clean, &denoised)?,
+            };
+            eprintln!(
+                "  noisy {:.2} dB (Y {:.2}), clipdenoise {:.2} dB (Y {:.2})",
+                row.noisy.psnr, row.noisy.psnr_y, row.denoised.psnr, row.denoised.psnr_y
+            );
+            rows.push(row);
+        }
+    }
+    let means = args
+        .crf
+        .iter()
+        .map(|&crf| {
+            let r: Vec<&Row> = rows.iter().filter(|r| r.crf == crf).collect();
+            Row {
+                clip: "mean".into(),
+                crf,
+                noisy: mean(r.iter().map(|r| &r.noisy)),
+                denoised: mean(r.iter().map(|r| &r.denoised)),
+            }
+        })
+        .collect();
+    let report = Report {
+        model: args.model.clone(),
+        shot: args.shot,
+        seed: args.seed,
+        frames: args.frames,
+        preset: args.preset.clone(),
+        rows,
+        means,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", to_markdown(&report, args.markdown));
+    }
+    eprintln!("{:.1} s", report.seconds);
+    Ok(())
+}
+
+fn mean<'a>(scores: impl Iterator<Item = &'a VideoScore>) -> VideoScore {
+    let v: Vec<&VideoScore> = scores.collect();
+    let n = v.len().max(1) as f64;
+    VideoScore {
+        psnr: v.iter().map(|s| s.psnr).sum::<f64>() / n,
+        psnr_y: v.iter().map(|s| s.psnr_y).sum::<f64>() / n,
+        ssim: v.iter().map(|s| s.ssim).sum::<f64>() / n,
+        temporal: v.iter().map(|s| s.temporal).sum::<f64>() / n,
+        frames: v.iter().map(|s| s.frames).sum(),
+    }
+}
+
+fn to_markdown(r: &Report, markdown: bool) -> String {
+    let mut s = String::new();
+    if !markdown {
+        s.push_str(&format!(
+            "model {}, camera shot {}, seed {}, {} frames, x264 {}\n",
+            r.model, r.shot, r.seed, r.frames, r.preset
+        ));
+    }
+    s.push_str(
+        "| Clip | CRF | noisy PSNR | ours PSNR | noisy Y | ours Y | noisy SSIM | ours SSIM | noisy temporal | ours temporal |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for row in r.rows.iter().chain(&r.means) {
+        let (n, d) = (&row.noisy, &row.denoised);
+        s.push_str(&format!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} | {:.4} | {:.3} | {:.3} |\n",
+            row.clip,
+            row.crf,
+            n.psnr,
+            d.psnr,
+            n.psnr_y,
+            d.psnr_y,
+            n.ssim,
+            d.ssim,
+            n.temporal,
+            d.temporal
+        ));
+    }
+    s
+}
+
+/// The first `frames` frames of a video as RGB u8 (3, H, W), cropped to even sizes.
+fn decode_rgb(path: &Path, frames: usize, width: Option<u32>) -> anyhow::Result<Vec<Tensor>> {
+    let scale = match width {
+        Some(w) => {
+            format!("videoscale method=lanczos ! video/x-raw,width={w},pixel-aspect-ratio=1/1 ! ")
+        }
+        None => String::new(),
+    };
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {scale}videoconvert ! \
+         video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=4",
+        path.display().to_string().replace('"', "\\\"")
+    );
+    let pipeline = gst_frames::launch(&desc)?;
+    let sink = gst_frames::appsink(&pipeline, "sink")?;
+    let bus = pipeline.bus().context("no bus")?;
+    pipeline.set_state(gst::State::Playing)?;
+    let mut out = Vec::new();
+    let result = (|| {
+        while out.len() < frames {
+            let Some(s) = gst_frames::pull(&sink, &bus)? else {
+                break;
+            };
+            let t = gst_frames::sample_to_tensor(&s)?;
+            let (h, w) = (t.size()[1] / 2 * 2, t.size()[2] / 2 * 2);
+            out.push(t.narrow(1, 0, h).narrow(2, 0, w).contiguous());
+        }
+        anyhow::Ok(())
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    if out.len() < 2 {
+        bail!("fewer than 2 frames decoded");
+    }
+    Ok(out)
+}
+
+/// Encode `frames` with x264 at `crf`, decode, and denoise with the element: returns the
+/// decoded noisy frames and the denoised ones (RGB u8).
+fn encode_and_denoise(
+    frames: &[Tensor],
+    crf: u32,
+    args: &Args,
+    keep: Option<&Path>,
+) -> anyhow::Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
+    let keep = match keep {
+        Some(p) => format!(
+            "enc. ! queue ! h264parse ! mp4mux faststart=true ! filesink location=\"{}\" ",
+            p.display().to_string().replace('"', "\\\"")
+        ),
+        None => String::new(),
+    };
+    let desc = format!(
+        "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
+         videoconvert ! video/x-raw,format=I420 ! \
+         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=2 ! \
+         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! tee name=t \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
+           video/x-raw,format=RGB ! appsink name=noisy sync=false \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \
+           clipdenoise name=den batch-size=1 ! videoconvert ! video/x-raw,format=RGB ! \
+           appsink name=out sync=false",
+        args.preset
+    );
+    let pipeline = gst_frames::launch(&desc)?;
+    let den = pipeline.by_name("den").context("no element")?;
+    den.set_property("model", &args.model);
+    den.set_property("device", &args.device);
+    den.set_property_from_str("precision", &args.precision.to_string());
+    let src = gst_frames::appsrc(&pipeline, "src")?;
+    let noisy_sink = gst_frames::appsink(&pipeline, "noisy")?;
+    let out_sink = gst_frames::appsink(&pipeline, "out")?;
+    let bus = pipeline.bus().context("no bus")?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| {
+        anyhow::anyhow!("the pipeline cannot start (x264enc, avdec_h264, clipdenoise?)")
+    })?;
+    let result = (|| {
+        gst_frames::push_rgb(&src, frames, 30)?;
+        src.end_of_stream()?;
+        let mut noisy = Vec::new();
+        let mut out = Vec::new();
+        // Both branches hold every frame (unbounded queues), so draining one then the other
+        // cannot deadlock.
+        while let Some(s) = gst_frames::pull(&noisy_sink, &bus)? {
+            noisy.push(gst_frames::sample_to_tensor(&s)?);
+        }
+        while let Some(s) = gst_frames::pull(&out_sink, &bus)? {
+            out.push(gst_frames::sample_to_tensor(&s)?);
+        }
+        if noisy.len() != frames.len() || out.len() != frames.len() {
+            bail!(
+                "{} frames in, {} decoded, {} denoised",
+                frames.len(),
+                noisy.len(),
+                out.len()
+            );
+        }
+        anyhow::Ok((noisy, out))
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn dump_frames(dir: &Path, frames: &[Tensor]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (i, f) in frames.iter().enumerate() {
+        let x = f.to_kind(Kind::Float).unsqueeze(0) / 255.0;
+        imageio::save(&dir.join(format!("{i:04}.png")), &x, BitDepth::U8)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The codec pool of `clipdenoise train`: the clips `clipdenoise::research::train_pool` makes go through
+//! real x264 round trips (GStreamer) and are written as PNG pairs, one generation at a time.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clipdenoise::research::imageio::{self, BitDepth};
+use clipdenoise::research::train::{load_rgb8, Trainer};
+use clipdenoise::research::train_pool::{self, PairPool, PoolSection};
+use gst::prelude::*;
+use tch::{Kind, Tensor};
+
+use crate::gst_frames;
+
+/// Make sure the trainer holds the pool generation its next step trains on: reuse the folder
+/// when it holds that generation, else make it (a few seconds per clip on 2 cores).
+pub fn ensure(trainer: &mut Trainer) -> anyhow::Result<()> {
+    let Some(cfg) = trainer.cfg.pool.clone() else {
+        return Ok(());
+    };
+    let g = cfg.generation(trainer.step());
+    if trainer.pool_generation() == Some(g) {
+        return Ok(());
+    }
+    if train_pool::pool_generation(&cfg.dir) != Some(g) {
+        eprintln!("codec pool: making generation {g} in {}", cfg.dir.display());
+        let start = std::time::Instant::now();
+        generate(&cfg, trainer.cfg.run.seed, g, trainer.clean_images())?;
+        eprintln!(
+            "codec pool: generation {g} took {:.0} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let pool = PairPool::load(&cfg.dir)?;
+    trainer.set_pool(g, pool);
+    Ok(())
+}
+
+/// Frame sequences: every subfolder of `dirs` with its images sorted by name.
+fn sequences(dirs: &[PathBuf], min_side: i64) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        subs.sort();
+        for sub in subs {
+            let frames = clipdenoise::research::imageio::list_images(&sub)?
+                .iter()
+                .map(|p| load_rgb8(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            if frames.len() >= 2
+                && frames[0].size()[1] >= min_side
+                && frames[0].size()[2] >= min_side
+            {
+                out.push(frames);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn generate(cfg: &PoolSection, seed: u64, g: u64, stills: &[Tensor]) -> anyhow::Result<()> {
+    crate::video::init_gstreamer()?;
+    let seqs = sequences(&cfg.video_dirs, cfg.size)?;
+    let stills: Vec<Tensor> = stills
+        .iter()
+        .filter(|t| t.size()[1] >= cfg.size && t.size()[2] >= cfg.size)
+        .map(|t| t.shallow_clone())
+        .collect();
+    let clips = train_pool::make_clips(cfg, seed, g, &seqs, &stills)?;
+    let part = cfg.dir.with_extension("part");
+    let _ = std::fs::remove_dir_all(&part);
+    std::fs::create_dir_all(&part).with_context(|| format!("cannot create {}", part.display()))?;
+    let mut n = 0usize;
+    for clip in &clips {
+        let decoded = round_trip(&clip.noisy, clip.crf, &clip.preset)?;
+        for &k in &clip.keep {
+            save(&part.join(format!("{n:05}_noisy.png")), &decoded[k])?;
+            save(&part.join(format!("{n:05}_clean.png")), &clip.clean[k])?;
+            n += 1;
+        }
+    }
+    std::fs::write(part.join("generation.txt"), format!("{g}\n"))?;
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    std::fs::rename(&part, &cfg.dir)
+        .with_context(|| format!("cannot move the pool to {}", cfg.dir.display()))?;
+    Ok(())
+}
+
+fn save(path: &Path, frame: &Tensor) -> anyhow::Result<()> {
+    let x = frame.to_kind(Kind::Float).unsqueeze(0) / 255.0;
+    Ok(imageio::save(path, &x, BitDepth::U8)?)
+}
+
+/// RGB frames -> I420 -> x264 (CRF `crf`, `preset`; `bitrate` at its maximum because
+/// x264enc's pass=qual caps the rate at `bitrate` through the VBV, 2 Mbit/s by default) ->
+/// avdec_h264 -> RGB.
+fn round_trip(frames: &[Tensor], crf: u32, preset: &str) -> anyhow::Result<Vec<Tensor>> {
+    let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
+    let desc = format!(
+        "appsrc name=src format=time max-bytes=0 \
+         caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
+         videoconvert ! video/x-raw,format=I420 ! \
+         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={preset} key-int-max=60 threads=1 ! \
+         h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! \
+         appsink name=sink sync=false"
+    );
+    let pipeline = gst_frames::launch(&desc)?;
+    let src = gst_frames::appsrc(&pipeline, "src")?;
+    let sink = gst_frames::appsink(&pipeline, "sink")?;
+    let bus = pipeline.bus().context("no bus")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| anyhow::anyhow!("the x264 round trip cannot start (x264enc, avdec_h264?)"))?;
+    let result = (|| {
+        gst_frames::push_rgb(&src, frames, 30)?;
+        src.end_of_stream()?;
+        let mut out = Vec::new();
+        while let Some(s) = gst_frames::pull(&sink, &bus)? {
+            out.push(gst_frames::sample_to_tensor(&s)?);
+        }
+        if out.len() != frames.len() {
+            anyhow::bail!(
+                "x264 round trip: {} frames in, {} out",
+                frames.len(),
+                out.len()
+            );
+        }
+        anyhow::Ok(out)
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}

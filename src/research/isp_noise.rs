@@ -1,0 +1,636 @@
+//! Realistic camera-and-codec noise for training: what a phone or a camera leaves in a file.
+//!
+//! A clean sRGB crop is "unprocessed" to a raw Bayer image (Brooks et al., "Unprocessing
+//! Images for Learned Raw Denoising", CVPR 2019: inverse tone curve, inverse gamma, inverse
+//! colour matrix, inverse white balance, mosaic), gets Poisson-Gaussian sensor noise in linear
+//! raw, and is developed again by a randomised camera: bilinear demosaic (the noise becomes
+//! spatially and cross-channel correlated), white balance, colour matrix, gamma, tone curve,
+//! in-camera noise reduction (luma and chroma), sharpening, optional downscaling, 4:2:0 chroma
+//! subsampling, 8-bit quantisation and JPEG. Every stage is drawn per crop.
+//!
+//! The target is the clean crop developed by the same camera without noise and without the
+//! mosaic: sharpening, 4:2:0 chroma and a downscale are part of the picture, not of the noise,
+//! so the model learns to remove noise, demosaic artefacts and JPEG artefacts, and neither to
+//! undo the camera's look nor to invent chroma detail.
+//! All randomness comes from the caller's generator: the same seed gives the same pair,
+//! whatever else runs in the process.
+
+use rand::rngs::StdRng;
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::research::noise::{is_range, jpeg, lerp};
+
+/// The randomised camera: each field is a range drawn uniformly per crop (shot noise
+/// log-uniformly), or a probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IspNoise {
+    /// Shot-noise gain range in linear raw (variance = shot * x + read), drawn log-uniformly.
+    pub shot: [f64; 2],
+    /// Spread (std of log) of the read-noise variance around Brooks et al.'s fit
+    /// log(read) = 2.18 log(shot) + 1.2.
+    pub read_spread: f64,
+    /// Display gamma range.
+    pub gamma: [f64; 2],
+    /// Share of crops whose camera uses the smoothstep tone curve.
+    pub tone_prob: f64,
+    /// White-balance gain ranges (red, blue; green is 1).
+    pub wb_red: [f64; 2],
+    pub wb_blue: [f64; 2],
+    /// Largest off-diagonal weight of the random sRGB-to-camera matrix (rows sum to 1, entries
+    /// >= 0: a camera sees less saturated colours; its inverse, the camera's colour matrix,
+    /// saturates them again and mixes the noise across channels). 0 = identity.
+    pub ccm: f64,
+    /// In-camera luma noise reduction: share of crops, and the std (px) of the Gaussian
+    /// that low-passes the luma noise (what is left looks blotchy, as after a camera's NR).
+    pub luma_nr_prob: f64,
+    pub luma_nr_sigma: [f64; 2],
+    /// In-camera chroma noise reduction: share and Gaussian std (px) on the chroma noise.
+    pub chroma_nr_prob: f64,
+    pub chroma_nr_sigma: [f64; 2],
+    /// Unsharp mask on luma (applied to noisy and target alike): share, amount, radius.
+    pub sharpen_prob: f64,
+    pub sharpen_amount: [f64; 2],
+    pub sharpen_sigma: [f64; 2],
+    /// Share of crops recorded at a higher resolution and downscaled by a factor in
+    /// `downscale` (the noise gets finer and weaker, as in a 4K sensor's 1080p video).
+    pub downscale_prob: f64,
+    pub downscale: [f64; 2],
+    /// Share of crops whose chroma is subsampled 4:2:0 (as in every video and most JPEGs).
+    pub subsample_prob: f64,
+    /// Share of crops saved as JPEG, and the quality range (1..=100).
+    pub jpeg_prob: f64,
+    pub jpeg_quality: [f64; 2],
+}
+
+impl Default for IspNoise {
+    fn default() -> Self {
+        IspNoise {
+            shot: [1e-4, 1.2e-2],
+            read_spread: 0.26,
+            gamma: [1.8, 2.4],
+            tone_prob: 0.7,
+            wb_red: [1.6, 2.4],
+            wb_blue: [1.4, 2.0],
+            ccm: 0.25,
+            luma_nr_prob: 0.5,
+            luma_nr_sigma: [0.4, 1.2],
+            chroma_nr_prob: 0.8,
+            chroma_nr_sigma: [1.0, 3.0],
+            sharpen_prob: 0.6,
+            sharpen_amount: [0.2, 1.0],
+            sharpen_sigma: [0.6, 1.5],
+            downscale_prob: 0.3,
+            downscale: [1.2, 2.0],
+            subsample_prob: 0.8,
+            jpeg_prob: 0.5,
+            jpeg_quality: [40.0, 95.0],
+        }
+    }
+}
+
+/// Rec. 601 luma weights and the chroma scales of its YCbCr (full range).
+const KR: f64 = 0.299;
+const KB: f64 = 0.114;
+
+impl IspNoise {
+    pub fn validate(&self) -> Result<()> {
+        for (name, r) in [
+            ("shot", self.shot),
+            ("gamma", self.gamma),
+            ("wb_red", self.wb_red),
+            ("wb_blue", self.wb_blue),
+            ("luma_nr_sigma", self.luma_nr_sigma),
+            ("chroma_nr_sigma", self.chroma_nr_sigma),
+            ("sharpen_amount", self.sharpen_amount),
+            ("sharpen_sigma", self.sharpen_sigma),
+            ("downscale", self.downscale),
+            ("jpeg_quality", self.jpeg_quality),
+        ] {
+            if !is_range(r) {
+                return Err(Error::Input(format!(
+                    "noise isp.{name} range {r:?} must be 0 <= lo <= hi"
+                )));
+            }
+        }
+        for (name, p) in [
+            ("tone_prob", self.tone_prob),
+            ("luma_nr_prob", self.luma_nr_prob),
+            ("chroma_nr_prob", self.chroma_nr_prob),
+            ("sharpen_prob", self.sharpen_prob),
+            ("downscale_prob", self.downscale_prob),
+            ("subsample_prob", self.subsample_prob),
+            ("jpeg_prob", self.jpeg_prob),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::Input(format!(
+                    "noise isp.{name} {p} must be in [0, 1]"
+                )));
+            }
+        }
+        let positive = self.shot[0] > 0.0 && self.gamma[0] > 0.0;
+        let gains = self.wb_red[0] > 0.0 && self.wb_blue[0] > 0.0;
+        if !(positive && gains && self.downscale[0] >= 1.0 && self.ccm >= 0.0 && self.ccm < 0.5) {
+            return Err(Error::Input(
+                "noise isp: shot, gamma and gains must be > 0, downscale >= 1, ccm in [0, 0.5)"
+                    .into(),
+            ));
+        }
+        if !(self.read_spread >= 0.0 && self.read_spread.is_finite()) {
+            return Err(Error::Input("noise isp.read_spread must be >= 0".into()));
+        }
+        if !self.jpeg_quality.iter().all(|q| (1.0..=100.0).contains(q)) {
+            return Err(Error::Input(
+                "noise isp.jpeg_quality must be within [1, 100]".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One (noisy, target) pair from a clean (1, 3, H, W) crop in [0, 1] (H, W even), both
+    /// (1, 3, H, W) on the crop's device: a camera drawn for this crop captures it.
+    pub fn apply(&self, clean: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
+        Camera::draw(self, rng).capture(clean, rng)
+    }
+}
+
+/// One camera drawn from the ranges of [`IspNoise`]: keep it to film several frames with the
+/// same settings (a video), each with its own noise.
+pub struct Camera {
+    shot: f64,
+    read: f64,
+    gamma: f64,
+    tone: bool,
+    wb: [f64; 3],
+    /// sRGB -> camera RGB (rows sum to 1) and its inverse.
+    rgb2cam: [[f64; 3]; 3],
+    cam2rgb: [[f64; 3]; 3],
+    bayer_phase: (i64, i64),
+    luma_nr: Option<f64>,
+    chroma_nr: Option<f64>,
+    sharpen: Option<(f64, f64)>,
+    downscale: Option<f64>,
+    subsample: bool,
+    jpeg_quality: Option<u8>,
+}
+
+impl Camera {
+    /// (noisy, target) for a clean (1, 3, H, W) image in [0, 1] (H, W even), noise drawn
+    /// from `rng`.
+    pub fn capture(&self, clean: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
+        let cam = self;
+        let (h, w) = (clean.size()[2], clean.size()[3]);
+        let dev = clean.device();
+        let x = clean.to_device(Device::Cpu).to_kind(Kind::Float);
+        // Recorded at a higher resolution, then scaled down to the crop size.
+        let x = match cam.downscale {
+            Some(f) => {
+                let (hu, wu) = (even(h as f64 * f), even(w as f64 * f));
+                x.f_upsample_bicubic2d([hu, wu], false, None, None)?
+                    .f_clamp(0.0, 1.0)?
+            }
+            None => x,
+        };
+        let raw = cam.unprocess(&x)?;
+        let mosaic = bayer_mask(raw.size()[2], raw.size()[3], cam.bayer_phase);
+        let sensed = (&raw * &mosaic).f_sum_dim_intlist(1, true, Kind::Float)?;
+        let var = &sensed * cam.shot + cam.read;
+        let noisy_raw = (&sensed + randn(rng, &sensed.size()) * var.f_sqrt()?).f_clamp(0.0, 1.0)?;
+        let noisy_cam = demosaic(&(&noisy_raw * &mosaic))?;
+
+        // The target is the scene developed without noise and without the mosaic: the model
+        // learns to remove the noise and the demosaic's zipper artefacts (a real camera's
+        // demosaic leaves far fewer than this bilinear one).
+        let target = cam.develop(&raw)?;
+        let developed = cam.develop(&noisy_cam)?;
+        let noisy = cam.noise_reduction(&target, &developed)?;
+        let (target, noisy) = (cam.sharpen(&target)?, cam.sharpen(&noisy)?);
+        let (target, noisy) = match cam.downscale {
+            Some(_) => (area_resize(&target, h, w)?, area_resize(&noisy, h, w)?),
+            None => (target, noisy),
+        };
+        // 4:2:0 on both: the model removes noise and keeps the chroma resolution it is given
+        // (a video's output is 4:2:0 again), rather than inventing chroma detail.
+        let (target, noisy) = if cam.subsample {
+            (subsample_420(&target)?, subsample_420(&noisy)?)
+        } else {
+            (target, noisy)
+        };
+        let target = target.f_clamp(0.0, 1.0)?;
+        let noisy = match cam.jpeg_quality {
+            Some(q) => jpeg(&noisy, q)?,
+            None => noisy.f_clamp(0.0, 1.0)?.f_mul_scalar(255.0)?.f_round()? / 255.0,
+        };
+        Ok((noisy.f_to_device(dev)?, target.f_to_device(dev)?))
+    }
+
+    /// Draw a camera from the ranges of `c`.
+    pub fn draw(c: &IspNoise, rng: &mut StdRng) -> Camera {
+        let mut u = || rng.random::<f64>();
+        let log_shot = lerp([c.shot[0].ln(), c.shot[1].ln()], u());
+        let gauss = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f64::consts::TAU * u()).cos();
+        let read = (2.18 * log_shot + 1.2 + c.read_spread * gauss).exp();
+        let gamma = lerp(c.gamma, u());
+        let tone = u() < c.tone_prob;
+        let wb = [lerp(c.wb_red, u()), 1.0, lerp(c.wb_blue, u())];
+        let mut m = [[0.0; 3]; 3];
+        for (i, row) in m.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if i == j { 1.0 } else { c.ccm * u() };
+            }
+            let s: f64 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        let bayer_phase = ((u() * 2.0) as i64 % 2, (u() * 2.0) as i64 % 2);
+        let maybe = |p: f64, r: [f64; 2], u: &mut dyn FnMut() -> f64| {
+            let on = u() < p;
+            let v = lerp(r, u());
+            on.then_some(v)
+        };
+        let luma_nr = maybe(c.luma_nr_prob, c.luma_nr_sigma, &mut u);
+        let chroma_nr = maybe(c.chroma_nr_prob, c.chroma_nr_sigma, &mut u);
+        let sharpen = maybe(c.sharpen_prob, c.sharpen_amount, &mut u)
+            .map(|a| (a, lerp(c.sharpen_sigma, u())));
+        let downscale = maybe(c.downscale_prob, c.downscale, &mut u);
+        let subsample = u() < c.subsample_prob;
+        let jpeg_quality = maybe(c.jpeg_prob, c.jpeg_quality, &mut u).map(|q| q.round() as u8);
+        Camera {
+            shot: log_shot.exp(),
+            read,
+            gamma,
+            tone,
+            wb,
+            rgb2cam: m,
+            cam2rgb: invert3(&m),
+            bayer_phase,
+            luma_nr,
+            chroma_nr,
+            sharpen,
+            downscale,
+            subsample,
+            jpeg_quality,
+        }
+    }
+
+    /// sRGB -> linear camera raw (full RGB, before the mosaic), in [0, 1].
+    fn unprocess(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.f_clamp(0.0, 1.0)?;
+        let x = if self.tone {
+            // Inverse of the smoothstep 3x^2 - 2x^3.
+            (((x * -2.0 + 1.0).f_clamp(-1.0, 1.0)?.f_asin()? / 3.0).f_sin()? * -1.0) + 0.5
+        } else {
+            x
+        };
+        let lin = x.f_clamp_min(1e-8)?.f_pow_tensor_scalar(self.gamma)?;
+        let cam = mix(&lin, &self.rgb2cam)?;
+        let gains = gains_tensor(&[1.0 / self.wb[0], 1.0, 1.0 / self.wb[2]]);
+        Ok((cam * gains).f_clamp(0.0, 1.0)?)
+    }
+
+    /// Linear camera RGB -> sRGB: white balance, colour matrix, gamma, tone curve.
+    fn develop(&self, cam: &Tensor) -> Result<Tensor> {
+        let x = (cam * gains_tensor(&self.wb)).f_clamp(0.0, 1.0)?;
+        let lin = mix(&x, &self.cam2rgb)?.f_clamp(1e-8, 1.0)?;
+        let x = lin.f_pow_tensor_scalar(1.0 / self.gamma)?;
+        Ok(if self.tone {
+            &x * &x * (x.f_mul_scalar(-2.0)? + 3.0)
+        } else {
+            x
+        })
+    }
+
+    /// In-camera noise reduction on the developed noisy image: the luma and chroma noise
+    /// (difference to the developed clean image) are low-passed, so what is left is the
+    /// blotchy, correlated noise of a processed file. Image detail is untouched.
+    fn noise_reduction(&self, target: &Tensor, noisy: &Tensor) -> Result<Tensor> {
+        if self.luma_nr.is_none() && self.chroma_nr.is_none() {
+            return Ok(noisy.shallow_clone());
+        }
+        let n = to_ycbcr(&(noisy - target))?;
+        let y = n.narrow(1, 0, 1);
+        let c = n.narrow(1, 1, 2);
+        let y = match self.luma_nr {
+            Some(s) => gaussian_blur(&y, s)?,
+            None => y,
+        };
+        let c = match self.chroma_nr {
+            Some(s) => gaussian_blur(&c, s)?,
+            None => c,
+        };
+        Ok(target + from_ycbcr(&Tensor::f_cat(&[y, c], 1)?)?)
+    }
+
+    /// Unsharp mask on the luma.
+    fn sharpen(&self, x: &Tensor) -> Result<Tensor> {
+        let Some((amount, sigma)) = self.sharpen else {
+            return Ok(x.shallow_clone());
+        };
+        let ycc = to_ycbcr(x)?;
+        let y = ycc.narrow(1, 0, 1);
+        let y = &y + (&y - gaussian_blur(&y, sigma)?) * amount;
+        from_ycbcr(&Tensor::f_cat(&[y, ycc.narrow(1, 1, 2)], 1)?)
+    }
+}
+
+/// The nearest even whole number (>= 2).
+fn even(v: f64) -> i64 {
+    ((v / 2.0).round() as i64 * 2).max(2)
+}
+
+/// Normal samples of `shape` drawn from `rng` (Box-Muller), as an f32 CPU tensor.
+pub fn randn(rng: &mut StdRng, shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let mut v = Vec::with_capacity(n as usize);
+    while (v.len() as i64) < n {
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        v.push((r * t.cos()) as f32);
+        v.push((r * t.sin()) as f32);
+    }
+    v.truncate(n as usize);
+    Tensor::from_slice(&v).view(shape)
+}
+
+fn gains_tensor(g: &[f64; 3]) -> Tensor {
+    Tensor::from_slice(&[g[0] as f32, g[1] as f32, g[2] as f32]).view([1, 3, 1, 1])
+}
+
+/// out_c = sum_k m[c][k] x_k for a (1, 3, H, W) image.
+fn mix(x: &Tensor, m: &[[f64; 3]; 3]) -> Result<Tensor> {
+    let flat: Vec<f32> = m.iter().flatten().map(|v| *v as f32).collect();
+    let k = Tensor::from_slice(&flat).view([3, 3, 1, 1]);
+    Ok(x.f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
+}
+
+fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let mut inv = [[0.0; 3]; 3];
+    for (i, row) in inv.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            // Cofactor of m[j][i].
+            let (r0, r1) = ((j + 1) % 3, (j + 2) % 3);
+            let (c0, c1) = ((i + 1) % 3, (i + 2) % 3);
+            *v = (m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]) / det;
+        }
+    }
+    inv
+}
+
+/// (1, 3, H, W) mask of an RGGB Bayer pattern shifted by `phase` (rows, columns).
+fn bayer_mask(h: i64, w: i64, phase: (i64, i64)) -> Tensor {
+    let mut m = vec![0f32; (3 * h * w) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            let (py, px) = ((y + phase.0) % 2, (x + phase.1) % 2);
+            let c = match (py, px) {
+                (0, 0) => 0,
+                (1, 1) => 2,
+                _ => 1,
+            };
+            m[(c * h * w + y * w + x) as usize] = 1.0;
+        }
+    }
+    Tensor::from_slice(&m).view([1, 3, h, w])
+}
+
+/// Bilinear demosaic of a masked (1, 3, H, W) Bayer image (zeros where a colour is not
+/// sampled); reflect borders keep the pattern's parity.
+fn demosaic(masked: &Tensor) -> Result<Tensor> {
+    let g = [0.0, 0.25, 0.0, 0.25, 1.0, 0.25, 0.0, 0.25, 0.0f32];
+    let rb = [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25f32];
+    let k: Vec<f32> = rb.iter().chain(&g).chain(&rb).copied().collect();
+    let k = Tensor::from_slice(&k).view([3, 1, 3, 3]);
+    Ok(masked.f_pad([1, 1, 1, 1], "reflect", None)?.f_conv2d(
+        &k,
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        3,
+    )?)
+}
+
+/// Full-range BT.601 YCbCr of an RGB (1, 3, H, W) image (chroma centred on 0).
+fn to_ycbcr(x: &Tensor) -> Result<Tensor> {
+    let kg = 1.0 - KR - KB;
+    mix(
+        x,
+        &[
+            [KR, kg, KB],
+            [-0.5 * KR / (1.0 - KB), -0.5 * kg / (1.0 - KB), 0.5],
+            [0.5, -0.5 * kg / (1.0 - KR), -0.5 * KB / (1.0 - KR)],
+        ],
+    )
+}
+
+fn from_ycbcr(x: &Tensor) -> Result<Tensor> {
+    let kg = 1.0 - KR - KB;
+    mix(
+        x,
+        &[
+            [1.0, 0.0, 2.0 - 2.0 * KR],
+            [
+                1.0,
+                -(2.0 - 2.0 * KB) * KB / kg,
+                -(2.0 - 2.0 * KR) * KR / kg,
+            ],
+            [1.0, 2.0 - 2.0 * KB, 0.0],
+        ],
+    )
+}
+
+/// Separable Gaussian blur per channel, reflect borders, radius 3 sigma.
+pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
+    if sigma <= 0.0 {
+        return Ok(x.shallow_clone());
+    }
+    let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
+    let r = ((3.0 * sigma).ceil() as i64).clamp(1, h.min(w) - 1);
+    let taps: Vec<f64> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let s: f64 = taps.iter().sum();
+    let taps: Vec<f32> = taps.iter().map(|t| (t / s) as f32).collect();
+    let n = taps.len() as i64;
+    let kh = Tensor::from_slice(&taps)
+        .view([1, 1, 1, n])
+        .repeat([c, 1, 1, 1]);
+    let kv = kh.view([c, 1, n, 1]);
+    let x = x.f_pad([r, r, 0, 0], "reflect", None)?.f_conv2d(
+        &kh,
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        c,
+    )?;
+    Ok(x.f_pad([0, 0, r, r], "reflect", None)?.f_conv2d(
+        &kv,
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        c,
+    )?)
+}
+
+/// Antialiased bilinear resize to (h, w).
+fn area_resize(x: &Tensor, h: i64, w: i64) -> Result<Tensor> {
+    Ok(x.f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?)
+}
+
+/// 4:2:0 chroma: Cb and Cr averaged over 2x2 blocks and scaled back up bilinearly (what a
+/// decoder shows of an I420 frame). H and W even.
+pub fn subsample_420(x: &Tensor) -> Result<Tensor> {
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let ycc = to_ycbcr(x)?;
+    let c = ycc
+        .narrow(1, 1, 2)
+        .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?
+        .f_upsample_bilinear2d([h, w], false, None, None)?;
+    from_ycbcr(&Tensor::f_cat(&[ycc.narrow(1, 0, 1), c], 1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn photo_like(h: i64) -> Tensor {
+        // Smooth gradients plus an edge: something a camera can develop.
+        let ramp = Tensor::arange(h, (Kind::Float, Device::Cpu)) / h as f64;
+        let r = ramp.view([1, h]).repeat([h, 1]);
+        let g = ramp.view([h, 1]).repeat([1, h]);
+        let b = (&r * 0.5 + 0.25).where_self(&r.lt(0.5), &(&g * 0.3 + 0.6));
+        Tensor::stack(&[r * 0.8 + 0.1, g * 0.7 + 0.15, b], 0).unsqueeze(0)
+    }
+
+    #[test]
+    fn unprocess_then_develop_is_the_identity() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let cfg = IspNoise::default();
+        let x = photo_like(32);
+        for _ in 0..8 {
+            let cam = Camera::draw(&cfg, &mut rng);
+            let back = cam.develop(&cam.unprocess(&x).unwrap()).unwrap();
+            let err = (back - &x).abs().max().double_value(&[]);
+            // Highlights clipped by the inverse white balance are the only loss.
+            assert!(err < 0.02, "round trip error {err}");
+        }
+    }
+
+    #[test]
+    fn the_inverse_colour_matrix_inverts() {
+        let m = [[0.8, 0.3, -0.1], [0.05, 1.1, -0.15], [-0.2, 0.1, 1.1]];
+        let inv = invert3(&m);
+        for i in 0..3 {
+            for j in 0..3 {
+                let v: f64 = (0..3).map(|k| m[i][k] * inv[k][j]).sum();
+                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn demosaic_reproduces_flat_colours_and_the_mosaic_samples() {
+        let x = Tensor::from_slice(&[0.2f32, 0.5, 0.7])
+            .view([1, 3, 1, 1])
+            .repeat([1, 1, 8, 8]);
+        for phase in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let m = bayer_mask(8, 8, phase);
+            assert!(m.sum(Kind::Float).double_value(&[]) == 64.0);
+            let d = demosaic(&(&x * &m)).unwrap();
+            let err = (d - &x).abs().max().double_value(&[]);
+            assert!(err < 1e-6, "phase {phase:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn ycbcr_round_trips_and_420_keeps_luma() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let x = randn(&mut rng, &[1, 3, 16, 16]).sigmoid();
+        let back = from_ycbcr(&to_ycbcr(&x).unwrap()).unwrap();
+        assert!((back - &x).abs().max().double_value(&[]) < 1e-5);
+        let s = subsample_420(&x).unwrap();
+        let dy = (to_ycbcr(&s).unwrap() - to_ycbcr(&x).unwrap()).narrow(1, 0, 1);
+        assert!(dy.abs().max().double_value(&[]) < 1e-5);
+        assert!((s - &x).abs().mean(Kind::Float).double_value(&[]) > 1e-3);
+    }
+
+    #[test]
+    fn pairs_are_reproducible_and_noise_is_luma_dominant_after_chroma_nr() {
+        let x = photo_like(64);
+        let cfg = IspNoise {
+            shot: [4e-3, 4e-3],
+            chroma_nr_prob: 1.0,
+            luma_nr_prob: 0.0,
+            sharpen_prob: 0.0,
+            downscale_prob: 0.0,
+            subsample_prob: 1.0,
+            jpeg_prob: 0.0,
+            ..Default::default()
+        };
+        cfg.validate().unwrap();
+        let run = |seed| cfg.apply(&x, &mut StdRng::seed_from_u64(seed)).unwrap();
+        let (a, ta) = run(9);
+        let (b, tb) = run(9);
+        assert!(a.equal(&b) && ta.equal(&tb));
+        assert_eq!(a.size(), x.size());
+        let n = to_ycbcr(&(&a - &ta)).unwrap();
+        let sy = n.narrow(1, 0, 1).std(true).double_value(&[]);
+        let sc = n.narrow(1, 1, 2).std(true).double_value(&[]);
+        assert!(sy > 2.0 / 255.0, "luma noise std {sy}");
+        assert!(sc < 0.7 * sy, "chroma {sc} vs luma {sy}");
+        let (c, _) = run(10);
+        assert!(!a.equal(&c));
+    }
+
+    #[test]
+    fn every_stage_on_gives_valid_pairs_of_the_crop_size() {
+        let x = photo_like(48);
+        let cfg = IspNoise {
+            tone_prob: 1.0,
+            luma_nr_prob: 1.0,
+            chroma_nr_prob: 1.0,
+            sharpen_prob: 1.0,
+            downscale_prob: 1.0,
+            subsample_prob: 1.0,
+            jpeg_prob: 1.0,
+            ..Default::default()
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..4 {
+            let (n, t) = cfg.apply(&x, &mut rng).unwrap();
+            assert_eq!(n.size(), x.size());
+            assert_eq!(t.size(), x.size());
+            for v in [&n, &t] {
+                assert!(v.min().double_value(&[]) >= 0.0 && v.max().double_value(&[]) <= 1.0);
+            }
+            // The target is the same picture (sharpened or rescaled at most).
+            let diff = (&t - &x).abs().mean(Kind::Float).double_value(&[]);
+            assert!(diff < 0.05, "target drifted by {diff}");
+        }
+    }
+
+    #[test]
+    fn bad_ranges_are_refused_naming_the_field() {
+        let bad = IspNoise {
+            downscale: [0.5, 2.0],
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = IspNoise {
+            jpeg_prob: 1.5,
+            ..Default::default()
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("jpeg_prob"), "{e}");
+    }
+}
