@@ -66,7 +66,7 @@ pub fn draw(
         if px < width && py < height {
             let i = (py * width + px) * 3;
             for c in &mut rgb[i..i + 3] {
-                *c = if blend { (*c / 3) as u8 } else { v };
+                *c = if blend { *c / 3 } else { v };
             }
         }
     };

@@ -27,10 +27,7 @@ mod import;
 mod info;
 #[cfg(feature = "gst")]
 mod interrupt;
-// As merged from main, label.rs does not pass `clippy -D warnings` (a u8 -> u8 cast); its
-// author fixes the file, then this goes.
 #[cfg(feature = "gst")]
-#[allow(clippy::unnecessary_cast)]
 mod label;
 mod models;
 mod paths;

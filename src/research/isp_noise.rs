@@ -41,8 +41,8 @@ pub struct IspNoise {
     pub wb_red: [f64; 2],
     pub wb_blue: [f64; 2],
     /// Largest off-diagonal weight of the random sRGB-to-camera matrix (rows sum to 1, entries
-    /// >= 0: a camera sees less saturated colours; its inverse, the camera's colour matrix,
-    /// saturates them again and mixes the noise across channels). 0 = identity.
+    /// not negative: a camera sees less saturated colours; its inverse, the camera's colour
+    /// matrix, saturates them again and mixes the noise across channels). 0 = identity.
     pub ccm: f64,
     /// In-camera luma noise reduction: share of crops, and the std (px) of the Gaussian
     /// that low-passes the luma noise (what is left looks blotchy, as after a camera's NR).
@@ -530,9 +530,9 @@ mod tests {
     fn the_inverse_colour_matrix_inverts() {
         let m = [[0.8, 0.3, -0.1], [0.05, 1.1, -0.15], [-0.2, 0.1, 1.1]];
         let inv = invert3(&m);
-        for i in 0..3 {
+        for (i, row) in m.iter().enumerate() {
             for j in 0..3 {
-                let v: f64 = (0..3).map(|k| m[i][k] * inv[k][j]).sum();
+                let v: f64 = row.iter().zip(&inv).map(|(a, r)| a * r[j]).sum();
                 assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
             }
         }

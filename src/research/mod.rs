@@ -9,9 +9,6 @@
 pub mod bench;
 pub mod eval;
 pub mod imageio;
-// As merged from main, isp_noise.rs does not pass `clippy -D warnings` (a doc line that
-// starts with ">=", an index loop in a test); its author fixes the file, then this goes.
-#[allow(clippy::doc_lazy_continuation, clippy::needless_range_loop)]
 pub mod isp_noise;
 pub mod metrics;
 pub mod noise;
