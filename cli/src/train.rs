@@ -37,6 +37,34 @@ fn ensure_pool(_: &mut Trainer) -> anyhow::Result<()> {
     anyhow::bail!("this config has a [pool] (x264 round trips): build with the `gst` feature")
 }
 
+/// Train to the end, `max_steps` more steps, or a stop: without a codec pool in one run, with
+/// one in a run per pool generation (each made or reused before its first step).
+fn run_generations(
+    trainer: &mut Trainer,
+    max_steps: Option<u64>,
+    stop: &AtomicBool,
+    on_event: &mut impl FnMut(TrainEvent),
+) -> anyhow::Result<()> {
+    let first = trainer.step();
+    loop {
+        let left = max_steps.map(|m| (first + m).saturating_sub(trainer.step()));
+        let chunk = match trainer.cfg.pool.as_ref().map(|p| p.regen_steps) {
+            None => left,
+            Some(regen) => {
+                ensure_pool(trainer)?;
+                let to_next = regen - trainer.step() % regen;
+                Some(left.map_or(to_next, |l| l.min(to_next)))
+            }
+        };
+        trainer.run(chunk, stop, &mut *on_event)?;
+        let done = trainer.step() >= trainer.cfg.optim.steps
+            || left.is_some_and(|l| l <= chunk.unwrap_or(l));
+        if trainer.cfg.pool.is_none() || done || stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
     let mut trainer = Trainer::new(cfg).context("cannot start training")?;
@@ -104,27 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             eprintln!("stopped at step {step}; model weights: {}", model.display());
         }
     };
-    // Without a codec pool, one run; with one, a run per pool generation.
-    let first = trainer.step();
-    loop {
-        let left = args
-            .max_steps
-            .map(|m| (first + m).saturating_sub(trainer.step()));
-        let chunk = match trainer.cfg.pool.as_ref().map(|p| p.regen_steps) {
-            None => left,
-            Some(regen) => {
-                ensure_pool(&mut trainer)?;
-                let to_next = regen - trainer.step() % regen;
-                Some(left.map_or(to_next, |l| l.min(to_next)))
-            }
-        };
-        trainer.run(chunk, &stop, &mut on_event)?;
-        let done = trainer.step() >= trainer.cfg.optim.steps
-            || left.is_some_and(|l| l <= chunk.unwrap_or(l));
-        if trainer.cfg.pool.is_none() || done || stop.load(Ordering::Relaxed) {
-            break;
-        }
-    }
+    run_generations(&mut trainer, args.max_steps, &stop, &mut on_event)?;
     if let Some(out) = args.export {
         trainer
             .export(&out)

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::research::camera_ops::{
+    area_resize, bayer_mask, demosaic, even, from_ycbcr, gains_tensor, gaussian_blur, invert3, mix,
+    randn, subsample_420, to_ycbcr,
+};
 use crate::research::noise::{is_range, jpeg, lerp};
 
 /// The randomised camera: each field is a range drawn uniformly per crop (shot noise
@@ -91,10 +95,6 @@ impl Default for IspNoise {
         }
     }
 }
-
-/// Rec. 601 luma weights and the chroma scales of its YCbCr (full range).
-const KR: f64 = 0.299;
-const KB: f64 = 0.114;
 
 impl IspNoise {
     pub fn validate(&self) -> Result<()> {
@@ -335,169 +335,6 @@ impl Camera {
     }
 }
 
-/// The nearest even whole number (>= 2).
-fn even(v: f64) -> i64 {
-    ((v / 2.0).round() as i64 * 2).max(2)
-}
-
-/// Normal samples of `shape` drawn from `rng` (Box-Muller), as an f32 CPU tensor.
-pub fn randn(rng: &mut StdRng, shape: &[i64]) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let mut v = Vec::with_capacity(n as usize);
-    while (v.len() as i64) < n {
-        let u1 = 1.0 - rng.random::<f64>();
-        let u2 = rng.random::<f64>();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = std::f64::consts::TAU * u2;
-        v.push((r * t.cos()) as f32);
-        v.push((r * t.sin()) as f32);
-    }
-    v.truncate(n as usize);
-    Tensor::from_slice(&v).view(shape)
-}
-
-fn gains_tensor(g: &[f64; 3]) -> Tensor {
-    Tensor::from_slice(&[g[0] as f32, g[1] as f32, g[2] as f32]).view([1, 3, 1, 1])
-}
-
-/// out_c = sum_k m[c][k] x_k for a (1, 3, H, W) image.
-fn mix(x: &Tensor, m: &[[f64; 3]; 3]) -> Result<Tensor> {
-    let flat: Vec<f32> = m.iter().flatten().map(|v| *v as f32).collect();
-    let k = Tensor::from_slice(&flat).view([3, 3, 1, 1]);
-    Ok(x.f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
-}
-
-fn invert3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-    let mut inv = [[0.0; 3]; 3];
-    for (i, row) in inv.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            // Cofactor of m[j][i].
-            let (r0, r1) = ((j + 1) % 3, (j + 2) % 3);
-            let (c0, c1) = ((i + 1) % 3, (i + 2) % 3);
-            *v = (m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]) / det;
-        }
-    }
-    inv
-}
-
-/// (1, 3, H, W) mask of an RGGB Bayer pattern shifted by `phase` (rows, columns).
-fn bayer_mask(h: i64, w: i64, phase: (i64, i64)) -> Tensor {
-    let mut m = vec![0f32; (3 * h * w) as usize];
-    for y in 0..h {
-        for x in 0..w {
-            let (py, px) = ((y + phase.0) % 2, (x + phase.1) % 2);
-            let c = match (py, px) {
-                (0, 0) => 0,
-                (1, 1) => 2,
-                _ => 1,
-            };
-            m[(c * h * w + y * w + x) as usize] = 1.0;
-        }
-    }
-    Tensor::from_slice(&m).view([1, 3, h, w])
-}
-
-/// Bilinear demosaic of a masked (1, 3, H, W) Bayer image (zeros where a colour is not
-/// sampled); reflect borders keep the pattern's parity.
-fn demosaic(masked: &Tensor) -> Result<Tensor> {
-    let g = [0.0, 0.25, 0.0, 0.25, 1.0, 0.25, 0.0, 0.25, 0.0f32];
-    let rb = [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25f32];
-    let k: Vec<f32> = rb.iter().chain(&g).chain(&rb).copied().collect();
-    let k = Tensor::from_slice(&k).view([3, 1, 3, 3]);
-    Ok(masked.f_pad([1, 1, 1, 1], "reflect", None)?.f_conv2d(
-        &k,
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        3,
-    )?)
-}
-
-/// Full-range BT.601 YCbCr of an RGB (1, 3, H, W) image (chroma centred on 0).
-fn to_ycbcr(x: &Tensor) -> Result<Tensor> {
-    let kg = 1.0 - KR - KB;
-    mix(
-        x,
-        &[
-            [KR, kg, KB],
-            [-0.5 * KR / (1.0 - KB), -0.5 * kg / (1.0 - KB), 0.5],
-            [0.5, -0.5 * kg / (1.0 - KR), -0.5 * KB / (1.0 - KR)],
-        ],
-    )
-}
-
-fn from_ycbcr(x: &Tensor) -> Result<Tensor> {
-    let kg = 1.0 - KR - KB;
-    mix(
-        x,
-        &[
-            [1.0, 0.0, 2.0 - 2.0 * KR],
-            [
-                1.0,
-                -(2.0 - 2.0 * KB) * KB / kg,
-                -(2.0 - 2.0 * KR) * KR / kg,
-            ],
-            [1.0, 2.0 - 2.0 * KB, 0.0],
-        ],
-    )
-}
-
-/// Separable Gaussian blur per channel, reflect borders, radius 3 sigma.
-pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
-    if sigma <= 0.0 {
-        return Ok(x.shallow_clone());
-    }
-    let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
-    let r = ((3.0 * sigma).ceil() as i64).clamp(1, h.min(w) - 1);
-    let taps: Vec<f64> = (-r..=r)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let s: f64 = taps.iter().sum();
-    let taps: Vec<f32> = taps.iter().map(|t| (t / s) as f32).collect();
-    let n = taps.len() as i64;
-    let kh = Tensor::from_slice(&taps)
-        .view([1, 1, 1, n])
-        .repeat([c, 1, 1, 1]);
-    let kv = kh.view([c, 1, n, 1]);
-    let x = x.f_pad([r, r, 0, 0], "reflect", None)?.f_conv2d(
-        &kh,
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        c,
-    )?;
-    Ok(x.f_pad([0, 0, r, r], "reflect", None)?.f_conv2d(
-        &kv,
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        c,
-    )?)
-}
-
-/// Antialiased bilinear resize to (h, w).
-fn area_resize(x: &Tensor, h: i64, w: i64) -> Result<Tensor> {
-    Ok(x.f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?)
-}
-
-/// 4:2:0 chroma: Cb and Cr averaged over 2x2 blocks and scaled back up bilinearly (what a
-/// decoder shows of an I420 frame). H and W even.
-pub fn subsample_420(x: &Tensor) -> Result<Tensor> {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let ycc = to_ycbcr(x)?;
-    let c = ycc
-        .narrow(1, 1, 2)
-        .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?
-        .f_upsample_bilinear2d([h, w], false, None, None)?;
-    from_ycbcr(&Tensor::f_cat(&[ycc.narrow(1, 0, 1), c], 1)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,44 +361,6 @@ mod tests {
             // Highlights clipped by the inverse white balance are the only loss.
             assert!(err < 0.02, "round trip error {err}");
         }
-    }
-
-    #[test]
-    fn the_inverse_colour_matrix_inverts() {
-        let m = [[0.8, 0.3, -0.1], [0.05, 1.1, -0.15], [-0.2, 0.1, 1.1]];
-        let inv = invert3(&m);
-        for (i, row) in m.iter().enumerate() {
-            for j in 0..3 {
-                let v: f64 = row.iter().zip(&inv).map(|(a, r)| a * r[j]).sum();
-                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
-            }
-        }
-    }
-
-    #[test]
-    fn demosaic_reproduces_flat_colours_and_the_mosaic_samples() {
-        let x = Tensor::from_slice(&[0.2f32, 0.5, 0.7])
-            .view([1, 3, 1, 1])
-            .repeat([1, 1, 8, 8]);
-        for phase in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-            let m = bayer_mask(8, 8, phase);
-            assert!(m.sum(Kind::Float).double_value(&[]) == 64.0);
-            let d = demosaic(&(&x * &m)).unwrap();
-            let err = (d - &x).abs().max().double_value(&[]);
-            assert!(err < 1e-6, "phase {phase:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn ycbcr_round_trips_and_420_keeps_luma() {
-        let mut rng = StdRng::seed_from_u64(4);
-        let x = randn(&mut rng, &[1, 3, 16, 16]).sigmoid();
-        let back = from_ycbcr(&to_ycbcr(&x).unwrap()).unwrap();
-        assert!((back - &x).abs().max().double_value(&[]) < 1e-5);
-        let s = subsample_420(&x).unwrap();
-        let dy = (to_ycbcr(&s).unwrap() - to_ycbcr(&x).unwrap()).narrow(1, 0, 1);
-        assert!(dy.abs().max().double_value(&[]) < 1e-5);
-        assert!((s - &x).abs().mean(Kind::Float).double_value(&[]) > 1e-3);
     }
 
     #[test]

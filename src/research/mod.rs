@@ -7,6 +7,7 @@
 //! the runtime (model, weights, inference, engine); the runtime never depends on it.
 
 pub mod bench;
+pub mod camera_ops;
 pub mod eval;
 pub mod imageio;
 pub mod isp_noise;
