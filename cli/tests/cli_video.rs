@@ -300,6 +300,27 @@ fn audio_the_container_cannot_take_is_reencoded_with_a_note() {
 }
 
 #[test]
+fn h264_crf_is_not_capped_at_two_megabits() {
+    // Snow at CRF 5 needs far more than x264enc's default 2 Mbit/s VBV cap (which pass=qual
+    // applies unless `bitrate` is raised): 1 s of it must come out well above 2 Mbit.
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("snow.mkv"), dir.path().join("out.mkv"));
+    gst_run(&format!(
+        "videotestsrc num-buffers=30 pattern=snow ! video/x-raw,width=320,height=240,framerate=30/1 ! \
+         x264enc pass=qual quantizer=0 bitrate=2048000 speed-preset=ultrafast ! h264parse ! \
+         matroskamux ! filesink location={}",
+        input.display()
+    ));
+    let out = denoise_video(&input, &output, &["--crf", "5", "--strength", "0"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let bytes = std::fs::metadata(&output).unwrap().len();
+    assert!(
+        bytes > 600_000,
+        "1 s of snow at CRF 5 is {bytes} bytes: capped at about 2 Mbit/s?"
+    );
+}
+
+#[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.mp4");

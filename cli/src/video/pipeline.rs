@@ -129,6 +129,9 @@ fn configure_encoder(
         Codec::H264 => {
             set_prop(enc, "pass", "qual")?;
             set_prop(enc, "quantizer", &crf.unwrap_or(20).to_string())?;
+            // pass=qual also caps the rate at `bitrate` through the VBV (2 Mbit/s by default),
+            // which overrides the CRF on detailed or noisy video: lift the cap.
+            set_prop(enc, "bitrate", "2048000")?;
             set_prop(enc, "speed-preset", preset)?;
         }
         Codec::H265 => {
