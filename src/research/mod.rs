@@ -14,5 +14,7 @@ pub mod isp_noise;
 pub mod metrics;
 pub mod noise;
 pub mod train;
+pub mod train_config;
+pub mod train_data;
 pub mod train_pool;
 pub mod video_eval;
