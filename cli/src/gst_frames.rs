@@ -42,10 +42,8 @@ pub fn sample_to_tensor(sample: &gst::Sample) -> anyhow::Result<Tensor> {
     let (w, h) = (info.width() as usize, info.height() as usize);
     let stride = frame.plane_stride()[0] as usize;
     let data = frame.plane_data(0)?;
-    let mut px = Vec::with_capacity(w * h * 3);
-    for y in 0..h {
-        px.extend_from_slice(&data[y * stride..y * stride + w * 3]);
-    }
+    let mut px = vec![0u8; w * h * 3];
+    clipdenoise::frame::copy_rows(data, stride, &mut px, w * 3, w * 3, h)?;
     Ok(Tensor::from_slice(&px)
         .view([h as i64, w as i64, 3])
         .permute([2, 0, 1])
@@ -63,10 +61,7 @@ pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::R
         let stride = info.stride()[0] as usize;
         let tight = Vec::<u8>::try_from(f.permute([1, 2, 0]).contiguous().flatten(0, -1))?;
         let mut bytes = vec![0u8; info.size()];
-        for y in 0..h {
-            bytes[y * stride..y * stride + w * 3]
-                .copy_from_slice(&tight[y * w * 3..(y + 1) * w * 3]);
-        }
+        clipdenoise::frame::copy_rows(&tight, w * 3, &mut bytes, stride, w * 3, h)?;
         let mut buf = gst::Buffer::from_mut_slice(bytes);
         {
             let b = buf.get_mut().context("new buffer not writable")?;

@@ -8,10 +8,11 @@ use rand::RngExt;
 use tch::Tensor;
 
 use crate::error::Result;
+use crate::frame::ColorMatrix;
 
-/// Rec. 601 luma weights and the chroma scales of its YCbCr (full range).
-const KR: f64 = 0.299;
-const KB: f64 = 0.114;
+/// Rec. 601 luma weights (full-range YCbCr).
+const KR: f64 = ColorMatrix::Bt601.kr_kb().0;
+const KB: f64 = ColorMatrix::Bt601.kr_kb().1;
 
 /// The nearest even whole number (>= 2).
 pub(crate) fn even(v: f64) -> i64 {

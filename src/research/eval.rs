@@ -64,11 +64,7 @@ pub struct EvalConfig {
 
 /// The seed of one image's noise: FNV-1a 64 of `"{base}/{noise}/{index}"`, top bit cleared.
 pub fn image_seed(base: u64, noise: &NoiseSpec, index: usize) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in format!("{base}/{noise}/{index}").bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = crate::research::video_eval::seed_of(&format!("{base}/{noise}/{index}"));
     (h & (i64::MAX as u64)) as i64
 }
 

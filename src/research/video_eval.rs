@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::frame::ColorMatrix;
 use crate::research::isp_noise::{Camera, IspNoise};
 use crate::research::metrics;
 
@@ -87,7 +88,8 @@ pub struct VideoScore {
 
 /// BT.601 luma of RGB (3, H, W) on the same scale, as (1, H, W) f64.
 fn luma(x: &Tensor) -> Result<Tensor> {
-    let w = Tensor::from_slice(&[0.299f64, 0.587, 0.114]).view([3, 1, 1]);
+    let (kr, kb) = ColorMatrix::Bt601.kr_kb();
+    let w = Tensor::from_slice(&[kr, 1.0 - kr - kb, kb]).view([3, 1, 1]);
     Ok(x.f_to_kind(Kind::Double)?
         .f_mul(&w)?
         .f_sum_dim_intlist(0, true, Kind::Double)?)
