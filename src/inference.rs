@@ -11,6 +11,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::frame::{frames_to_tensor, tensor_to_frames, FrameFormat};
 use crate::model::{ClipDenoise, Config};
+use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
 
 /// Arithmetic the model runs in. fp16/bf16 weights are copies of the f32 masters.
@@ -316,6 +317,18 @@ impl Denoiser {
         fmt: &FrameFormat,
         strength: f64,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        self.denoise_frames_smoothed(frames, fmt, strength, None)
+    }
+
+    /// [`Denoiser::denoise_frames_timed`] on consecutive frames of one video, then smoothed
+    /// over time by `temporal` at the given amount (see [`crate::temporal`]).
+    pub fn denoise_frames_smoothed(
+        &self,
+        frames: &[&[u8]],
+        fmt: &FrameFormat,
+        strength: f64,
+        temporal: Option<(&mut TemporalFilter, f64)>,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
         let t0 = Instant::now();
         let x = frames_to_tensor(frames, fmt, self.opts.device)?;
         self.synchronize();
@@ -325,6 +338,10 @@ impl Denoiser {
             y
         } else {
             &x + (y - &x) * strength.max(0.0)
+        };
+        let y = match temporal {
+            Some((filter, amount)) => filter.apply(&y, amount)?,
+            None => y,
         };
         self.synchronize();
         let t2 = Instant::now();

@@ -9,6 +9,7 @@
 //! - [`frame`]: packed frame layouts and their conversion to and from tensors.
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
+//! - [`temporal`]: motion-adaptive temporal smoothing of the denoised frames (video only).
 //!
 //! With the `research` feature, [`research`]: training, noise synthesis, metrics, evaluation,
 //! image files and the worker benchmark.
@@ -20,6 +21,7 @@ pub mod inference;
 pub mod model;
 #[cfg(feature = "research")]
 pub mod research;
+pub mod temporal;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -62,6 +62,9 @@ pub struct Args {
     /// Arithmetic: fp32, bf16, fp16 (CUDA only)
     #[arg(long, default_value = "fp32", help_heading = "Model")]
     precision: Precision,
+    /// The element's temporal smoothing, 0..1 (default: the element's default)
+    #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
+    temporal: Option<f64>,
     /// Print JSON
     #[arg(long, conflicts_with = "markdown", help_heading = "Output")]
     json: bool,
@@ -293,6 +296,9 @@ fn encode_and_denoise(
     den.set_property("model", &args.model);
     den.set_property("device", &args.device);
     den.set_property_from_str("precision", &args.precision.to_string());
+    if let Some(t) = args.temporal {
+        den.set_property("temporal", t);
+    }
     let src = gst_frames::appsrc(&pipeline, "src")?;
     let noisy_sink = gst_frames::appsink(&pipeline, "noisy")?;
     let out_sink = gst_frames::appsink(&pipeline, "out")?;

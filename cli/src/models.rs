@@ -34,7 +34,7 @@ pub struct ModelArgs {
     pub strength: f64,
 }
 
-fn parse_strength(s: &str) -> Result<f64, String> {
+pub fn parse_strength(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if (0.0..=1.0).contains(&v) {
         Ok(v)

@@ -11,6 +11,7 @@ use gst_video::prelude::*;
 
 use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
+use clipdenoise::temporal::TemporalFilter;
 use clipdenoise::weights::ModelSource;
 
 fn init() {
@@ -592,6 +593,7 @@ fn output_pixels_equal_the_core_denoiser() {
         ("batch-size", &4u32),
         ("max-latency", &60_000u32),
         ("strength", &0.75f64),
+        ("temporal", &0.0f64),
     ]);
     let mut h = harness(&el);
     let denoiser = Denoiser::new(
@@ -1017,4 +1019,68 @@ fn settings_changed_in_ready_take_effect() {
     }
     assert_eq!(stat_u64(&el, "batches"), 1);
     assert_eq!(stat_f64(&el, "mean-batch-size"), 3.0);
+}
+
+#[test]
+fn temporal_smoothing_follows_the_core_filter_and_restarts_after_a_flush() {
+    init();
+    let el = element(&[
+        ("batch-size", &2u32),
+        ("max-latency", &60_000u32),
+        ("temporal", &0.8f64),
+    ]);
+    let mut h = harness(&el);
+    let denoiser = Denoiser::new(
+        ModelSource::parse(&fixture())
+            .load(tch::Device::Cpu)
+            .unwrap(),
+        Options::default(),
+    )
+    .unwrap();
+    let caps = rgb_caps(24, 16);
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    let fmt = FrameFormat::new(PixelFormat::Rgb, 24, 16);
+    h.set_src_caps(caps);
+    // A still scene with fresh noise of a few levels in every frame.
+    let base = pattern(fmt.frame_len(), 3);
+    let frames: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let n = pattern(fmt.frame_len(), 100 + i);
+            base.iter()
+                .zip(&n)
+                .map(|(&b, &r)| b.saturating_add(r % 5))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    let independent = denoiser.denoise_frames(&refs, &fmt, 1.0).unwrap();
+    let mut filter = TemporalFilter::new();
+    let (smoothed, _) = denoiser
+        .denoise_frames_smoothed(&refs, &fmt, 1.0, Some((&mut filter, 0.8)))
+        .unwrap();
+    for f in &frames {
+        h.push(to_buffer(&info, &fmt, f)).unwrap();
+    }
+    for (i, want) in smoothed.iter().enumerate() {
+        let got = from_buffer(&info, &fmt, &h.pull().unwrap());
+        assert!(
+            got == *want,
+            "frame {i} differs from the core's temporal filter"
+        );
+        // The first frame has no past; the later ones are pulled towards it.
+        assert_eq!(got == independent[i], i == 0, "frame {i}");
+    }
+    // After a flush the next frame starts afresh, like the first of a stream.
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    h.push(to_buffer(&info, &fmt, &frames[3])).unwrap();
+    h.push(to_buffer(&info, &fmt, &frames[2])).unwrap();
+    let got = from_buffer(&info, &fmt, &h.pull().unwrap());
+    assert!(
+        got == independent[3],
+        "the first frame after a flush was smoothed"
+    );
 }

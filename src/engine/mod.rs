@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
 use crate::inference::{Denoiser, Options, Precision, StageTimes};
 use crate::model::Config;
+use crate::temporal::TemporalFilter;
 use crate::weights::{ModelSource, Provenance};
 
 pub use channel::{EngineReceiver, EngineSender};
@@ -65,6 +66,18 @@ pub trait FrameModel {
         format: &FrameFormat,
         strength: f64,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)>;
+    /// [`FrameModel::denoise_batch`] on consecutive frames of one stream, smoothed over time
+    /// by `temporal` at `amount` (0 = off). Models without a tensor path ignore it.
+    fn denoise_sequence(
+        &self,
+        frames: &[&[u8]],
+        format: &FrameFormat,
+        strength: f64,
+        _temporal: &mut TemporalFilter,
+        _amount: f64,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        self.denoise_batch(frames, format, strength)
+    }
     fn config(&self) -> &Config;
     fn provenance(&self) -> &Provenance;
     fn device(&self) -> Device;
@@ -79,6 +92,16 @@ impl FrameModel for Denoiser {
         strength: f64,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
         self.denoise_frames_timed(frames, format, strength)
+    }
+    fn denoise_sequence(
+        &self,
+        frames: &[&[u8]],
+        format: &FrameFormat,
+        strength: f64,
+        temporal: &mut TemporalFilter,
+        amount: f64,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        self.denoise_frames_smoothed(frames, format, strength, Some((temporal, amount)))
     }
     fn config(&self) -> &Config {
         Denoiser::config(self)
@@ -102,6 +125,16 @@ impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
         strength: f64,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
         (**self).denoise_batch(frames, format, strength)
+    }
+    fn denoise_sequence(
+        &self,
+        frames: &[&[u8]],
+        format: &FrameFormat,
+        strength: f64,
+        temporal: &mut TemporalFilter,
+        amount: f64,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        (**self).denoise_sequence(frames, format, strength, temporal, amount)
     }
     fn config(&self) -> &Config {
         (**self).config()
@@ -161,6 +194,9 @@ pub struct EngineConfig {
     pub queue_size: usize,
     /// Blend between input and output, changeable while running.
     pub strength: Strength,
+    /// Temporal smoothing of the output ([`crate::temporal`]; 0 = off), changeable while
+    /// running.
+    pub temporal: Strength,
 }
 
 impl Default for EngineConfig {
@@ -170,6 +206,7 @@ impl Default for EngineConfig {
             max_latency: Duration::from_millis(50),
             queue_size: 16,
             strength: Strength::default(),
+            temporal: Strength::new(0.0),
         }
     }
 }

@@ -13,6 +13,7 @@ use super::{panic_text, DenoisedFrame, EngineConfig, FrameModel, FrameTiming, Ou
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
 use crate::inference::StageTimes;
+use crate::temporal::TemporalFilter;
 
 enum Pending<T> {
     Frame {
@@ -40,6 +41,8 @@ pub(super) struct Worker<T, M> {
     format: Option<FrameFormat>,
     oldest: Option<Instant>,
     last_run_format: Option<FrameFormat>,
+    /// The previous output frame, for temporal smoothing; dropped on a flush or a failure.
+    temporal: TemporalFilter,
 }
 
 impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
@@ -64,6 +67,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             format: None,
             oldest: None,
             last_run_format: None,
+            temporal: TemporalFilter::new(),
         }
     }
 
@@ -110,6 +114,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let (_, epoch, abort) = self.shared.current();
         self.epoch = epoch;
         self.abort = abort;
+        self.temporal.reset();
         let n = self.pending_frames as u64;
         self.clear_pending();
         self.shared.dropped(n);
@@ -192,6 +197,9 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
 
         let start = Instant::now();
         let result = self.run_model(&items, &format);
+        if result.is_err() {
+            self.temporal.reset();
+        }
         let warmup = self.last_run_format != Some(format);
         self.last_run_format = Some(format);
         self.shared.stats().batch_done(
@@ -227,11 +235,12 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
 
     /// The model on the pending frames; a panic becomes an error.
     fn run_model(
-        &self,
+        &mut self,
         items: &[Pending<T>],
         format: &FrameFormat,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
         let strength = self.shared.strength.get();
+        let amount = self.cfg.temporal.get();
         let frames: Vec<&[u8]> = items
             .iter()
             .filter_map(|p| match p {
@@ -239,8 +248,9 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 Pending::Marker(_) => None,
             })
             .collect();
+        let (model, temporal) = (&self.model, &mut self.temporal);
         catch_unwind(AssertUnwindSafe(|| {
-            self.model.denoise_batch(&frames, format, strength)
+            model.denoise_sequence(&frames, format, strength, temporal, amount)
         }))
         .unwrap_or_else(|p| {
             Err(Error::Torch(format!(

@@ -72,6 +72,10 @@ pub struct Args {
     /// Frames with more pixels than this run as overlapping tiles (default: the element's)
     #[arg(long, value_name = "PIXELS", help_heading = "Model")]
     max_pixels: Option<u64>,
+    /// Temporal smoothing, 0..1: where the scene is still, blend towards the previous output
+    /// frame (steadier, less shimmer); 0 denoises every frame on its own
+    #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
+    temporal: Option<f64>,
     /// Video codec (default: h264, or vp9 for .webm)
     #[arg(long, value_enum, help_heading = "Output")]
     codec: Option<Codec>,

@@ -117,6 +117,9 @@ fn configure_element(element: &gst::Element, props: &ElementProps) {
     if let Some(p) = props.max_pixels {
         element.set_property("max-pixels", p);
     }
+    if let Some(t) = props.temporal {
+        element.set_property("temporal", t);
+    }
 }
 
 fn configure_encoder(

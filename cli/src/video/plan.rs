@@ -137,6 +137,7 @@ pub struct ElementProps {
     pub strength: f64,
     pub batch_size: Option<u32>,
     pub max_pixels: Option<u64>,
+    pub temporal: Option<f64>,
 }
 
 /// The validated job.
@@ -211,6 +212,7 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         strength: args.model.strength,
         batch_size: args.batch_size,
         max_pixels: args.max_pixels,
+        temporal: args.temporal,
     })
 }
 
