@@ -4,8 +4,9 @@
 //! folder, sorted by file name, optionally only the first `limit`), each noise spec:
 //! 1. clean `x = sample / max` (f32, exactly NumPy's `float32(img) / 255` for 8-bit images) and
 //!    the reference `x * 255` in f64 (the exact integers for 8-bit images);
-//! 2. the noise is drawn on the CPU from libtorch's generator seeded with [`image_seed`]
-//!    (`tch::manual_seed`), so the noisy input does not depend on the device:
+//! 2. the noise is drawn on the CPU from a [`TorchRng`] seeded with [`image_seed`] (the numbers
+//!    libtorch's generator gives after `tch::manual_seed(seed)`), so the noisy input does not
+//!    depend on the device, the machine, or what other threads draw meanwhile:
 //!    `noisy = NoiseSpec::apply(x)` in f32, not clipped for gaussian and correlated noise
 //!    (poisson is clipped by its definition);
 //! 3. the whole image is denoised ([`Denoiser::denoise`]: reflect-pad to multiples of 32, run,
@@ -30,7 +31,6 @@
 //! Optionally the exact noisy inputs are dumped for other tools ([`EvalConfig::dump_noisy`],
 //! [`dump_noisy`]; layout in [`DumpManifest`]).
 //!
-//! The noise draws assume no other thread uses libtorch's default generator meanwhile.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::inference::Denoiser;
 use crate::research::imageio::{self, RgbImage, Samples};
 use crate::research::metrics;
-use crate::research::noise::NoiseSpec;
+use crate::research::noise::{NoiseSpec, TorchRng};
 
 /// What to evaluate.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,11 +69,11 @@ pub fn image_seed(base: u64, noise: &NoiseSpec, index: usize) -> i64 {
 }
 
 /// The protocol's noisy input for a clean (1, 3, H, W) f32 image: noise drawn on the CPU from
-/// libtorch's generator seeded with `seed`. Returns an f32 CPU tensor.
+/// a [`TorchRng`] seeded with `seed` (`seed` >= 0, as [`image_seed`] makes them). Returns an
+/// f32 CPU tensor.
 pub fn noisy_input(clean: &Tensor, noise: &NoiseSpec, seed: i64) -> Result<Tensor> {
     let x = clean.f_to_device(Device::Cpu)?.f_to_kind(Kind::Float)?;
-    tch::manual_seed(seed);
-    Ok(noise.apply(&x))
+    noise.apply(&x, &mut TorchRng::new(seed as u64))
 }
 
 /// A clean image as the 0..255 f64 reference of the metrics (exact for 8-bit samples).

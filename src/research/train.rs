@@ -5,7 +5,11 @@
 //! frozen or trainable encoder, periodic validation, checkpoints and exact resume.
 //!
 //! Every random choice of step `s` is drawn from generators seeded by (seed, s), so a run
-//! resumed from a checkpoint reproduces an uninterrupted one bit for bit.
+//! resumed from a checkpoint reproduces an uninterrupted one bit for bit: crops, colours and
+//! noise choices from a `StdRng`, the noise fields and the feature augmentation from a
+//! [`TorchRng`], both owned by the step. The model's initialisation and mixup's Beta draw and
+//! permutation use libtorch's process-wide generator, seeded before each: one trainer per
+//! process reproduces exactly.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{ClipDenoise, Config};
+use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{
     DataSection, ModelSection, OptimSection, RunSection, TrainConfig,
 };
@@ -194,8 +199,8 @@ impl Trainer {
                     / 255.0)
                     .unsqueeze(0)
                     .to_device(device);
-                tch::manual_seed(1_000_000 + i as i64);
-                let noisy = crate::research::noise::gaussian(&clean, 25.0);
+                let mut rng = TorchRng::new(1_000_000 + i as u64);
+                let noisy = crate::research::noise::gaussian(&clean, 25.0, &mut rng)?;
                 Ok((clean, noisy))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -261,11 +266,13 @@ impl Trainer {
         let s = self.step;
         let seed = self.seed_for(s);
         let mut rng = StdRng::seed_from_u64(seed);
+        let mut noise_rng = TorchRng::new(seed);
+        // Mixup's Beta draw and permutation come from libtorch's generator.
         tch::manual_seed(seed as i64);
         let (b, p) = (self.cfg.data.batch, self.cfg.data.patch);
         let clean = self.data.batch(&mut rng, b, p).to_device(self.device);
         let clean = color_augment(&clean, &self.cfg.data, &mut rng);
-        let (mut noisy, mut clean) = self.cfg.noise.apply(&clean, &mut rng)?;
+        let (mut noisy, mut clean) = self.cfg.noise.apply(&clean, &mut rng, &mut noise_rng)?;
         if let Some(cfg) = &self.cfg.pool {
             let g = cfg.generation(s);
             let pool = match &self.pool {
@@ -299,7 +306,9 @@ impl Trainer {
             clean = &clean * lam + clean.index_select(0, &perm) * (1.0 - lam);
             noisy = &noisy * lam + noisy.index_select(0, &perm) * (1.0 - lam);
         }
-        let out = self.model.forward_t(&noisy, true);
+        let out = self
+            .model
+            .forward_train(&noisy, &mut |f| noise_rng.randn_like(f))?;
         let loss = out.f_sub(&clean)?.f_abs()?.f_mean(Kind::Float)?;
         for (_, p) in &self.adam.params {
             let mut g = p.grad();
