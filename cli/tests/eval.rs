@@ -2,18 +2,15 @@
 //! model: the library's numbers against a PSNR computed here from scratch (own seed hash, own
 //! noise draw, the Denoiser run directly, PSNR by the formula), and the real binary's output.
 
-use assert_cmd::Command;
+mod support;
+
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::research::eval::{self, EvalConfig, EvalReport, Event};
 use clipdenoise::research::noise::{NoiseSpec, TorchRng};
 use std::path::{Path, PathBuf};
+use support::child::{clipdenoise as bin, RunExt};
+use support::fixture;
 use tch::{Device, Kind, Tensor};
-
-fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(p)
-}
 
 fn model_path() -> PathBuf {
     fixture("tiny-w8/official_state_dict.safetensors")
@@ -241,10 +238,6 @@ fn real_pairs_round_the_output_to_uint8() {
     assert!(err.contains("a-cbsd68-101085.png"), "{err}");
 }
 
-fn bin() -> Command {
-    Command::cargo_bin("clipdenoise").unwrap()
-}
-
 #[test]
 fn cli_json_parses_and_matches_the_library() {
     let out = bin()
@@ -260,8 +253,7 @@ fn cli_json_parses_and_matches_the_library() {
         .arg(fixture("eval"))
         .arg("--model")
         .arg(model_path())
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -315,8 +307,7 @@ fn cli_markdown_and_dump() {
         .arg(model_path())
         .arg("--dump-noisy")
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -387,13 +378,13 @@ fn cli_errors_are_one_line() {
         ],
         vec!["eval"],
     ] {
-        let out = bin().args(&args).output().unwrap();
+        let out = bin().args(&args).run();
         assert!(!out.status.success());
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{err}");
     }
-    let help = bin().args(["eval", "--help"]).output().unwrap();
+    let help = bin().args(["eval", "--help"]).run();
     assert!(String::from_utf8(help.stdout)
         .unwrap()
         .contains("clipdenoise eval --dataset"));
