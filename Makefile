@@ -21,7 +21,6 @@ demo: setup
 test: setup
 	@$(ENV) cargo fmt --all --check
 	@$(ENV) cargo clippy --release --workspace --all-targets -- -D warnings
-	@# One test at a time (libtorch's global RNG): RUST_TEST_THREADS=1 in .cargo/config.toml.
 	@$(ENV) cargo test --release --workspace
 
 # Re-run the CPU benchmark table of benchmarks/README.md.

@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(4).map_or(Ok(8), |s| s.parse())?;
     let p = cfg.data.patch;
     let mut rng = StdRng::seed_from_u64(1);
+    let mut noise_rng = clipdenoise::research::noise::TorchRng::new(1);
     let (h, w) = (img.size()[1], img.size()[2]);
     let mut rows = Vec::new();
     for _ in 0..n {
@@ -23,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .to_kind(Kind::Float)
             .unsqueeze(0)
             / 255.0;
-        let (noisy, target) = cfg.noise.apply(&clean, &mut rng)?;
+        let (noisy, target) = cfg.noise.apply(&clean, &mut rng, &mut noise_rng)?;
         let d = (&noisy - &target) * 255.0;
         let wy = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).view([1, 3, 1, 1]);
         let ny = (&d * &wy).sum_dim_intlist(1, true, Kind::Float);

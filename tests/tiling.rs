@@ -24,8 +24,8 @@ fn load_image(name: &str) -> Tensor {
 fn tiled_and_untiled_outputs_of_a_1024_wide_image_agree() {
     let clean = load_image("wiki001-1024x576.jpg");
     assert_eq!(clean.size(), [1, 3, 576, 1024]);
-    tch::manual_seed(0);
-    let noisy = clipdenoise::research::noise::gaussian(&clean, 25.0);
+    let mut rng = clipdenoise::research::noise::TorchRng::new(0);
+    let noisy = clipdenoise::research::noise::gaussian(&clean, 25.0, &mut rng).unwrap();
     // TILING_MODEL=path tests another weights file; the default is the shipped model.
     let src = std::env::var("TILING_MODEL")
         .map(|p| ModelSource::File(p.into()))

@@ -1,7 +1,6 @@
 //! `clipdenoise eval`: the paper's evaluation protocol (clipdenoise::research::eval) with a progress bar
 //! on stderr and the results on stdout as text tables, Markdown or JSON.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -9,7 +8,8 @@ use clipdenoise::inference::{Denoiser, DeviceRequest, Options, Precision};
 use clipdenoise::research::eval::{self, EvalConfig, Event};
 use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::weights::ModelSource;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::Progress;
 
 /// The paper's synthetic grid, used when no `--noise` is given.
 const DEFAULT_NOISE: [&str; 3] = [
@@ -71,6 +71,42 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = config(&args)?;
+    let mut view = EvalProgress::default();
+    if args.dump_only {
+        let dir = args
+            .dump_noisy
+            .as_ref()
+            .expect("clap requires --dump-noisy");
+        let manifest = eval::dump_noisy(&cfg, dir, |ev| view.on_event(ev))?;
+        view.finish();
+        eprintln!(
+            "wrote {} noisy inputs and {}",
+            manifest.cases.len(),
+            dir.join("manifest.json").display()
+        );
+        return Ok(());
+    }
+    let (source, denoiser) = load_denoiser(&args)?;
+    let mut report = eval::evaluate(&denoiser, &cfg, |ev| view.on_event(ev))?;
+    view.finish();
+    report.model = format!("{source}: {}", report.model);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if args.markdown {
+        print!("{}", report.to_markdown());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(dir) = &args.dump_noisy {
+        eprintln!("noisy inputs: {}", dir.join("manifest.json").display());
+    }
+    eprintln!("{:.1} s", report.seconds);
+    Ok(())
+}
+
+/// The evaluation the arguments ask for (the paper's grid when no `--noise` is given).
+fn config(args: &Args) -> anyhow::Result<EvalConfig> {
     let specs: Vec<String> = if args.noises.is_empty() {
         DEFAULT_NOISE.iter().map(|s| s.to_string()).collect()
     } else {
@@ -87,70 +123,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.datasets.is_empty() && args.pairs.is_empty() {
         anyhow::bail!("nothing to evaluate: give --dataset DIR and/or --pairs DIR");
     }
-    let cfg = EvalConfig {
+    Ok(EvalConfig {
         datasets: args.datasets.clone(),
         noises,
         pairs: args.pairs.clone(),
         limit: args.limit.map(|n| n as usize),
         seed: args.seed,
         dump_noisy: args.dump_noisy.clone(),
-    };
+    })
+}
 
-    let bar = ProgressBar::hidden();
-    let tty = std::io::stderr().is_terminal();
-    let mut on_event = |ev: &Event| match ev {
-        Event::Started { cases } => {
-            if tty {
-                bar.set_draw_target(ProgressDrawTarget::stderr());
-                bar.set_length(*cases as u64);
-                bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-                        .expect("valid template"),
-                );
-            }
-        }
-        Event::Folder {
-            name,
-            images,
-            noises,
-        } => {
-            bar.suspend(|| eprintln!("{name}: {images} images x {noises} noise"));
-        }
-        Event::Case {
-            folder,
-            image,
-            noise,
-            score,
-            done,
-            ..
-        } => {
-            let noise = noise
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "real".into());
-            let s = score
-                .as_ref()
-                .map(|s| format!(" {:.2} dB", s.psnr))
-                .unwrap_or_default();
-            bar.set_position(*done as u64);
-            bar.set_message(format!("{folder} {noise} {image}{s}"));
-        }
-    };
-
-    if args.dump_only {
-        let dir = args
-            .dump_noisy
-            .as_ref()
-            .expect("clap requires --dump-noisy");
-        let manifest = eval::dump_noisy(&cfg, dir, &mut on_event)?;
-        bar.finish_and_clear();
-        eprintln!(
-            "wrote {} noisy inputs and {}",
-            manifest.cases.len(),
-            dir.join("manifest.json").display()
-        );
-        return Ok(());
-    }
-
+/// The model, for whole-image inference (no tiling), as the protocol wants.
+fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
     let device = args.device.resolve()?;
     let source = ModelSource::parse(&args.model);
     let loaded = source
@@ -169,20 +153,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         format!("{device:?}").to_lowercase(),
         args.precision
     );
+    Ok((source, denoiser))
+}
 
-    let mut report = eval::evaluate(&denoiser, &cfg, &mut on_event)?;
-    bar.finish_and_clear();
-    report.model = format!("{source}: {}", report.model);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if args.markdown {
-        print!("{}", report.to_markdown());
-    } else {
-        print!("{}", report.to_text());
+/// The evaluation's events on stderr: a bar over the cases on a terminal, the folder lines
+/// above it.
+#[derive(Default)]
+struct EvalProgress {
+    progress: Option<Progress>,
+}
+
+impl EvalProgress {
+    fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Started { cases } => {
+                self.progress = Some(Progress::new(
+                    "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
+                    Some(*cases as u64),
+                ));
+            }
+            Event::Folder {
+                name,
+                images,
+                noises,
+            } => self.println(&format!("{name}: {images} images x {noises} noise")),
+            Event::Case {
+                folder,
+                image,
+                noise,
+                score,
+                done,
+                ..
+            } => {
+                let noise = noise
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "real".into());
+                let s = score
+                    .as_ref()
+                    .map(|s| format!(" {:.2} dB", s.psnr))
+                    .unwrap_or_default();
+                if let Some(bar) = self.progress.as_ref().and_then(Progress::bar) {
+                    bar.set_position(*done as u64);
+                    bar.set_message(format!("{folder} {noise} {image}{s}"));
+                }
+            }
+        }
     }
-    if let Some(dir) = &args.dump_noisy {
-        eprintln!("noisy inputs: {}", dir.join("manifest.json").display());
+
+    fn println(&self, line: &str) {
+        match &self.progress {
+            Some(p) => p.println(line),
+            None => eprintln!("{line}"),
+        }
     }
-    eprintln!("{:.1} s", report.seconds);
-    Ok(())
+
+    fn finish(&mut self) {
+        if let Some(p) = self.progress.as_mut() {
+            p.finish();
+        }
+    }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clipdenoise::inference::Precision;
 use clipdenoise::research::imageio::{self, BitDepth};
+use clipdenoise::research::noise::IspNoise;
 use clipdenoise::research::video_eval::{self, VideoScore};
 
 use crate::gst_frames;
@@ -113,57 +114,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     camera.validate()?;
     let mut rows = Vec::new();
     for path in &args.clips {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "clip".into());
-        let clean = decode_rgb(path, args.frames as usize, args.width)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let seed = video_eval::seed_of(&format!("{}/{name}", args.seed));
-        let noisy = video_eval::noisy_clip(&clean, &camera, seed)?;
-        if let Some(dir) = &args.dump {
-            dump_frames(&dir.join(&name).join("clean"), &clean)?;
-        }
-        for &crf in &args.crf {
-            eprintln!("{name}: {} frames, CRF {crf}", clean.len());
-            let keep = match &args.keep_encoded {
-                Some(dir) => {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("cannot create {}", dir.display()))?;
-                    Some(dir.join(format!("{name}-crf{crf}.mp4")))
-                }
-                None => None,
-            };
-            let (decoded, denoised) = encode_and_denoise(&noisy, crf, &args, keep.as_deref())?;
-            if let Some(dir) = &args.dump {
-                dump_frames(&dir.join(&name).join(format!("crf{crf}")), &decoded)?;
-            }
-            let row = Row {
-                clip: name.clone(),
-                crf,
-                noisy: video_eval::score_clip(&clean, &decoded)?,
-                denoised: video_eval::score_clip(&clean, &denoised)?,
-            };
-            eprintln!(
-                "  noisy {:.2} dB (Y {:.2}), clipdenoise {:.2} dB (Y {:.2})",
-                row.noisy.psnr, row.noisy.psnr_y, row.denoised.psnr, row.denoised.psnr_y
-            );
-            rows.push(row);
-        }
+        rows.extend(clip_rows(path, &args, &camera)?);
     }
-    let means = args
-        .crf
-        .iter()
-        .map(|&crf| {
-            let r: Vec<&Row> = rows.iter().filter(|r| r.crf == crf).collect();
-            Row {
-                clip: "mean".into(),
-                crf,
-                noisy: mean(r.iter().map(|r| &r.noisy)),
-                denoised: mean(r.iter().map(|r| &r.denoised)),
-            }
-        })
-        .collect();
+    let means = means_per_crf(&rows, &args.crf);
     let report = Report {
         model: args.model.clone(),
         shot: args.shot,
@@ -181,6 +134,65 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("{:.1} s", report.seconds);
     Ok(())
+}
+
+/// One clip: decoded, camera noise added, then per CRF encoded, decoded and denoised; the
+/// scores of each CRF.
+fn clip_rows(path: &Path, args: &Args, camera: &IspNoise) -> anyhow::Result<Vec<Row>> {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "clip".into());
+    let clean = decode_rgb(path, args.frames as usize, args.width)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let seed = video_eval::seed_of(&format!("{}/{name}", args.seed));
+    let noisy = video_eval::noisy_clip(&clean, camera, seed)?;
+    if let Some(dir) = &args.dump {
+        dump_frames(&dir.join(&name).join("clean"), &clean)?;
+    }
+    let mut rows = Vec::new();
+    for &crf in &args.crf {
+        eprintln!("{name}: {} frames, CRF {crf}", clean.len());
+        let keep = match &args.keep_encoded {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                Some(dir.join(format!("{name}-crf{crf}.mp4")))
+            }
+            None => None,
+        };
+        let (decoded, denoised) = encode_and_denoise(&noisy, crf, args, keep.as_deref())?;
+        if let Some(dir) = &args.dump {
+            dump_frames(&dir.join(&name).join(format!("crf{crf}")), &decoded)?;
+        }
+        let row = Row {
+            clip: name.clone(),
+            crf,
+            noisy: video_eval::score_clip(&clean, &decoded)?,
+            denoised: video_eval::score_clip(&clean, &denoised)?,
+        };
+        eprintln!(
+            "  noisy {:.2} dB (Y {:.2}), clipdenoise {:.2} dB (Y {:.2})",
+            row.noisy.psnr, row.noisy.psnr_y, row.denoised.psnr, row.denoised.psnr_y
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The mean row of each CRF over the clips.
+fn means_per_crf(rows: &[Row], crfs: &[u32]) -> Vec<Row> {
+    crfs.iter()
+        .map(|&crf| {
+            let r: Vec<&Row> = rows.iter().filter(|r| r.crf == crf).collect();
+            Row {
+                clip: "mean".into(),
+                crf,
+                noisy: mean(r.iter().map(|r| &r.noisy)),
+                denoised: mean(r.iter().map(|r| &r.denoised)),
+            }
+        })
+        .collect()
 }
 
 fn mean<'a>(scores: impl Iterator<Item = &'a VideoScore>) -> VideoScore {

@@ -1,10 +1,11 @@
 //! The Ctrl-C handler (SIGTERM and SIGHUP take the same path) of jobs that stop in steps:
 //! the first press asks the job to finish cleanly, the second to abort, and the third exits
 //! at once (for a job that does not stop), removing the file named by [`remove_on_exit`].
+//! Jobs that stop at their next step (training) use [`install_stop_flag`] instead.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 
@@ -37,4 +38,14 @@ pub fn abort() {
 /// The unfinished output the third Ctrl-C removes.
 pub fn remove_on_exit(path: PathBuf) {
     let _ = REMOVE_ON_EXIT.set(path);
+}
+
+/// The handler of a job that stops at its next step: every press prints `notice` and sets
+/// `stop`.
+pub fn install_stop_flag(notice: &'static str, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    ctrlc::set_handler(move || {
+        eprintln!("\n{notice}");
+        stop.store(true, Ordering::Relaxed);
+    })
+    .context("cannot install the Ctrl-C handler")
 }

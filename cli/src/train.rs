@@ -1,13 +1,13 @@
 //! `clipdenoise train`: renders the core trainer's events (progress bar or plain lines).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clipdenoise::research::train::{TrainConfig, TrainEvent, Trainer};
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::Progress;
 
 #[derive(clap::Args)]
 #[command(
@@ -69,69 +69,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = TrainConfig::from_file(&args.config)?;
     let mut trainer = Trainer::new(cfg).context("cannot start training")?;
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            eprintln!("\ninterrupted: writing a checkpoint, then stopping");
-            stop.store(true, Ordering::Relaxed);
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
-    let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::hidden();
-    let mut last_psnr = f64::NAN;
-    let mut on_event = |ev| match ev {
-        TrainEvent::Started {
-            step,
-            total,
-            params,
-            images,
-            resumed,
-        } => {
-            eprintln!(
-                "training: {params} trainable parameters, {images} images, {} at step {step} of {total}",
-                if resumed { "resuming" } else { "starting" }
-            );
-            if tty {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                bar.set_length(total);
-                bar.set_position(step);
-                bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ETA {eta}")
-                        .expect("valid template"),
-                );
-            }
-        }
-        TrainEvent::Step {
-            step,
-            loss,
-            lr,
-            steps_per_s,
-            ..
-        } => {
-            let msg =
-                format!("loss {loss:.4} lr {lr:.2e} val {last_psnr:.2} dB {steps_per_s:.2} it/s");
-            if tty {
-                bar.set_position(step);
-                bar.set_message(msg);
-            } else if step % 100 == 0 {
-                eprintln!("step {step} {msg}");
-            }
-        }
-        TrainEvent::Validation { step, psnr } => {
-            last_psnr = psnr;
-            bar.suspend(|| {
-                eprintln!("step {step}: validation PSNR {psnr:.3} dB (held-out, gaussian 25)")
-            });
-        }
-        TrainEvent::Checkpoint { step, path } => {
-            bar.suspend(|| eprintln!("step {step}: checkpoint {}", path.display()));
-        }
-        TrainEvent::Finished { step, model } => {
-            bar.finish_and_clear();
-            eprintln!("stopped at step {step}; model weights: {}", model.display());
-        }
+    crate::interrupt::install_stop_flag(
+        "interrupted: writing a checkpoint, then stopping",
+        stop.clone(),
+    )?;
+    let mut view = TrainProgress {
+        progress: None,
+        last_psnr: f64::NAN,
     };
+    let mut on_event = |ev| view.on_event(ev);
     run_generations(&mut trainer, args.max_steps, &stop, &mut on_event)?;
     if let Some(out) = args.export {
         trainer
@@ -140,4 +86,77 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("exported {}", out.display());
     }
     Ok(())
+}
+
+/// The trainer's events on stderr: a bar over the steps on a terminal (plain lines every 100
+/// steps otherwise), validation and checkpoint lines above it.
+struct TrainProgress {
+    progress: Option<Progress>,
+    last_psnr: f64,
+}
+
+impl TrainProgress {
+    fn on_event(&mut self, ev: TrainEvent) {
+        match ev {
+            TrainEvent::Started {
+                step,
+                total,
+                params,
+                images,
+                resumed,
+            } => {
+                eprintln!(
+                    "training: {params} trainable parameters, {images} images, {} at step {step} of {total}",
+                    if resumed { "resuming" } else { "starting" }
+                );
+                let p = Progress::new("{bar:30} {pos}/{len} {msg} ETA {eta}", Some(total));
+                if let Some(bar) = p.bar() {
+                    bar.set_position(step);
+                }
+                self.progress = Some(p);
+            }
+            TrainEvent::Step {
+                step,
+                loss,
+                lr,
+                steps_per_s,
+                ..
+            } => {
+                let msg = format!(
+                    "loss {loss:.4} lr {lr:.2e} val {:.2} dB {steps_per_s:.2} it/s",
+                    self.last_psnr
+                );
+                match self.progress.as_ref().and_then(Progress::bar) {
+                    Some(bar) => {
+                        bar.set_position(step);
+                        bar.set_message(msg);
+                    }
+                    None if step % 100 == 0 => eprintln!("step {step} {msg}"),
+                    None => {}
+                }
+            }
+            TrainEvent::Validation { step, psnr } => {
+                self.last_psnr = psnr;
+                self.println(&format!(
+                    "step {step}: validation PSNR {psnr:.3} dB (held-out, gaussian 25)"
+                ));
+            }
+            TrainEvent::Checkpoint { step, path } => {
+                self.println(&format!("step {step}: checkpoint {}", path.display()));
+            }
+            TrainEvent::Finished { step, model } => {
+                if let Some(p) = self.progress.as_mut() {
+                    p.finish();
+                }
+                eprintln!("stopped at step {step}; model weights: {}", model.display());
+            }
+        }
+    }
+
+    fn println(&self, line: &str) {
+        match &self.progress {
+            Some(p) => p.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The bench runs end to end and its JSON has every field (no timing assertions here).
 
-use assert_cmd::Command;
+mod support;
+
+use support::child::{clipdenoise, RunExt};
 
 #[test]
 fn bench_json_has_every_field() {
@@ -8,8 +10,7 @@ fn bench_json_has_every_field() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/tiny-w8/official_state_dict.safetensors"
     );
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
+    let out = clipdenoise()
         .args([
             "bench",
             "--model",
@@ -22,8 +23,7 @@ fn bench_json_has_every_field() {
             "3",
         ])
         .args(["--device", "cpu", "--json"])
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -66,11 +66,7 @@ fn bench_json_has_every_field() {
 
 #[test]
 fn bench_refuses_a_bad_size() {
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
-        .args(["bench", "--size", "64"])
-        .output()
-        .unwrap();
+    let out = clipdenoise().args(["bench", "--size", "64"]).run();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WIDTHxHEIGHT"), "{err}");

@@ -2,53 +2,21 @@
 //! x264, the element) and training with a codec pool (x264 round trips through GStreamer).
 #![cfg(feature = "gst")]
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::time::Duration;
+mod support;
 
-use assert_cmd::Command;
-use gst::prelude::*;
+use std::path::{Path, PathBuf};
+
+use support::child::{clipdenoise, RunExt};
+use support::pipeline::gst_run;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
-/// Watchdog of every child process: fail with a message instead of hanging CI.
-const WATCHDOG: Duration = Duration::from_secs(600);
-
-fn registry() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")
-}
-
-fn clipdenoise() -> Command {
-    let mut c = Command::cargo_bin("clipdenoise").unwrap();
-    c.env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", registry())
-        .timeout(WATCHDOG);
-    c
-}
-
 /// An 8-frame 64x48 H.264 clip of a moving ball.
 fn make_clip(path: &Path) {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        std::env::set_var("GST_REGISTRY", registry());
-        gst::init().unwrap();
-    });
-    let desc = format!(
+    gst_run(&format!(
         "videotestsrc num-buffers=8 pattern=ball ! video/x-raw,width=64,height=48,framerate=30/1 ! \
          x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
         path.display()
-    );
-    let p = gst::parse::launch(&desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("making the clip: no EOS within 60 s");
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
-    p.set_state(gst::State::Null).unwrap();
+    ));
 }
 
 fn eval_video(clip: &Path, extra: &[&str]) -> serde_json::Value {
@@ -66,8 +34,7 @@ fn eval_video(clip: &Path, extra: &[&str]) -> serde_json::Value {
         ])
         .args(["--model", TINY])
         .args(extra)
-        .output()
-        .unwrap();
+        .run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     serde_json::from_slice(&out.stdout).unwrap()
@@ -118,8 +85,7 @@ fn eval_video_refuses_a_file_that_is_not_a_video() {
     std::fs::write(&bad, b"not a video at all").unwrap();
     let out = clipdenoise()
         .args(["eval-video", bad.to_str().unwrap(), "--model", TINY])
-        .output()
-        .unwrap();
+        .run();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.mp4"), "{err}");
@@ -211,7 +177,7 @@ fn train(config: &Path, max_steps: Option<u32>) {
     if let Some(m) = max_steps {
         c.args(["--max-steps", &m.to_string()]);
     }
-    let out = c.output().unwrap();
+    let out = c.run();
     assert!(
         out.status.success(),
         "{}",

@@ -2,39 +2,14 @@
 //! naming the problem, a non-zero exit, no output file (or temporary file) left behind, no panic.
 #![cfg(feature = "gst")]
 
-use std::path::{Path, PathBuf};
-use std::sync::Once;
+mod support;
 
-use assert_cmd::Command;
-use gst::prelude::*;
+use std::path::{Path, PathBuf};
+
+use support::child::{clipdenoise, RunExt};
+use support::pipeline::gst_run;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
-
-fn registry() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")
-}
-
-fn gst_run(desc: &str) {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        std::env::set_var("GST_REGISTRY", registry());
-        gst::init().unwrap();
-    });
-    let p = gst::parse::launch(desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("pipeline finished in time");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{desc}: {}", e.error());
-    }
-    p.set_state(gst::State::Null).unwrap();
-}
 
 /// A 2-second 160x96 H.264 clip in MP4; `faststart` puts the index first.
 fn make_mp4(path: &Path, faststart: bool) {
@@ -53,14 +28,7 @@ fn fails(input: &Path, output: &Path, extra: &[&str], expect: &[&str]) -> String
         output.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
-        .args(&args)
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", registry())
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
+    let out = clipdenoise().args(&args).env("RUST_BACKTRACE", "1").run();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} succeeded: {err}");
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");

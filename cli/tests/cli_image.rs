@@ -1,18 +1,14 @@
 //! `clipdenoise image` through the real binary: 16-bit PNG round trip at full precision, bit
 //! depths per format, --out-dir, and the usual refusals.
 
+mod support;
+
 use std::path::Path;
 
-use assert_cmd::Command;
 use image::{ImageBuffer, Rgb};
+use support::child::{clipdenoise, RunExt};
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
-
-fn clipdenoise() -> Command {
-    let mut c = Command::cargo_bin("clipdenoise").unwrap();
-    c.env("OMP_WAIT_POLICY", "PASSIVE");
-    c
-}
 
 /// `clipdenoise image ARGS --model TINY`, asserted.
 fn image_cmd(args: &[&str]) -> assert_cmd::assert::Assert {
@@ -174,8 +170,7 @@ fn refusals_are_one_line() {
             .args(&args)
             .args(["--model", TINY])
             .current_dir(dir.path())
-            .output()
-            .unwrap();
+            .run();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{args:?}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");

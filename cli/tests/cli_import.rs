@@ -1,22 +1,15 @@
 //! The real `clipdenoise` binary: `import openai-clip`, `import checkpoint` and
 //! `weights fetch` on fixtures and on corrupt or hostile files.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use clipdenoise::weights::{self, fetch::CLIP_RN50_SHA256, Missing};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-fn bin() -> Command {
-    Command::cargo_bin("clipdenoise").unwrap()
-}
+use support::child::clipdenoise as bin;
+use support::fixture;
 
 fn stderr_of_failure(cmd: &mut Command) -> String {
     let out = cmd.assert().failure().get_output().clone();

@@ -2,34 +2,18 @@
 //! with GStreamer (frame count, timestamps, duration, audio).
 #![cfg(feature = "gst")]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use gst::prelude::*;
+use support::child::{clipdenoise, registry, RunExt};
+use support::pipeline::{gst_run, init, wait_eos};
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
-
-fn registry() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin")
-}
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        std::env::set_var("GST_REGISTRY", registry());
-        gst::init().unwrap();
-    });
-}
-
-fn clipdenoise() -> Command {
-    let mut c = Command::cargo_bin("clipdenoise").unwrap();
-    c.env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", registry());
-    c
-}
 
 /// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end.
 fn denoise_video(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
@@ -38,32 +22,7 @@ fn denoise_video(input: &Path, output: &Path, extra: &[&str]) -> std::process::O
         .args([input, output])
         .args(["--model", TINY])
         .args(extra)
-        .output()
-        .unwrap()
-}
-
-/// Run a gst-launch style pipeline to EOS.
-fn gst_run(desc: &str) {
-    init();
-    let p = gst::parse::launch(desc).unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    wait_eos(&p, desc);
-    p.set_state(gst::State::Null).unwrap();
-}
-
-/// Wait (at most a minute) for EOS; an ERROR message fails the test, naming `what`.
-fn wait_eos(p: &impl IsA<gst::Element>, what: &str) {
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(60),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap_or_else(|| panic!("{what}: no EOS within 60 s"));
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{what}: {} ({:?})", e.error(), e.debug());
-    }
+        .run()
 }
 
 /// A 2-second 160x96 30 fps H.264 clip with a 2-second stereo audio track, in `mux`.

@@ -2,11 +2,14 @@
 //! the Makefile so the two cannot drift apart; only its outputs move into a temporary folder.
 #![cfg(feature = "gst")]
 
+mod support;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use assert_cmd::Command;
 use gst::prelude::*;
+use support::child::{clipdenoise, RunExt};
+use support::pipeline::{init, wait_eos};
 
 /// The arguments after `clipdenoise` on the Makefile's `demo:` recipe line.
 fn demo_args() -> Vec<String> {
@@ -52,15 +55,10 @@ fn make_demo_command_works_end_to_end() {
         .expect("--side-by-side")
         + 1]
     .clone();
-    let registry = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gst-registry.bin");
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
+    let out = clipdenoise()
         .args(&args)
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", &registry)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .unwrap();
+        .run();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     assert!(
@@ -74,8 +72,7 @@ fn make_demo_command_works_end_to_end() {
     assert_eq!((img.width(), img.height()), (2 * 480 + 8, 270));
 
     // The video, read back with GStreamer: 75 H.264 frames over 2.5 s.
-    std::env::set_var("GST_REGISTRY", &registry);
-    gst::init().unwrap();
+    init();
     let p = gst::parse::launch(&format!(
         "filesrc location={video} ! qtdemux ! h264parse ! fakesink name=s"
     ))
@@ -92,15 +89,7 @@ fn make_demo_command_works_end_to_end() {
             gst::PadProbeReturn::Ok
         });
     p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    assert!(matches!(msg.view(), gst::MessageView::Eos(_)));
+    wait_eos(&p, "reading the demo video back");
     let d = p.query_duration::<gst::ClockTime>().unwrap();
     p.set_state(gst::State::Null).unwrap();
     assert_eq!(*count.lock().unwrap(), 75);

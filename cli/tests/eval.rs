@@ -1,25 +1,16 @@
 //! The evaluation protocol on two tiny images (tests/fixtures/eval/) with the tiny `tiny-w8`
 //! model: the library's numbers against a PSNR computed here from scratch (own seed hash, own
 //! noise draw, the Denoiser run directly, PSNR by the formula), and the real binary's output.
-//!
-//! Every test that draws from libtorch's global generator holds `RNG` (tests run in threads).
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod support;
 
-use assert_cmd::Command;
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::research::eval::{self, EvalConfig, EvalReport, Event};
-use clipdenoise::research::noise::NoiseSpec;
+use clipdenoise::research::noise::{NoiseSpec, TorchRng};
+use std::path::{Path, PathBuf};
+use support::child::{clipdenoise as bin, RunExt};
+use support::fixture;
 use tch::{Device, Kind, Tensor};
-
-static RNG: Mutex<()> = Mutex::new(());
-
-fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(p)
-}
 
 fn model_path() -> PathBuf {
     fixture("tiny-w8/official_state_dict.safetensors")
@@ -76,7 +67,6 @@ fn images() -> Vec<PathBuf> {
 
 #[test]
 fn eval_matches_a_hand_computed_psnr() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let d = denoiser();
     let sigma = 25.0;
     let cfg = EvalConfig {
@@ -104,8 +94,9 @@ fn eval_matches_a_hand_computed_psnr() {
     for (i, path) in images().iter().enumerate() {
         let (raw, x, h, w) = clean(path);
         let s = seed(0, "gaussian:25", i);
-        tch::manual_seed(s);
-        let noisy = &x + x.randn_like() * (sigma / 255.0);
+        // The generator libtorch's `manual_seed(s)` + `randn_like` would be.
+        let normal = TorchRng::new(s as u64).randn_like(&x).unwrap();
+        let noisy = &x + normal * (sigma / 255.0);
         let out = d.denoise(&noisy).unwrap();
         let p = psnr_by_hand(&out, &raw, h, w);
         let got = &gauss.images[i];
@@ -130,12 +121,11 @@ fn eval_matches_a_hand_computed_psnr() {
     );
     assert!(gauss.mean.ssim > 0.0 && gauss.mean.ssim <= 1.0);
 
-    // Poisson through the generic NoiseSpec path (unique_dim) gives the same numbers.
+    // Poisson: the protocol's formula written out here (unique_dim) gives the same numbers.
     let pois = &ds.rows[1];
     for (i, path) in images().iter().enumerate() {
         let (raw, x, h, w) = clean(path);
-        tch::manual_seed(seed(0, "poisson:3", i));
-        let noisy = NoiseSpec::Poisson(3.0).apply(&x);
+        let noisy = poisson_by_hand(&x, 3.0, seed(0, "poisson:3", i));
         let p = psnr_by_hand(&d.denoise(&noisy).unwrap(), &raw, h, w);
         assert!((pois.images[i].psnr - p).abs() < 1e-9);
     }
@@ -152,21 +142,30 @@ fn eval_matches_a_hand_computed_psnr() {
     );
 }
 
+/// The protocol's Poisson noise of one (1, 3, H, W) image written out: xq = round(255x)/255,
+/// v = 2^ceil(log2(distinct values, counted by `unique_dim`)), clip(xq + alpha (P(xq v)/v - xq)).
+fn poisson_by_hand(x: &Tensor, alpha: f64, seed: i64) -> Tensor {
+    let q = (x * 255.0).round();
+    let distinct = q.flatten(0, -1).unique_dim(0, true, false, false).0.size()[0];
+    let xq = q / 255.0;
+    let v = 2f64.powi((distinct as f64).log2().ceil() as i32);
+    let p = TorchRng::new(seed as u64).poisson(&(&xq * v)).unwrap() / v;
+    (&xq + (p - &xq) * alpha).clamp(0.0, 1.0)
+}
+
 #[test]
 fn poisson_fast_path_is_bit_exact() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     // Few grey levels (distinct counts that are and are not powers of two), noise-like
     // images, and a real crop.
-    let levels =
-        Tensor::randint(7, [1, 3, 24, 20], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) / 6.0;
-    let two = Tensor::randint(2, [1, 3, 16, 16], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float);
-    let rand = Tensor::rand([1, 3, 33, 17], (Kind::Float, Device::Cpu));
+    let mut rng = TorchRng::new(12);
+    let levels = rng.randint(7, &[1, 3, 24, 20], Kind::Float).unwrap() / 6.0;
+    let two = rng.randint(2, &[1, 3, 16, 16], Kind::Float).unwrap();
+    let rand = rng.randint(1 << 24, &[1, 3, 33, 17], Kind::Float).unwrap() / (1 << 24) as f64;
     let (_, real, _, _) = clean(&images()[0]);
     for x in [levels, two, rand, real] {
         for alpha in [2.0, 3.5] {
             let fast = eval::noisy_input(&x, &NoiseSpec::Poisson(alpha), 11).unwrap();
-            tch::manual_seed(11);
-            let reference = NoiseSpec::Poisson(alpha).apply(&x);
+            let reference = poisson_by_hand(&x, alpha, 11);
             assert!(fast.equal(&reference), "alpha {alpha}");
         }
     }
@@ -174,7 +173,6 @@ fn poisson_fast_path_is_bit_exact() {
 
 #[test]
 fn noisy_inputs_are_reproducible_and_unclipped() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let x = Tensor::ones([1, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.98;
     for n in [NoiseSpec::Gaussian(50.0), NoiseSpec::Correlated(55.0)] {
         let a = eval::noisy_input(&x, &n, 5).unwrap();
@@ -186,7 +184,6 @@ fn noisy_inputs_are_reproducible_and_unclipped() {
 
 #[test]
 fn real_pairs_round_the_output_to_uint8() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     for sub in ["noisy", "clean"] {
         std::fs::create_dir(dir.path().join(sub)).unwrap();
@@ -241,10 +238,6 @@ fn real_pairs_round_the_output_to_uint8() {
     assert!(err.contains("a-cbsd68-101085.png"), "{err}");
 }
 
-fn bin() -> Command {
-    Command::cargo_bin("clipdenoise").unwrap()
-}
-
 #[test]
 fn cli_json_parses_and_matches_the_library() {
     let out = bin()
@@ -260,8 +253,7 @@ fn cli_json_parses_and_matches_the_library() {
         .arg(fixture("eval"))
         .arg("--model")
         .arg(model_path())
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -281,7 +273,6 @@ fn cli_json_parses_and_matches_the_library() {
     );
 
     // Same numbers in-process (same device, same seeds).
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = EvalConfig {
         datasets: vec![fixture("eval")],
         noises: vec![NoiseSpec::Gaussian(15.0), NoiseSpec::Gaussian(50.0)],
@@ -316,8 +307,7 @@ fn cli_markdown_and_dump() {
         .arg(model_path())
         .arg("--dump-noisy")
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -388,13 +378,13 @@ fn cli_errors_are_one_line() {
         ],
         vec!["eval"],
     ] {
-        let out = bin().args(&args).output().unwrap();
+        let out = bin().args(&args).run();
         assert!(!out.status.success());
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("error: "), "{err}");
     }
-    let help = bin().args(["eval", "--help"]).output().unwrap();
+    let help = bin().args(["eval", "--help"]).run();
     assert!(String::from_utf8(help.stdout)
         .unwrap()
         .contains("clipdenoise eval --dataset"));

@@ -14,8 +14,12 @@ use assert_cmd::Command;
 use clipdenoise::weights::import::{import_checkpoint, import_openai_clip};
 use clipdenoise::weights::pickle::read_torch_file;
 use clipdenoise::weights::{self, Missing, TensorMap, META_CONFIG};
+use support::child::{clipdenoise, RunExt};
 use support::{fixture, stored_entries, write, zeros_f32, zip_bytes, Entry, Pickle};
 use tch::{Device, Kind, Tensor};
+
+/// The watchdog of one run of the binary on a hostile file.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn one_line(e: impl std::fmt::Display) -> String {
     let s = e.to_string();
@@ -36,13 +40,10 @@ fn tiny_w8() -> TensorMap {
 
 /// The CLI's stderr for a run that must fail: exactly one line, `error: ...`.
 fn cli_fails(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
+    let out = clipdenoise()
         .args(args)
         .env("RUST_BACKTRACE", "1")
-        .timeout(std::time::Duration::from_secs(120))
-        .output()
-        .unwrap();
+        .run_within(LIMIT);
     let err = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
     assert!(!out.status.success(), "exit 0 for {args:?}: {err}");
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
@@ -86,9 +87,7 @@ fn cli_image_with_model_in_2gb(dir: &Path, model: &Path) -> String {
             .args(["--force", "--device", "cpu", "--model"])
             .arg(model)
             .env("RUST_BACKTRACE", "1")
-            .timeout(std::time::Duration::from_secs(120))
-            .output()
-            .unwrap()
+            .run_within(LIMIT)
     };
     let ok = run(&fixture("tiny-w8/official_state_dict.safetensors"));
     assert!(

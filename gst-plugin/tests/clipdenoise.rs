@@ -1,5 +1,7 @@
 //! The `clipdenoise` element with real GStreamer and the tiny fixture model.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, Once};
@@ -13,6 +15,7 @@ use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::temporal::TemporalFilter;
 use clipdenoise::weights::ModelSource;
+use support::{next_sample, output_of, output_within, wait_eos, CHILD_WATCHDOG};
 
 fn init() {
     static INIT: Once = Once::new();
@@ -167,31 +170,6 @@ fn i420_caps(w: usize, h: usize) -> gst::Caps {
         .build()
 }
 
-/// Run until EOS (Ok) or ERROR (Err with the message), at most `timeout`.
-fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> Result<(), String> {
-    let bus = pipeline.bus().unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timed out".into());
-        }
-        let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        ) else {
-            return Err("timed out".into());
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => return Ok(()),
-            gst::MessageView::Error(e) => {
-                return Err(format!("{} ({:?})", e.error(), e.debug()));
-            }
-            _ => {}
-        }
-    }
-}
-
 fn set_null_timed(pipeline: &gst::Element) -> Duration {
     let t0 = Instant::now();
     pipeline.set_state(gst::State::Null).expect("to NULL");
@@ -310,7 +288,7 @@ fn eos_drains_a_partial_batch_before_eos_goes_downstream() {
     }
     src.end_of_stream().unwrap();
     let mut pts = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
+    while let Some(sample) = next_sample(&sink) {
         pts.push(sample.buffer().unwrap().pts().unwrap().mseconds());
     }
     // pull_sample fails only at EOS: all three frames came before it, well before max-latency.
@@ -517,16 +495,18 @@ fn thousand_frames_in_equals_out_and_memory_stays_flat() {
     // test, not next to the other tests' threads.
     const CHILD: &str = "CLIPDENOISE_TEST_RSS_CHILD";
     if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "thousand_frames_in_equals_out_and_memory_stays_flat",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
+        let out = output_within(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "thousand_frames_in_equals_out_and_memory_stays_flat",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD, "1"),
+            CHILD_WATCHDOG,
+            "the RSS child test",
+        );
         let log = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         eprintln!("{log}");
@@ -562,7 +542,7 @@ fn thousand_frames_in_equals_out_and_memory_stays_flat() {
     let mut rss = Vec::new();
     let mut got = 0u64;
     let mut last_pts = None;
-    while let Ok(sample) = sink.pull_sample() {
+    while let Some(sample) = next_sample(&sink) {
         let pts = sample.buffer().unwrap().pts();
         assert!(pts > last_pts, "out of order");
         last_pts = pts;
@@ -868,12 +848,14 @@ fn gst_inspect_lists_every_property_with_a_blurb() {
     init();
     let plugins = plugin_dir();
     let registry = tempfile::tempdir().unwrap();
-    let out = Command::new("gst-inspect-1.0")
-        .arg("clipdenoise")
-        .env("GST_PLUGIN_PATH", plugins.path())
-        .env("GST_REGISTRY", registry.path().join("registry.bin"))
-        .output()
-        .expect("gst-inspect-1.0 runs");
+    let out = output_within(
+        Command::new("gst-inspect-1.0")
+            .arg("clipdenoise")
+            .env("GST_PLUGIN_PATH", plugins.path())
+            .env("GST_REGISTRY", registry.path().join("registry.bin")),
+        CHILD_WATCHDOG,
+        "gst-inspect-1.0",
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -928,7 +910,7 @@ fn count_decoded_frames(path: &Path) -> u64 {
     let sink: gst_app::AppSink = child(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut n = 0;
-    while sink.pull_sample().is_ok() {
+    while next_sample(&sink).is_some() {
         n += 1;
     }
     pipeline.set_state(gst::State::Null).unwrap();
@@ -955,13 +937,15 @@ fn issue_pipelines_run_as_written() {
     let plugins = plugin_dir();
     make_mp4(&dir.path().join("in.mp4"), 12);
 
-    let out = gst_launch(
-        dir.path(),
-        plugins.path(),
-        "filesrc location=in.mp4 ! decodebin ! videoconvert ! clipdenoise ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4",
-    )
-    .output()
-    .expect("gst-launch-1.0 runs");
+    let out = output_within(
+        &mut gst_launch(
+            dir.path(),
+            plugins.path(),
+            "filesrc location=in.mp4 ! decodebin ! videoconvert ! clipdenoise ! videoconvert ! x264enc ! mp4mux ! filesink location=out.mp4",
+        ),
+        CHILD_WATCHDOG,
+        "gst-launch-1.0 on a file",
+    );
     let log =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
@@ -986,7 +970,7 @@ fn issue_pipelines_run_as_written() {
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_of(child, CHILD_WATCHDOG, "gst-launch-1.0 after SIGINT");
     let log =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");

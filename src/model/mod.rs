@@ -33,24 +33,39 @@ impl ClipDenoise {
         }
     }
 
-    /// The dense features the decoder consumes: [image, F1, F2, F3, F4]. In training mode the
-    /// encoder features get progressive feature augmentation: F_k *= 1 + N(0,1) * k * aug_level.
+    /// The dense features the decoder consumes: [image, F1, F2, F3, F4] (`train`: BatchNorm in
+    /// training mode; no feature augmentation, see [`ClipDenoise::forward_train`]).
     pub fn features(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
         let mut feats = vec![x.shallow_clone()];
-        for (k, f) in self.encoder.forward_t(x, train).into_iter().enumerate() {
-            let a = (k + 1) as f64 * self.config.aug_level;
-            feats.push(if train && a > 0.0 {
-                &f * (f.randn_like() * a + 1.0)
-            } else {
-                f
-            });
-        }
+        feats.extend(self.encoder.forward_t(x, train));
         feats
     }
 
     /// Noisy RGB in [0, 1] (N, 3, H, W), H and W multiples of 32 -> clean RGB (not clamped).
+    /// `train` puts BatchNorm in training mode; training itself uses
+    /// [`ClipDenoise::forward_train`], which also augments the features.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         self.decoder.forward(&self.features(x, train))
+    }
+
+    /// The training forward pass: BatchNorm in training mode and progressive feature
+    /// augmentation, F_k *= 1 + N(0,1) * k * aug_level, where `normal(f)` gives the standard
+    /// normal samples shaped like F_k (on its device) from the caller's generator.
+    pub fn forward_train<E>(
+        &self,
+        x: &Tensor,
+        normal: &mut dyn FnMut(&Tensor) -> Result<Tensor, E>,
+    ) -> Result<Tensor, E> {
+        let mut feats = vec![x.shallow_clone()];
+        for (k, f) in self.encoder.forward_t(x, true).into_iter().enumerate() {
+            let a = (k + 1) as f64 * self.config.aug_level;
+            feats.push(if a > 0.0 {
+                &f * (normal(&f)? * a + 1.0)
+            } else {
+                f
+            });
+        }
+        Ok(self.decoder.forward(&feats))
     }
 
     /// Turn this instance into an inference engine: BatchNorm folded into the encoder convs,

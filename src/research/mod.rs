@@ -13,6 +13,7 @@ pub mod imageio;
 pub mod isp_noise;
 pub mod metrics;
 pub mod noise;
+pub mod torch_rng;
 pub mod train;
 pub mod train_config;
 pub mod train_data;

@@ -1,7 +1,8 @@
 //! Noise synthesis: the evaluation protocol's noise models (MODEL.md, "Evaluation protocol")
 //! and the training mix (adds camera-like noise through an inverse ISP and JPEG). All functions
-//! take clean images (N, 3, H, W) f32 in [0, 1] and draw from libtorch's generator, so a caller
-//! that seeds it (`tch::manual_seed`) gets reproducible noise.
+//! take clean images (N, 3, H, W) f32 in [0, 1] and draw from the caller's [`TorchRng`] (the
+//! numbers libtorch's generator gives after `tch::manual_seed` with the same seed, without its
+//! process-wide state), so the same seed gives the same noise whatever else runs meanwhile.
 
 use rand::rngs::StdRng;
 use rand::RngExt;
@@ -10,17 +11,18 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 pub use crate::research::isp_noise::IspNoise;
+pub use crate::research::torch_rng::TorchRng;
 
 /// Additive white Gaussian noise, sigma on the 0..255 scale; not clipped.
-pub fn gaussian(x: &Tensor, sigma: f64) -> Tensor {
-    x + x.randn_like() * (sigma / 255.0)
+pub fn gaussian(x: &Tensor, sigma: f64, rng: &mut TorchRng) -> Result<Tensor> {
+    Ok(x + rng.randn_like(x)? * (sigma / 255.0))
 }
 
 /// Spatially correlated Gaussian noise: i.i.d. N(0, (sigma/255)^2) filtered per channel by a
 /// 3x3 box (mean) filter with reflect borders; effective std sigma/3. Not clipped.
-pub fn correlated(x: &Tensor, sigma: f64) -> Tensor {
-    let n = x.randn_like() * (sigma / 255.0);
-    x + box3(&n)
+pub fn correlated(x: &Tensor, sigma: f64, rng: &mut TorchRng) -> Result<Tensor> {
+    let n = rng.randn_like(x)? * (sigma / 255.0);
+    Ok(x + box3(&n))
 }
 
 /// 3x3 mean filter per channel, reflect-padded.
@@ -33,20 +35,20 @@ pub fn box3(x: &Tensor) -> Tensor {
 
 /// Poisson noise of the evaluation protocol: xq = round(255x)/255, v = 2^ceil(log2(number of
 /// distinct values of xq)), y = clip(xq + alpha * (Poisson(xq v)/v - xq), 0, 1). Per image.
-pub fn poisson(x: &Tensor, alpha: f64) -> Tensor {
+pub fn poisson(x: &Tensor, alpha: f64, rng: &mut TorchRng) -> Result<Tensor> {
     let n = x.size()[0];
-    let outs: Vec<Tensor> = (0..n)
+    let outs = (0..n)
         .map(|i| {
             let xi = x.get(i);
             let q = (&xi * 255.0).round();
             let distinct = distinct_values(&q);
             let xq = q / 255.0;
             let v = 2f64.powi((distinct as f64).log2().ceil() as i32);
-            let p = (&xq * v).poisson() / v;
-            (&xq + (p - &xq) * alpha).clamp(0.0, 1.0)
+            let p = rng.poisson(&(&xq * v))? / v;
+            Ok((&xq + (p - &xq) * alpha).clamp(0.0, 1.0))
         })
-        .collect();
-    Tensor::stack(&outs, 0)
+        .collect::<Result<Vec<Tensor>>>()?;
+    Ok(Tensor::stack(&outs, 0))
 }
 
 /// Number of distinct values of `q` (whole numbers): a 256-bin histogram when they are all in
@@ -64,11 +66,11 @@ fn distinct_values(q: &Tensor) -> i64 {
 
 /// Camera-like noise: sRGB -> linear (inverse gamma), Poisson-Gaussian noise with signal
 /// dependent variance `shot * x + read^2` per pixel and channel, -> sRGB. Clipped like a camera.
-pub fn camera(x: &Tensor, shot: f64, read: f64) -> Tensor {
+pub fn camera(x: &Tensor, shot: f64, read: f64, rng: &mut TorchRng) -> Result<Tensor> {
     let lin = x.clamp(0.0, 1.0).pow_tensor_scalar(2.2);
     let var = &lin * shot + read * read;
-    let noisy = (&lin + lin.randn_like() * var.sqrt()).clamp(0.0, 1.0);
-    noisy.pow_tensor_scalar(1.0 / 2.2)
+    let noisy = (&lin + rng.randn_like(&lin)? * var.sqrt()).clamp(0.0, 1.0);
+    Ok(noisy.pow_tensor_scalar(1.0 / 2.2))
 }
 
 /// One noise model of the evaluation grid, parsed from `gaussian:25`, `correlated:50`, `poisson:3`.
@@ -81,11 +83,12 @@ pub enum NoiseSpec {
 }
 
 impl NoiseSpec {
-    pub fn apply(&self, x: &Tensor) -> Tensor {
+    /// `x` with this noise, drawn from `rng`.
+    pub fn apply(&self, x: &Tensor, rng: &mut TorchRng) -> Result<Tensor> {
         match *self {
-            NoiseSpec::Gaussian(s) => gaussian(x, s),
-            NoiseSpec::Correlated(s) => correlated(x, s),
-            NoiseSpec::Poisson(a) => poisson(x, a),
+            NoiseSpec::Gaussian(s) => gaussian(x, s, rng),
+            NoiseSpec::Correlated(s) => correlated(x, s, rng),
+            NoiseSpec::Poisson(a) => poisson(x, a, rng),
         }
     }
 
@@ -251,10 +254,16 @@ impl NoiseMix {
         Ok(())
     }
 
-    /// Add noise to each image of a clean batch, drawing the per-image choices from `rng`;
-    /// returns (noisy, target). The target is the clean batch itself except for
-    /// camera-and-codec noise, whose camera also sharpens or rescales the picture.
-    pub fn apply(&self, clean: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
+    /// Add noise to each image of a clean batch, drawing the per-image choices (and the
+    /// camera-and-codec noise) from `rng` and the other noise fields from `noise_rng`; returns
+    /// (noisy, target). The target is the clean batch itself except for camera-and-codec
+    /// noise, whose camera also sharpens or rescales the picture.
+    pub fn apply(
+        &self,
+        clean: &Tensor,
+        rng: &mut StdRng,
+        noise_rng: &mut TorchRng,
+    ) -> Result<(Tensor, Tensor)> {
         let total: f64 = self.weights.iter().sum();
         let last = self.weights.len() - 1;
         let n = clean.size()[0];
@@ -270,12 +279,15 @@ impl NoiseMix {
                 which += 1;
             }
             let (y, t) = match which {
-                0 => (gaussian(&x, lerp(self.gaussian_sigma, u())), x),
-                1 => (correlated(&x, lerp(self.correlated_sigma, u())), x),
-                2 => (poisson(&x, lerp(self.poisson_alpha, u())), x),
+                0 => (gaussian(&x, lerp(self.gaussian_sigma, u()), noise_rng)?, x),
+                1 => (
+                    correlated(&x, lerp(self.correlated_sigma, u()), noise_rng)?,
+                    x,
+                ),
+                2 => (poisson(&x, lerp(self.poisson_alpha, u()), noise_rng)?, x),
                 3 => {
                     let (shot, read) = (lerp(self.camera_shot, u()), lerp(self.camera_read, u()));
-                    (camera(&x, shot, read), x)
+                    (camera(&x, shot, read, noise_rng)?, x)
                 }
                 _ => {
                     // The camera draws its own JPEG; the mix's applies to the old types.
@@ -338,9 +350,8 @@ mod tests {
 
     #[test]
     fn gaussian_has_the_right_mean_and_std() {
-        tch::manual_seed(1);
         let x = flat(0.5, 512);
-        let n = gaussian(&x, 25.0) - &x;
+        let n = gaussian(&x, 25.0, &mut TorchRng::new(1)).unwrap() - &x;
         let (m, s) = (
             n.mean(Kind::Double).double_value(&[]),
             n.std(true).double_value(&[]),
@@ -351,9 +362,8 @@ mod tests {
 
     #[test]
     fn correlated_noise_has_std_sigma_over_3() {
-        tch::manual_seed(2);
         let x = flat(0.5, 512);
-        let n = correlated(&x, 50.0) - &x;
+        let n = correlated(&x, 50.0, &mut TorchRng::new(2)).unwrap() - &x;
         let s = n.std(true).double_value(&[]);
         assert!((s / (50.0 / 255.0 / 3.0) - 1.0).abs() < 0.01, "std {s}");
         assert!(n.mean(Kind::Double).double_value(&[]).abs() < 0.01 * 50.0 / 255.0 / 3.0);
@@ -361,12 +371,11 @@ mod tests {
 
     #[test]
     fn poisson_follows_the_variance_law() {
-        tch::manual_seed(3);
         // Two grey levels -> 2 distinct values -> v = 2, so Var(y) = alpha^2 * x / v.
         let x = Tensor::cat(&[flat(0.2, 256), flat(0.6, 256)], 3);
         let xq = (&x * 255.0).round() / 255.0;
         let alpha = 0.05;
-        let y = poisson(&x, alpha);
+        let y = poisson(&x, alpha, &mut TorchRng::new(3)).unwrap();
         for (half, level) in [(0, 0.2f64), (1, 0.6)] {
             let d = (&y - &xq).narrow(3, half * 256, 256);
             let lq = (level * 255.0).round() / 255.0;
@@ -382,10 +391,11 @@ mod tests {
 
     #[test]
     fn distinct_values_agree_with_unique() {
+        let mut rng = TorchRng::new(4);
         for x in [
-            Tensor::randint(7, [1, 3, 9, 5], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float),
-            (Tensor::rand([1, 3, 20, 20], (Kind::Float, Device::Cpu)) * 255.0).round(),
-            (Tensor::randn([1, 3, 20, 20], (Kind::Float, Device::Cpu)) * 300.0).round(),
+            rng.randint(7, &[1, 3, 9, 5], Kind::Float).unwrap(),
+            rng.randint(256, &[1, 3, 20, 20], Kind::Float).unwrap(),
+            (rng.randn(&[1, 3, 20, 20]).unwrap() * 300.0).round(),
         ] {
             let unique = x.flatten(0, -1).unique_dim(0, true, false, false).0.size()[0];
             assert_eq!(distinct_values(&x), unique);
@@ -417,11 +427,12 @@ mod tests {
         assert!(bad([50.0, 120.0]).validate().is_err());
         assert!(bad([70.0, 40.0]).validate().is_err());
         assert!(bad([20.0, 90.0]).validate().is_ok());
-        tch::manual_seed(5);
         let x = gaussian(
             &Tensor::full([1, 3, 64, 64], 0.5, (Kind::Float, Device::Cpu)),
             25.0,
+            &mut TorchRng::new(5),
         )
+        .unwrap()
         .clamp(0.0, 1.0);
         let err = |q: u8| {
             let y = jpeg(&x, q).unwrap();
@@ -438,11 +449,14 @@ mod tests {
             ..Default::default()
         };
         mix.validate().unwrap();
-        let x = Tensor::rand([10, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let x = TorchRng::new(6)
+            .randint(256, &[10, 3, 32, 32], Kind::Float)
+            .unwrap()
+            / 255.0;
         let run = || {
             use rand::SeedableRng;
-            tch::manual_seed(7);
-            mix.apply(&x, &mut StdRng::seed_from_u64(7)).unwrap()
+            mix.apply(&x, &mut StdRng::seed_from_u64(7), &mut TorchRng::new(7))
+                .unwrap()
         };
         let ((a, ta), (b, tb)) = (run(), run());
         assert_eq!(a.size(), x.size());

@@ -5,7 +5,11 @@
 //! frozen or trainable encoder, periodic validation, checkpoints and exact resume.
 //!
 //! Every random choice of step `s` is drawn from generators seeded by (seed, s), so a run
-//! resumed from a checkpoint reproduces an uninterrupted one bit for bit.
+//! resumed from a checkpoint reproduces an uninterrupted one bit for bit: crops, colours and
+//! noise choices from a `StdRng`, the noise fields and the feature augmentation from a
+//! [`TorchRng`], both owned by the step. The model's initialisation and mixup's Beta draw and
+//! permutation use libtorch's process-wide generator, seeded before each: one trainer per
+//! process reproduces exactly.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::{ClipDenoise, Config};
+use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{
     DataSection, ModelSection, OptimSection, RunSection, TrainConfig,
 };
@@ -132,6 +137,62 @@ pub struct Trainer {
     pool: Option<(u64, PairPool)>,
 }
 
+/// The parameters the optimiser updates, sorted by name; with `freeze_encoder` the encoder's
+/// are left out and stop requiring gradients.
+fn trainable_params(vs: &nn::VarStore, freeze_encoder: bool) -> Vec<(String, Tensor)> {
+    let mut trainable: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, t)| t.requires_grad() && !(freeze_encoder && n.starts_with("encoder.")))
+        .collect();
+    trainable.sort_by(|a, b| a.0.cmp(&b.0));
+    if freeze_encoder {
+        for (n, t) in vs.variables() {
+            if n.starts_with("encoder.") {
+                let _ = t.set_requires_grad(false);
+            }
+        }
+    }
+    trainable
+}
+
+/// The training crops' source and the validation set: the last `val_holdout` images of the
+/// first folder are held out, centre-cropped (up to 256, multiples of 32) and given fixed
+/// gaussian noise (sigma 25, seeded by their position).
+fn training_data(cfg: &TrainConfig, device: Device) -> Result<(Dataset, Vec<(Tensor, Tensor)>)> {
+    let mut paths = Vec::new();
+    let mut held_out = Vec::new();
+    for (i, dir) in cfg.data.train_dirs.iter().enumerate() {
+        let mut v = crate::research::imageio::list_images(dir)?;
+        if i == 0 {
+            let k = cfg.data.val_holdout.min(v.len().saturating_sub(1));
+            held_out = v.split_off(v.len() - k);
+        }
+        paths.extend(v);
+    }
+    let data = Dataset::new(&paths, cfg.data.patch)?;
+    let val = held_out
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let img = load_rgb8(p)?;
+            let (h, w) = (img.size()[1], img.size()[2]);
+            let s = 256.min(h).min(w) / 32 * 32;
+            let clean = (img
+                .narrow(1, (h - s) / 2, s)
+                .narrow(2, (w - s) / 2, s)
+                .to_kind(Kind::Float)
+                / 255.0)
+                .unsqueeze(0)
+                .to_device(device);
+            let mut rng = TorchRng::new(1_000_000 + i as u64);
+            let noisy = crate::research::noise::gaussian(&clean, 25.0, &mut rng)?;
+            Ok((clean, noisy))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((data, val))
+}
+
 impl Trainer {
     /// Build the run; resume from `<run.dir>/checkpoint.safetensors` if it exists.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
@@ -152,53 +213,8 @@ impl Trainer {
             let (t, _) = weights::read_safetensors(init)?;
             weights::load_into(&vs, &t, init, Missing::DecoderMayBeMissing)?;
         }
-        let mut trainable: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(n, t)| {
-                t.requires_grad() && !(cfg.model.freeze_encoder && n.starts_with("encoder."))
-            })
-            .collect();
-        trainable.sort_by(|a, b| a.0.cmp(&b.0));
-        if cfg.model.freeze_encoder {
-            for (n, t) in vs.variables() {
-                if n.starts_with("encoder.") {
-                    let _ = t.set_requires_grad(false);
-                }
-            }
-        }
-        let adam = AdamW::new(trainable);
-
-        let mut paths = Vec::new();
-        let mut held_out = Vec::new();
-        for (i, dir) in cfg.data.train_dirs.iter().enumerate() {
-            let mut v = crate::research::imageio::list_images(dir)?;
-            if i == 0 {
-                let k = cfg.data.val_holdout.min(v.len().saturating_sub(1));
-                held_out = v.split_off(v.len() - k);
-            }
-            paths.extend(v);
-        }
-        let data = Dataset::new(&paths, cfg.data.patch)?;
-        let val = held_out
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let img = load_rgb8(p)?;
-                let (h, w) = (img.size()[1], img.size()[2]);
-                let s = 256.min(h).min(w) / 32 * 32;
-                let clean = (img
-                    .narrow(1, (h - s) / 2, s)
-                    .narrow(2, (w - s) / 2, s)
-                    .to_kind(Kind::Float)
-                    / 255.0)
-                    .unsqueeze(0)
-                    .to_device(device);
-                tch::manual_seed(1_000_000 + i as i64);
-                let noisy = crate::research::noise::gaussian(&clean, 25.0);
-                Ok((clean, noisy))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let adam = AdamW::new(trainable_params(&vs, cfg.model.freeze_encoder));
+        let (data, val) = training_data(&cfg, device)?;
 
         let mut t = Trainer {
             cfg,
@@ -261,11 +277,13 @@ impl Trainer {
         let s = self.step;
         let seed = self.seed_for(s);
         let mut rng = StdRng::seed_from_u64(seed);
+        let mut noise_rng = TorchRng::new(seed);
+        // Mixup's Beta draw and permutation come from libtorch's generator.
         tch::manual_seed(seed as i64);
         let (b, p) = (self.cfg.data.batch, self.cfg.data.patch);
         let clean = self.data.batch(&mut rng, b, p).to_device(self.device);
         let clean = color_augment(&clean, &self.cfg.data, &mut rng);
-        let (mut noisy, mut clean) = self.cfg.noise.apply(&clean, &mut rng)?;
+        let (mut noisy, mut clean) = self.cfg.noise.apply(&clean, &mut rng, &mut noise_rng)?;
         if let Some(cfg) = &self.cfg.pool {
             let g = cfg.generation(s);
             let pool = match &self.pool {
@@ -299,7 +317,9 @@ impl Trainer {
             clean = &clean * lam + clean.index_select(0, &perm) * (1.0 - lam);
             noisy = &noisy * lam + noisy.index_select(0, &perm) * (1.0 - lam);
         }
-        let out = self.model.forward_t(&noisy, true);
+        let out = self
+            .model
+            .forward_train(&noisy, &mut |f| noise_rng.randn_like(f))?;
         let loss = out.f_sub(&clean)?.f_abs()?.f_mean(Kind::Float)?;
         for (_, p) in &self.adam.params {
             let mut g = p.grad();

@@ -295,7 +295,6 @@ pub fn pool_generation(dir: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     fn cfg() -> PoolSection {
         PoolSection {
@@ -318,9 +317,10 @@ mod tests {
         }
     }
 
-    fn image(h: i64, w: i64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
-        Tensor::randint(256, [3, h, w], (Kind::Uint8, Device::Cpu))
+    fn image(h: i64, w: i64, seed: u64) -> Tensor {
+        crate::research::noise::TorchRng::new(seed)
+            .randint(256, &[3, h, w], Kind::Uint8)
+            .unwrap()
     }
 
     #[test]

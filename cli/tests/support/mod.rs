@@ -1,6 +1,12 @@
-//! Helpers shared by the hostile-weights tests and the fuzz harness: a small pickle writer,
-//! in-memory zip archives and a seeded random generator. Not every test uses every helper.
+//! Helpers shared by the CLI's integration tests. Every child process and every pipeline runs
+//! under a watchdog: the binary under test and other programs ([`child`]), GStreamer in the
+//! test process ([`pipeline`]). For the hostile-weights tests and the fuzz harness: a small
+//! pickle writer, in-memory zip archives and a seeded random generator. Not every test uses
+//! every helper.
 #![allow(dead_code)]
+
+pub mod child;
+pub mod pipeline;
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};

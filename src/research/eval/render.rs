@@ -1,0 +1,96 @@
+//! The report as text: one Markdown table of the synthetic grid (and one of real pairs), or
+//! plain per-folder tables.
+
+use super::EvalReport;
+
+impl EvalReport {
+    /// One Markdown table of the synthetic grid (rows: noise specs; columns: PSNR and SSIM per
+    /// dataset), then one for real pairs if any.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        if !self.datasets.is_empty() {
+            s.push_str("| Noise |");
+            for d in &self.datasets {
+                s.push_str(&format!(" {0} PSNR | {0} SSIM |", d.name));
+            }
+            s.push_str("\n|---|");
+            s.push_str(&"---:|---:|".repeat(self.datasets.len()));
+            s.push('\n');
+            for label in self.row_labels() {
+                s.push_str(&format!("| {label} |"));
+                for d in &self.datasets {
+                    match d.rows.iter().find(|r| r.label == label) {
+                        Some(r) => {
+                            s.push_str(&format!(" {:.2} | {:.4} |", r.mean.psnr, r.mean.ssim))
+                        }
+                        None => s.push_str(" – | – |"),
+                    }
+                }
+                s.push('\n');
+            }
+        }
+        if !self.pairs.is_empty() {
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            s.push_str(
+                "| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM |\n\
+                 |---|---:|---:|---:|---:|---:|\n",
+            );
+            for p in &self.pairs {
+                s.push_str(&format!(
+                    "| {} | {} | {:.2} | {:.2} | {:.4} | {:.4} |\n",
+                    p.name,
+                    p.images.len(),
+                    p.mean.input_psnr,
+                    p.mean.psnr,
+                    p.mean.input_ssim.unwrap_or(f64::NAN),
+                    p.mean.ssim
+                ));
+            }
+        }
+        s
+    }
+
+    /// Plain text: one table per dataset (and per pairs folder), with the noisy input's PSNR.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        for d in &self.datasets {
+            s.push_str(&format!("{} ({} images)\n", d.name, d.images));
+            s.push_str(&format!(
+                "  {:<16} {:>8} {:>8} {:>11}\n",
+                "noise", "PSNR", "SSIM", "input PSNR"
+            ));
+            for r in &d.rows {
+                s.push_str(&format!(
+                    "  {:<16} {:>8.2} {:>8.4} {:>11.2}\n",
+                    r.label, r.mean.psnr, r.mean.ssim, r.mean.input_psnr
+                ));
+            }
+            s.push('\n');
+        }
+        for p in &self.pairs {
+            s.push_str(&format!("{} ({} real pairs)\n", p.name, p.images.len()));
+            s.push_str(&format!(
+                "  {:<16} {:>8} {:>8} {:>11}\n",
+                "", "PSNR", "SSIM", "input PSNR"
+            ));
+            s.push_str(&format!(
+                "  {:<16} {:>8.2} {:>8.4} {:>11.2}\n\n",
+                "real", p.mean.psnr, p.mean.ssim, p.mean.input_psnr
+            ));
+        }
+        s
+    }
+
+    /// Noise labels in first-seen order over the datasets.
+    fn row_labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in self.datasets.iter().flat_map(|d| &d.rows) {
+            if !v.contains(&r.label) {
+                v.push(r.label.clone());
+            }
+        }
+        v
+    }
+}
