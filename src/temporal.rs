@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn motion_above_the_threshold_is_not_blended() {
         let mut f = TemporalFilter::new();
-        f.apply(&frame(0.2, 6, 6), 1.0).unwrap();
+        let _ = f.apply(&frame(0.2, 6, 6), 1.0).unwrap();
         let jump = frame(0.2 + 2.0 * THRESHOLD, 6, 6);
         assert!(max_abs(&f.apply(&jump, 1.0).unwrap(), &jump) == 0.0);
     }
@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn a_new_size_or_a_reset_starts_afresh() {
         let mut f = TemporalFilter::new();
-        f.apply(&frame(0.5, 4, 4), 1.0).unwrap();
+        let _ = f.apply(&frame(0.5, 4, 4), 1.0).unwrap();
         let other = frame(0.51, 4, 6);
         assert!(max_abs(&f.apply(&other, 1.0).unwrap(), &other) == 0.0);
         f.reset();
