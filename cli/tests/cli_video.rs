@@ -3,12 +3,14 @@
 #![cfg(feature = "gst")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Stdio};
+use std::process::Command as StdCommand;
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use assert_cmd::Command;
 use gst::prelude::*;
+
+mod support;
+use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
@@ -24,22 +26,21 @@ fn init() {
     });
 }
 
-fn clipdenoise() -> Command {
-    let mut c = Command::cargo_bin("clipdenoise").unwrap();
+fn clipdenoise() -> StdCommand {
+    let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("clipdenoise"));
     c.env("OMP_WAIT_POLICY", "PASSIVE")
         .env("GST_REGISTRY", registry());
     c
 }
 
-/// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end.
+/// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end (under a watchdog).
 fn denoise_video(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    clipdenoise()
-        .arg("video")
+    let mut c = clipdenoise();
+    c.arg("video")
         .args([input, output])
         .args(["--model", TINY])
-        .args(extra)
-        .output()
-        .unwrap()
+        .args(extra);
+    watchdog::output(&mut c, "clipdenoise video")
 }
 
 /// Run a gst-launch style pipeline to EOS.
@@ -191,6 +192,8 @@ fn close(a: gst::ClockTime, b: gst::ClockTime, tol_us: u64) -> bool {
 /// Timestamp precision: MP4 stores them in its timescale (exact to rounding), Matroska in ms.
 const MP4_US: u64 = 1;
 const MKV_US: u64 = 1_000;
+/// MPEG-TS: 90 kHz ticks.
+const TS_US: u64 = 12;
 
 /// Same frame count, the same timestamps (to the container's precision) and the same duration.
 fn assert_same_video(input: &Probe, output: &Probe, tol_us: u64) {
@@ -349,66 +352,117 @@ fn sigterm_finishes_a_playable_file_with_the_frames_done() {
     interrupt_mid_file("-TERM");
 }
 
-fn interrupt_mid_file(signal: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("long.mkv");
-    let frames = 1800;
-    make_clip(&input, frames, "matroskamux", "vorbisenc");
-    let output = dir.path().join("cut.mp4");
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("clipdenoise"))
-        .args([
-            "video",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", registry())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first progress line (after 5 s), then interrupt.
-    let stderr = child.stderr.take().unwrap();
+/// A 3-second 160x96 30 fps H.264 + AAC clip in MPEG-TS (a container read as a stream).
+fn make_ts_clip(path: &Path) -> u32 {
+    let frames = 90;
+    gst_run(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! mpegtsmux name=m ! filesink location={} \
+         audiotestsrc num-buffers=150 samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! \
+         audioconvert ! avenc_aac ! aacparse ! m.",
+        path.display()
+    ));
+    frames
+}
+
+/// A FIFO that gives the first third of `clip` and then nothing until the returned sender is
+/// dropped: the job reading it cannot end before the test says so, however fast it is.
+fn held_open_fifo(dir: &Path, clip: &Path) -> (PathBuf, std::sync::mpsc::Sender<()>) {
+    let fifo = dir.join("live.ts");
+    let made = StdCommand::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let bytes = std::fs::read(clip).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        // Read and write: opening does not wait for the reader, and the reader sees no end of
+        // file while this end is open.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let _ = f.write_all(&bytes[..bytes.len() / 3]);
+        let _ = rx.recv(); // until the sender is dropped
+    });
+    (fifo, tx)
+}
+
+/// The lines a child writes to stderr, collected by a thread.
+fn collect_lines(
+    stderr: std::process::ChildStderr,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(stderr).lines() {
-                lines.lock().unwrap().push(l.unwrap());
-            }
-        })
-    };
-    let t0 = Instant::now();
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("frame "))
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no progress: {:?}",
-            lines.lock().unwrap()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended early: {:?}",
-            lines.lock().unwrap()
-        );
+    let l = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            l.lock().unwrap().push(line.unwrap());
+        }
+    });
+    (lines, reader)
+}
+
+/// Wait until a line of `lines` satisfies `want`; fail when the child ends first (the
+/// watchdog ends a hung one).
+fn wait_for_line(
+    child: &mut std::process::Child,
+    lines: &Mutex<Vec<String>>,
+    want: impl Fn(&str) -> bool,
+    what: &str,
+) {
+    while !lines.lock().unwrap().iter().any(|l| want(l)) {
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200)); // the last lines
+            panic!(
+                "ended ({status}) before {what}: {:?}",
+                lines.lock().unwrap()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Interrupt a job whose input does not end (a FIFO the test holds open) once frames are
+/// done; the output holds a prefix of the input's frames and is playable.
+fn interrupt_mid_file(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    let frames = make_ts_clip(&clip);
+    let (input, feed) = held_open_fifo(dir.path(), &clip);
+    let output = dir.path().join("cut.mp4");
+    let mut cmd = clipdenoise();
+    cmd.args(["video", input.to_str().unwrap(), output.to_str().unwrap()])
+        .args(["--model", TINY]);
+    let (mut child, dog) =
+        watchdog::spawn(&mut cmd, watchdog::HANG, "clipdenoise video (interrupted)");
+    let (lines, reader) = collect_lines(child.stderr.take().unwrap());
+    // A progress line with frames done (printed every 5 s while the job waits for input).
+    let done = |l: &str| {
+        l.strip_prefix("frame ")
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    wait_for_line(&mut child, &lines, done, "any frame was done");
     let kill = StdCommand::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
+    wait_for_line(
+        &mut child,
+        &lines,
+        |l| l.starts_with("interrupted: finishing"),
+        "the interruption was seen",
+    );
+    drop(feed); // the input ends: the reader is no longer blocked on it
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let err = lines.lock().unwrap().join("\n");
+    dog.disarm(&err);
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: finishing"), "{err}");
     assert!(
         err.contains("stopped early:") && err.contains("is playable"),
         "{err}"
@@ -417,9 +471,9 @@ fn interrupt_mid_file(signal: &str) {
     let p = probe(&output);
     let n = p.video[0].pts.len();
     assert!(n > 0 && n < frames as usize, "{n} frames");
-    let pin = probe(&input);
+    let pin = probe(&clip);
     for (a, b) in pin.video[0].pts.iter().zip(&p.video[0].pts) {
-        assert!(close(*a, *b, MKV_US), "{a} in, {b} out");
+        assert!(close(*a, *b, TS_US), "{a} in, {b} out");
     }
     assert!(err.contains(&format!("the first {n} frames")), "{err}");
 }
