@@ -5,8 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use assert_cmd::Command;
+use std::process::Command;
+
 use gst::prelude::*;
+
+mod support;
+use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
@@ -53,14 +57,12 @@ fn fails(input: &Path, output: &Path, extra: &[&str], expect: &[&str]) -> String
         output.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::cargo_bin("clipdenoise")
-        .unwrap()
-        .args(&args)
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("clipdenoise"));
+    cmd.args(&args)
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .env("GST_REGISTRY", registry())
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
+        .env("RUST_BACKTRACE", "1");
+    let out = watchdog::output(&mut cmd, &format!("{args:?}"));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} succeeded: {err}");
     assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
@@ -152,6 +154,34 @@ fn truncated_videos() {
         &["--model", TINY],
         &["cut-faststart.mp4", "truncated"],
     );
+}
+
+/// A Matroska file cut at 1029 bytes and a faststart MP4 cut at 5 %: headers but no complete
+/// frame. decodebin exposes its pad without caps at the early end; the job used to wait for
+/// ever for that pad to be linked.
+#[test]
+fn files_cut_before_their_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("full.mkv");
+    gst_run(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! matroskamux ! filesink location={}",
+        mkv.display()
+    ));
+    let fs = dir.path().join("faststart.mp4");
+    make_mp4(&fs, true);
+    let fs_len = std::fs::metadata(&fs).unwrap().len() as usize;
+    for (full, keep, name) in [(&mkv, 1029, "cut.mkv"), (&fs, fs_len * 5 / 100, "cut5.mp4")] {
+        let bytes = std::fs::read(full).unwrap();
+        let cut = dir.path().join(name);
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        fails(
+            &cut,
+            &dir.path().join("out.mp4"),
+            &["--model", TINY],
+            &[name, "no video frames could be decoded"],
+        );
+    }
 }
 
 #[test]

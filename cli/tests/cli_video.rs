@@ -435,8 +435,11 @@ fn interrupt_mid_file(signal: &str) {
     let mut cmd = clipdenoise();
     cmd.args(["video", input.to_str().unwrap(), output.to_str().unwrap()])
         .args(["--model", TINY]);
-    let (mut child, dog) =
-        watchdog::spawn(&mut cmd, watchdog::HANG, "clipdenoise video (interrupted)");
+    let (mut child, dog) = watchdog::spawn(
+        &mut cmd,
+        watchdog::hang(),
+        "clipdenoise video (interrupted)",
+    );
     let (lines, reader) = collect_lines(child.stderr.take().unwrap());
     // A progress line with frames done (printed every 5 s while the job waits for input).
     let done = |l: &str| {

@@ -145,11 +145,14 @@ impl Route<'_> {
         let target = self.pre_sink.clone();
         let sh = self.shared.clone();
         dec.connect_pad_added(move |_, dpad| {
-            let is_video = dpad
+            // At an early end (a file cut before its first complete frame) decodebin exposes
+            // its pad without caps: link it anyway, so that the EOS reaches the mux and the
+            // job ends ("no video frames could be decoded") instead of waiting for ever.
+            let not_video = dpad
                 .current_caps()
-                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                .and_then(|c| c.structure(0).map(|s| !s.name().starts_with("video/")))
                 .unwrap_or(false);
-            if is_video && !target.is_linked() {
+            if !not_video && !target.is_linked() {
                 if let Err(e) = dpad.link(&target) {
                     sh.fail(format!("cannot link the decoded video: {e}"));
                 }

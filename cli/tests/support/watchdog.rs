@@ -7,8 +7,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long any child of a test may run before it counts as hung.
-pub const HANG: Duration = Duration::from_secs(600);
+/// How long any child of a test may run before it counts as hung: 600 s, or
+/// `TEST_HANG_SECS` (to see a hang fail quickly).
+pub fn hang() -> Duration {
+    let secs = std::env::var("TEST_HANG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    Duration::from_secs(secs)
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -104,9 +111,9 @@ pub fn spawn(cmd: &mut Command, limit: Duration, what: &str) -> (Child, Watchdog
     (child, dog)
 }
 
-/// `cmd.output()` under a watchdog of [`HANG`]: a hung child fails the test with a message.
+/// `cmd.output()` under a watchdog of [`hang`]: a hung child fails the test with a message.
 pub fn output(cmd: &mut Command, what: &str) -> Output {
-    let (child, dog) = spawn(cmd.stdin(Stdio::null()), HANG, what);
+    let (child, dog) = spawn(cmd.stdin(Stdio::null()), hang(), what);
     let out = child.wait_with_output().unwrap();
     dog.disarm(&String::from_utf8_lossy(&out.stderr));
     out
