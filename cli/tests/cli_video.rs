@@ -323,6 +323,34 @@ fn h264_crf_is_not_capped_at_two_megabits() {
     );
 }
 
+/// A file cut a little short (the last 4 % of its bytes gone) ends without an error from
+/// GStreamer: the job keeps what is there and says how many frames that is.
+#[test]
+fn a_file_cut_short_says_how_many_frames_came_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.mkv");
+    make_clip(&full, 300, "matroskamux", "vorbisenc");
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&full, &output, &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("warning"), "{}", stderr_of(&out));
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mkv");
+    std::fs::write(&cut, &bytes[..bytes.len() * 96 / 100]).unwrap();
+    let out = denoise_video(&cut, &output, &["--force"]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let n = probe(&output).video[0].pts.len();
+    assert!(n < 300, "{n} frames");
+    assert!(
+        err.contains(&format!(
+            "warning: {}: {n} frames where it announces about 300",
+            cut.display()
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();

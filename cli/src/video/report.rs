@@ -88,9 +88,10 @@ pub fn finish(
         }
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
-    if !outcome.interrupted {
-        check_complete(plan, shared, &outcome)?;
-    }
+    let short = match outcome.interrupted {
+        false => check_complete(plan, shared, &outcome, frames_out)?,
+        true => None,
+    };
     if let Some(png) = &plan.side_by_side {
         write_side_by_side(png, &shared.capture.lock().unwrap())
             .with_context(|| format!("cannot write the side-by-side image {}", png.display()))?;
@@ -100,6 +101,9 @@ pub fn finish(
     temp.keep = true;
     if let Some(png) = &plan.side_by_side {
         eprintln!("before/after: {}", png.display());
+    }
+    if let Some(w) = short {
+        eprintln!("warning: {w}");
     }
     if frames_in != frames_out {
         eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
@@ -120,26 +124,46 @@ fn video_end(shared: &Shared) -> gst::ClockTime {
 }
 
 /// A file cut short often ends without an error: its streams stop before the duration its
-/// header announces.
-fn check_complete(plan: &Plan, shared: &Shared, outcome: &Outcome) -> anyhow::Result<()> {
+/// header announces. Far short: an error. A little short (more than a few frames): a warning
+/// that says how many frames came out against how many the file announces.
+fn check_complete(
+    plan: &Plan,
+    shared: &Shared,
+    outcome: &Outcome,
+    frames_out: u64,
+) -> anyhow::Result<Option<String>> {
     let video_end = video_end(shared);
     let stream_end = shared
         .audio_end
         .lock()
         .unwrap()
         .map_or(video_end, |a| a.max(video_end));
-    if let Some(d) = outcome.duration {
-        let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
-        if stream_end + slack < d {
-            bail!(
-                "{}: the file is truncated or damaged: its streams end at {:.2} s but it says it lasts {:.2} s",
-                plan.input.display(),
-                stream_end.seconds_f64(),
-                d.seconds_f64()
-            );
-        }
+    let Some(d) = outcome.duration else {
+        return Ok(None);
+    };
+    let (ends, lasts) = (stream_end.seconds_f64(), d.seconds_f64());
+    let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
+    if stream_end + slack < d {
+        bail!(
+            "{}: the file is truncated or damaged: its streams end at {ends:.2} s but it says it lasts {lasts:.2} s",
+            plan.input.display(),
+        );
     }
-    Ok(())
+    let fps = *shared.fps.lock().unwrap();
+    let rate = fps.map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+    // A few frames' worth: container rounding, audio priming.
+    let tolerance = (3.0 / rate).max(0.1);
+    if ends + tolerance >= lasts {
+        return Ok(None);
+    }
+    let announced = fps.map_or(String::new(), |_| {
+        format!(" where it announces about {:.0}", lasts * rate)
+    });
+    Ok(Some(format!(
+        "{}: {frames_out} frames{announced}: its streams end at {ends:.2} s but it says it \
+         lasts {lasts:.2} s (cut short or damaged?); the output has the frames that were there",
+        plan.input.display()
+    )))
 }
 
 /// The last line: what was written (or, interrupted, what the file holds).
