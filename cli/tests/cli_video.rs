@@ -508,3 +508,44 @@ fn interrupt_mid_file(signal: &str) {
     }
     assert!(err.contains(&format!("the first {n} frames")), "{err}");
 }
+
+/// A job killed outright (SIGKILL) leaves its hidden temporary file; the next job writing into
+/// that directory removes it (its pid is dead) and leaves a running job's file alone.
+#[test]
+fn a_later_run_removes_the_temporary_file_of_a_killed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    make_ts_clip(&clip);
+    let (input, _feed) = held_open_fifo(dir.path(), &clip);
+    let out_dir = dir.path().join("out");
+    let mut cmd = clipdenoise();
+    cmd.arg("video")
+        .args([&input, &out_dir.join("a.mp4")])
+        .args(["--model", TINY]);
+    let (mut child, dog) =
+        watchdog::spawn(&mut cmd, watchdog::hang(), "clipdenoise video (killed)");
+    let parts = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".part."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    while parts(&out_dir).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "ended before writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    dog.disarm("");
+    let stale = parts(&out_dir);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    // A running job's file (this test's pid) must stay.
+    let live = format!(".b.mp4.{}.part.mp4", std::process::id());
+    std::fs::write(out_dir.join(&live), b"").unwrap();
+    let out = denoise_video(&clip, &out_dir.join("c.mp4"), &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(parts(&out_dir), vec![live]);
+}

@@ -20,7 +20,7 @@
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
-//! prints the summary; [`state`] is what the streaming threads record.
+//! prints the summary, [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
 
 mod errors;
 mod pipeline;
@@ -28,6 +28,7 @@ mod plan;
 mod report;
 mod state;
 mod streams;
+mod temp;
 mod watch;
 
 use std::path::PathBuf;
@@ -52,7 +53,9 @@ use watch::{VideoEvent, Watch};
     clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
     container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\n\
-    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort.")]
+    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort. \
+    The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
+    killed run is removed by the next run writing into that directory.")]
 pub struct Args {
     /// Input video (anything GStreamer can demux and decode)
     input: PathBuf,
@@ -140,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     interrupt::install()?;
-    let temp = report::temp_output(&plan)?;
+    let temp = temp::temp_output(&plan)?;
     interrupt::remove_on_exit(temp.path.clone());
     let shared = Arc::new(state::Shared {
         input: plan.input.clone(),

@@ -1,7 +1,7 @@
 //! The end of a job: the checks that the whole input went through, the side-by-side image,
 //! the move of the finished file into place and the summary line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Context};
@@ -9,68 +9,8 @@ use gst_video::prelude::*;
 
 use super::plan::Plan;
 use super::state::{Capture, Shared};
+use super::temp::TempOutput;
 use super::watch::Outcome;
-
-/// The temporary output next to OUTPUT; removed on drop unless it was renamed into place.
-pub struct TempOutput {
-    pub path: PathBuf,
-    pub created_dir: Option<PathBuf>,
-    pub keep: bool,
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-            if let Some(d) = &self.created_dir {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
-    }
-}
-
-/// Create the temporary file next to OUTPUT (and OUTPUT's directory if missing): this is where
-/// an unwritable destination shows up, before anything runs.
-pub fn temp_output(plan: &Plan) -> anyhow::Result<TempOutput> {
-    let output = &plan.output;
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut created_dir = None;
-    if !dir.exists() {
-        // Remember the top-most directory created, to remove it again on failure.
-        let mut top = dir.clone();
-        while let Some(p) = top
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-        {
-            top = p.to_path_buf();
-        }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-        created_dir = Some(top);
-    }
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let path = dir.join(format!(
-        ".{name}.{}.part.{}",
-        std::process::id(),
-        plan.container.ext()
-    ));
-    let temp = TempOutput {
-        path,
-        created_dir,
-        keep: false,
-    };
-    if let Err(e) = std::fs::File::create(&temp.path) {
-        // Dropping `temp` removes the directories created above.
-        bail!("cannot write to {}: {e}", dir.display());
-    }
-    Ok(temp)
-}
 
 /// Check the result, write the side-by-side image, move the file into place and report.
 /// An interrupted job exits here with status 130.
