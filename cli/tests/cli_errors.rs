@@ -184,6 +184,46 @@ fn files_cut_before_their_first_frame() {
     }
 }
 
+/// The highest quality level the installed x264enc accepts (its `quantizer`'s maximum).
+fn x264_max_quantizer() -> u32 {
+    gst_run("fakesrc num-buffers=0 ! fakesink"); // initialises GStreamer
+    let enc = gst::ElementFactory::make("x264enc").build().unwrap();
+    let pspec = enc.find_property("quantizer").unwrap();
+    pspec
+        .downcast_ref::<gst::glib::ParamSpecUInt>()
+        .unwrap()
+        .maximum()
+}
+
+/// `--crf 51` was valid per `--help` (0-51) but x264enc's quantizer stops at 50: setting it
+/// panicked. The range comes from the encoder, in the check and in `--help`.
+#[test]
+fn crf_beyond_the_encoders_range() {
+    let max = x264_max_quantizer();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, false);
+    let over = (max + 1).to_string();
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY, "--crf", &over],
+        &[&format!("--crf {over} is outside 0-{max} for h264")],
+    );
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("clipdenoise"));
+    cmd.args(["video", "--help"])
+        .env("GST_REGISTRY", registry());
+    let help = watchdog::output(&mut cmd, "clipdenoise video --help");
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains(&format!("h264 0-{max} (default 20)")),
+        "{help}"
+    );
+}
+
 #[test]
 fn audio_without_video() {
     let dir = tempfile::tempdir().unwrap();

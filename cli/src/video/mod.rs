@@ -25,6 +25,7 @@
 mod errors;
 mod pipeline;
 mod plan;
+mod quality;
 mod report;
 mod state;
 mod streams;
@@ -78,8 +79,8 @@ pub struct Args {
     /// Video codec (default: h264, or vp9 for .webm)
     #[arg(long, value_enum, help_heading = "Output")]
     codec: Option<Codec>,
-    /// Constant-quality level, lower is better: h264/h265 0-51 (default 20/24), vp9 0-63 (default 32)
-    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=63), help_heading = "Output")]
+    /// Constant-quality level, lower is better (the ranges, from the installed encoders: `clipdenoise video --help`)
+    #[arg(long, help_heading = "Output")]
     crf: Option<u32>,
     /// Encoder speed/size trade-off for h264/h265 (x264/x265 preset names)
     #[arg(long, default_value = "medium", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"], help_heading = "Output")]
@@ -128,9 +129,17 @@ pub fn gstreamer_report() -> Vec<String> {
     ]
 }
 
+/// `video`'s command line with `--crf`'s ranges read from the installed encoders.
+pub fn with_encoder_ranges(cmd: clap::Command) -> clap::Command {
+    if init_gstreamer().is_err() {
+        return cmd;
+    }
+    cmd.mut_arg("crf", |a| a.help(quality::help()))
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let plan = Plan::new(&args)?;
     init_gstreamer()?;
+    let plan = Plan::new(&args)?;
     for name in [
         ELEMENT,
         plan.codec.encoder(),

@@ -37,9 +37,26 @@ fn set_prop(e: &gst::Element, name: &str, value: &str) -> anyhow::Result<()> {
         )
     })?;
     let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
-        .map_err(|_| anyhow!("invalid value '{value}' for {name}"))?;
+        .ok()
+        .filter(|v| valid(&pspec, v))
+        .ok_or_else(|| anyhow!("invalid value '{value}' for {name}"))?;
     e.set_property_from_value(name, &v);
     Ok(())
+}
+
+/// Whether `v` is a valid value of `pspec` (in its range): GLib's own check, on a copy
+/// (setting an invalid value panics).
+fn valid(pspec: &gst::glib::ParamSpec, v: &gst::glib::Value) -> bool {
+    use gst::glib::translate::{ToGlibPtr, ToGlibPtrMut};
+    let mut copy = v.clone();
+    // SAFETY: both pointers are valid for the call, and the copy is ours to change.
+    let changed = unsafe {
+        gst::glib::gobject_ffi::g_param_value_validate(
+            pspec.to_glib_none().0,
+            copy.to_glib_none_mut().0,
+        )
+    };
+    changed == 0
 }
 
 /// Build `pipeline` for `plan`, writing into `temp`.
