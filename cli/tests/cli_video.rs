@@ -82,6 +82,8 @@ fn make_clip(path: &Path, frames: u32, mux: &str, audio_enc: &str) {
 #[derive(Debug, Default)]
 struct Stream {
     caps: String,
+    /// Width and height (video), from the last caps.
+    size: Option<(i32, i32)>,
     pts: Vec<gst::ClockTime>,
     end: Option<gst::ClockTime>,
 }
@@ -158,15 +160,22 @@ fn record_timestamps(sinkpad: &gst::Pad, stream: SharedStream) {
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
             match &info.data {
-                Some(gst::PadProbeData::Event(e)) => {
-                    if let gst::EventView::Segment(s) = e.view() {
+                Some(gst::PadProbeData::Event(e)) => match e.view() {
+                    gst::EventView::Segment(s) => {
                         *segment.lock().unwrap() = s
                             .segment()
                             .downcast_ref::<gst::ClockTime>()
                             .unwrap()
                             .clone();
                     }
-                }
+                    gst::EventView::Caps(c) => {
+                        let st = c.caps().structure(0).unwrap();
+                        if let (Ok(w), Ok(h)) = (st.get::<i32>("width"), st.get::<i32>("height")) {
+                            stream.lock().unwrap().size = Some((w, h));
+                        }
+                    }
+                    _ => {}
+                },
                 Some(gst::PadProbeData::Buffer(b)) => {
                     let mut s = stream.lock().unwrap();
                     let running = b
@@ -349,6 +358,39 @@ fn a_file_cut_short_says_how_many_frames_came_out() {
         )),
         "{err}"
     );
+}
+
+/// 481x271: H.264 and H.265 cannot code 4:2:0 at odd sizes (x264 refused to start), so they
+/// get 4:4:4 with a note; VP9 and FFV1 take the size as it is. Size, frames and timestamps kept.
+#[test]
+fn odd_frame_sizes_work_for_every_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.mkv");
+    gst_run(&format!(
+        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,width=481,height=271,framerate=30/1 ! \
+         avenc_ffv1 ! matroskamux ! filesink location={}",
+        input.display()
+    ));
+    let pin = probe(&input);
+    for (name, codec, note) in [
+        ("out.mp4", "h264", true),
+        ("out265.mkv", "h265", true),
+        ("out.webm", "vp9", false),
+        ("outffv1.mkv", "ffv1", false),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &["--codec", codec]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{codec}: {err}");
+        assert_eq!(
+            err.contains("note: 481x271 is an odd size, which"),
+            note,
+            "{codec}: {err}"
+        );
+        let pout = probe(&output);
+        assert_same_video(&pin, &pout, MKV_US);
+        assert_eq!(pout.video[0].size, Some((481, 271)), "{codec}");
+    }
 }
 
 #[test]

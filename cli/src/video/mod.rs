@@ -23,6 +23,7 @@
 //! prints the summary, [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
 
 mod errors;
+mod format;
 mod pipeline;
 mod plan;
 mod quality;
@@ -53,7 +54,8 @@ use watch::{VideoEvent, Watch};
     clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
     clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
-    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\n\
+    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. \
+    Video is coded 4:2:0 8-bit; h264 and h265 code an odd frame size (481x271) in 4:4:4, with a note.\n\n\
     Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort. \
     The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
     killed run is removed by the next run writing into that directory.")]

@@ -11,7 +11,7 @@ use gst::prelude::*;
 
 use super::plan::{Codec, ElementProps, Plan};
 use super::state::{extend, Shared};
-use super::streams;
+use super::{format, streams};
 
 /// The element this subcommand runs.
 pub const ELEMENT: &str = "clipdenoise";
@@ -75,36 +75,31 @@ pub fn build(
     pipeline.add_many([&src, &parse, &mux, &sink])?;
     src.link(&parse)?;
     mux.link(&sink)?;
-    let (pre, post) = video_chain(pipeline, plan, &mux)?;
+    let (pre, post, filter) = video_chain(pipeline, plan, &mux)?;
+    let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
+    format::follow_input(&pre_sink, &filter, plan.codec, shared);
     install_probes(&pre, &post, shared, plan.side_by_side.is_some());
     streams::connect(pipeline, &parse, &pre, &mux, plan, shared);
     Ok(())
 }
 
 /// The video chain after the decoder, up to the mux: videoconvert ! clipdenoise !
-/// videoconvert ! capsfilter ! encoder [! parser] ! queue. Returns the two videoconverts.
+/// videoconvert ! capsfilter ! encoder [! parser] ! queue. Returns the two videoconverts and
+/// the capsfilter.
 fn video_chain(
     pipeline: &gst::Pipeline,
     plan: &Plan,
     mux: &gst::Element,
-) -> anyhow::Result<(gst::Element, gst::Element)> {
+) -> anyhow::Result<(gst::Element, gst::Element, gst::Element)> {
     let pre = make("videoconvert", Some("pre"))?;
     let element = make(ELEMENT, Some("denoise"))?;
     configure_element(&element, &plan.element);
     let post = make("videoconvert", Some("post"))?;
     let filter = make("capsfilter", Some("encfilter"))?;
-    if plan.codec != Codec::Ffv1 {
-        // 4:2:0 8-bit: what every player decodes.
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .build(),
-        );
-    }
+    // Its caps are set when the decoded video's are known (format::follow_input).
     let enc = make(plan.codec.encoder(), Some("encoder"))?;
     configure_encoder(&enc, plan.codec, plan.crf, &plan.preset)?;
-    let mut chain = vec![pre.clone(), element, post.clone(), filter, enc];
+    let mut chain = vec![pre.clone(), element, post.clone(), filter.clone(), enc];
     if let Some(p) = plan.codec.parser() {
         chain.push(make(p, None)?);
     }
@@ -119,7 +114,7 @@ fn video_chain(
         .static_pad("src")
         .expect("queue has src")
         .link(&mux_video)?;
-    Ok((pre, post))
+    Ok((pre, post, filter))
 }
 
 fn configure_element(element: &gst::Element, props: &ElementProps) {
