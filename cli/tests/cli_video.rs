@@ -422,26 +422,44 @@ fn sigterm_finishes_a_playable_file_with_the_frames_done() {
     interrupt_mid_file("-TERM");
 }
 
+/// The MPEG-TS packet id of the video stream of [`make_ts_clip`]'s clips.
+const TS_VIDEO_PID: u16 = 65;
+
 /// A 3-second 160x96 30 fps H.264 + AAC clip in MPEG-TS (a container read as a stream).
 fn make_ts_clip(path: &Path) -> u32 {
     let frames = 90;
     gst_run(&format!(
         "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
-         x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! mpegtsmux name=m ! filesink location={} \
+         x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! m.sink_{TS_VIDEO_PID} \
+         mpegtsmux name=m ! filesink location={} \
          audiotestsrc num-buffers=150 samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! \
-         audioconvert ! avenc_aac ! aacparse ! m.",
+         audioconvert ! avenc_aac ! aacparse ! m.sink_66",
         path.display()
     ));
     frames
 }
 
-/// A FIFO that gives the first third of `clip` and then nothing until the returned sender is
-/// dropped: the job reading it cannot end before the test says so, however fast it is.
-fn held_open_fifo(dir: &Path, clip: &Path) -> (PathBuf, std::sync::mpsc::Sender<()>) {
+/// The first third of an MPEG-TS clip, then its second third without the video packets: the
+/// audio runs a second ahead of the video, as it does when the denoiser is slower than the
+/// demuxer.
+fn audio_ahead(ts: &[u8]) -> Vec<u8> {
+    let third = ts.len() / 3 / 188 * 188;
+    let mut out = ts[..third].to_vec();
+    for p in ts[third..2 * third].chunks_exact(188) {
+        let pid = u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]);
+        if pid != TS_VIDEO_PID {
+            out.extend_from_slice(p);
+        }
+    }
+    out
+}
+
+/// A FIFO that gives `bytes` and then nothing until the returned sender is dropped: the job
+/// reading it cannot end before the test says so, however fast it is.
+fn held_open_fifo(dir: &Path, bytes: Vec<u8>) -> (PathBuf, std::sync::mpsc::Sender<()>) {
     let fifo = dir.join("live.ts");
     let made = StdCommand::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success(), "mkfifo");
-    let bytes = std::fs::read(clip).unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let path = fifo.clone();
     std::thread::spawn(move || {
@@ -453,7 +471,7 @@ fn held_open_fifo(dir: &Path, clip: &Path) -> (PathBuf, std::sync::mpsc::Sender<
             .write(true)
             .open(&path)
             .unwrap();
-        let _ = f.write_all(&bytes[..bytes.len() / 3]);
+        let _ = f.write_all(&bytes);
         let _ = rx.recv(); // until the sender is dropped
     });
     (fifo, tx)
@@ -495,12 +513,14 @@ fn wait_for_line(
 }
 
 /// Interrupt a job whose input does not end (a FIFO the test holds open) once frames are
-/// done; the output holds a prefix of the input's frames and is playable.
+/// done, with the audio read a second ahead of the video; the output holds a prefix of the
+/// input's frames, is playable, and its audio ends with its video.
 fn interrupt_mid_file(signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
     let frames = make_ts_clip(&clip);
-    let (input, feed) = held_open_fifo(dir.path(), &clip);
+    let feed_bytes = audio_ahead(&std::fs::read(&clip).unwrap());
+    let (input, feed) = held_open_fifo(dir.path(), feed_bytes);
     let output = dir.path().join("cut.mp4");
     let mut cmd = clipdenoise();
     cmd.args(["video", input.to_str().unwrap(), output.to_str().unwrap()])
@@ -549,6 +569,9 @@ fn interrupt_mid_file(signal: &str) {
         assert!(close(*a, *b, TS_US), "{a} in, {b} out");
     }
     assert!(err.contains(&format!("the first {n} frames")), "{err}");
+    // The audio (fed up to 2 s) ends with the last frame, within one AAC frame (21 ms).
+    let (v, a) = (p.video[0].end.unwrap(), p.audio[0].end.unwrap());
+    assert!(close(v, a, 25_000), "video ends at {v}, audio at {a}");
 }
 
 /// A job killed outright (SIGKILL) leaves its hidden temporary file; the next job writing into
@@ -558,7 +581,8 @@ fn a_later_run_removes_the_temporary_file_of_a_killed_one() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
     make_ts_clip(&clip);
-    let (input, _feed) = held_open_fifo(dir.path(), &clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let (input, _feed) = held_open_fifo(dir.path(), bytes[..bytes.len() / 3].to_vec());
     let out_dir = dir.path().join("out");
     let mut cmd = clipdenoise();
     cmd.arg("video")

@@ -14,8 +14,9 @@
 //! pads are linked as they appear. No element drops or adds frames (the element's QoS is off,
 //! there is no videorate), so frame count, timestamps and duration are the input's.
 //!
-//! Ctrl-C sends EOS into the head of every branch: the frames already inside the element are
-//! finished, the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
+//! Ctrl-C sends EOS into the head of every branch, the video's first: the frames already inside
+//! the element are finished, the audio queued ahead of them is cut where the last frame ends,
+//! the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
 //!
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
@@ -56,7 +57,7 @@ use watch::{VideoEvent, Watch};
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
     container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. \
     Video is coded 4:2:0 8-bit; h264 and h265 code an odd frame size (481x271) in 4:4:4, with a note.\n\n\
-    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort. \
+    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort. \
     The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
     killed run is removed by the next run writing into that directory.")]
 pub struct Args {

@@ -162,11 +162,7 @@ impl Route<'_> {
             e.sync_state_with_parent()?;
         }
         pad.link(&queue.static_pad("sink").expect("queue has sink"))?;
-        self.shared
-            .heads
-            .lock()
-            .unwrap()
-            .push(self.pre_sink.clone());
+        *self.shared.video_head.lock().unwrap() = Some(self.pre_sink.clone());
         Ok(())
     }
 
@@ -226,6 +222,10 @@ impl Route<'_> {
             }
             gst::PadProbeReturn::Ok
         });
+        cut_after_interrupt(
+            &queue.static_pad("src").expect("queue has src"),
+            self.shared.clone(),
+        );
         for e in reencode.iter().flatten() {
             e.sync_state_with_parent()?;
         }
@@ -272,6 +272,22 @@ impl Route<'_> {
         });
         Ok([d, conv, res, enc])
     }
+}
+
+/// Drop the audio that starts at or after [`Shared::audio_cut`] (set on Ctrl-C): the audio
+/// queued ahead of the (slower) video would otherwise run on past the last frame.
+fn cut_after_interrupt(pad: &gst::Pad, shared: Arc<Shared>) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let cut = *shared.audio_cut.lock().unwrap();
+        let pts = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => b.pts(),
+            _ => None,
+        };
+        match (cut, pts) {
+            (Some(c), Some(p)) if p >= c => gst::PadProbeReturn::Drop,
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
 }
 
 /// "AAC", "Opus", ... from caps.

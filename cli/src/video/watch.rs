@@ -3,6 +3,7 @@
 //! rendering is the caller's business.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -42,7 +43,7 @@ pub struct Watch<'a> {
     pipeline: &'a gst::Pipeline,
     bus: gst::Bus,
     plan: &'a Plan,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     start: Instant,
     duration: Option<gst::ClockTime>,
     interrupted: bool,
@@ -55,7 +56,7 @@ impl<'a> Watch<'a> {
     pub fn start(
         pipeline: &'a gst::Pipeline,
         plan: &'a Plan,
-        shared: &'a Shared,
+        shared: &'a Arc<Shared>,
     ) -> anyhow::Result<Watch<'a>> {
         let bus = pipeline.bus().expect("a pipeline has a bus");
         for state in [gst::State::Ready, gst::State::Playing] {
@@ -156,14 +157,19 @@ impl<'a> Watch<'a> {
                 self.interrupted = true;
                 let done = self.shared.frames_out.load(Ordering::Relaxed);
                 self.queue.push_back(VideoEvent::Interrupted { done });
-                let heads = self.shared.heads.lock().unwrap().clone();
-                if heads.is_empty() {
+                let video = self.shared.video_head.lock().unwrap().clone();
+                let Some(video) = video else {
                     interrupt::abort();
                     return false;
-                }
+                };
+                let audio = self.shared.heads.lock().unwrap().clone();
+                let shared = self.shared.clone();
                 // Sending blocks while a streaming thread holds the pad; do it off the main loop.
                 std::thread::spawn(move || {
-                    for p in heads {
+                    video.send_event(gst::event::Eos::new());
+                    // No frame enters after the EOS: the audio ends where the video does.
+                    *shared.audio_cut.lock().unwrap() = *shared.video_end.lock().unwrap();
+                    for p in audio {
                         p.send_event(gst::event::Eos::new());
                     }
                 });
