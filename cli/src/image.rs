@@ -29,7 +29,7 @@ pub struct Args {
     /// Image files (PNG, JPEG, TIFF), or directories whose images are all denoised
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Output file (one INPUT only); its extension picks the format
+    /// Output file (one INPUT only); its extension picks the format; missing directories are created
     #[arg(short, long, value_name = "OUTPUT")]
     output: Option<PathBuf>,
     /// Write each result into DIR under its input's file name (created if missing)
@@ -106,6 +106,7 @@ fn denoise_image(
 
 /// The (input, output) pairs, checked before the model loads: inputs exist and are images,
 /// outputs have an image extension, never overwrite an input, and exist only with --force.
+/// The output's directory (-o) or --out-dir is created when missing.
 fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let mut inputs = Vec::new();
     for p in &args.inputs {
@@ -137,6 +138,11 @@ fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
                     "-o/--output takes exactly one input image ({} given); use --out-dir DIR",
                     inputs.len()
                 );
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the output directory {}", dir.display())
+                })?;
             }
             vec![(inputs.remove(0), out.clone())]
         }

@@ -10,7 +10,9 @@ const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
 fn clipdenoise() -> Command {
     let mut c = Command::cargo_bin("clipdenoise").unwrap();
-    c.env("OMP_WAIT_POLICY", "PASSIVE");
+    // Watchdog: a hung run is killed and fails the test.
+    c.env("OMP_WAIT_POLICY", "PASSIVE")
+        .timeout(std::time::Duration::from_secs(600));
     c
 }
 
@@ -124,6 +126,19 @@ fn formats_keep_their_depth_and_out_dir_takes_many() {
     .success();
     assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("16-bit -> 8-bit"));
     assert_eq!(depth(&j), image::ColorType::Rgb8);
+}
+
+/// `-o newdir/sub/x.png` creates the missing directories, as `video` does (it used to fail
+/// with an error naming a temporary file).
+#[test]
+fn output_directories_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    gradient16(20, 14).save(&input).unwrap();
+    let out = dir.path().join("newdir/sub/x.png");
+    image_cmd(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()]).success();
+    let back = image::open(&out).unwrap();
+    assert_eq!((back.width(), back.height()), (20, 14));
 }
 
 #[test]
