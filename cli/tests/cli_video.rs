@@ -393,6 +393,55 @@ fn odd_frame_sizes_work_for_every_codec() {
     }
 }
 
+/// --start/--duration and --start/--to: the frames of that part, their timestamps moved to
+/// start at 0, and the audio cut to the same part.
+#[test]
+fn start_and_duration_cut_the_video_and_the_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_clip(&input, 90, "mp4mux", "avenc_aac");
+    let pin = probe(&input);
+    let second = gst::ClockTime::SECOND;
+    for (name, extra, first, count) in [
+        ("a.mp4", ["--start", "1", "--duration", "1"], 30, 30),
+        ("b.mkv", ["--start", "0:02", "--to", "2.5"], 60, 15),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &extra);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(err.contains(&format!(": {count} frames")), "{name}: {err}");
+        let p = probe(&output);
+        let v = &p.video[0];
+        assert_eq!(v.pts.len(), count, "{name}");
+        let shift = pin.video[0].pts[first];
+        for (a, b) in pin.video[0].pts[first..].iter().zip(&v.pts) {
+            assert!(close(*a - shift, *b, MKV_US), "{name}: {a} in, {b} out");
+        }
+        let a = &p.audio[0];
+        let length = v.end.unwrap() - v.pts[0];
+        assert!(
+            close(a.pts[0], v.pts[0], 50_000),
+            "{name}: audio starts at {}",
+            a.pts[0]
+        );
+        assert!(
+            close(a.end.unwrap(), v.pts[0] + length, 50_000),
+            "{name}: audio ends at {}, video at {}",
+            a.end.unwrap(),
+            v.pts[0] + length
+        );
+        assert!(length < 2 * second, "{name}: {length}");
+    }
+    let out = denoise_video(&input, &dir.path().join("c.mp4"), &["--start", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("no video frames from --start 5.00 s on (the file lasts 3."),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
 #[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,8 +28,10 @@ mod format;
 mod pipeline;
 mod plan;
 mod quality;
+mod range;
 mod report;
 mod state;
+mod stop;
 mod streams;
 mod temp;
 mod watch;
@@ -53,9 +55,11 @@ use watch::{VideoEvent, Watch};
     clipdenoise video noisy.mp4 clean.mp4\n  \
     clipdenoise video noisy.mkv clean.mkv --device cuda --batch-size 8 --precision bf16\n  \
     clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
-    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
+    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n  \
+    clipdenoise video long.mkv try.mp4 --start 1:30 --duration 5     # try 5 seconds first\n\n\
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
-    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. \
+    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note; with --start, \
+    --duration or --to it is cut to the same part, and the output starts at 0. \
     Video is coded 4:2:0 8-bit; h264 and h265 code an odd frame size (481x271) in 4:4:4, with a note.\n\n\
     Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort. \
     The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
@@ -91,6 +95,20 @@ pub struct Args {
     /// Leave the audio out
     #[arg(long, help_heading = "Output")]
     no_audio: bool,
+    /// Denoise from this time on (seconds like 90 or 2.5, MM:SS or HH:MM:SS)
+    #[arg(long, value_name = "TIME", help_heading = "Part")]
+    start: Option<String>,
+    /// Denoise this long (from --start)
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "to",
+        help_heading = "Part"
+    )]
+    duration: Option<String>,
+    /// Denoise up to this time of the input
+    #[arg(long, value_name = "TIME", help_heading = "Part")]
+    to: Option<String>,
 }
 
 /// Initialise GStreamer and register the plugin statically (no GST_PLUGIN_PATH needed).

@@ -11,7 +11,7 @@ use gst::prelude::*;
 
 use super::plan::{Codec, ElementProps, Plan};
 use super::state::{extend, Shared};
-use super::{format, streams};
+use super::{format, stop, streams};
 
 /// The element this subcommand runs.
 pub const ELEMENT: &str = "clipdenoise";
@@ -78,7 +78,7 @@ pub fn build(
     let (pre, post, filter) = video_chain(pipeline, plan, &mux)?;
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
     format::follow_input(&pre_sink, &filter, plan.codec, shared);
-    install_probes(&pre, &post, shared, plan.side_by_side.is_some());
+    install_probes(&pre, &post, shared, plan);
     streams::connect(pipeline, &parse, &pre, &mux, plan, shared);
     Ok(())
 }
@@ -168,12 +168,28 @@ fn configure_encoder(
     Ok(())
 }
 
-/// Count frames, remember stream ends and frame rate, and capture the side-by-side frames.
-fn install_probes(pre: &gst::Element, post: &gst::Element, shared: &Arc<Shared>, capture: bool) {
+/// Count frames, remember stream ends and frame rate, capture the side-by-side frames, and
+/// keep the frames of --start/--duration/--to only.
+fn install_probes(pre: &gst::Element, post: &gst::Element, shared: &Arc<Shared>, plan: &Plan) {
+    let capture = plan.side_by_side.is_some();
+    let range = plan.range;
     let sh = shared.clone();
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
+    if let Some(r) = &range {
+        r.shift(&pre_sink);
+    }
     pre_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
+            if let (Some(r), Some(pts)) = (&range, buf.pts()) {
+                if r.after(pts) {
+                    stop::end_streams(&sh);
+                }
+                if r.before(pts) || r.after(pts) {
+                    // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
+                    drop(info.take_buffer());
+                    return gst::PadProbeReturn::Handled;
+                }
+            }
             frame_in(pad, buf, &sh, capture);
         }
         gst::PadProbeReturn::Ok

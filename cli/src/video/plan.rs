@@ -8,6 +8,7 @@ use anyhow::bail;
 use clipdenoise::inference::Precision;
 use clipdenoise::weights::ModelSource;
 
+use super::range::Range;
 use super::{quality, Args};
 use crate::paths;
 
@@ -143,6 +144,8 @@ pub struct Plan {
     pub crf: Option<u32>,
     pub preset: String,
     pub no_audio: bool,
+    /// The part to denoise (--start, --duration, --to); None for all of it.
+    pub range: Option<Range>,
     pub element: ElementProps,
 }
 
@@ -179,6 +182,11 @@ impl Plan {
             crf,
             preset: args.preset.clone(),
             no_audio: args.no_audio,
+            range: Range::new(
+                args.start.as_deref(),
+                args.duration.as_deref(),
+                args.to.as_deref(),
+            )?,
             element: element_props(args)?,
         })
     }

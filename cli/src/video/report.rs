@@ -26,6 +26,17 @@ pub fn finish(
         if outcome.interrupted {
             bail!("interrupted before the first frame was done: no output written");
         }
+        if let Some(r) = plan.range.filter(|r| !r.start.is_zero()) {
+            bail!(
+                "{}: no video frames from --start {:.2} s on{}",
+                plan.input.display(),
+                r.start.seconds_f64(),
+                outcome
+                    .duration
+                    .map(|d| format!(" (the file lasts {:.2} s)", d.seconds_f64()))
+                    .unwrap_or_default()
+            );
+        }
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
     let short = match outcome.interrupted {
@@ -81,6 +92,8 @@ fn check_complete(
     let Some(d) = outcome.duration else {
         return Ok(None);
     };
+    // With --duration/--to the streams end at the range's end.
+    let d = plan.range.and_then(|r| r.end).map_or(d, |e| e.min(d));
     let (ends, lasts) = (stream_end.seconds_f64(), d.seconds_f64());
     let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
     if stream_end + slack < d {
@@ -97,7 +110,8 @@ fn check_complete(
         return Ok(None);
     }
     let announced = fps.map_or(String::new(), |_| {
-        format!(" where it announces about {:.0}", lasts * rate)
+        let from = plan.range.map_or(0.0, |r| r.start.seconds_f64());
+        format!(" where it announces about {:.0}", (lasts - from) * rate)
     });
     Ok(Some(format!(
         "{}: {frames_out} frames{announced}: its streams end at {ends:.2} s but it says it \

@@ -34,6 +34,8 @@ pub struct Shared {
     /// After Ctrl-C, the end of the last video frame: audio from there on is dropped, so
     /// that the audio ends with the video.
     pub audio_cut: Mutex<Option<gst::ClockTime>>,
+    /// The streams are being ended early (Ctrl-C, or the end of the chosen range).
+    pub stopping: AtomicBool,
     /// Before/after frames for --side-by-side.
     pub capture: Mutex<Capture>,
 }

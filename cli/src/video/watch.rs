@@ -12,6 +12,7 @@ use gst::prelude::*;
 use super::errors::{bus_error, error_line, with_detail};
 use super::plan::Plan;
 use super::state::Shared;
+use super::stop;
 use crate::interrupt;
 
 /// What happened while the pipeline ran.
@@ -148,8 +149,8 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Ctrl-C once: EOS into the head of every branch, so that the frames inside the element
-    /// are finished and the mux finalises the file. Twice: abort. True when aborting.
+    /// Ctrl-C once: end the streams ([`stop::end_streams`]), so that the frames inside the
+    /// element are finished and the mux finalises the file. Twice: abort. True when aborting.
     fn check_interrupt(&mut self) -> bool {
         match interrupt::presses() {
             0 => false,
@@ -157,22 +158,9 @@ impl<'a> Watch<'a> {
                 self.interrupted = true;
                 let done = self.shared.frames_out.load(Ordering::Relaxed);
                 self.queue.push_back(VideoEvent::Interrupted { done });
-                let video = self.shared.video_head.lock().unwrap().clone();
-                let Some(video) = video else {
+                if !stop::end_streams(self.shared) {
                     interrupt::abort();
-                    return false;
-                };
-                let audio = self.shared.heads.lock().unwrap().clone();
-                let shared = self.shared.clone();
-                // Sending blocks while a streaming thread holds the pad; do it off the main loop.
-                std::thread::spawn(move || {
-                    video.send_event(gst::event::Eos::new());
-                    // No frame enters after the EOS: the audio ends where the video does.
-                    *shared.audio_cut.lock().unwrap() = *shared.video_end.lock().unwrap();
-                    for p in audio {
-                        p.send_event(gst::event::Eos::new());
-                    }
-                });
+                }
                 false
             }
             1 => false,
@@ -208,10 +196,11 @@ impl<'a> Watch<'a> {
         })
     }
 
-    /// Duration x frame rate, when both are known.
+    /// Duration (of the chosen part) x frame rate, when both are known.
     fn total_frames(&self) -> Option<u64> {
         let fps = (*self.shared.fps.lock().unwrap())?;
         let d = self.duration?;
+        let d = self.plan.range.map_or(d, |r| r.length(d));
         Some(
             (d.nseconds() as u128 * fps.numer() as u128 / (fps.denom() as u128 * 1_000_000_000))
                 .max(1) as u64,
