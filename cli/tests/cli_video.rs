@@ -442,6 +442,68 @@ fn start_and_duration_cut_the_video_and_the_audio() {
     );
 }
 
+/// The first frame of `path` as 8-bit gray, decoded by ffmpeg (which turns rotated clips
+/// upright by default).
+fn ffmpeg_first_frame_gray(path: &Path) -> Vec<u8> {
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-v", "error", "-i"]).arg(path).args([
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
+    ]);
+    let out = watchdog::output(&mut c, "ffmpeg");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out.stdout
+}
+
+/// A portrait phone clip: landscape frames and a rotation tag (written by ffmpeg, as phones
+/// do). The output is upright (96x160), frame for frame what ffmpeg shows.
+#[test]
+fn a_rotated_clip_comes_out_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let landscape = dir.path().join("landscape.mp4");
+    gst_run(&format!(
+        "videotestsrc num-buffers=15 pattern=gradient ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+        landscape.display()
+    ));
+    let input = dir.path().join("portrait.mp4");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-v", "error", "-i"])
+        .arg(&landscape)
+        .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+        .arg(&input);
+    assert!(watchdog::output(&mut c, "ffmpeg").status.success());
+    let upright = ffmpeg_first_frame_gray(&input);
+    assert_eq!(upright.len(), 96 * 160, "ffmpeg shows the clip upright");
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&input, &output, &["--codec", "ffv1", "--strength", "0"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let p = probe(&output);
+    assert_eq!(p.video[0].size, Some((96, 160)));
+    assert_eq!(p.video[0].pts.len(), 15);
+    let ours = ffmpeg_first_frame_gray(&output);
+    let diff = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.abs_diff(*y) as f64)
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    let d = diff(&upright, &ours);
+    assert!(d < 2.0, "mean difference {d} from ffmpeg's upright frame");
+    // The gradient tells the two turns apart: upside down is far off.
+    let flipped: Vec<u8> = ours.iter().rev().copied().collect();
+    assert!(
+        diff(&upright, &flipped) > 20.0,
+        "the check cannot tell the turns apart"
+    );
+}
+
 #[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,7 +2,7 @@
 //! registered `clipdenoise` element:
 //!
 //! ```text
-//! filesrc ! parsebin ─┬─ video: queue ! decodebin ! videoconvert ! clipdenoise ! videoconvert
+//! filesrc ! parsebin ─┬─ video: queue ! decodebin ! videoconvert ! videoflip ! clipdenoise ! videoconvert
 //!                     │         ! capsfilter ! encoder ! parser ─────────────────────────┐
 //!                     ├─ audio: queue (copied as is) ────────────────────────────────────┤ mux ! filesink
 //!                     │     or: queue ! decodebin ! audioconvert ! audioresample ! enc ──┘   (temp file)
@@ -60,7 +60,8 @@ use watch::{VideoEvent, Watch};
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
     container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note; with --start, \
     --duration or --to it is cut to the same part, and the output starts at 0. \
-    Video is coded 4:2:0 8-bit; h264 and h265 code an odd frame size (481x271) in 4:4:4, with a note.\n\n\
+    Video is coded 4:2:0 8-bit; h264 and h265 code an odd frame size (481x271) in 4:4:4, with a note. \
+    A clip with a rotation tag (portrait phone video) comes out upright, as ffmpeg shows it.\n\n\
     Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort. \
     The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
     killed run is removed by the next run writing into that directory.")]
