@@ -45,7 +45,7 @@ use gst::prelude::*;
 
 use crate::interrupt;
 use crate::models::ModelArgs;
-use crate::progress::Progress;
+use crate::progress::{Progress, Speed};
 use pipeline::ELEMENT;
 use plan::{Codec, Plan};
 use watch::{VideoEvent, Watch};
@@ -196,12 +196,12 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Show the job's events until its end.
 fn render(watch: &mut Watch) -> anyhow::Result<()> {
-    let mut progress = Progress::new("{bar:30} {pos}/{len} frames {msg} ETA {eta}", None);
-    let start = std::time::Instant::now();
+    let mut progress = Progress::new("{bar:30} {pos}/{len} frames {msg}", None);
+    let mut speed = Speed::default();
     let result = loop {
         match watch.next_event() {
             VideoEvent::Progress { done, total } => {
-                show_progress(&mut progress, done, total, start.elapsed())
+                show_progress(&mut progress, &mut speed, done, total)
             }
             VideoEvent::Note(n) => progress.println(&format!("note: {n}")),
             VideoEvent::Warning(w) => progress.println(&format!("warning: {w}")),
@@ -217,27 +217,33 @@ fn render(watch: &mut Watch) -> anyhow::Result<()> {
     result
 }
 
-fn show_progress(progress: &mut Progress, done: u64, total: Option<u64>, elapsed: Duration) {
-    let fps = done as f64 / elapsed.as_secs_f64().max(1e-9);
+/// "12.5 fps, ETA 40 s", or "warming up" until the rate after the first batch is known.
+fn speed_text(speed: &mut Speed, done: u64, total: Option<u64>) -> String {
+    let now = std::time::Instant::now();
+    let Some(fps) = speed.rate(done, now) else {
+        return "warming up".to_string();
+    };
+    match total.and_then(|t| speed.eta(done, t, now)) {
+        Some(eta) => format!("{fps:.2} fps, ETA {:.0} s", eta.as_secs_f64()),
+        None => format!("{fps:.2} fps"),
+    }
+}
+
+fn show_progress(progress: &mut Progress, speed: &mut Speed, done: u64, total: Option<u64>) {
+    let text = speed_text(speed, done, total);
     if let Some(b) = progress.bar() {
         if let Some(t) = total {
             b.set_length(t.max(done));
         }
         b.set_position(done);
-        b.set_message(format!("{fps:.2} fps"));
+        b.set_message(text);
         return;
     }
     // Every 5 s (not before: short jobs stay quiet, so an error stays the only line).
     if done > 0 && progress.plain_due(PLAIN_EVERY) {
         let line = match total {
-            Some(t) => {
-                let eta = t.saturating_sub(done) as f64 / fps.max(1e-9);
-                format!(
-                    "frame {done}/{t} ({}%), {fps:.2} fps, ETA {eta:.0} s",
-                    done * 100 / t.max(1)
-                )
-            }
-            None => format!("frame {done}, {fps:.2} fps"),
+            Some(t) => format!("frame {done}/{t} ({}%), {text}", done * 100 / t.max(1)),
+            None => format!("frame {done}, {text}"),
         };
         eprintln!("{line}");
     }
