@@ -353,9 +353,39 @@ fn a_file_cut_short_says_how_many_frames_came_out() {
     assert!(n < 300, "{n} frames");
     assert!(
         err.contains(&format!(
-            "warning: {}: {n} frames where it announces about 300",
+            "warning: {}: cut short or damaged: salvaged {n} frames of the about 300 it announces",
             cut.display()
         )),
+        "{err}"
+    );
+}
+
+/// A faststart MP4 (index first) cut in half: what decodes is salvaged, as ffmpeg does, and
+/// the count is given (it used to be refused as truncated).
+#[test]
+fn a_cut_faststart_mp4_is_salvaged_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.mp4");
+    gst_run(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        full.display()
+    ));
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&cut, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let n = probe(&output).video[0].pts.len();
+    assert!(n > 5 && n < 60, "{n} frames");
+    assert!(
+        err.contains(&format!("salvaged {n} frames of the about 60 it announces")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("wrote {}: {n} frames", output.display())),
         "{err}"
     );
 }

@@ -40,7 +40,7 @@ pub fn finish(
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
     let short = match outcome.interrupted {
-        false => check_complete(plan, shared, &outcome, frames_out)?,
+        false => check_complete(plan, shared, &outcome, frames_out),
         true => None,
     };
     if let Some(png) = &plan.side_by_side {
@@ -74,50 +74,41 @@ fn video_end(shared: &Shared) -> gst::ClockTime {
         .unwrap_or(gst::ClockTime::ZERO)
 }
 
-/// A file cut short often ends without an error: its streams stop before the duration its
-/// header announces. Far short: an error. A little short (more than a few frames): a warning
-/// that says how many frames came out against how many the file announces.
+/// A file cut short or damaged often ends without an error: its streams stop before the
+/// duration its header announces. What decoded is kept (as ffmpeg salvages it); more than a
+/// few frames short, a warning says how many frames that is against what the file announces.
 fn check_complete(
     plan: &Plan,
     shared: &Shared,
     outcome: &Outcome,
     frames_out: u64,
-) -> anyhow::Result<Option<String>> {
+) -> Option<String> {
     let video_end = video_end(shared);
     let stream_end = shared
         .audio_end
         .lock()
         .unwrap()
         .map_or(video_end, |a| a.max(video_end));
-    let Some(d) = outcome.duration else {
-        return Ok(None);
-    };
+    let d = outcome.duration?;
     // With --duration/--to the streams end at the range's end.
     let d = plan.range.and_then(|r| r.end).map_or(d, |e| e.min(d));
     let (ends, lasts) = (stream_end.seconds_f64(), d.seconds_f64());
-    let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
-    if stream_end + slack < d {
-        bail!(
-            "{}: the file is truncated or damaged: its streams end at {ends:.2} s but it says it lasts {lasts:.2} s",
-            plan.input.display(),
-        );
-    }
     let fps = *shared.fps.lock().unwrap();
     let rate = fps.map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
     // A few frames' worth: container rounding, audio priming.
     let tolerance = (3.0 / rate).max(0.1);
     if ends + tolerance >= lasts {
-        return Ok(None);
+        return None;
     }
     let announced = fps.map_or(String::new(), |_| {
         let from = plan.range.map_or(0.0, |r| r.start.seconds_f64());
-        format!(" where it announces about {:.0}", (lasts - from) * rate)
+        format!(" of the about {:.0} it announces", (lasts - from) * rate)
     });
-    Ok(Some(format!(
-        "{}: {frames_out} frames{announced}: its streams end at {ends:.2} s but it says it \
-         lasts {lasts:.2} s (cut short or damaged?); the output has the frames that were there",
+    Some(format!(
+        "{}: cut short or damaged: salvaged {frames_out} frames{announced} (its streams end at \
+         {ends:.2} s, it says it lasts {lasts:.2} s)",
         plan.input.display()
-    )))
+    ))
 }
 
 /// The last line: what was written (or, interrupted, what the file holds).
