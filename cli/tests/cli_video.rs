@@ -84,6 +84,8 @@ struct Stream {
     caps: String,
     /// Width and height (video), from the last caps.
     size: Option<(i32, i32)>,
+    /// Chroma format ("4:2:0") and luma bit depth of coded video, from the parser's caps.
+    chroma_depth: Option<(String, u32)>,
     pts: Vec<gst::ClockTime>,
     end: Option<gst::ClockTime>,
 }
@@ -170,8 +172,15 @@ fn record_timestamps(sinkpad: &gst::Pad, stream: SharedStream) {
                     }
                     gst::EventView::Caps(c) => {
                         let st = c.caps().structure(0).unwrap();
+                        let mut stream = stream.lock().unwrap();
                         if let (Ok(w), Ok(h)) = (st.get::<i32>("width"), st.get::<i32>("height")) {
-                            stream.lock().unwrap().size = Some((w, h));
+                            stream.size = Some((w, h));
+                        }
+                        if let (Ok(c), Ok(d)) = (
+                            st.get::<String>("chroma-format"),
+                            st.get::<u32>("bit-depth-luma"),
+                        ) {
+                            stream.chroma_depth = Some((c, d));
                         }
                     }
                     _ => {}
@@ -397,7 +406,7 @@ fn odd_frame_sizes_work_for_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("odd.mkv");
     gst_run(&format!(
-        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,width=481,height=271,framerate=30/1 ! \
+        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format=I420,width=481,height=271,framerate=30/1 ! \
          avenc_ffv1 ! matroskamux ! filesink location={}",
         input.display()
     ));
@@ -531,6 +540,67 @@ fn a_rotated_clip_comes_out_upright() {
     assert!(
         diff(&upright, &flipped) > 20.0,
         "the check cannot tell the turns apart"
+    );
+}
+
+/// A 12-frame 160x96 clip coded by `encoder` from raw `format`, in Matroska.
+fn make_format_clip(path: &Path, format: &str, encoder: &str) {
+    gst_run(&format!(
+        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format={format},width=160,height=96,framerate=30/1 ! \
+         {encoder} ! matroskamux ! filesink location={}",
+        path.display()
+    ));
+}
+
+/// 10-bit HEVC stays 10-bit, 4:4:4 stays 4:4:4 (both were made 8-bit 4:2:0 without a word);
+/// where the codec cannot keep them, one note says what was converted.
+#[test]
+fn bit_depth_and_chroma_are_kept_or_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let hevc10 = dir.path().join("hevc10.mkv");
+    make_format_clip(
+        &hevc10,
+        "I420_10LE",
+        "x265enc speed-preset=ultrafast ! h265parse",
+    );
+    let y444 = dir.path().join("y444.mkv");
+    make_format_clip(&y444, "Y444", "x264enc speed-preset=ultrafast ! h264parse");
+    let y42b = dir.path().join("y42b.mkv");
+    make_format_clip(&y42b, "Y42B", "x264enc speed-preset=ultrafast ! h264parse");
+    for (input, name, codec, want, note) in [
+        (
+            &hevc10,
+            "a.mkv",
+            "h265",
+            ("4:2:0", 10),
+            Some("10-bit video: written as 10-bit (I420_10LE)"),
+        ),
+        (&y444, "b.mp4", "h264", ("4:4:4", 8), None),
+        (&y42b, "c.mkv", "h265", ("4:2:2", 8), None),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(input, &output, &["--codec", codec]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        assert_eq!(err.contains("note:"), note.is_some(), "{name}: {err}");
+        if let Some(n) = note {
+            assert!(err.contains(n), "{name}: {err}");
+        }
+        let p = probe(&output);
+        assert_eq!(p.video[0].pts.len(), 12, "{name}");
+        assert_eq!(
+            p.video[0].chroma_depth,
+            Some((want.0.to_string(), want.1)),
+            "{name}"
+        );
+    }
+    // VP9 here takes 4:2:2 at 10 bits only: 8-bit 4:2:2 is converted, with a note.
+    let out = denoise_video(&y42b, &dir.path().join("d.webm"), &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: 4:2:2 video converted to 4:2:0: vp9 takes no 4:2:2 here"),
+        "{err}"
     );
 }
 
