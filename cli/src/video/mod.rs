@@ -154,12 +154,17 @@ pub fn gstreamer_report() -> Vec<String> {
     ]
 }
 
-/// `video`'s command line with `--crf`'s ranges read from the installed encoders.
+/// `video`'s command line with `--crf`'s ranges read from the installed encoders and
+/// `--batch-size`'s from the element.
 pub fn with_encoder_ranges(cmd: clap::Command) -> clap::Command {
     if init_gstreamer().is_err() {
         return cmd;
     }
-    cmd.mut_arg("crf", |a| a.help(quality::help()))
+    let cmd = cmd.mut_arg("crf", |a| a.help(quality::help()));
+    match quality::batch_size_help() {
+        Some(h) => cmd.mut_arg("batch_size", |a| a.help(h)),
+        None => cmd,
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

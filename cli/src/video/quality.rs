@@ -1,6 +1,7 @@
 //! The constant-quality level (`--crf`) of each codec, with the range its encoder accepts read
 //! from the encoder's own property spec (x264enc's `quantizer` stops at 50, not x264's 51),
-//! so that `--help`, the argument check and the encoder agree.
+//! so that `--help`, the argument check and the encoder agree; likewise `--batch-size`'s
+//! range from the element's `batch-size`.
 
 use anyhow::anyhow;
 use gst::glib;
@@ -58,4 +59,18 @@ pub fn help() -> String {
         "Constant-quality level, lower is better: {} [ranges from the installed encoders]",
         ranges.join(", ")
     )
+}
+
+/// `--batch-size`'s help with the range and default of the element's `batch-size`.
+pub fn batch_size_help() -> Option<String> {
+    let factory = gst::ElementFactory::find(super::pipeline::ELEMENT)?;
+    let class = glib::object::ObjectClass::from_type(factory.load().ok()?.element_type())?;
+    let pspec = class.find_property("batch-size")?;
+    let p = pspec.downcast_ref::<glib::ParamSpecUInt>()?;
+    Some(format!(
+        "Frames per model call: {}-{} (default {}, the element's)",
+        p.minimum(),
+        p.maximum(),
+        p.default_value()
+    ))
 }
