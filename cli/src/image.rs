@@ -23,13 +23,14 @@ use crate::paths;
     clipdenoise image shots/*.jpg --out-dir cleaned/ --strength 0.8\n  \
     clipdenoise image photos/ --out-dir cleaned/ --model my-model.safetensors\n\n\
     PNG and TIFF keep 8 or 16 bits per sample (float TIFF stays float); JPEG is 8-bit. \
+    Grayscale stays grayscale and the alpha channel is kept as it is (JPEG has no alpha). \
     The output format follows the output's extension."
 )]
 pub struct Args {
     /// Image files (PNG, JPEG, TIFF), or directories whose images are all denoised
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<PathBuf>,
-    /// Output file (one INPUT only); its extension picks the format
+    /// Output file (one INPUT only); its extension picks the format; missing directories are created
     #[arg(short, long, value_name = "OUTPUT")]
     output: Option<PathBuf>,
     /// Write each result into DIR under its input's file name (created if missing)
@@ -65,17 +66,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (input, output) in &jobs {
         let t0 = Instant::now();
         let img = imageio::read(input)?;
+        // The model sees RGB; grayscale and alpha are put back as they were.
+        let extras = imageio::read_extras(input)?;
         let depth_in = img.depth();
         let fmt = Format::from_path(output).expect("checked in plan");
         let depth_out = fmt.fit_depth(depth_in);
         let out = denoise_image(&denoiser, &img, args.model.strength)
             .with_context(|| format!("{}: denoising failed", input.display()))?;
         let out = RgbImage::from_tensor(&out, depth_out)?;
-        imageio::write(output, &out, args.quality)?;
-        let note = if depth_out != depth_in {
+        imageio::write_with_extras(output, &out, &extras, args.quality)?;
+        let mut note = if depth_out != depth_in {
             format!(" ({depth_in} -> {depth_out})")
         } else {
             String::new()
+        };
+        note += match (extras.gray, extras.alpha.is_some(), fmt == Format::Jpeg) {
+            (_, true, true) => ", alpha dropped (JPEG has none)",
+            (true, true, false) => ", gray with alpha",
+            (false, true, false) => ", with alpha",
+            (true, false, _) => ", gray",
+            _ => "",
         };
         eprintln!(
             "{} -> {}: {}x{} {depth_out}{note}, {:.2} s",
@@ -106,6 +116,7 @@ fn denoise_image(
 
 /// The (input, output) pairs, checked before the model loads: inputs exist and are images,
 /// outputs have an image extension, never overwrite an input, and exist only with --force.
+/// The output's directory (-o) or --out-dir is created when missing.
 fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let mut inputs = Vec::new();
     for p in &args.inputs {
@@ -137,6 +148,11 @@ fn plan(args: &Args) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
                     "-o/--output takes exactly one input image ({} given); use --out-dir DIR",
                     inputs.len()
                 );
+            }
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("cannot create the output directory {}", dir.display())
+                })?;
             }
             vec![(inputs.remove(0), out.clone())]
         }

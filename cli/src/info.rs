@@ -68,6 +68,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
             Err(e) => println!("  {title}\n      unreadable: {e:#}"),
         }
     }
+    paper_model(&files);
     let dirs = resolve::model_dirs();
     let env = std::env::var_os(ENV_MODEL_DIR)
         .map(|_| "")
@@ -80,6 +81,48 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// Whether the paper's model is here: a denoiser with the clip-rn50 config (made from the
+/// authors' checkpoint) and OpenAI's encoder (fetched), each with how to get it when missing.
+fn paper_model(files: &[PathBuf]) {
+    use crate::weights::{AUTHORS_CHECKPOINTS, ENCODER_FILE};
+    println!("The paper's model (clip-rn50):");
+    let is_paper = |f: &PathBuf| {
+        models::summarise_file(f).is_ok_and(|s| {
+            matches!(s.kind, WeightsKind::Denoiser)
+                && s.config.is_some_and(|c| c.name() == "clip-rn50")
+        })
+    };
+    let encoder = clipdenoise::weights::fetch::cache_dir(None)
+        .map(|d| d.join(ENCODER_FILE))
+        .ok();
+    match encoder.as_ref().filter(|p| p.is_file()) {
+        Some(p) => println!("  OpenAI CLIP RN50 encoder: present ({})", p.display()),
+        None => {
+            println!("  OpenAI CLIP RN50 encoder: missing (clipdenoise weights fetch clip-rn50)")
+        }
+    }
+    match files.iter().find(|f| is_paper(f)) {
+        Some(f) => println!(
+            "  denoiser: present ({}; --model {})",
+            f.display(),
+            f.display()
+        ),
+        None => println!(
+            "  denoiser: missing (the authors' trained checkpoint, {AUTHORS_CHECKPOINTS}, then: \
+             clipdenoise import checkpoint net_g_latest.pth --encoder {} -o {})",
+            encoder
+                .as_ref()
+                .map_or(ENCODER_FILE.into(), |p| p.display().to_string()),
+            encoder
+                .as_ref()
+                .map_or("clipdenoise-rn50.safetensors".into(), |p| p
+                    .with_file_name("clipdenoise-rn50.safetensors")
+                    .display()
+                    .to_string())
+        ),
+    }
 }
 
 fn print_model(title: &str, s: &ModelSummary) {

@@ -113,9 +113,22 @@ fn ensure_passive_openmp() {
     }
 }
 
+/// The command line; `video`'s help is completed from the installed encoders (only when the
+/// arguments name `video`: GStreamer is not started for the other subcommands).
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    #[cfg(feature = "gst")]
+    if std::env::args().any(|a| a == "video") {
+        cmd = cmd.mut_subcommand("video", video::with_encoder_ranges);
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() {
     ensure_passive_openmp();
-    let cli = Cli::parse();
+    let cli = parse();
     if let Err(e) = run(cli) {
         // One line: the error and its causes, no backtrace.
         let mut msg = format!("error: {e}");

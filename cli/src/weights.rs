@@ -7,15 +7,35 @@ use clipdenoise::weights::fetch::{self, FetchEvent, FetchSpec, ENV_BASE_URL, ENV
 
 use crate::progress::Progress;
 
+/// Where the paper's authors publish their trained checkpoints (BasicSR `net_g_*.pth` files).
+pub const AUTHORS_CHECKPOINTS: &str = "the Google Drive folder \
+    https://drive.google.com/drive/folders/1F8md2zen0iPlhGnI5-VdjdBOLY8DBIiF linked as 'Pre-trained \
+    models' from https://github.com/alwaysuu/CLIPDenoising";
+
+/// The encoder-only file `weights fetch clip-rn50` writes into the cache.
+pub const ENCODER_FILE: &str = "clip-rn50-encoder.safetensors";
+
+/// The paper's model from its two published halves (a macro: `concat!` takes literals only).
+macro_rules! paper_model {
+    () => {
+        "The paper's model needs two downloads: OpenAI's CLIP RN50 encoder (fetched here) and the \
+    authors' trained decoder, a checkpoint such as net_g_latest.pth, published in the Google Drive folder \
+    https://drive.google.com/drive/folders/1F8md2zen0iPlhGnI5-VdjdBOLY8DBIiF ('Pre-trained models' in \
+    https://github.com/alwaysuu/CLIPDenoising; download it with a browser). Then:\n  \
+    clipdenoise weights fetch clip-rn50\n  \
+    clipdenoise import checkpoint net_g_latest.pth --encoder <cache>/clip-rn50-encoder.safetensors -o clipdenoise-rn50.safetensors\n\
+    (the first prints the <cache> path). `clipdenoise info` says which of them are present."
+    };
+}
+
 #[derive(clap::Subcommand)]
-#[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50")]
+#[command(after_help = concat!("Example:\n  clipdenoise weights fetch clip-rn50\n\n", paper_model!()))]
 pub enum Command {
     /// Download published weights into the cache, verify their SHA-256 and convert them
-    #[command(after_help = "Example:\n  clipdenoise weights fetch clip-rn50\n\n\
+    #[command(after_help = concat!("Example:\n  clipdenoise weights fetch clip-rn50\n\n\
         clip-rn50 is OpenAI's CLIP RN50 (RN50.pt, ~244 MB). It becomes\n\
         <cache>/clip-rn50-encoder.safetensors, an encoder-only file: combine it with a trained\n\
-        decoder (clipdenoise import checkpoint net_g_latest.pth --encoder <that file> -o model.safetensors)\n\
-        or train a decoder on it. An interrupted download resumes where it stopped.")]
+        decoder or train a decoder on it. An interrupted download resumes where it stopped.\n\n", paper_model!()))]
     Fetch(FetchArgs),
 }
 

@@ -6,6 +6,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use gst::prelude::*;
+
 use support::child::{clipdenoise, RunExt};
 use support::pipeline::gst_run;
 
@@ -108,17 +110,95 @@ fn truncated_videos() {
         &["--model", TINY],
         &["cut.mp4", "damaged or truncated"],
     );
-    // Index first: the demuxer plays what is there and stops early, without an error.
+    // Index first, cut in half: salvaged (cli_video's a_cut_faststart_mp4_is_salvaged_with_a_count).
+}
+
+/// A Matroska file cut at 1029 bytes and a faststart MP4 cut at 5 %: headers but no complete
+/// frame. decodebin exposes its pad without caps at the early end; the job used to wait for
+/// ever for that pad to be linked.
+#[test]
+fn files_cut_before_their_first_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("full.mkv");
+    gst_run(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! matroskamux ! filesink location={}",
+        mkv.display()
+    ));
     let fs = dir.path().join("faststart.mp4");
     make_mp4(&fs, true);
-    let bytes = std::fs::read(&fs).unwrap();
-    let cut = dir.path().join("cut-faststart.mp4");
-    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let fs_len = std::fs::metadata(&fs).unwrap().len() as usize;
+    for (full, keep, name) in [(&mkv, 1029, "cut.mkv"), (&fs, fs_len * 5 / 100, "cut5.mp4")] {
+        let bytes = std::fs::read(full).unwrap();
+        let cut = dir.path().join(name);
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        fails(
+            &cut,
+            &dir.path().join("out.mp4"),
+            &["--model", TINY],
+            &[name, "no video frames could be decoded"],
+        );
+    }
+}
+
+/// The highest quality level the installed x264enc accepts (its `quantizer`'s maximum).
+fn x264_max_quantizer() -> u32 {
+    gst_run("fakesrc num-buffers=0 ! fakesink"); // initialises GStreamer
+    let enc = gst::ElementFactory::make("x264enc").build().unwrap();
+    let pspec = enc.find_property("quantizer").unwrap();
+    pspec
+        .downcast_ref::<gst::glib::ParamSpecUInt>()
+        .unwrap()
+        .maximum()
+}
+
+/// `--crf 51` was valid per `--help` (0-51) but x264enc's quantizer stops at 50: setting it
+/// panicked. The range comes from the encoder, in the check and in `--help`.
+#[test]
+fn crf_beyond_the_encoders_range() {
+    let max = x264_max_quantizer();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, false);
+    let over = (max + 1).to_string();
     fails(
-        &cut,
-        &dir.path().join("out2.mkv"),
-        &["--model", TINY],
-        &["cut-faststart.mp4", "truncated"],
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY, "--crf", &over],
+        &[&format!("--crf {over} is outside 0-{max} for h264")],
+    );
+    let help = clipdenoise().args(["video", "--help"]).run();
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains(&format!("h264 0-{max} (default 20)")),
+        "{help}"
+    );
+    // --batch-size: the range and default of the element's batch-size property, read from
+    // the plugin this workspace builds.
+    let plugin =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/libgstclipdenoise.so");
+    let want = match gst::Plugin::load_file(&plugin)
+        .ok()
+        .and_then(|_| gst::ElementFactory::make("clipdenoise").build().ok())
+    {
+        Some(e) => {
+            let p = e.find_property("batch-size").unwrap();
+            let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+            format!(
+                "{}-{} (default {}",
+                p.minimum(),
+                p.maximum(),
+                p.default_value()
+            )
+        }
+        None => "1-256 (default 4".to_string(), // the element's, when its plugin is not built
+    };
+    assert!(
+        help.contains(&format!("Frames per model call: {want}")),
+        "{help}"
     );
 }
 

@@ -122,6 +122,60 @@ fn formats_keep_their_depth_and_out_dir_takes_many() {
     assert_eq!(depth(&j), image::ColorType::Rgb8);
 }
 
+/// `-o newdir/sub/x.png` creates the missing directories, as `video` does (it used to fail
+/// with an error naming a temporary file).
+#[test]
+fn output_directories_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.png");
+    gradient16(20, 14).save(&input).unwrap();
+    let out = dir.path().join("newdir/sub/x.png");
+    image_cmd(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()]).success();
+    let back = image::open(&out).unwrap();
+    assert_eq!((back.width(), back.height()), (20, 14));
+}
+
+/// PNG alpha and grayscale come back as they were (they came back RGB, alpha lost): the
+/// alpha plane exactly, gray as gray, 8 and 16 bits; denoised pixels still change.
+#[test]
+fn png_alpha_and_grayscale_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = gradient16(33, 21);
+    let alpha = |x: u32, y: u32| ((x * 37 + y * 91) % 65536) as u16;
+    let rgba16 = ImageBuffer::from_fn(33, 21, |x, y| {
+        let p = rgb.get_pixel(x, y);
+        image::Rgba([p[0], p[1], p[2], alpha(x, y) * 17])
+    });
+    let gray8 = image::DynamicImage::ImageRgb16(rgb.clone()).to_luma8();
+    let graya8 = image::DynamicImage::ImageRgba16(rgba16.clone()).to_luma_alpha8();
+    let cases: Vec<(&str, image::DynamicImage)> = vec![
+        (
+            "rgba16.png",
+            image::DynamicImage::ImageRgba16(rgba16.clone()),
+        ),
+        ("gray8.png", image::DynamicImage::ImageLuma8(gray8)),
+        ("graya8.png", image::DynamicImage::ImageLumaA8(graya8)),
+    ];
+    for (name, img) in cases {
+        let input = dir.path().join(name);
+        img.save(&input).unwrap();
+        let out = dir.path().join(format!("out-{name}"));
+        image_cmd(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()]).success();
+        let back = image::open(&out).unwrap();
+        assert_eq!(back.color(), img.color(), "{name}");
+        if img.color().has_alpha() {
+            let a_in: Vec<u16> = img.to_rgba16().pixels().map(|p| p[3]).collect();
+            let a_out: Vec<u16> = back.to_rgba16().pixels().map(|p| p[3]).collect();
+            assert_eq!(a_in, a_out, "{name}: alpha kept exactly");
+        }
+        assert_ne!(
+            back.to_rgb16().into_raw(),
+            img.to_rgb16().into_raw(),
+            "{name}: denoised"
+        );
+    }
+}
+
 #[test]
 fn refusals_are_one_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -292,3 +292,43 @@ fn weights_fetch_rejects_a_file_with_the_wrong_hash() {
     assert_eq!(request, format!("GET /{CLIP_RN50_SHA256}/RN50.pt HTTP/1.1"));
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
 }
+
+/// `info` says whether the paper's model is here: OpenAI's encoder (fetched into the cache)
+/// and a clip-rn50 denoiser, with where the authors publish their checkpoint and the commands.
+#[test]
+fn info_says_which_parts_of_the_papers_model_are_present() {
+    let cache = tempfile::tempdir().unwrap();
+    let models = tempfile::tempdir().unwrap();
+    let info = || {
+        let out = bin()
+            .arg("info")
+            .env("CLIPDENOISE_CACHE_DIR", cache.path())
+            .env("CLIPDENOISE_MODEL_DIR", models.path())
+            .timeout(std::time::Duration::from_secs(600))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = info();
+    assert!(
+        text.contains("OpenAI CLIP RN50 encoder: missing (clipdenoise weights fetch clip-rn50)"),
+        "{text}"
+    );
+    assert!(text.contains("denoiser: missing"), "{text}");
+    assert!(
+        text.contains("https://github.com/alwaysuu/CLIPDenoising")
+            && text.contains("clipdenoise import checkpoint net_g_latest.pth --encoder"),
+        "{text}"
+    );
+    let encoder = cache.path().join("clip-rn50-encoder.safetensors");
+    std::fs::write(&encoder, b"").unwrap();
+    let text = info();
+    assert!(
+        text.contains(&format!(
+            "OpenAI CLIP RN50 encoder: present ({})",
+            encoder.display()
+        )),
+        "{text}"
+    );
+}

@@ -2,27 +2,37 @@
 //! with GStreamer (frame count, timestamps, duration, audio).
 #![cfg(feature = "gst")]
 
-mod support;
-
-use std::path::Path;
-use std::process::{Command as StdCommand, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::prelude::*;
-use support::child::{clipdenoise, registry, RunExt};
+
+mod support;
+use support::child::registry;
 use support::pipeline::{gst_run, init, wait_eos};
+use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
-/// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end.
+/// The binary under test as a plain `std` command (the interrupt tests spawn it and talk to
+/// it); every run goes through `support::watchdog`.
+fn clipdenoise() -> StdCommand {
+    let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("clipdenoise"));
+    c.env("OMP_WAIT_POLICY", "PASSIVE")
+        .env("GST_REGISTRY", registry());
+    c
+}
+
+/// `clipdenoise video INPUT OUTPUT --model TINY EXTRA...`, run to the end (under a watchdog).
 fn denoise_video(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    clipdenoise()
-        .arg("video")
+    let mut c = clipdenoise();
+    c.arg("video")
         .args([input, output])
         .args(["--model", TINY])
-        .args(extra)
-        .run()
+        .args(extra);
+    watchdog::output(&mut c, "clipdenoise video")
 }
 
 /// A 2-second 160x96 30 fps H.264 clip with a 2-second stereo audio track, in `mux`.
@@ -40,6 +50,10 @@ fn make_clip(path: &Path, frames: u32, mux: &str, audio_enc: &str) {
 #[derive(Debug, Default)]
 struct Stream {
     caps: String,
+    /// Width and height (video), from the last caps.
+    size: Option<(i32, i32)>,
+    /// Chroma format ("4:2:0") and luma bit depth of coded video, from the parser's caps.
+    chroma_depth: Option<(String, u32)>,
     pts: Vec<gst::ClockTime>,
     end: Option<gst::ClockTime>,
 }
@@ -116,15 +130,29 @@ fn record_timestamps(sinkpad: &gst::Pad, stream: SharedStream) {
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
             match &info.data {
-                Some(gst::PadProbeData::Event(e)) => {
-                    if let gst::EventView::Segment(s) = e.view() {
+                Some(gst::PadProbeData::Event(e)) => match e.view() {
+                    gst::EventView::Segment(s) => {
                         *segment.lock().unwrap() = s
                             .segment()
                             .downcast_ref::<gst::ClockTime>()
                             .unwrap()
                             .clone();
                     }
-                }
+                    gst::EventView::Caps(c) => {
+                        let st = c.caps().structure(0).unwrap();
+                        let mut stream = stream.lock().unwrap();
+                        if let (Ok(w), Ok(h)) = (st.get::<i32>("width"), st.get::<i32>("height")) {
+                            stream.size = Some((w, h));
+                        }
+                        if let (Ok(c), Ok(d)) = (
+                            st.get::<String>("chroma-format"),
+                            st.get::<u32>("bit-depth-luma"),
+                        ) {
+                            stream.chroma_depth = Some((c, d));
+                        }
+                    }
+                    _ => {}
+                },
                 Some(gst::PadProbeData::Buffer(b)) => {
                     let mut s = stream.lock().unwrap();
                     let running = b
@@ -150,6 +178,8 @@ fn close(a: gst::ClockTime, b: gst::ClockTime, tol_us: u64) -> bool {
 /// Timestamp precision: MP4 stores them in its timescale (exact to rounding), Matroska in ms.
 const MP4_US: u64 = 1;
 const MKV_US: u64 = 1_000;
+/// MPEG-TS: 90 kHz ticks.
+const TS_US: u64 = 12;
 
 /// Same frame count, the same timestamps (to the container's precision) and the same duration.
 fn assert_same_video(input: &Probe, output: &Probe, tol_us: u64) {
@@ -279,6 +309,269 @@ fn h264_crf_is_not_capped_at_two_megabits() {
     );
 }
 
+/// A file cut a little short (the last 4 % of its bytes gone) ends without an error from
+/// GStreamer: the job keeps what is there and says how many frames that is.
+#[test]
+fn a_file_cut_short_says_how_many_frames_came_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.mkv");
+    make_clip(&full, 300, "matroskamux", "vorbisenc");
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&full, &output, &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("warning"), "{}", stderr_of(&out));
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mkv");
+    std::fs::write(&cut, &bytes[..bytes.len() * 96 / 100]).unwrap();
+    let out = denoise_video(&cut, &output, &["--force"]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let n = probe(&output).video[0].pts.len();
+    assert!(n < 300, "{n} frames");
+    assert!(
+        err.contains(&format!(
+            "warning: {}: cut short or damaged: salvaged {n} frames of the about 300 it announces",
+            cut.display()
+        )),
+        "{err}"
+    );
+}
+
+/// A faststart MP4 (index first) cut in half: what decodes is salvaged, as ffmpeg does, and
+/// the count is given (it used to be refused as truncated).
+#[test]
+fn a_cut_faststart_mp4_is_salvaged_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.mp4");
+    gst_run(&format!(
+        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! mp4mux faststart=true ! filesink location={}",
+        full.display()
+    ));
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&cut, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    let n = probe(&output).video[0].pts.len();
+    assert!(n > 5 && n < 60, "{n} frames");
+    assert!(
+        err.contains(&format!("salvaged {n} frames of the about 60 it announces")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("wrote {}: {n} frames", output.display())),
+        "{err}"
+    );
+}
+
+/// 481x271: H.264 and H.265 cannot code 4:2:0 at odd sizes (x264 refused to start), so they
+/// get 4:4:4 with a note; VP9 and FFV1 take the size as it is. Size, frames and timestamps kept.
+#[test]
+fn odd_frame_sizes_work_for_every_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.mkv");
+    gst_run(&format!(
+        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format=I420,width=481,height=271,framerate=30/1 ! \
+         avenc_ffv1 ! matroskamux ! filesink location={}",
+        input.display()
+    ));
+    let pin = probe(&input);
+    for (name, codec, note) in [
+        ("out.mp4", "h264", true),
+        ("out265.mkv", "h265", true),
+        ("out.webm", "vp9", false),
+        ("outffv1.mkv", "ffv1", false),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &["--codec", codec]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{codec}: {err}");
+        assert_eq!(
+            err.contains("note: 481x271 is an odd size, which"),
+            note,
+            "{codec}: {err}"
+        );
+        let pout = probe(&output);
+        assert_same_video(&pin, &pout, MKV_US);
+        assert_eq!(pout.video[0].size, Some((481, 271)), "{codec}");
+    }
+}
+
+/// --start/--duration and --start/--to: the frames of that part, their timestamps moved to
+/// start at 0, and the audio cut to the same part.
+#[test]
+fn start_and_duration_cut_the_video_and_the_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_clip(&input, 90, "mp4mux", "avenc_aac");
+    let pin = probe(&input);
+    let second = gst::ClockTime::SECOND;
+    for (name, extra, first, count) in [
+        ("a.mp4", ["--start", "1", "--duration", "1"], 30, 30),
+        ("b.mkv", ["--start", "0:02", "--to", "2.5"], 60, 15),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &extra);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        assert!(err.contains(&format!(": {count} frames")), "{name}: {err}");
+        let p = probe(&output);
+        let v = &p.video[0];
+        assert_eq!(v.pts.len(), count, "{name}");
+        let shift = pin.video[0].pts[first];
+        for (a, b) in pin.video[0].pts[first..].iter().zip(&v.pts) {
+            assert!(close(*a - shift, *b, MKV_US), "{name}: {a} in, {b} out");
+        }
+        let a = &p.audio[0];
+        let length = v.end.unwrap() - v.pts[0];
+        assert!(
+            close(a.pts[0], v.pts[0], 50_000),
+            "{name}: audio starts at {}",
+            a.pts[0]
+        );
+        assert!(
+            close(a.end.unwrap(), v.pts[0] + length, 50_000),
+            "{name}: audio ends at {}, video at {}",
+            a.end.unwrap(),
+            v.pts[0] + length
+        );
+        assert!(length < 2 * second, "{name}: {length}");
+    }
+    let out = denoise_video(&input, &dir.path().join("c.mp4"), &["--start", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("no video frames from --start 5.00 s on (the file lasts 3."),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// The first frame of `path` as 8-bit gray, decoded by ffmpeg (which turns rotated clips
+/// upright by default).
+fn ffmpeg_first_frame_gray(path: &Path) -> Vec<u8> {
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-v", "error", "-i"]).arg(path).args([
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-",
+    ]);
+    let out = watchdog::output(&mut c, "ffmpeg");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out.stdout
+}
+
+/// A portrait phone clip: landscape frames and a rotation tag (written by ffmpeg, as phones
+/// do). The output is upright (96x160), frame for frame what ffmpeg shows.
+#[test]
+fn a_rotated_clip_comes_out_upright() {
+    let dir = tempfile::tempdir().unwrap();
+    let landscape = dir.path().join("landscape.mp4");
+    gst_run(&format!(
+        "videotestsrc num-buffers=15 pattern=gradient ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
+        landscape.display()
+    ));
+    let input = dir.path().join("portrait.mp4");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-v", "error", "-i"])
+        .arg(&landscape)
+        .args(["-c", "copy", "-metadata:s:v:0", "rotate=90"])
+        .arg(&input);
+    assert!(watchdog::output(&mut c, "ffmpeg").status.success());
+    let upright = ffmpeg_first_frame_gray(&input);
+    assert_eq!(upright.len(), 96 * 160, "ffmpeg shows the clip upright");
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&input, &output, &["--codec", "ffv1", "--strength", "0"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let p = probe(&output);
+    assert_eq!(p.video[0].size, Some((96, 160)));
+    assert_eq!(p.video[0].pts.len(), 15);
+    let ours = ffmpeg_first_frame_gray(&output);
+    let diff = |a: &[u8], b: &[u8]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.abs_diff(*y) as f64)
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    let d = diff(&upright, &ours);
+    assert!(d < 2.0, "mean difference {d} from ffmpeg's upright frame");
+    // The gradient tells the two turns apart: upside down is far off.
+    let flipped: Vec<u8> = ours.iter().rev().copied().collect();
+    assert!(
+        diff(&upright, &flipped) > 20.0,
+        "the check cannot tell the turns apart"
+    );
+}
+
+/// A 12-frame 160x96 clip coded by `encoder` from raw `format`, in Matroska.
+fn make_format_clip(path: &Path, format: &str, encoder: &str) {
+    gst_run(&format!(
+        "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format={format},width=160,height=96,framerate=30/1 ! \
+         {encoder} ! matroskamux ! filesink location={}",
+        path.display()
+    ));
+}
+
+/// 10-bit HEVC stays 10-bit, 4:4:4 stays 4:4:4 (both were made 8-bit 4:2:0 without a word);
+/// where the codec cannot keep them, one note says what was converted.
+#[test]
+fn bit_depth_and_chroma_are_kept_or_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let hevc10 = dir.path().join("hevc10.mkv");
+    make_format_clip(
+        &hevc10,
+        "I420_10LE",
+        "x265enc speed-preset=ultrafast ! h265parse",
+    );
+    let y444 = dir.path().join("y444.mkv");
+    make_format_clip(&y444, "Y444", "x264enc speed-preset=ultrafast ! h264parse");
+    let y42b = dir.path().join("y42b.mkv");
+    make_format_clip(&y42b, "Y42B", "x264enc speed-preset=ultrafast ! h264parse");
+    for (input, name, codec, want, note) in [
+        (
+            &hevc10,
+            "a.mkv",
+            "h265",
+            ("4:2:0", 10),
+            Some("10-bit video: written as 10-bit (I420_10LE)"),
+        ),
+        (&y444, "b.mp4", "h264", ("4:4:4", 8), None),
+        (&y42b, "c.mkv", "h265", ("4:2:2", 8), None),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(input, &output, &["--codec", codec]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{name}: {err}");
+        assert_eq!(err.contains("note:"), note.is_some(), "{name}: {err}");
+        if let Some(n) = note {
+            assert!(err.contains(n), "{name}: {err}");
+        }
+        let p = probe(&output);
+        assert_eq!(p.video[0].pts.len(), 12, "{name}");
+        assert_eq!(
+            p.video[0].chroma_depth,
+            Some((want.0.to_string(), want.1)),
+            "{name}"
+        );
+    }
+    // VP9 here takes 4:2:2 at 10 bits only: 8-bit 4:2:2 is converted, with a note.
+    let out = denoise_video(&y42b, &dir.path().join("d.webm"), &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: 4:2:2 video converted to 4:2:0: vp9 takes no 4:2:2 here"),
+        "{err}"
+    );
+}
+
 #[test]
 fn refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,66 +601,140 @@ fn sigterm_finishes_a_playable_file_with_the_frames_done() {
     interrupt_mid_file("-TERM");
 }
 
-fn interrupt_mid_file(signal: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("long.mkv");
-    let frames = 1800;
-    make_clip(&input, frames, "matroskamux", "vorbisenc");
-    let output = dir.path().join("cut.mp4");
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("clipdenoise"))
-        .args([
-            "video",
-            input.to_str().unwrap(),
-            output.to_str().unwrap(),
-            "--model",
-            TINY,
-        ])
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .env("GST_REGISTRY", registry())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the first progress line (after 5 s), then interrupt.
-    let stderr = child.stderr.take().unwrap();
+/// The MPEG-TS packet id of the video stream of [`make_ts_clip`]'s clips.
+const TS_VIDEO_PID: u16 = 65;
+
+/// A 3-second 160x96 30 fps H.264 + AAC clip in MPEG-TS (a container read as a stream).
+fn make_ts_clip(path: &Path) -> u32 {
+    let frames = 90;
+    gst_run(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
+         x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! m.sink_{TS_VIDEO_PID} \
+         mpegtsmux name=m ! filesink location={} \
+         audiotestsrc num-buffers=150 samplesperbuffer=960 ! audio/x-raw,rate=48000,channels=2 ! \
+         audioconvert ! avenc_aac ! aacparse ! m.sink_66",
+        path.display()
+    ));
+    frames
+}
+
+/// The first third of an MPEG-TS clip, then its second third without the video packets: the
+/// audio runs a second ahead of the video, as it does when the denoiser is slower than the
+/// demuxer.
+fn audio_ahead(ts: &[u8]) -> Vec<u8> {
+    let third = ts.len() / 3 / 188 * 188;
+    let mut out = ts[..third].to_vec();
+    for p in ts[third..2 * third].chunks_exact(188) {
+        let pid = u16::from(p[1] & 0x1f) << 8 | u16::from(p[2]);
+        if pid != TS_VIDEO_PID {
+            out.extend_from_slice(p);
+        }
+    }
+    out
+}
+
+/// A FIFO that gives `bytes` and then nothing until the returned sender is dropped: the job
+/// reading it cannot end before the test says so, however fast it is.
+fn held_open_fifo(dir: &Path, bytes: Vec<u8>) -> (PathBuf, std::sync::mpsc::Sender<()>) {
+    let fifo = dir.join("live.ts");
+    let made = StdCommand::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        // Read and write: opening does not wait for the reader, and the reader sees no end of
+        // file while this end is open.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let _ = f.write_all(&bytes);
+        let _ = rx.recv(); // until the sender is dropped
+    });
+    (fifo, tx)
+}
+
+/// The lines a child writes to stderr, collected by a thread.
+fn collect_lines(
+    stderr: std::process::ChildStderr,
+) -> (Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(stderr).lines() {
-                lines.lock().unwrap().push(l.unwrap());
-            }
-        })
-    };
-    let t0 = Instant::now();
-    while !lines
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.starts_with("frame "))
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "no progress: {:?}",
-            lines.lock().unwrap()
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended early: {:?}",
-            lines.lock().unwrap()
-        );
+    let l = lines.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            l.lock().unwrap().push(line.unwrap());
+        }
+    });
+    (lines, reader)
+}
+
+/// Wait until a line of `lines` satisfies `want`; fail when the child ends first (the
+/// watchdog ends a hung one).
+fn wait_for_line(
+    child: &mut std::process::Child,
+    lines: &Mutex<Vec<String>>,
+    want: impl Fn(&str) -> bool,
+    what: &str,
+) {
+    while !lines.lock().unwrap().iter().any(|l| want(l)) {
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200)); // the last lines
+            panic!(
+                "ended ({status}) before {what}: {:?}",
+                lines.lock().unwrap()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Interrupt a job whose input does not end (a FIFO the test holds open) once frames are
+/// done, with the audio read a second ahead of the video; the output holds a prefix of the
+/// input's frames, is playable, and its audio ends with its video.
+fn interrupt_mid_file(signal: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    let frames = make_ts_clip(&clip);
+    let feed_bytes = audio_ahead(&std::fs::read(&clip).unwrap());
+    let (input, feed) = held_open_fifo(dir.path(), feed_bytes);
+    let output = dir.path().join("cut.mp4");
+    let mut cmd = clipdenoise();
+    cmd.args(["video", input.to_str().unwrap(), output.to_str().unwrap()])
+        .args(["--model", TINY]);
+    let (mut child, dog) = watchdog::spawn(
+        &mut cmd,
+        watchdog::hang(),
+        "clipdenoise video (interrupted)",
+    );
+    let (lines, reader) = collect_lines(child.stderr.take().unwrap());
+    // A progress line with frames done (printed every 5 s while the job waits for input).
+    let done = |l: &str| {
+        l.strip_prefix("frame ")
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    wait_for_line(&mut child, &lines, done, "any frame was done");
     let kill = StdCommand::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
+    wait_for_line(
+        &mut child,
+        &lines,
+        |l| l.starts_with("interrupted: finishing"),
+        "the interruption was seen",
+    );
+    drop(feed); // the input ends: the reader is no longer blocked on it
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let err = lines.lock().unwrap().join("\n");
+    dog.disarm(&err);
     assert_eq!(status.code(), Some(130), "{err}");
-    assert!(err.contains("interrupted: finishing"), "{err}");
     assert!(
         err.contains("stopped early:") && err.contains("is playable"),
         "{err}"
@@ -376,9 +743,54 @@ fn interrupt_mid_file(signal: &str) {
     let p = probe(&output);
     let n = p.video[0].pts.len();
     assert!(n > 0 && n < frames as usize, "{n} frames");
-    let pin = probe(&input);
+    let pin = probe(&clip);
     for (a, b) in pin.video[0].pts.iter().zip(&p.video[0].pts) {
-        assert!(close(*a, *b, MKV_US), "{a} in, {b} out");
+        assert!(close(*a, *b, TS_US), "{a} in, {b} out");
     }
     assert!(err.contains(&format!("the first {n} frames")), "{err}");
+    // The audio (fed up to 2 s) ends with the last frame, within one AAC frame (21 ms).
+    let (v, a) = (p.video[0].end.unwrap(), p.audio[0].end.unwrap());
+    assert!(close(v, a, 25_000), "video ends at {v}, audio at {a}");
+}
+
+/// A job killed outright (SIGKILL) leaves its hidden temporary file; the next job writing into
+/// that directory removes it (its pid is dead) and leaves a running job's file alone.
+#[test]
+fn a_later_run_removes_the_temporary_file_of_a_killed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.ts");
+    make_ts_clip(&clip);
+    let bytes = std::fs::read(&clip).unwrap();
+    let (input, _feed) = held_open_fifo(dir.path(), bytes[..bytes.len() / 3].to_vec());
+    let out_dir = dir.path().join("out");
+    let mut cmd = clipdenoise();
+    cmd.arg("video")
+        .args([&input, &out_dir.join("a.mp4")])
+        .args(["--model", TINY]);
+    let (mut child, dog) =
+        watchdog::spawn(&mut cmd, watchdog::hang(), "clipdenoise video (killed)");
+    let parts = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".part."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    while parts(&out_dir).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "ended before writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    dog.disarm("");
+    let stale = parts(&out_dir);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    // A running job's file (this test's pid) must stay.
+    let live = format!(".b.mp4.{}.part.mp4", std::process::id());
+    std::fs::write(out_dir.join(&live), b"").unwrap();
+    let out = denoise_video(&clip, &out_dir.join("c.mp4"), &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(parts(&out_dir), vec![live]);
 }

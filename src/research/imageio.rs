@@ -254,6 +254,129 @@ pub fn read(path: &Path) -> Result<RgbImage> {
     })
 }
 
+/// What an RGB read leaves out: whether the file is grayscale, and its alpha channel (at the
+/// image's depth), so that a denoised image can be written back the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    pub gray: bool,
+    pub alpha: Option<Samples>,
+}
+
+/// The grayscale flag and alpha channel of an image file.
+pub fn read_extras(path: &Path) -> Result<Extras> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let fmt = Format::from_path(path).map(Format::image_format);
+    let img = match fmt {
+        Some(f) => image::load_from_memory_with_format(&bytes, f),
+        None => image::load_from_memory(&bytes),
+    }
+    .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    let color = img.color();
+    let alpha =
+        color.has_alpha().then(
+            || match img.color().bytes_per_pixel() / color.channel_count() {
+                1 => Samples::U8(img.to_rgba8().pixels().map(|p| p[3]).collect()),
+                2 => Samples::U16(img.to_rgba16().pixels().map(|p| p[3]).collect()),
+                _ => Samples::F32(img.to_rgba32f().pixels().map(|p| p[3]).collect()),
+            },
+        );
+    Ok(Extras {
+        gray: !color.has_color(),
+        alpha,
+    })
+}
+
+/// `img` as an image of the layout `extras` describes (gray: the mean of R, G and B; alpha
+/// converted to `img`'s depth).
+fn with_extras(img: &RgbImage, extras: &Extras) -> Result<image::DynamicImage> {
+    use image::DynamicImage as D;
+    let rgb = img.to_dynamic()?;
+    let alpha = match &extras.alpha {
+        None => None,
+        Some(a) => {
+            let a = RgbImage {
+                width: img.width,
+                height: img.height,
+                samples: a.clone(),
+            };
+            Some(alpha_as(&a, img.depth())?)
+        }
+    };
+    let (w, h) = (img.width as u32, img.height as u32);
+    let gray8 = |v: &[u8]| {
+        v.chunks_exact(3)
+            .map(|p| ((p[0] as u32 + p[1] as u32 + p[2] as u32 + 1) / 3) as u8)
+            .collect::<Vec<_>>()
+    };
+    let gray16 = |v: &[u16]| {
+        v.chunks_exact(3)
+            .map(|p| ((p[0] as u32 + p[1] as u32 + p[2] as u32 + 1) / 3) as u16)
+            .collect::<Vec<_>>()
+    };
+    let bad = || Error::Input(format!("{w}x{h} image with a wrong number of samples"));
+    let out = match (&img.samples, extras.gray, alpha) {
+        (Samples::U8(v), true, None) => {
+            D::ImageLuma8(image::ImageBuffer::from_raw(w, h, gray8(v)).ok_or_else(bad)?)
+        }
+        (Samples::U16(v), true, None) => {
+            D::ImageLuma16(image::ImageBuffer::from_raw(w, h, gray16(v)).ok_or_else(bad)?)
+        }
+        (Samples::U8(v), true, Some(Samples::U8(a))) => D::ImageLumaA8(
+            image::ImageBuffer::from_raw(w, h, interleave(&gray8(v), 1, &a)).ok_or_else(bad)?,
+        ),
+        (Samples::U16(v), true, Some(Samples::U16(a))) => D::ImageLumaA16(
+            image::ImageBuffer::from_raw(w, h, interleave(&gray16(v), 1, &a)).ok_or_else(bad)?,
+        ),
+        (Samples::U8(v), false, Some(Samples::U8(a))) => {
+            D::ImageRgba8(image::ImageBuffer::from_raw(w, h, interleave(v, 3, &a)).ok_or_else(bad)?)
+        }
+        (Samples::U16(v), false, Some(Samples::U16(a))) => D::ImageRgba16(
+            image::ImageBuffer::from_raw(w, h, interleave(v, 3, &a)).ok_or_else(bad)?,
+        ),
+        (Samples::F32(v), _, Some(Samples::F32(a))) => D::ImageRgba32F(
+            image::ImageBuffer::from_raw(w, h, interleave(v, 3, &a)).ok_or_else(bad)?,
+        ),
+        _ => rgb,
+    };
+    Ok(out)
+}
+
+/// One alpha plane (in an RgbImage's sample vector) at `depth`.
+fn alpha_as(a: &RgbImage, depth: BitDepth) -> Result<Samples> {
+    if a.depth() == depth {
+        return Ok(a.samples.clone());
+    }
+    let max = |d: BitDepth| d.max_value();
+    let (from, to) = (max(a.depth()), max(depth));
+    let f: Vec<f64> = match &a.samples {
+        Samples::U8(v) => v.iter().map(|&x| x as f64 / from).collect(),
+        Samples::U16(v) => v.iter().map(|&x| x as f64 / from).collect(),
+        Samples::F32(v) => v.iter().map(|&x| x as f64).collect(),
+    };
+    Ok(match depth {
+        BitDepth::U8 => Samples::U8(
+            f.iter()
+                .map(|x| (x.clamp(0.0, 1.0) * to).round() as u8)
+                .collect(),
+        ),
+        BitDepth::U16 => Samples::U16(
+            f.iter()
+                .map(|x| (x.clamp(0.0, 1.0) * to).round() as u16)
+                .collect(),
+        ),
+        BitDepth::F32 => Samples::F32(f.iter().map(|&x| x as f32).collect()),
+    })
+}
+
+/// Pixels of `n` colour samples followed by one alpha sample.
+fn interleave<T: Copy>(color: &[T], n: usize, alpha: &[T]) -> Vec<T> {
+    color
+        .chunks_exact(n)
+        .zip(alpha)
+        .flat_map(|(c, &a)| c.iter().copied().chain(std::iter::once(a)))
+        .collect()
+}
+
 /// Load an image file as a (1, 3, H, W) f32 tensor in [0, 1] on the CPU, and its depth.
 pub fn load(path: &Path) -> Result<(Tensor, BitDepth)> {
     let img = read(path)?;
@@ -263,6 +386,17 @@ pub fn load(path: &Path) -> Result<(Tensor, BitDepth)> {
 /// Write exact samples; the format follows the extension. Samples deeper than the format
 /// allows are converted ([`Format::fit_depth`]); JPEG is written at `jpeg_quality`.
 pub fn write(path: &Path, img: &RgbImage, jpeg_quality: u8) -> Result<()> {
+    write_with_extras(path, img, &Extras::default(), jpeg_quality)
+}
+
+/// [`write`], as grayscale and/or with an alpha channel as `extras` says (JPEG has no alpha:
+/// it is left out there).
+pub fn write_with_extras(
+    path: &Path,
+    img: &RgbImage,
+    extras: &Extras,
+    jpeg_quality: u8,
+) -> Result<()> {
     let fmt = Format::from_path(path).ok_or_else(|| {
         Error::Input(format!(
             "{}: unknown image extension (use png, jpg or tif)",
@@ -270,7 +404,11 @@ pub fn write(path: &Path, img: &RgbImage, jpeg_quality: u8) -> Result<()> {
         ))
     })?;
     let img = img.with_depth(fmt.fit_depth(img.depth()))?;
-    let dynimg = img.to_dynamic()?;
+    let mut extras = extras.clone();
+    if fmt == Format::Jpeg {
+        extras.alpha = None;
+    }
+    let dynimg = with_extras(&img, &extras)?;
     let mut buf = Vec::new();
     match fmt {
         Format::Jpeg => {

@@ -2,7 +2,7 @@
 //! registered `clipdenoise` element:
 //!
 //! ```text
-//! filesrc ! parsebin ─┬─ video: queue ! decodebin ! videoconvert ! clipdenoise ! videoconvert
+//! filesrc ! parsebin ─┬─ video: queue ! decodebin ! videoconvert ! videoflip ! clipdenoise ! videoconvert
 //!                     │         ! capsfilter ! encoder ! parser ─────────────────────────┐
 //!                     ├─ audio: queue (copied as is) ────────────────────────────────────┤ mux ! filesink
 //!                     │     or: queue ! decodebin ! audioconvert ! audioresample ! enc ──┘   (temp file)
@@ -14,20 +14,26 @@
 //! pads are linked as they appear. No element drops or adds frames (the element's QoS is off,
 //! there is no videorate), so frame count, timestamps and duration are the input's.
 //!
-//! Ctrl-C sends EOS into the head of every branch: the frames already inside the element are
-//! finished, the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
+//! Ctrl-C sends EOS into the head of every branch, the video's first: the frames already inside
+//! the element are finished, the audio queued ahead of them is cut where the last frame ends,
+//! the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
 //!
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
-//! prints the summary; [`state`] is what the streaming threads record.
+//! prints the summary, [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
 
 mod errors;
+mod format;
 mod pipeline;
 mod plan;
+mod quality;
+mod range;
 mod report;
 mod state;
+mod stop;
 mod streams;
+mod temp;
 mod watch;
 
 use std::path::PathBuf;
@@ -39,7 +45,7 @@ use gst::prelude::*;
 
 use crate::interrupt;
 use crate::models::ModelArgs;
-use crate::progress::Progress;
+use crate::progress::{Progress, Speed};
 use pipeline::ELEMENT;
 use plan::{Codec, Plan};
 use watch::{VideoEvent, Watch};
@@ -49,10 +55,19 @@ use watch::{VideoEvent, Watch};
     clipdenoise video noisy.mp4 clean.mp4\n  \
     clipdenoise video noisy.mkv clean.mkv --device cuda --batch-size 8 --precision bf16\n  \
     clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
-    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n\n\
+    clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n  \
+    clipdenoise video long.mkv try.mp4 --start 1:30 --duration 5     # try 5 seconds first\n\n\
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
-    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note.\n\n\
-    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far; press it twice to abort.")]
+    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note; with --start, \
+    --duration or --to it is cut to the same part, and the output starts at 0. \
+    The video keeps the input's chroma subsampling (4:2:0, 4:2:2, 4:4:4) and bit depth (8 or 10) where the \
+    encoder takes them, else it is converted with a note (clipdenoise itself denoises 8-bit frames); h264 and \
+    h265 code an odd frame size (481x271) in 4:4:4, with a note. \
+    A clip with a rotation tag (portrait phone video) comes out upright, as ffmpeg shows it. \
+    From a file cut short or damaged, what decodes is kept, with a warning that gives the count.\n\n\
+    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort. \
+    The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
+    killed run is removed by the next run writing into that directory.")]
 pub struct Args {
     /// Input video (anything GStreamer can demux and decode)
     input: PathBuf,
@@ -79,8 +94,8 @@ pub struct Args {
     /// Video codec (default: h264, or vp9 for .webm)
     #[arg(long, value_enum, help_heading = "Output")]
     codec: Option<Codec>,
-    /// Constant-quality level, lower is better: h264/h265 0-51 (default 20/24), vp9 0-63 (default 32)
-    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=63), help_heading = "Output")]
+    /// Constant-quality level, lower is better (the ranges, from the installed encoders: `clipdenoise video --help`)
+    #[arg(long, help_heading = "Output")]
     crf: Option<u32>,
     /// Encoder speed/size trade-off for h264/h265 (x264/x265 preset names)
     #[arg(long, default_value = "medium", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"], help_heading = "Output")]
@@ -88,6 +103,20 @@ pub struct Args {
     /// Leave the audio out
     #[arg(long, help_heading = "Output")]
     no_audio: bool,
+    /// Denoise from this time on (seconds like 90 or 2.5, MM:SS or HH:MM:SS)
+    #[arg(long, value_name = "TIME", help_heading = "Part")]
+    start: Option<String>,
+    /// Denoise this long (from --start)
+    #[arg(
+        long,
+        value_name = "TIME",
+        conflicts_with = "to",
+        help_heading = "Part"
+    )]
+    duration: Option<String>,
+    /// Denoise up to this time of the input
+    #[arg(long, value_name = "TIME", help_heading = "Part")]
+    to: Option<String>,
 }
 
 /// Initialise GStreamer and register the plugin statically (no GST_PLUGIN_PATH needed).
@@ -129,9 +158,22 @@ pub fn gstreamer_report() -> Vec<String> {
     ]
 }
 
+/// `video`'s command line with `--crf`'s ranges read from the installed encoders and
+/// `--batch-size`'s from the element.
+pub fn with_encoder_ranges(cmd: clap::Command) -> clap::Command {
+    if init_gstreamer().is_err() {
+        return cmd;
+    }
+    let cmd = cmd.mut_arg("crf", |a| a.help(quality::help()));
+    match quality::batch_size_help() {
+        Some(h) => cmd.mut_arg("batch_size", |a| a.help(h)),
+        None => cmd,
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let plan = Plan::new(&args)?;
     init_gstreamer()?;
+    let plan = Plan::new(&args)?;
     for name in [
         ELEMENT,
         plan.codec.encoder(),
@@ -144,7 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     interrupt::install()?;
-    let temp = report::temp_output(&plan)?;
+    let temp = temp::temp_output(&plan)?;
     interrupt::remove_on_exit(temp.path.clone());
     let shared = Arc::new(state::Shared {
         input: plan.input.clone(),
@@ -166,12 +208,12 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Show the job's events until its end.
 fn render(watch: &mut Watch) -> anyhow::Result<()> {
-    let mut progress = Progress::new("{bar:30} {pos}/{len} frames {msg} ETA {eta}", None);
-    let start = std::time::Instant::now();
+    let mut progress = Progress::new("{bar:30} {pos}/{len} frames {msg}", None);
+    let mut speed = Speed::default();
     let result = loop {
         match watch.next_event() {
             VideoEvent::Progress { done, total } => {
-                show_progress(&mut progress, done, total, start.elapsed())
+                show_progress(&mut progress, &mut speed, done, total)
             }
             VideoEvent::Note(n) => progress.println(&format!("note: {n}")),
             VideoEvent::Warning(w) => progress.println(&format!("warning: {w}")),
@@ -187,27 +229,33 @@ fn render(watch: &mut Watch) -> anyhow::Result<()> {
     result
 }
 
-fn show_progress(progress: &mut Progress, done: u64, total: Option<u64>, elapsed: Duration) {
-    let fps = done as f64 / elapsed.as_secs_f64().max(1e-9);
+/// "12.5 fps, ETA 40 s", or "warming up" until the rate after the first batch is known.
+fn speed_text(speed: &mut Speed, done: u64, total: Option<u64>) -> String {
+    let now = std::time::Instant::now();
+    let Some(fps) = speed.rate(done, now) else {
+        return "warming up".to_string();
+    };
+    match total.and_then(|t| speed.eta(done, t, now)) {
+        Some(eta) => format!("{fps:.2} fps, ETA {:.0} s", eta.as_secs_f64()),
+        None => format!("{fps:.2} fps"),
+    }
+}
+
+fn show_progress(progress: &mut Progress, speed: &mut Speed, done: u64, total: Option<u64>) {
+    let text = speed_text(speed, done, total);
     if let Some(b) = progress.bar() {
         if let Some(t) = total {
             b.set_length(t.max(done));
         }
         b.set_position(done);
-        b.set_message(format!("{fps:.2} fps"));
+        b.set_message(text);
         return;
     }
     // Every 5 s (not before: short jobs stay quiet, so an error stays the only line).
     if done > 0 && progress.plain_due(PLAIN_EVERY) {
         let line = match total {
-            Some(t) => {
-                let eta = t.saturating_sub(done) as f64 / fps.max(1e-9);
-                format!(
-                    "frame {done}/{t} ({}%), {fps:.2} fps, ETA {eta:.0} s",
-                    done * 100 / t.max(1)
-                )
-            }
-            None => format!("frame {done}, {fps:.2} fps"),
+            Some(t) => format!("frame {done}/{t} ({}%), {text}", done * 100 / t.max(1)),
+            None => format!("frame {done}, {text}"),
         };
         eprintln!("{line}");
     }

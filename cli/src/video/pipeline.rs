@@ -11,7 +11,7 @@ use gst::prelude::*;
 
 use super::plan::{Codec, ElementProps, Plan};
 use super::state::{extend, Shared};
-use super::streams;
+use super::{format, stop, streams};
 
 /// The element this subcommand runs.
 pub const ELEMENT: &str = "clipdenoise";
@@ -37,9 +37,26 @@ fn set_prop(e: &gst::Element, name: &str, value: &str) -> anyhow::Result<()> {
         )
     })?;
     let v = gst::glib::Value::deserialize_with_pspec(value, &pspec)
-        .map_err(|_| anyhow!("invalid value '{value}' for {name}"))?;
+        .ok()
+        .filter(|v| valid(&pspec, v))
+        .ok_or_else(|| anyhow!("invalid value '{value}' for {name}"))?;
     e.set_property_from_value(name, &v);
     Ok(())
+}
+
+/// Whether `v` is a valid value of `pspec` (in its range): GLib's own check, on a copy
+/// (setting an invalid value panics).
+fn valid(pspec: &gst::glib::ParamSpec, v: &gst::glib::Value) -> bool {
+    use gst::glib::translate::{ToGlibPtr, ToGlibPtrMut};
+    let mut copy = v.clone();
+    // SAFETY: both pointers are valid for the call, and the copy is ours to change.
+    let changed = unsafe {
+        gst::glib::gobject_ffi::g_param_value_validate(
+            pspec.to_glib_none().0,
+            copy.to_glib_none_mut().0,
+        )
+    };
+    changed == 0
 }
 
 /// Build `pipeline` for `plan`, writing into `temp`.
@@ -58,36 +75,45 @@ pub fn build(
     pipeline.add_many([&src, &parse, &mux, &sink])?;
     src.link(&parse)?;
     mux.link(&sink)?;
-    let (pre, post) = video_chain(pipeline, plan, &mux)?;
-    install_probes(&pre, &post, shared, plan.side_by_side.is_some());
-    streams::connect(pipeline, &parse, &pre, &mux, plan, shared);
+    let chain = video_chain(pipeline, plan, &mux)?;
+    let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
+    format::follow_input(&pre_sink, &chain.filter, plan.codec, shared);
+    install_probes(&chain, shared, plan);
+    streams::connect(pipeline, &parse, &chain.pre, &mux, plan, shared);
     Ok(())
 }
 
-/// The video chain after the decoder, up to the mux: videoconvert ! clipdenoise !
-/// videoconvert ! capsfilter ! encoder [! parser] ! queue. Returns the two videoconverts.
-fn video_chain(
-    pipeline: &gst::Pipeline,
-    plan: &Plan,
-    mux: &gst::Element,
-) -> anyhow::Result<(gst::Element, gst::Element)> {
+/// The elements of the video chain the probes and callbacks need.
+struct Chain {
+    pre: gst::Element,
+    rotate: gst::Element,
+    post: gst::Element,
+    filter: gst::Element,
+}
+
+/// The video chain after the decoder, up to the mux: videoconvert ! videoflip ! clipdenoise !
+/// videoconvert ! capsfilter ! encoder [! parser] ! queue. videoflip turns the frames upright
+/// from the input's orientation tag (a portrait phone clip stores landscape frames and a
+/// rotation, which no GStreamer muxer writes back), as ffmpeg does by default.
+fn video_chain(pipeline: &gst::Pipeline, plan: &Plan, mux: &gst::Element) -> anyhow::Result<Chain> {
     let pre = make("videoconvert", Some("pre"))?;
+    let rotate = make("videoflip", Some("rotate"))?;
+    rotate.set_property_from_str("video-direction", "auto");
     let element = make(ELEMENT, Some("denoise"))?;
     configure_element(&element, &plan.element);
     let post = make("videoconvert", Some("post"))?;
     let filter = make("capsfilter", Some("encfilter"))?;
-    if plan.codec != Codec::Ffv1 {
-        // 4:2:0 8-bit: what every player decodes.
-        filter.set_property(
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
-                .build(),
-        );
-    }
+    // Its caps are set when the decoded video's are known (format::follow_input).
     let enc = make(plan.codec.encoder(), Some("encoder"))?;
     configure_encoder(&enc, plan.codec, plan.crf, &plan.preset)?;
-    let mut chain = vec![pre.clone(), element, post.clone(), filter, enc];
+    let mut chain = vec![
+        pre.clone(),
+        rotate.clone(),
+        element,
+        post.clone(),
+        filter.clone(),
+        enc,
+    ];
     if let Some(p) = plan.codec.parser() {
         chain.push(make(p, None)?);
     }
@@ -102,7 +128,12 @@ fn video_chain(
         .static_pad("src")
         .expect("queue has src")
         .link(&mux_video)?;
-    Ok((pre, post))
+    Ok(Chain {
+        pre,
+        rotate,
+        post,
+        filter,
+    })
 }
 
 fn configure_element(element: &gst::Element, props: &ElementProps) {
@@ -159,18 +190,44 @@ fn configure_encoder(
     Ok(())
 }
 
-/// Count frames, remember stream ends and frame rate, and capture the side-by-side frames.
-fn install_probes(pre: &gst::Element, post: &gst::Element, shared: &Arc<Shared>, capture: bool) {
+/// Keep the frames of --start/--duration/--to only (as they enter the chain); count frames,
+/// remember stream ends, frame rate and size, and capture the side-by-side frames (upright,
+/// on their way into the element and out of it).
+fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
+    let capture = plan.side_by_side.is_some();
+    let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
+    if let Some(r) = plan.range {
+        r.shift(&pre_sink);
+        let sh = shared.clone();
+        pre_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let pts = match &info.data {
+                Some(gst::PadProbeData::Buffer(buf)) => buf.pts(),
+                _ => None,
+            };
+            let Some(pts) = pts else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if r.after(pts) {
+                stop::end_streams(&sh);
+            }
+            if r.before(pts) || r.after(pts) {
+                // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
+                drop(info.take_buffer());
+                return gst::PadProbeReturn::Handled;
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     let sh = shared.clone();
-    let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
-    pre_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+    let upright = chain.rotate.static_pad("src").expect("videoflip has src");
+    upright.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
             frame_in(pad, buf, &sh, capture);
         }
         gst::PadProbeReturn::Ok
     });
     let sh = shared.clone();
-    let post_src = post.static_pad("src").expect("videoconvert has src");
+    let post_src = chain.post.static_pad("src").expect("videoconvert has src");
     post_src.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
             frame_out(pad, buf, &sh, capture);
@@ -209,7 +266,7 @@ fn frame_in(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool) {
         let mut c = sh.capture.lock().unwrap();
         if n == 0 {
             c.target = pad
-                .peer_query_duration::<gst::ClockTime>()
+                .query_duration::<gst::ClockTime>()
                 .map(|d| d / 2)
                 .or(Some(gst::ClockTime::ZERO));
             c.first_before = sample_of(pad, buf);

@@ -1,5 +1,6 @@
-//! What `video` will do, checked once before GStreamer starts: the paths, the container and
-//! the codec, the encoder's quality, and the element's properties as typed values.
+//! What `video` will do, checked once before the pipeline is built: the paths, the container
+//! and the codec, the encoder's quality (in the range the encoder accepts), and the element's
+//! properties as typed values.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,8 @@ use anyhow::bail;
 use clipdenoise::inference::Precision;
 use clipdenoise::weights::ModelSource;
 
-use super::Args;
+use super::range::Range;
+use super::{quality, Args};
 use crate::paths;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,15 +44,6 @@ impl Codec {
             Codec::H264 => Some("h264parse"),
             Codec::H265 => Some("h265parse"),
             Codec::Vp9 | Codec::Ffv1 => None,
-        }
-    }
-    /// (lowest, highest, default) constant-quality level, None for a lossless codec.
-    fn crf_range(self) -> Option<(u32, u32, u32)> {
-        match self {
-            Codec::H264 => Some((0, 51, 20)),
-            Codec::H265 => Some((0, 51, 24)),
-            Codec::Vp9 => Some((0, 63, 32)),
-            Codec::Ffv1 => None,
         }
     }
 }
@@ -152,6 +145,8 @@ pub struct Plan {
     pub crf: Option<u32>,
     pub preset: String,
     pub no_audio: bool,
+    /// The part to denoise (--start, --duration, --to); None for all of it.
+    pub range: Option<Range>,
     pub element: ElementProps,
 }
 
@@ -170,7 +165,7 @@ impl Plan {
                 container.default_codec().name()
             );
         }
-        let crf = match (codec.crf_range(), args.crf) {
+        let crf = match (quality::range(codec)?, args.crf) {
             (Some((lo, hi, _)), Some(c)) if c < lo || c > hi => {
                 bail!("--crf {c} is outside {lo}-{hi} for {}", codec.name())
             }
@@ -188,6 +183,11 @@ impl Plan {
             crf,
             preset: args.preset.clone(),
             no_audio: args.no_audio,
+            range: Range::new(
+                args.start.as_deref(),
+                args.duration.as_deref(),
+                args.to.as_deref(),
+            )?,
             element: element_props(args)?,
         })
     }

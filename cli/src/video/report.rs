@@ -1,7 +1,7 @@
 //! The end of a job: the checks that the whole input went through, the side-by-side image,
 //! the move of the finished file into place and the summary line.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Context};
@@ -9,68 +9,8 @@ use gst_video::prelude::*;
 
 use super::plan::Plan;
 use super::state::{Capture, Shared};
+use super::temp::TempOutput;
 use super::watch::Outcome;
-
-/// The temporary output next to OUTPUT; removed on drop unless it was renamed into place.
-pub struct TempOutput {
-    pub path: PathBuf,
-    pub created_dir: Option<PathBuf>,
-    pub keep: bool,
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-            if let Some(d) = &self.created_dir {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
-    }
-}
-
-/// Create the temporary file next to OUTPUT (and OUTPUT's directory if missing): this is where
-/// an unwritable destination shows up, before anything runs.
-pub fn temp_output(plan: &Plan) -> anyhow::Result<TempOutput> {
-    let output = &plan.output;
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut created_dir = None;
-    if !dir.exists() {
-        // Remember the top-most directory created, to remove it again on failure.
-        let mut top = dir.clone();
-        while let Some(p) = top
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty() && !p.exists())
-        {
-            top = p.to_path_buf();
-        }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the output directory {}", dir.display()))?;
-        created_dir = Some(top);
-    }
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let path = dir.join(format!(
-        ".{name}.{}.part.{}",
-        std::process::id(),
-        plan.container.ext()
-    ));
-    let temp = TempOutput {
-        path,
-        created_dir,
-        keep: false,
-    };
-    if let Err(e) = std::fs::File::create(&temp.path) {
-        // Dropping `temp` removes the directories created above.
-        bail!("cannot write to {}: {e}", dir.display());
-    }
-    Ok(temp)
-}
 
 /// Check the result, write the side-by-side image, move the file into place and report.
 /// An interrupted job exits here with status 130.
@@ -86,11 +26,23 @@ pub fn finish(
         if outcome.interrupted {
             bail!("interrupted before the first frame was done: no output written");
         }
+        if let Some(r) = plan.range.filter(|r| !r.start.is_zero()) {
+            bail!(
+                "{}: no video frames from --start {:.2} s on{}",
+                plan.input.display(),
+                r.start.seconds_f64(),
+                outcome
+                    .duration
+                    .map(|d| format!(" (the file lasts {:.2} s)", d.seconds_f64()))
+                    .unwrap_or_default()
+            );
+        }
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
-    if !outcome.interrupted {
-        check_complete(plan, shared, &outcome)?;
-    }
+    let short = match outcome.interrupted {
+        false => check_complete(plan, shared, &outcome, frames_out),
+        true => None,
+    };
     if let Some(png) = &plan.side_by_side {
         write_side_by_side(png, &shared.capture.lock().unwrap())
             .with_context(|| format!("cannot write the side-by-side image {}", png.display()))?;
@@ -100,6 +52,9 @@ pub fn finish(
     temp.keep = true;
     if let Some(png) = &plan.side_by_side {
         eprintln!("before/after: {}", png.display());
+    }
+    if let Some(w) = short {
+        eprintln!("warning: {w}");
     }
     if frames_in != frames_out {
         eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
@@ -119,27 +74,41 @@ fn video_end(shared: &Shared) -> gst::ClockTime {
         .unwrap_or(gst::ClockTime::ZERO)
 }
 
-/// A file cut short often ends without an error: its streams stop before the duration its
-/// header announces.
-fn check_complete(plan: &Plan, shared: &Shared, outcome: &Outcome) -> anyhow::Result<()> {
+/// A file cut short or damaged often ends without an error: its streams stop before the
+/// duration its header announces. What decoded is kept (as ffmpeg salvages it); more than a
+/// few frames short, a warning says how many frames that is against what the file announces.
+fn check_complete(
+    plan: &Plan,
+    shared: &Shared,
+    outcome: &Outcome,
+    frames_out: u64,
+) -> Option<String> {
     let video_end = video_end(shared);
     let stream_end = shared
         .audio_end
         .lock()
         .unwrap()
         .map_or(video_end, |a| a.max(video_end));
-    if let Some(d) = outcome.duration {
-        let slack = gst::ClockTime::from_mseconds(500).max(d / 20);
-        if stream_end + slack < d {
-            bail!(
-                "{}: the file is truncated or damaged: its streams end at {:.2} s but it says it lasts {:.2} s",
-                plan.input.display(),
-                stream_end.seconds_f64(),
-                d.seconds_f64()
-            );
-        }
+    let d = outcome.duration?;
+    // With --duration/--to the streams end at the range's end.
+    let d = plan.range.and_then(|r| r.end).map_or(d, |e| e.min(d));
+    let (ends, lasts) = (stream_end.seconds_f64(), d.seconds_f64());
+    let fps = *shared.fps.lock().unwrap();
+    let rate = fps.map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
+    // A few frames' worth: container rounding, audio priming.
+    let tolerance = (3.0 / rate).max(0.1);
+    if ends + tolerance >= lasts {
+        return None;
     }
-    Ok(())
+    let announced = fps.map_or(String::new(), |_| {
+        let from = plan.range.map_or(0.0, |r| r.start.seconds_f64());
+        format!(" of the about {:.0} it announces", (lasts - from) * rate)
+    });
+    Some(format!(
+        "{}: cut short or damaged: salvaged {frames_out} frames{announced} (its streams end at \
+         {ends:.2} s, it says it lasts {lasts:.2} s)",
+        plan.input.display()
+    ))
 }
 
 /// The last line: what was written (or, interrupted, what the file holds).

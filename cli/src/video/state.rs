@@ -1,6 +1,6 @@
 //! What the pad probes and stream callbacks (streaming threads) record for the main thread:
 //! frame counts, stream ends, the video's rate and size, problems and notes, where EOS goes on
-//! Ctrl-C, and the frames for `--side-by-side`.
+//! Ctrl-C and where the audio is cut then, and the frames for `--side-by-side`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -28,8 +28,14 @@ pub struct Shared {
     pub notes: Mutex<Vec<String>>,
     /// What happened to each audio stream, for the summary.
     pub audio: Mutex<Vec<String>>,
-    /// The first element of each branch: where Ctrl-C sends EOS.
+    /// Where Ctrl-C sends EOS: the head of the video branch, then those of the audio ones.
+    pub video_head: Mutex<Option<gst::Pad>>,
     pub heads: Mutex<Vec<gst::Pad>>,
+    /// After Ctrl-C, the end of the last video frame: audio from there on is dropped, so
+    /// that the audio ends with the video.
+    pub audio_cut: Mutex<Option<gst::ClockTime>>,
+    /// The streams are being ended early (Ctrl-C, or the end of the chosen range).
+    pub stopping: AtomicBool,
     /// Before/after frames for --side-by-side.
     pub capture: Mutex<Capture>,
 }

@@ -10,6 +10,7 @@ use gst::prelude::*;
 
 use super::pipeline::make;
 use super::plan::{Container, Plan};
+use super::range::Range;
 use super::state::{extend, Shared};
 
 /// Link parsebin's pads to the chain that starts at `pre` and to `mux` as they appear.
@@ -23,7 +24,8 @@ pub fn connect(
 ) {
     let weak_pipeline = pipeline.downgrade();
     let sh = shared.clone();
-    let (container, no_audio, mux) = (plan.container, plan.no_audio, mux.clone());
+    let (container, no_audio, range, mux) =
+        (plan.container, plan.no_audio, plan.range, mux.clone());
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {
@@ -35,6 +37,7 @@ pub fn connect(
             mux: &mux,
             container,
             no_audio,
+            range,
             shared: &sh,
         };
         if let Err(e) = route.stream(pad) {
@@ -86,6 +89,7 @@ struct Route<'a> {
     mux: &'a gst::Element,
     container: Container,
     no_audio: bool,
+    range: Option<Range>,
     shared: &'a Arc<Shared>,
 }
 
@@ -145,11 +149,14 @@ impl Route<'_> {
         let target = self.pre_sink.clone();
         let sh = self.shared.clone();
         dec.connect_pad_added(move |_, dpad| {
-            let is_video = dpad
+            // At an early end (a file cut before its first complete frame) decodebin exposes
+            // its pad without caps: link it anyway, so that the EOS reaches the mux and the
+            // job ends ("no video frames could be decoded") instead of waiting for ever.
+            let not_video = dpad
                 .current_caps()
-                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+                .and_then(|c| c.structure(0).map(|s| !s.name().starts_with("video/")))
                 .unwrap_or(false);
-            if is_video && !target.is_linked() {
+            if !not_video && !target.is_linked() {
                 if let Err(e) = dpad.link(&target) {
                     sh.fail(format!("cannot link the decoded video: {e}"));
                 }
@@ -159,11 +166,7 @@ impl Route<'_> {
             e.sync_state_with_parent()?;
         }
         pad.link(&queue.static_pad("sink").expect("queue has sink"))?;
-        self.shared
-            .heads
-            .lock()
-            .unwrap()
-            .push(self.pre_sink.clone());
+        *self.shared.video_head.lock().unwrap() = Some(self.pre_sink.clone());
         Ok(())
     }
 
@@ -223,6 +226,11 @@ impl Route<'_> {
             }
             gst::PadProbeReturn::Ok
         });
+        cut_to_video(
+            &queue.static_pad("src").expect("queue has src"),
+            self.shared.clone(),
+            self.range,
+        );
         for e in reencode.iter().flatten() {
             e.sync_state_with_parent()?;
         }
@@ -269,6 +277,31 @@ impl Route<'_> {
         });
         Ok([d, conv, res, enc])
     }
+}
+
+/// Drop the audio before --start, and the audio that starts at or after
+/// [`Shared::audio_cut`] (set when the job ends early: Ctrl-C, --to): the audio queued ahead
+/// of the (slower) video would otherwise run on past the last frame. With a range, what
+/// leaves `pad` is shifted so that the range starts at 0.
+fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
+    if let Some(r) = &range {
+        r.shift(pad);
+    }
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let cut = *shared.audio_cut.lock().unwrap();
+        let pts = match &info.data {
+            Some(gst::PadProbeData::Buffer(b)) => b.pts(),
+            _ => None,
+        };
+        let Some(p) = pts else {
+            return gst::PadProbeReturn::Ok;
+        };
+        if cut.is_some_and(|c| p >= c) || range.is_some_and(|r| r.before(p)) {
+            drop(info.take_buffer()); // taken and handled: see pipeline::install_probes
+            return gst::PadProbeReturn::Handled;
+        }
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// "AAC", "Opus", ... from caps.

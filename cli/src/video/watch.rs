@@ -3,6 +3,7 @@
 //! rendering is the caller's business.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -11,6 +12,7 @@ use gst::prelude::*;
 use super::errors::{bus_error, error_line, with_detail};
 use super::plan::Plan;
 use super::state::Shared;
+use super::stop;
 use crate::interrupt;
 
 /// What happened while the pipeline ran.
@@ -42,7 +44,7 @@ pub struct Watch<'a> {
     pipeline: &'a gst::Pipeline,
     bus: gst::Bus,
     plan: &'a Plan,
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     start: Instant,
     duration: Option<gst::ClockTime>,
     interrupted: bool,
@@ -55,7 +57,7 @@ impl<'a> Watch<'a> {
     pub fn start(
         pipeline: &'a gst::Pipeline,
         plan: &'a Plan,
-        shared: &'a Shared,
+        shared: &'a Arc<Shared>,
     ) -> anyhow::Result<Watch<'a>> {
         let bus = pipeline.bus().expect("a pipeline has a bus");
         for state in [gst::State::Ready, gst::State::Playing] {
@@ -147,8 +149,8 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Ctrl-C once: EOS into the head of every branch, so that the frames inside the element
-    /// are finished and the mux finalises the file. Twice: abort. True when aborting.
+    /// Ctrl-C once: end the streams ([`stop::end_streams`]), so that the frames inside the
+    /// element are finished and the mux finalises the file. Twice: abort. True when aborting.
     fn check_interrupt(&mut self) -> bool {
         match interrupt::presses() {
             0 => false,
@@ -156,17 +158,9 @@ impl<'a> Watch<'a> {
                 self.interrupted = true;
                 let done = self.shared.frames_out.load(Ordering::Relaxed);
                 self.queue.push_back(VideoEvent::Interrupted { done });
-                let heads = self.shared.heads.lock().unwrap().clone();
-                if heads.is_empty() {
+                if !stop::end_streams(self.shared) {
                     interrupt::abort();
-                    return false;
                 }
-                // Sending blocks while a streaming thread holds the pad; do it off the main loop.
-                std::thread::spawn(move || {
-                    for p in heads {
-                        p.send_event(gst::event::Eos::new());
-                    }
-                });
                 false
             }
             1 => false,
@@ -202,10 +196,11 @@ impl<'a> Watch<'a> {
         })
     }
 
-    /// Duration x frame rate, when both are known.
+    /// Duration (of the chosen part) x frame rate, when both are known.
     fn total_frames(&self) -> Option<u64> {
         let fps = (*self.shared.fps.lock().unwrap())?;
         let d = self.duration?;
+        let d = self.plan.range.map_or(d, |r| r.length(d));
         Some(
             (d.nseconds() as u128 * fps.numer() as u128 / (fps.denom() as u128 * 1_000_000_000))
                 .max(1) as u64,

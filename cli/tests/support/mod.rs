@@ -11,6 +11,8 @@ pub mod pipeline;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
+pub mod watchdog;
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures")
