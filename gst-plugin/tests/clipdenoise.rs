@@ -566,6 +566,17 @@ fn thousand_frames_in_equals_out_and_memory_stays_flat() {
     );
 }
 
+/// The fixture model in the core library, on the CPU: what the element must agree with.
+fn fixture_denoiser() -> Denoiser {
+    Denoiser::new(
+        ModelSource::parse(&fixture())
+            .load(tch::Device::Cpu)
+            .unwrap(),
+        Options::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn output_pixels_equal_the_core_denoiser() {
     init();
@@ -576,13 +587,7 @@ fn output_pixels_equal_the_core_denoiser() {
         ("temporal", &0.0f64),
     ]);
     let mut h = harness(&el);
-    let denoiser = Denoiser::new(
-        ModelSource::parse(&fixture())
-            .load(tch::Device::Cpu)
-            .unwrap(),
-        Options::default(),
-    )
-    .unwrap();
+    let denoiser = fixture_denoiser();
     // Widths that give GStreamer padded strides.
     let cases = [
         (rgb_caps(30, 22), FrameFormat::new(PixelFormat::Rgb, 30, 22)),
@@ -1014,13 +1019,7 @@ fn temporal_smoothing_follows_the_core_filter_and_restarts_after_a_flush() {
         ("temporal", &0.8f64),
     ]);
     let mut h = harness(&el);
-    let denoiser = Denoiser::new(
-        ModelSource::parse(&fixture())
-            .load(tch::Device::Cpu)
-            .unwrap(),
-        Options::default(),
-    )
-    .unwrap();
+    let denoiser = fixture_denoiser();
     let caps = rgb_caps(24, 16);
     let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
     let fmt = FrameFormat::new(PixelFormat::Rgb, 24, 16);
