@@ -1,66 +1,21 @@
 //! The `clipdenoise` element with real GStreamer and the tiny fixture model.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 
+use common::{child, fixture, gst_launch, init, plugin_dir, wait_eos};
+
 use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        if std::env::var_os("GST_REGISTRY").is_none() {
-            std::env::set_var("GST_REGISTRY", target_dir().join("gst-registry.bin"));
-        }
-        // One libtorch thread: no OpenMP threads spinning against each other on a small,
-        // busy machine (the tiny model on tiny frames gains nothing from more).
-        tch::set_num_threads(1);
-        gst::init().expect("gst init");
-        gstclipdenoise::plugin_register_static().expect("register the plugin");
-    });
-}
-
-fn fixture() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/tiny-w8/official_state_dict.safetensors")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// target/<profile>: where the test binary's deps/ folder is.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// A folder holding only the plugin's shared library (a link to the newest build of it:
-/// `cargo test` refreshes target/<profile>/deps/, `cargo build` target/<profile>/), for
-/// GST_PLUGIN_PATH of gst-inspect-1.0 and gst-launch-1.0.
-fn plugin_dir() -> tempfile::TempDir {
-    let name = "libgstclipdenoise.so";
-    let newest = [
-        target_dir().join("deps").join(name),
-        target_dir().join(name),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .expect("the plugin's cdylib is built");
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(&newest, dir.path().join(name)).unwrap();
-    dir
-}
 
 fn element(props: &[(&str, &dyn ToValue)]) -> gst::Element {
     let el = gst::ElementFactory::make("clipdenoise")
@@ -86,17 +41,6 @@ fn stat_f64(el: &gst::Element, field: &str) -> f64 {
 }
 
 /// Deterministic noisy-looking bytes.
-/// The element named `name` in a parsed pipeline, as its concrete type (appsrc, appsink, ...).
-fn child<T: IsA<gst::Element>>(pipeline: &gst::Element, name: &str) -> T {
-    pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name(name)
-        .unwrap_or_else(|| panic!("no element named {name}"))
-        .downcast::<T>()
-        .unwrap()
-}
-
 /// NULL->READY must fail and post an ERROR message: its error.
 fn ready_fails(pipeline: &gst::Pipeline) -> gst::glib::Error {
     assert!(pipeline.set_state(gst::State::Ready).is_err());
@@ -164,31 +108,6 @@ fn i420_caps(w: usize, h: usize) -> gst::Caps {
         .field("framerate", gst::Fraction::new(25, 1))
         .field("colorimetry", "bt601")
         .build()
-}
-
-/// Run until EOS (Ok) or ERROR (Err with the message), at most `timeout`.
-fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> Result<(), String> {
-    let bus = pipeline.bus().unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timed out".into());
-        }
-        let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        ) else {
-            return Err("timed out".into());
-        };
-        match msg.view() {
-            gst::MessageView::Eos(_) => return Ok(()),
-            gst::MessageView::Error(e) => {
-                return Err(format!("{} ({:?})", e.error(), e.debug()));
-            }
-            _ => {}
-        }
-    }
 }
 
 fn set_null_timed(pipeline: &gst::Element) -> Duration {
@@ -931,19 +850,6 @@ fn count_decoded_frames(path: &Path) -> u64 {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     n
-}
-
-/// gst-launch-1.0 with the pipeline `args`, in `dir`, with the plugin from `plugins`.
-fn gst_launch(dir: &Path, plugins: &Path, args: &str) -> Command {
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.args(args.split_whitespace())
-        .current_dir(dir)
-        .env("GST_PLUGIN_PATH", plugins)
-        .env("GST_REGISTRY", dir.join("registry.bin"))
-        .env("GST_DEBUG", "clipdenoise:4")
-        // As the Makefile sets it: OpenMP threads that sleep instead of spinning.
-        .env("OMP_WAIT_POLICY", "PASSIVE");
-    cmd
 }
 
 #[test]

@@ -17,6 +17,8 @@ use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::weights::ModelSource;
 
+use super::eos::EosGate;
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "clipdenoise",
@@ -165,6 +167,8 @@ pub struct ClipDenoise {
     qos: Mutex<Qos>,
     /// Stats of the last engine, readable after it stopped.
     last_stats: Mutex<Option<engine::Stats>>,
+    /// EOS downstream exactly once, also after a downstream flow error stopped the task.
+    eos: EosGate,
 }
 
 /// Locks that survive a panic elsewhere.
@@ -468,6 +472,7 @@ impl ClipDenoise {
         *lock(&self.sink_state) = SinkState::default();
         *lock(&self.src_state) = SrcState::default();
         *lock(&self.qos) = Qos::default();
+        self.eos.reset();
     }
 
     fn stats_structure(&self) -> gst::Structure {
@@ -727,6 +732,7 @@ impl ClipDenoise {
         let mut q = lock(&self.qos);
         q.earliest = None;
         drop(q);
+        self.eos.reset();
         self.set_flow(Ok(gst::FlowSuccess::Ok));
     }
 
@@ -783,10 +789,32 @@ impl ClipDenoise {
                 }
                 self.queue_event(event, false)
             }
-            EventView::Eos(_) => self.queue_event(event, true),
+            EventView::Eos(_) => self.sink_eos(event),
             _ if event.is_serialized() => self.queue_event(event, false),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    /// EOS goes through the engine behind the frames, unless the task stopped on a downstream
+    /// flow (then the engine refuses it): then it goes downstream at once.
+    fn sink_eos(&self, event: gst::Event) -> bool {
+        if self.eos.on_received() {
+            return self.forward_eos(event);
+        }
+        if self.queue_event(event.clone(), true) {
+            return true;
+        }
+        // Refused: the task stopped meanwhile (it forwards EOS itself if it saw ours first).
+        self.eos.is_stopped() && self.forward_eos(event)
+    }
+
+    /// Push EOS downstream unless it was already pushed.
+    fn forward_eos(&self, event: gst::Event) -> bool {
+        if self.eos.take_forward() {
+            gst::debug!(CAT, imp = self, "Forwarding EOS after the task stopped");
+            self.srcpad.push_event(event);
+        }
+        true
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -924,8 +952,10 @@ impl ClipDenoise {
         }
     }
 
-    /// Pause the task after `err`; unless flushing, remember it for the chain function and
-    /// unblock upstream. Fatal errors post an ERROR (when `post`) and send EOS downstream.
+    /// Pause the task after `err`; unless flushing, remember it for the chain function (which
+    /// returns it upstream), unblock upstream and drop what is queued. Fatal errors post an
+    /// ERROR (when `post`) and send EOS downstream; on EOS from downstream, the EOS upstream
+    /// sends in answer (or already sent) is forwarded (see [`EosGate`]).
     fn stop_streaming(&self, err: gst::FlowError, post: bool) {
         gst::debug!(CAT, imp = self, "Pausing the task: {:?}", err);
         if err != gst::FlowError::Flushing {
@@ -933,15 +963,17 @@ impl ClipDenoise {
             if let Some(c) = self.control() {
                 c.flush_start();
             }
-            if err != gst::FlowError::Eos {
-                if post {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ("Internal data stream error."),
-                        ["streaming stopped, reason {:?}", err]
-                    );
-                }
+            let eos_received = self.eos.on_stopped();
+            let fatal = err != gst::FlowError::Eos;
+            if fatal && post {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped, reason {:?}", err]
+                );
+            }
+            if (fatal || eos_received) && self.eos.take_forward() {
                 self.srcpad.push_event(gst::event::Eos::new());
             }
         }
@@ -1024,6 +1056,9 @@ impl ClipDenoise {
                 if let Some(caps) = &caps {
                     let info = gst_video::VideoInfo::from_caps(caps).ok();
                     lock(&self.src_state).info = info;
+                }
+                if event.type_() == gst::EventType::Eos && !self.eos.take_forward() {
+                    return Ok(gst::FlowSuccess::Ok);
                 }
                 if !self.srcpad.push_event(event) && caps.is_some() {
                     if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
@@ -1123,6 +1158,7 @@ impl ObjectSubclass for ClipDenoise {
             flow: Mutex::new(Err(gst::FlowError::Flushing)),
             qos: Mutex::new(Qos::default()),
             last_stats: Mutex::new(None),
+            eos: EosGate::default(),
         }
     }
 }

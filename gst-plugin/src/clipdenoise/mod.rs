@@ -7,6 +7,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod eos;
 mod imp;
 #[cfg(test)]
 mod tests;
