@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
@@ -167,7 +168,13 @@ pub struct Denoiser {
     _vs: tch::nn::VarStore,
     opts: Options,
     provenance: Provenance,
+    interrupt: Option<Interrupt>,
 }
+
+/// Asked between the steps of a call (before and after the network, between tiles): true
+/// stops the call with [`Error::Interrupted`]. A whole frame in the network is one step, so a
+/// pixel budget (`max_pixels`) also bounds how long an interrupt may wait.
+pub type Interrupt = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Denoiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +208,21 @@ impl Denoiser {
             _vs: vs,
             opts,
             provenance,
+            interrupt: None,
         })
+    }
+
+    /// Check `interrupt` between the steps of every later call.
+    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    /// [`Error::Interrupted`] if the interrupt says so.
+    fn check_interrupt(&self) -> Result<()> {
+        match &self.interrupt {
+            Some(stop) if stop() => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
     }
 
     /// Load a weights file and prepare it for inference.
@@ -225,6 +246,7 @@ impl Denoiser {
     /// Run the network on (N, 3, H, W) with H, W multiples of 32. Returns f32, not clamped.
     pub fn forward_padded(&self, x: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
+        self.check_interrupt()?;
         let x = x
             .f_to_device(self.opts.device)?
             .f_to_kind(self.opts.precision.kind())?;
@@ -233,6 +255,7 @@ impl Denoiser {
             self.model.forward_t(&x, false)
         }))
         .map_err(|p| Error::Torch(panic_message(&p)))?;
+        self.check_interrupt()?;
         Ok(out.f_to_kind(Kind::Float)?)
     }
 

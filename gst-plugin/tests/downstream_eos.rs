@@ -71,7 +71,9 @@ fn eos_from_downstream_ends_the_pipeline() {
             &[0xff, 0xd8][..],
         ),
     ] {
-        let target = file.map(|f| format!("\"{}\"", f.display())).unwrap_or_default();
+        let target = file
+            .map(|f| format!("\"{}\"", f.display()))
+            .unwrap_or_default();
         let launch = format!(
             "{src} ! clipdenoise name=d model=\"{{model}}\" batch-size=2 queue-size=4 ! {sink}{target}"
         );
@@ -145,7 +147,10 @@ fn snapshot_pipelines_end_under_gst_launch() {
             "videotestsrc ! clipdenoise model={} ! videoconvert ! {enc} snapshot=true ! filesink location={file}",
             fixture()
         );
-        let out = output_within(&mut gst_launch(dir.path(), plugins.path(), &launch), WATCHDOG);
+        let out = output_within(
+            &mut gst_launch(dir.path(), plugins.path(), &launch),
+            WATCHDOG,
+        );
         let log = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{launch}\n{log}");

@@ -31,6 +31,7 @@
 
 mod channel;
 mod control;
+mod exit_guard;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -46,7 +47,7 @@ use tch::Device;
 
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
-use crate::inference::{Denoiser, Options, Precision, StageTimes};
+use crate::inference::{Denoiser, Interrupt, Options, Precision, StageTimes};
 use crate::model::Config;
 use crate::weights::{ModelSource, Provenance};
 
@@ -69,6 +70,10 @@ pub trait FrameModel {
     fn provenance(&self) -> &Provenance;
     fn device(&self) -> Device;
     fn precision(&self) -> Precision;
+    /// Check `interrupt` between the steps of a batch and stop with [`Error::Interrupted`]
+    /// when it says so (the worker asks this when the batch is flushed or the process exits).
+    /// Models without steps may ignore it.
+    fn set_interrupt(&mut self, _interrupt: Interrupt) {}
 }
 
 impl FrameModel for Denoiser {
@@ -92,6 +97,9 @@ impl FrameModel for Denoiser {
     fn precision(&self) -> Precision {
         self.options().precision
     }
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        Denoiser::set_interrupt(self, interrupt)
+    }
 }
 
 impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
@@ -114,6 +122,9 @@ impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
     }
     fn precision(&self) -> Precision {
         (**self).precision()
+    }
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        (**self).set_interrupt(interrupt)
     }
 }
 
@@ -303,7 +314,14 @@ where
         .name("clipdenoise-engine".into())
         .spawn(move || {
             let _done = done_tx;
-            let model = match load_model(load) {
+            exit_guard::install();
+            let Some(loading) = exit_guard::GUARD.enter() else {
+                let _ = ready_tx.send(Err(Error::Interrupted));
+                return;
+            };
+            let model = load_model(load);
+            drop(loading);
+            let model = match model {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

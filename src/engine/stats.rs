@@ -22,6 +22,9 @@ pub struct Stats {
     pub batches: u64,
     /// Batches the model failed on.
     pub failed_batches: u64,
+    /// Batches stopped part-way by a flush or a stop (their frames count as dropped; they are
+    /// not in `batches`).
+    pub interrupted_batches: u64,
     pub mean_batch_size: f64,
     /// From `send` to delivery by the receiver, over every delivered frame.
     pub mean_latency_ms: f64,
@@ -47,6 +50,7 @@ pub(super) struct StatsAcc {
     pub(super) frames_dropped: u64,
     pub(super) batches: u64,
     pub(super) failed_batches: u64,
+    pub(super) interrupted_batches: u64,
     pub(super) frames_run: u64,
     pub(super) latency_sum: Duration,
     pub(super) latency_window: VecDeque<f64>,
@@ -81,6 +85,7 @@ impl StatsAcc {
             frames_dropped: self.frames_dropped,
             batches: self.batches,
             failed_batches: self.failed_batches,
+            interrupted_batches: self.interrupted_batches,
             mean_batch_size: if self.batches == 0 {
                 0.0
             } else {
@@ -105,6 +110,12 @@ impl StatsAcc {
             self.latency_window.pop_front();
         }
         self.latency_window.push_back(ms(latency));
+    }
+
+    /// A batch of `frames` frames stopped part-way: they are dropped.
+    pub(super) fn batch_interrupted(&mut self, frames: usize) {
+        self.interrupted_batches += 1;
+        self.frames_dropped += frames as u64;
     }
 
     /// A batch of `frames` frames went through the model, starting at `start`; `submitted` are

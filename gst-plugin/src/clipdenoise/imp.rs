@@ -36,9 +36,11 @@ const DEFAULT_MAX_PIXELS: u64 = 0;
 const DEFAULT_STRENGTH: f64 = 1.0;
 const DEFAULT_QOS: bool = true;
 
-/// How long READY->NULL waits for the model worker to exit before leaving it to finish its
-/// batch on its own.
-const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long READY->NULL waits for the model worker to exit. A flush interrupts the running
+/// batch at its next step (before or after the network, between tiles), so the worker is
+/// usually gone at once; past this bound it is left to finish that step on its own (and the
+/// process waits for it before exiting: see the engine's exit guard).
+const WORKER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `precision` property's GObject enum (gst-inspect lists its nicks): a mirror of
 /// [`inference::Precision`], which is what the model runs in.
@@ -432,6 +434,16 @@ impl ClipDenoise {
         let control = state.sender.control().clone();
         control.flush_start();
         drop(state);
+        let t0 = std::time::Instant::now();
+        if control.join_timeout(WORKER_JOIN_TIMEOUT) {
+            gst::debug!(CAT, imp = self, "Worker joined in {:?}", t0.elapsed());
+        } else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "The model worker is still busy with a batch; it exits when the batch ends"
+            );
+        }
         let stats = control.stats();
         gst::info!(
             CAT,
@@ -447,13 +459,6 @@ impl ClipDenoise {
             stats.model_ms_per_frame
         );
         *lock(&self.last_stats) = Some(stats);
-        if !control.join_timeout(WORKER_JOIN_TIMEOUT) {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "The model worker is still busy with a batch; it exits when the batch ends"
-            );
-        }
     }
 
     /// A new engine when model-shaping properties changed in READY.
@@ -487,6 +492,7 @@ impl ClipDenoise {
             .field("frames-dropped", stats.frames_dropped)
             .field("batches", stats.batches)
             .field("failed-batches", stats.failed_batches)
+            .field("interrupted-batches", stats.interrupted_batches)
             .field("mean-batch-size", stats.mean_batch_size)
             .field("mean-latency-ms", stats.mean_latency_ms)
             .field("p99-latency-ms", stats.p99_latency_ms)
