@@ -126,11 +126,42 @@ impl DeviceRequest {
 pub struct Options {
     pub device: Device,
     pub precision: Precision,
-    /// Frames with more pixels than this run as overlapping tiles (0: never tile).
+    /// Frames with more pixels than this run as overlapping tiles (0: never tile;
+    /// [`Options::AUTO_PIXELS`]: [`auto_max_pixels`], resolved where the model is loaded).
     pub max_pixels: i64,
     /// Overlap between neighbouring tiles, in pixels (rounded up to a multiple of 32).
     pub tile_overlap: i64,
     pub channels_last: bool,
+    /// libtorch's intra-op (OpenMP) threads for the thread that builds the [`Denoiser`] (for
+    /// threads libgomp did not start, the setting is theirs alone); 0 keeps libtorch's default.
+    pub cpu_threads: usize,
+}
+
+impl Options {
+    /// `max_pixels`: a budget chosen from the model and the device ([`auto_max_pixels`]).
+    pub const AUTO_PIXELS: i64 = -1;
+}
+
+/// Activation memory per pixel of a batch, per unit of model width: measured with `clipdenoise
+/// bench` on the CPU (peak RSS at 960x540 and 1920x1080: 558 bytes per pixel for width 16,
+/// about 1,100 for width 32, 2,200 for clip-rn50's width 64), rounded up.
+const ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH: i64 = 36;
+/// What a batch's activations may take by default: on the CPU, so that a 4K frame stays
+/// near 2 GB in all (issue 14: 1080p took 4.1 GB unbounded); on a GPU, more.
+const CPU_ACTIVATION_BUDGET: i64 = 1_250_000_000;
+const CUDA_ACTIVATION_BUDGET: i64 = 8_000_000_000;
+
+/// The default pixel budget (`max_pixels`) for `config` on `device` at batches of `batch`
+/// frames: the largest tile whose batch keeps the activations within the device's budget.
+/// For the default model on the CPU: 2.17 Mpixels (1080p runs whole, 4K as 6 tiles).
+pub fn auto_max_pixels(config: &Config, device: Device, batch: usize) -> i64 {
+    let budget = if device.is_cuda() {
+        CUDA_ACTIVATION_BUDGET
+    } else {
+        CPU_ACTIVATION_BUDGET
+    };
+    let per_pixel = ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH * config.width.max(1);
+    (budget / per_pixel / batch.max(1) as i64).max(64 * 64)
 }
 
 impl Default for Options {
@@ -141,6 +172,7 @@ impl Default for Options {
             max_pixels: 0,
             tile_overlap: 192,
             channels_last: true,
+            cpu_threads: 0,
         }
     }
 }
@@ -198,6 +230,9 @@ impl Denoiser {
             provenance,
         } = loaded;
         vs.set_device(opts.device);
+        if opts.cpu_threads > 0 {
+            tch::set_num_threads(opts.cpu_threads as i32);
+        }
         if opts.device.is_cuda() {
             // Video frames repeat one shape: let cuDNN time its algorithms once per shape.
             tch::Cuda::cudnn_set_benchmark(true);
@@ -339,6 +374,11 @@ impl Denoiser {
         fmt: &FrameFormat,
         strength: f64,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        if strength <= 0.0 {
+            // The input, exactly: no round trip through floats (1 LSB off in YUV).
+            let same = frames.iter().map(|f| f.to_vec()).collect();
+            return Ok((same, StageTimes::default()));
+        }
         let t0 = Instant::now();
         let x = frames_to_tensor(frames, fmt, self.opts.device)?;
         self.synchronize();

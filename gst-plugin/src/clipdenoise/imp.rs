@@ -1,6 +1,7 @@
 //! The `clipdenoise` element (see mod.rs): sink chain -> engine -> src pad task.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::weights::ModelSource;
 
+use super::auto;
 use super::eos::EosGate;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -28,10 +30,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DEVICE: &str = "auto";
-const DEFAULT_BATCH_SIZE: u32 = 4;
+/// 0: chosen from the device ([`auto::batch_size`]).
+const DEFAULT_BATCH_SIZE: u32 = 0;
 const DEFAULT_MAX_LATENCY_MS: u32 = 50;
 const DEFAULT_QUEUE_SIZE: u32 = 8;
 const DEFAULT_PRECISION: Precision = Precision::Fp32;
+/// 0: chosen from the model and the device ([`auto::max_pixels`]).
 const DEFAULT_MAX_PIXELS: u64 = 0;
 const DEFAULT_STRENGTH: f64 = 1.0;
 const DEFAULT_QOS: bool = true;
@@ -116,6 +120,8 @@ enum Item {
     /// A drain request: answered once every earlier frame was pushed downstream. Dropping it
     /// (a flush) wakes the waiter too.
     Barrier(mpsc::SyncSender<()>),
+    /// A whole input buffer that goes downstream as it is (`strength=0`), in order.
+    Passthrough(gst::Buffer),
 }
 
 /// The running engine, created in NULL->READY and dropped in READY->NULL.
@@ -171,6 +177,8 @@ pub struct ClipDenoise {
     last_stats: Mutex<Option<engine::Stats>>,
     /// EOS downstream exactly once, also after a downstream flow error stopped the task.
     eos: EosGate,
+    /// Buffers passed through untouched (`strength=0`).
+    passed_through: AtomicU64,
 }
 
 /// Locks that survive a panic elsewhere.
@@ -377,14 +385,18 @@ impl ClipDenoise {
                 ("Could not load the model: {}", e)
             )
         })?;
+        let wait_policy = std::env::var("OMP_WAIT_POLICY").ok();
         let opts = Options {
             device,
             precision: settings.precision.into(),
-            max_pixels: i64::try_from(settings.max_pixels).unwrap_or(i64::MAX),
+            max_pixels: auto::max_pixels(settings.max_pixels),
+            cpu_threads: auto::cpu_threads(device, wait_policy.as_deref()),
             ..Options::default()
         };
+        let threads = opts.cpu_threads;
+        let batch_size = auto::batch_size(settings.batch_size, device);
         let cfg = EngineConfig {
-            batch_size: settings.batch_size as usize,
+            batch_size,
             max_latency: Duration::from_millis(settings.max_latency_ms.into()),
             queue_size: settings.queue_size as usize,
             strength: self.strength.clone(),
@@ -392,18 +404,18 @@ impl ClipDenoise {
         let (sender, receiver) = self
             .spawn_engine(&model, opts, cfg)
             .map_err(|e| load_error(e, &model))?;
-        self.log_loaded(sender.control().info());
+        self.log_loaded(sender.control().info(), threads, wait_policy.as_deref());
         *lock(&self.state) = Some(State {
             sender,
             receiver,
             key: settings.engine_key(),
             max_latency: gst::ClockTime::from_mseconds(settings.max_latency_ms.into()),
-            batch_size: settings.batch_size as usize,
+            batch_size,
         });
         Ok(())
     }
 
-    fn log_loaded(&self, info: &engine::EngineInfo) {
+    fn log_loaded(&self, info: &engine::EngineInfo, threads: usize, wait_policy: Option<&str>) {
         gst::info!(
             CAT,
             imp = self,
@@ -414,14 +426,25 @@ impl ClipDenoise {
             info.precision,
             info.device
         );
-        if info.device == tch::Device::Cpu && std::env::var_os("OMP_WAIT_POLICY").is_none() {
-            // libgomp reads it when libtorch is loaded, before this element exists: too late
-            // to set here.
-            gst::warning!(
+        let settings = lock(&self.settings).clone();
+        let how = |auto: bool| if auto { "auto" } else { "set" };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "batch-size {} ({}), max-pixels {} ({}; 0: whole frames)",
+            info.batch_size,
+            how(settings.batch_size == 0),
+            info.max_pixels,
+            how(settings.max_pixels == 0)
+        );
+        if threads > 0 {
+            gst::debug!(
                 CAT,
                 imp = self,
-                "OMP_WAIT_POLICY is not set: libtorch's CPU threads spin between frames and starve \
-                 decoders and encoders in the same process; export OMP_WAIT_POLICY=PASSIVE"
+                "OMP_WAIT_POLICY is {:?}: libtorch's idle threads spin, so the model uses {} \
+                 threads and leaves the other cores to the pipeline (OMP_WAIT_POLICY=PASSIVE: all)",
+                wait_policy,
+                threads
             );
         }
     }
@@ -481,6 +504,15 @@ impl ClipDenoise {
     }
 
     fn stats_structure(&self) -> gst::Structure {
+        let chosen = self
+            .control()
+            .map(|c| {
+                (
+                    c.info().batch_size as u64,
+                    c.info().max_pixels.max(0) as u64,
+                )
+            })
+            .unwrap_or_default();
         let stats = self
             .control()
             .map(|c| c.stats())
@@ -492,6 +524,12 @@ impl ClipDenoise {
             .field("frames-dropped", stats.frames_dropped)
             .field("batches", stats.batches)
             .field("failed-batches", stats.failed_batches)
+            .field(
+                "frames-passed-through",
+                self.passed_through.load(Ordering::Relaxed),
+            )
+            .field("batch-size", chosen.0)
+            .field("max-pixels", chosen.1)
             .field("interrupted-batches", stats.interrupted_batches)
             .field("mean-batch-size", stats.mean_batch_size)
             .field("mean-latency-ms", stats.mean_latency_ms)
@@ -642,6 +680,15 @@ impl ClipDenoise {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
+        if let Some(t) = segment.to_stream_time(buffer.pts()) {
+            // Control sources bound to `strength` (GstController) set it for this frame.
+            let _ = self.obj().sync_values(t);
+        }
+        if self.strength.get() <= 0.0 {
+            // Exact and free: the buffer itself, in order behind the frames in flight.
+            self.passed_through.fetch_add(1, Ordering::Relaxed);
+            return self.sent(sender.marker(Item::Passthrough(buffer)));
+        }
         if self.is_late(&buffer, &segment) {
             sender.record_dropped(1);
             return self.flow();
@@ -671,7 +718,12 @@ impl ClipDenoise {
             gst::FlowError::Error
         })?;
         drop(buffer);
-        match sender.send(data, format, Item::Buffer(meta)) {
+        self.sent(sender.send(data, format, Item::Buffer(meta)))
+    }
+
+    /// The chain function's result after handing the engine a frame.
+    fn sent(&self, res: Result<(), SendError>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match res {
             Ok(()) => self.flow(),
             Err(SendError::Flushing) => match self.flow() {
                 Ok(_) => Err(gst::FlowError::Flushing),
@@ -1078,6 +1130,7 @@ impl ClipDenoise {
                 let _ = done.send(());
                 Ok(gst::FlowSuccess::Ok)
             }
+            Item::Passthrough(buffer) => self.srcpad.push(buffer),
             Item::Buffer(_) => Ok(gst::FlowSuccess::Ok),
         }
     }
@@ -1165,6 +1218,7 @@ impl ObjectSubclass for ClipDenoise {
             qos: Mutex::new(Qos::default()),
             last_stats: Mutex::new(None),
             eos: EosGate::default(),
+            passed_through: AtomicU64::new(0),
         }
     }
 }
@@ -1186,8 +1240,8 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
-                    .blurb("Most frames per model call")
-                    .minimum(1)
+                    .blurb("Most frames per model call (0: auto, 1 on the CPU, 4 on a GPU; `stats` says which)")
+                    .minimum(0)
                     .maximum(256)
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_ready()
@@ -1214,18 +1268,19 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecUInt64::builder("max-pixels")
                     .nick("Maximum pixels")
-                    .blurb("Frames with more pixels run as overlapping tiles of about this size (0: whole frames)")
+                    .blurb("Frames with more pixels run as overlapping tiles of about this size (0: auto, a budget that bounds the model's memory: about 2 GB for a 4K frame on the CPU; `stats` says which). Above a frame's pixels: whole frames")
                     .maximum(i64::MAX as u64)
                     .default_value(DEFAULT_MAX_PIXELS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("strength")
                     .nick("Strength")
-                    .blurb("Blend of input (0) and denoised output (1)")
+                    .blurb("Blend of input (0: the input buffers untouched, the model idle) and denoised output (1); controllable (GstController), applied per batch")
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(DEFAULT_STRENGTH)
                     .mutable_playing()
+                    .controllable()
                     .build(),
                 glib::ParamSpecBoolean::builder("qos")
                     .nick("QoS")

@@ -7,6 +7,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod auto;
 mod eos;
 mod imp;
 #[cfg(test)]
