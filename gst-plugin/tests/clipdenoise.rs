@@ -581,7 +581,7 @@ fn missing_model_fails_null_to_ready_naming_the_file() {
 }
 
 #[test]
-fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
+fn cuda_device_without_cuda_is_an_error_and_auto_falls_back_silently() {
     init();
     if tch::Cuda::is_available() {
         eprintln!("CUDA is available: nothing to check");
@@ -601,14 +601,9 @@ fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
         .set_state(gst::State::Ready)
         .expect("auto falls back to the CPU");
     let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .pop_filtered(&[gst::MessageType::Warning])
-        .expect("a WARNING message");
-    let gst::MessageView::Warning(w) = msg.view() else {
-        unreachable!()
-    };
-    assert!(w.error().to_string().contains("CPU"), "{}", w.error());
-    assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+    // The expected case on a machine without a GPU: INFO in the debug log, no message.
+    let msg = bus.pop_filtered(&[gst::MessageType::Warning, gst::MessageType::Error]);
+    assert!(msg.is_none(), "{msg:?}");
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -775,9 +770,10 @@ fn strength_changes_while_playing() {
     el.set_property("strength", 1.0f64);
     h.push(to_buffer(&info, &fmt, &frame)).unwrap();
     assert_ne!(from_buffer(&info, &fmt, &h.pull().unwrap()), frame);
-    // Model-shaping properties are fixed while playing.
+    // Model-shaping properties wait for the next start (tests/properties.rs).
     el.set_property("batch-size", 7u32);
-    assert_eq!(el.property::<u32>("batch-size"), 1);
+    assert_eq!(el.property::<u32>("batch-size"), 7);
+    assert_eq!(stats(&el).get::<u64>("batch-size").unwrap(), 1);
 }
 
 #[test]

@@ -20,6 +20,7 @@ use clipdenoise::weights::ModelSource;
 
 use super::auto;
 use super::eos::EosGate;
+use super::props;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -30,6 +31,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DEVICE: &str = "auto";
+const DEFAULT_MODEL: &str = "default";
+/// Where gst-inspect-1.0 points for the element's documentation.
+const DOC_URI: &str = "https://github.com/clipdenoise/clipdenoise#gstreamer";
 /// 0: chosen from the device ([`auto::batch_size`]).
 const DEFAULT_BATCH_SIZE: u32 = 0;
 const DEFAULT_MAX_LATENCY_MS: u32 = 50;
@@ -73,7 +77,7 @@ impl From<Precision> for inference::Precision {
 /// Property values.
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    model: Option<String>,
+    model: String,
     device: String,
     batch_size: u32,
     max_latency_ms: u32,
@@ -87,7 +91,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            model: None,
+            model: DEFAULT_MODEL.into(),
             device: DEFAULT_DEVICE.into(),
             batch_size: DEFAULT_BATCH_SIZE,
             max_latency_ms: DEFAULT_MAX_LATENCY_MS,
@@ -356,7 +360,7 @@ impl ClipDenoise {
         engine::spawn(model.clone(), opts, cfg)
     }
 
-    /// The device of the `device` property; a warning when `auto` finds no CUDA.
+    /// The device of the `device` property (`auto` without CUDA: the CPU, said at INFO).
     fn device(&self, settings: &Settings) -> Result<tch::Device, gst::ErrorMessage> {
         let request: DeviceRequest = settings.device.parse().map_err(|e| {
             gst::error_msg!(gst::ResourceError::Settings, ("Invalid device: {}", e))
@@ -365,10 +369,11 @@ impl ClipDenoise {
             .resolve()
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
         if request == DeviceRequest::Auto && device == tch::Device::Cpu {
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::NotFound,
-                ("CUDA is not available: the model runs on the CPU")
+            // The expected case on machines without a GPU: no WARNING on every run.
+            gst::info!(
+                CAT,
+                imp = self,
+                "device=auto: no CUDA, the model runs on the CPU"
             );
         }
         Ok(device)
@@ -378,7 +383,7 @@ impl ClipDenoise {
     fn start_engine(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let device = self.device(&settings)?;
-        let name = settings.model.as_deref().unwrap_or("");
+        let name = settings.model.as_str();
         let model = ModelSource::resolve(name).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::NotFound,
@@ -1229,7 +1234,8 @@ impl ObjectImpl for ClipDenoise {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or empty or \"default\" for the built-in default model")
+                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or \"default\" (or empty) for the built-in default model")
+                    .default_value(Some(DEFAULT_MODEL))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")
@@ -1290,7 +1296,7 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames-in/-out/-dropped, batches, mean-batch-size, mean-/p99-latency-ms (through the element), model-ms-per-frame")
+                    .blurb(props::STATS_BLURB)
                     .read_only()
                     .build(),
             ]
@@ -1313,24 +1319,30 @@ impl ObjectImpl for ClipDenoise {
             }
             _ => {}
         }
-        if self.obj().current_state() > gst::State::Ready {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "Property {} can only be changed in the NULL or READY state",
-                name
+        let device = match name {
+            "device" => match props::device(value) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    glib::g_warning!("clipdenoise", "{}: {}", self.obj().name(), e);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let state = self.obj().current_state();
+        if state > gst::State::Ready {
+            glib::g_warning!(
+                "clipdenoise",
+                "{}: property '{}' set in {:?}: it takes effect on the next start (READY to PAUSED)",
+                self.obj().name(),
+                name,
+                state
             );
-            return;
         }
         let mut s = lock(&self.settings);
         match name {
-            "model" => s.model = value.get().expect("type checked upstream"),
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
+            "model" => s.model = props::model(value),
+            "device" => s.device = device.unwrap_or_else(|| DEFAULT_DEVICE.into()),
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "max-latency" => s.max_latency_ms = value.get().expect("type checked upstream"),
             "queue-size" => s.queue_size = value.get().expect("type checked upstream"),
@@ -1374,11 +1386,12 @@ impl GstObjectImpl for ClipDenoise {}
 impl ElementImpl for ClipDenoise {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
-            gst::subclass::ElementMetadata::new(
+            gst::subclass::ElementMetadata::with_additional(
                 "CLIPDenoising video denoiser",
                 "Filter/Effect/Video",
                 "Denoises video with the CLIPDenoising network (CVPR 2024), in batches on the CPU or CUDA",
                 "clipdenoise developers",
+                &[("doc-uri", DOC_URI)],
             )
         });
         Some(&*ELEMENT_METADATA)

@@ -10,6 +10,7 @@ use gst::prelude::*;
 mod auto;
 mod eos;
 mod imp;
+mod props;
 #[cfg(test)]
 mod tests;
 
