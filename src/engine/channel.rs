@@ -130,7 +130,7 @@ impl<T: Send + 'static> EngineSender<T> {
     pub fn record_dropped(&self, frames: u64) {
         let mut s = self.control.shared.stats();
         s.frames_in += frames;
-        s.frames_dropped += frames;
+        s.drop_frames(frames);
     }
 
     pub fn control(&self) -> &EngineControl {

@@ -1,7 +1,7 @@
 //! The `clipdenoise` element (see mod.rs): sink chain -> engine -> src pad task.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -183,6 +183,10 @@ pub struct ClipDenoise {
     eos: EosGate,
     /// Buffers passed through untouched (`strength=0`).
     passed_through: AtomicU64,
+    /// Live frames dropped because the model was behind.
+    thinned: AtomicU64,
+    /// Whether upstream is live (from the last LATENCY query).
+    live: AtomicBool,
 }
 
 /// Locks that survive a panic elsewhere.
@@ -533,6 +537,7 @@ impl ClipDenoise {
                 "frames-passed-through",
                 self.passed_through.load(Ordering::Relaxed),
             )
+            .field("frames-thinned", self.thinned.load(Ordering::Relaxed))
             .field("batch-size", chosen.0)
             .field("max-pixels", chosen.1)
             .field("interrupted-batches", stats.interrupted_batches)
@@ -543,11 +548,16 @@ impl ClipDenoise {
             .field("upload-ms-per-frame", stats.upload_ms_per_frame)
             .field("model-ms-per-frame", stats.model_ms_per_frame)
             .field("download-ms-per-frame", stats.download_ms_per_frame)
+            .field("recent-frames-out", stats.recent_frames_out)
+            .field("recent-frames-dropped", stats.recent_frames_dropped)
+            .field("recent-mean-latency-ms", stats.recent_mean_latency_ms)
+            .field("recent-max-latency-ms", stats.recent_max_latency_ms)
             .build()
     }
 
-    /// This element's worst case: the batching wait plus the time of a full batch (as measured
-    /// so far; before the first batch, the wait alone).
+    /// What a frame may spend in this element: the batching wait, the batch that may be in
+    /// the model when it arrives, and its own (batch times as measured so far; before the
+    /// first batch, the wait alone). Live streams are thinned to keep to it.
     fn own_latency(&self) -> gst::ClockTime {
         let state = lock(&self.state);
         let Some(state) = state.as_ref() else {
@@ -558,21 +568,37 @@ impl ClipDenoise {
             .control()
             .batch_time_estimate(state.batch_size)
             .unwrap_or_default();
-        state.max_latency + gst::ClockTime::from_nseconds(batch.as_nanos() as u64)
+        state.max_latency + gst::ClockTime::from_nseconds(2 * batch.as_nanos() as u64)
     }
 
-    /// Post a LATENCY message (at most once a second) when the measured batch time moved the
-    /// latency well away from what was last reported, so that live pipelines reconfigure.
+    /// Live input while the model is behind: a frame that would wait for more than the batch
+    /// in the model and its own would leave later than [`Self::own_latency`] says, so it is
+    /// dropped here instead (the input is thinned to the rate the device sustains).
+    fn must_thin(&self, sender: &EngineSender<Item>) -> bool {
+        if !self.live.load(Ordering::Relaxed) {
+            return false;
+        }
+        let batch = lock(&self.state).as_ref().map_or(1, |s| s.batch_size) as u64;
+        sender.control().in_flight() >= 2 * batch
+    }
+
+    /// Post a LATENCY message when the measured batch time moved the latency away from what
+    /// was last reported, so that live pipelines reconfigure: at once (at most every 100 ms)
+    /// when it grew, since frames are late until then; once a second at most when it fell by
+    /// a quarter.
     fn check_latency(&self) {
         let ours = self.own_latency();
         let post = {
             let mut s = lock(&self.src_state);
-            let recently = s
-                .latency_posted
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+            let since = |d: u64| {
+                s.latency_posted
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(d))
+            };
+            let (grew_ok, fell_ok) = (since(100), since(1000));
             match s.reported_latency {
                 Some(r)
-                    if !recently && ours.absdiff(r) > r / 4 + gst::ClockTime::from_mseconds(2) =>
+                    if (grew_ok && ours > r + gst::ClockTime::from_mseconds(2))
+                        || (fell_ok && ours < r - r / 4) =>
                 {
                     s.reported_latency = Some(ours);
                     s.latency_posted = Some(std::time::Instant::now());
@@ -695,6 +721,12 @@ impl ClipDenoise {
             return self.sent(sender.marker(Item::Passthrough(buffer)));
         }
         if self.is_late(&buffer, &segment) {
+            sender.record_dropped(1);
+            return self.flow();
+        }
+        if self.must_thin(&sender) {
+            gst::log!(CAT, imp = self, "Thinning: dropping {:?}", buffer.pts());
+            self.thinned.fetch_add(1, Ordering::Relaxed);
             sender.record_dropped(1);
             return self.flow();
         }
@@ -935,6 +967,7 @@ impl ClipDenoise {
                     ours
                 );
                 lock(&self.src_state).reported_latency = Some(ours);
+                self.live.store(live, Ordering::Relaxed);
                 q.set(live, min + ours, max.map(|m| m + ours));
                 true
             }
@@ -1224,6 +1257,8 @@ impl ObjectSubclass for ClipDenoise {
             last_stats: Mutex::new(None),
             eos: EosGate::default(),
             passed_through: AtomicU64::new(0),
+            thinned: AtomicU64::new(0),
+            live: AtomicBool::new(false),
         }
     }
 }
