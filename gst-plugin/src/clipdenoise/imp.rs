@@ -21,6 +21,7 @@ use clipdenoise::weights::ModelSource;
 use super::auto;
 use super::eos::EosGate;
 use super::props;
+use super::stats;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -527,32 +528,13 @@ impl ClipDenoise {
             .map(|c| c.stats())
             .or_else(|| lock(&self.last_stats).clone())
             .unwrap_or_default();
-        gst::Structure::builder("clipdenoise-stats")
-            .field("frames-in", stats.frames_in)
-            .field("frames-out", stats.frames_out)
-            .field("frames-dropped", stats.frames_dropped)
-            .field("batches", stats.batches)
-            .field("failed-batches", stats.failed_batches)
-            .field(
-                "frames-passed-through",
-                self.passed_through.load(Ordering::Relaxed),
-            )
-            .field("frames-thinned", self.thinned.load(Ordering::Relaxed))
-            .field("batch-size", chosen.0)
-            .field("max-pixels", chosen.1)
-            .field("interrupted-batches", stats.interrupted_batches)
-            .field("mean-batch-size", stats.mean_batch_size)
-            .field("mean-latency-ms", stats.mean_latency_ms)
-            .field("p99-latency-ms", stats.p99_latency_ms)
-            .field("mean-queue-wait-ms", stats.mean_queue_wait_ms)
-            .field("upload-ms-per-frame", stats.upload_ms_per_frame)
-            .field("model-ms-per-frame", stats.model_ms_per_frame)
-            .field("download-ms-per-frame", stats.download_ms_per_frame)
-            .field("recent-frames-out", stats.recent_frames_out)
-            .field("recent-frames-dropped", stats.recent_frames_dropped)
-            .field("recent-mean-latency-ms", stats.recent_mean_latency_ms)
-            .field("recent-max-latency-ms", stats.recent_max_latency_ms)
-            .build()
+        let element = stats::ElementCounts {
+            passed_through: self.passed_through.load(Ordering::Relaxed),
+            thinned: self.thinned.load(Ordering::Relaxed),
+            batch_size: chosen.0,
+            max_pixels: chosen.1,
+        };
+        stats::structure(&stats, &element)
     }
 
     /// What a frame may spend in this element: the batching wait, the batch that may be in
@@ -1331,7 +1313,7 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb(props::STATS_BLURB)
+                    .blurb(stats::BLURB)
                     .read_only()
                     .build(),
             ]

@@ -11,6 +11,7 @@ mod auto;
 mod eos;
 mod imp;
 mod props;
+mod stats;
 #[cfg(test)]
 mod tests;
 
