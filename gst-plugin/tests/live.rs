@@ -1,7 +1,7 @@
 //! A live source faster than the model (issue 14, "Live sources"): the element reports a
 //! latency that covers the batch in flight and the frame's own, thins its input to the rate
 //! the device sustains, counts what it dropped in `stats`, and what leaves it is on time for a
-//! syncing sink.
+//! syncing sink; caps warm the model up before the first frame.
 
 mod common;
 
@@ -81,4 +81,40 @@ fn a_live_source_faster_than_the_model_is_thinned_and_stays_on_time() {
     assert!(stats.get::<u64>("frames-dropped").unwrap() >= thinned);
     assert!(stats.get::<u64>("recent-frames-out").unwrap() > 0);
     assert!(stats.get::<u64>("recent-frames-dropped").unwrap() > 0);
+}
+
+#[test]
+fn caps_warm_the_model_up_before_the_first_frame() {
+    init();
+    let el = gst::ElementFactory::make("clipdenoise")
+        .property("model", fixture())
+        .property("max-latency", 10u32)
+        .build()
+        .unwrap();
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.play();
+    h.set_upstream_latency(gst::ClockTime::ZERO);
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", 96i32)
+        .field("height", 64i32)
+        .field("framerate", gst::Fraction::new(30, 1))
+        .build();
+    h.set_src_caps(caps);
+    let stats = || el.property::<gst::Structure>("stats");
+    let deadline = Instant::now() + WATCHDOG;
+    while stats().get::<f64>("warm-up-ms").unwrap() == 0.0 {
+        assert!(Instant::now() < deadline, "watchdog: no warm-up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // No frame yet, and the latency already counts the model's time, not the wait alone.
+    assert_eq!(stats().get::<u64>("frames-in").unwrap(), 0);
+    assert_eq!(stats().get::<u64>("batches").unwrap(), 0);
+    let latency = h.query_latency().unwrap();
+    assert!(latency > gst::ClockTime::from_mseconds(10), "{latency}");
+    // The first frame is a steady batch, in the estimate.
+    h.push(gst::Buffer::from_mut_slice(vec![7u8; 96 * 64 * 3]))
+        .unwrap();
+    h.pull().expect("the frame");
+    assert_eq!(stats().get::<u64>("batches").unwrap(), 1);
 }

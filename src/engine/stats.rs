@@ -50,6 +50,8 @@ pub struct Stats {
     pub recent_frames_dropped: u64,
     pub recent_mean_latency_ms: f64,
     pub recent_max_latency_ms: f64,
+    /// How long the last warm-up run took ([`super::EngineSender::warm_up`]); 0: none ran.
+    pub warm_up_ms: f64,
 }
 
 /// The counters behind [`Stats`], updated by the worker and the receiver.
@@ -75,6 +77,7 @@ pub(super) struct StatsAcc {
     /// selection): a latency built on it holds for nearly every frame, not just the mean one.
     pub(super) per_frame_estimate: Option<Duration>,
     recent_per_frame: VecDeque<Duration>,
+    warm_up: Duration,
     /// Deliveries (with their latency in ms) and drops (None) of the recent window.
     recent: VecDeque<(Instant, Option<f64>)>,
 }
@@ -113,6 +116,7 @@ impl StatsAcc {
             download_ms_per_frame: per(self.download, self.frames_run),
             last_batch_ms: ms(self.last_batch),
             max_batch_ms: ms(self.max_batch),
+            warm_up_ms: ms(self.warm_up),
             ..self.recent_snapshot()
         }
     }
@@ -174,6 +178,15 @@ impl StatsAcc {
         }
         self.latency_window.push_back(ms(latency));
         self.remember(Some(ms(latency)));
+    }
+
+    /// A warm-up run took `took`: until real batches ran, the estimate is that (pessimistic:
+    /// a first run allocates).
+    pub(super) fn warmed_up(&mut self, took: Duration) {
+        self.warm_up = took;
+        if self.per_frame_estimate.is_none() {
+            self.per_frame_estimate = Some(took);
+        }
     }
 
     /// A batch of `frames` frames stopped part-way: they are dropped.

@@ -173,6 +173,10 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                     self.run_batch()?;
                 }
             }
+            InItem::WarmUp { format } => {
+                self.run_batch()?;
+                self.warm_up(format);
+            }
             InItem::Marker { payload, drain } => {
                 self.pending.push(Pending::Marker(payload));
                 if drain || self.pending_frames == 0 {
@@ -181,6 +185,28 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             }
         }
         Ok(())
+    }
+
+    /// Run the model once on a blank frame of `format` unless that format already ran.
+    fn warm_up(&mut self, format: FrameFormat) {
+        if self.last_run_format == Some(format) {
+            return;
+        }
+        let Some(_busy) = GUARD.enter() else {
+            return;
+        };
+        self.running_epoch.store(self.epoch, Ordering::Release);
+        let blank = vec![0u8; format.frame_len()];
+        let start = Instant::now();
+        let strength = self.shared.strength.get().max(f64::MIN_POSITIVE);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            self.model
+                .denoise_batch(&[blank.as_slice()], &format, strength)
+        }));
+        if matches!(ran, Ok(Ok(_))) {
+            self.last_run_format = Some(format);
+            self.shared.stats().warmed_up(start.elapsed());
+        }
     }
 
     /// Input is closed: run what is pending, then stop.

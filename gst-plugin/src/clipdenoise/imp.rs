@@ -857,8 +857,16 @@ impl ClipDenoise {
                     s.info = Some(info);
                     s.format = Some(format);
                 }
-                // Everything of the old format goes out first, then the new caps.
-                self.queue_event(event, true)
+                // Everything of the old format goes out first, then the new caps; the model
+                // warms up on a frame of the new size meanwhile (before the first frame: in
+                // PAUSED for a non-live source).
+                let queued = self.queue_event(event, true);
+                if let Some(sender) = self.sender().filter(|_| queued) {
+                    if let Err(e) = sender.warm_up(format) {
+                        gst::debug!(CAT, imp = self, "No warm-up: {}", e);
+                    }
+                }
+                queued
             }
             EventView::Segment(s) => {
                 if let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>() {

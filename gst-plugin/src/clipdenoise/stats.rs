@@ -20,7 +20,9 @@ last 1024 frames), mean-queue-wait-ms (entering the element to the start of its 
 upload-ms-per-frame, model-ms-per-frame, download-ms-per-frame (time per frame of each stage \
 of a batch: conversion to the model's input, the network, conversion back); \
 over the last 5 s only, for long live streams: recent-frames-out, recent-frames-dropped, \
-recent-mean-latency-ms, recent-max-latency-ms";
+recent-mean-latency-ms, recent-max-latency-ms; \
+warm-up-ms (the model's run on a blank frame of the negotiated size, when caps arrive, so \
+that the first frame is not the slow first run and the latency is known before it)";
 
 /// The element's own counters, next to the engine's.
 pub(super) struct ElementCounts {
@@ -55,5 +57,6 @@ pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::
         .field("recent-frames-dropped", stats.recent_frames_dropped)
         .field("recent-mean-latency-ms", stats.recent_mean_latency_ms)
         .field("recent-max-latency-ms", stats.recent_max_latency_ms)
+        .field("warm-up-ms", stats.warm_up_ms)
         .build()
 }
