@@ -45,6 +45,11 @@ pub enum Error {
 
     #[error("the model worker stopped")]
     WorkerGone,
+
+    /// A batch stopped between two steps because its caller no longer wants it (a flush, the
+    /// element stopping, the process exiting).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl From<tch::TchError> for Error {

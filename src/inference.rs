@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
@@ -126,11 +127,42 @@ impl DeviceRequest {
 pub struct Options {
     pub device: Device,
     pub precision: Precision,
-    /// Frames with more pixels than this run as overlapping tiles (0: never tile).
+    /// Frames with more pixels than this run as overlapping tiles (0: never tile;
+    /// [`Options::AUTO_PIXELS`]: [`auto_max_pixels`], resolved where the model is loaded).
     pub max_pixels: i64,
     /// Overlap between neighbouring tiles, in pixels (rounded up to a multiple of 32).
     pub tile_overlap: i64,
     pub channels_last: bool,
+    /// libtorch's intra-op (OpenMP) threads for the thread that builds the [`Denoiser`] (for
+    /// threads libgomp did not start, the setting is theirs alone); 0 keeps libtorch's default.
+    pub cpu_threads: usize,
+}
+
+impl Options {
+    /// `max_pixels`: a budget chosen from the model and the device ([`auto_max_pixels`]).
+    pub const AUTO_PIXELS: i64 = -1;
+}
+
+/// Activation memory per pixel of a batch, per unit of model width: measured with `clipdenoise
+/// bench` on the CPU (peak RSS at 960x540 and 1920x1080: 558 bytes per pixel for width 16,
+/// about 1,100 for width 32, 2,200 for clip-rn50's width 64), rounded up.
+const ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH: i64 = 36;
+/// What a batch's activations may take by default: on the CPU, so that a 4K frame stays
+/// near 2 GB in all (issue 14: 1080p took 4.1 GB unbounded); on a GPU, more.
+const CPU_ACTIVATION_BUDGET: i64 = 1_250_000_000;
+const CUDA_ACTIVATION_BUDGET: i64 = 8_000_000_000;
+
+/// The default pixel budget (`max_pixels`) for `config` on `device` at batches of `batch`
+/// frames: the largest tile whose batch keeps the activations within the device's budget.
+/// For the default model on the CPU: 2.17 Mpixels (1080p runs whole, 4K as 6 tiles).
+pub fn auto_max_pixels(config: &Config, device: Device, batch: usize) -> i64 {
+    let budget = if device.is_cuda() {
+        CUDA_ACTIVATION_BUDGET
+    } else {
+        CPU_ACTIVATION_BUDGET
+    };
+    let per_pixel = ACTIVATION_BYTES_PER_PIXEL_PER_WIDTH * config.width.max(1);
+    (budget / per_pixel / batch.max(1) as i64).max(64 * 64)
 }
 
 impl Default for Options {
@@ -141,6 +173,7 @@ impl Default for Options {
             max_pixels: 0,
             tile_overlap: 192,
             channels_last: true,
+            cpu_threads: 0,
         }
     }
 }
@@ -168,7 +201,13 @@ pub struct Denoiser {
     _vs: tch::nn::VarStore,
     opts: Options,
     provenance: Provenance,
+    interrupt: Option<Interrupt>,
 }
+
+/// Asked between the steps of a call (before and after the network, between tiles): true
+/// stops the call with [`Error::Interrupted`]. A whole frame in the network is one step, so a
+/// pixel budget (`max_pixels`) also bounds how long an interrupt may wait.
+pub type Interrupt = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Denoiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +231,9 @@ impl Denoiser {
             provenance,
         } = loaded;
         vs.set_device(opts.device);
+        if opts.cpu_threads > 0 {
+            tch::set_num_threads(opts.cpu_threads as i32);
+        }
         if opts.device.is_cuda() {
             // Video frames repeat one shape: let cuDNN time its algorithms once per shape.
             tch::Cuda::cudnn_set_benchmark(true);
@@ -202,7 +244,21 @@ impl Denoiser {
             _vs: vs,
             opts,
             provenance,
+            interrupt: None,
         })
+    }
+
+    /// Check `interrupt` between the steps of every later call.
+    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = Some(interrupt);
+    }
+
+    /// [`Error::Interrupted`] if the interrupt says so.
+    fn check_interrupt(&self) -> Result<()> {
+        match &self.interrupt {
+            Some(stop) if stop() => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
     }
 
     /// Load a weights file and prepare it for inference.
@@ -226,6 +282,7 @@ impl Denoiser {
     /// Run the network on (N, 3, H, W) with H, W multiples of 32. Returns f32, not clamped.
     pub fn forward_padded(&self, x: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
+        self.check_interrupt()?;
         let x = x
             .f_to_device(self.opts.device)?
             .f_to_kind(self.opts.precision.kind())?;
@@ -234,6 +291,7 @@ impl Denoiser {
             self.model.forward_t(&x, false)
         }))
         .map_err(|p| Error::Torch(panic_message(&p)))?;
+        self.check_interrupt()?;
         Ok(out.f_to_kind(Kind::Float)?)
     }
 
@@ -329,6 +387,14 @@ impl Denoiser {
         strength: f64,
         temporal: Option<(&mut TemporalFilter, f64)>,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        if strength <= 0.0 {
+            // The input, exactly: no round trip through floats (1 LSB off in YUV).
+            if let Some((filter, _)) = temporal {
+                filter.reset();
+            }
+            let same = frames.iter().map(|f| f.to_vec()).collect();
+            return Ok((same, StageTimes::default()));
+        }
         let t0 = Instant::now();
         let x = frames_to_tensor(frames, fmt, self.opts.device)?;
         self.synchronize();

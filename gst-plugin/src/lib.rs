@@ -7,8 +7,10 @@
 use gst::glib;
 
 mod clipdenoise;
+pub mod malloc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    malloc::tune();
     clipdenoise::register(plugin)
 }
 

@@ -1,70 +1,25 @@
 //! The `clipdenoise` element with real GStreamer and the tiny fixture model.
 
-mod support;
+mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gst_video::prelude::*;
 
+use common::{
+    child, fixture, gst_launch, init, next_sample, output_of, output_within, plugin_dir, wait_eos,
+    CHILD_WATCHDOG,
+};
+
 use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::temporal::TemporalFilter;
 use clipdenoise::weights::ModelSource;
-use support::{next_sample, output_of, output_within, wait_eos, CHILD_WATCHDOG};
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        if std::env::var_os("GST_REGISTRY").is_none() {
-            std::env::set_var("GST_REGISTRY", target_dir().join("gst-registry.bin"));
-        }
-        // One libtorch thread: no OpenMP threads spinning against each other on a small,
-        // busy machine (the tiny model on tiny frames gains nothing from more).
-        tch::set_num_threads(1);
-        gst::init().expect("gst init");
-        gstclipdenoise::plugin_register_static().expect("register the plugin");
-    });
-}
-
-fn fixture() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/tiny-w8/official_state_dict.safetensors")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// target/<profile>: where the test binary's deps/ folder is.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf()
-}
-
-/// A folder holding only the plugin's shared library (a link to the newest build of it:
-/// `cargo test` refreshes target/<profile>/deps/, `cargo build` target/<profile>/), for
-/// GST_PLUGIN_PATH of gst-inspect-1.0 and gst-launch-1.0.
-fn plugin_dir() -> tempfile::TempDir {
-    let name = "libgstclipdenoise.so";
-    let newest = [
-        target_dir().join("deps").join(name),
-        target_dir().join(name),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .expect("the plugin's cdylib is built");
-    let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(&newest, dir.path().join(name)).unwrap();
-    dir
-}
 
 fn element(props: &[(&str, &dyn ToValue)]) -> gst::Element {
     let el = gst::ElementFactory::make("clipdenoise")
@@ -90,17 +45,6 @@ fn stat_f64(el: &gst::Element, field: &str) -> f64 {
 }
 
 /// Deterministic noisy-looking bytes.
-/// The element named `name` in a parsed pipeline, as its concrete type (appsrc, appsink, ...).
-fn child<T: IsA<gst::Element>>(pipeline: &gst::Element, name: &str) -> T {
-    pipeline
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name(name)
-        .unwrap_or_else(|| panic!("no element named {name}"))
-        .downcast::<T>()
-        .unwrap()
-}
-
 /// NULL->READY must fail and post an ERROR message: its error.
 fn ready_fails(pipeline: &gst::Pipeline) -> gst::glib::Error {
     assert!(pipeline.set_state(gst::State::Ready).is_err());
@@ -649,7 +593,7 @@ fn missing_model_fails_null_to_ready_naming_the_file() {
 }
 
 #[test]
-fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
+fn cuda_device_without_cuda_is_an_error_and_auto_falls_back_silently() {
     init();
     if tch::Cuda::is_available() {
         eprintln!("CUDA is available: nothing to check");
@@ -669,14 +613,9 @@ fn cuda_device_without_cuda_is_an_error_and_auto_warns() {
         .set_state(gst::State::Ready)
         .expect("auto falls back to the CPU");
     let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .pop_filtered(&[gst::MessageType::Warning])
-        .expect("a WARNING message");
-    let gst::MessageView::Warning(w) = msg.view() else {
-        unreachable!()
-    };
-    assert!(w.error().to_string().contains("CPU"), "{}", w.error());
-    assert!(bus.pop_filtered(&[gst::MessageType::Error]).is_none());
+    // The expected case on a machine without a GPU: INFO in the debug log, no message.
+    let msg = bus.pop_filtered(&[gst::MessageType::Warning, gst::MessageType::Error]);
+    assert!(msg.is_none(), "{msg:?}");
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
@@ -818,12 +757,13 @@ fn latency_query_adds_max_latency_and_batch_time() {
         after > before,
         "{after} <= {before}: the batch time is not added"
     );
-    // The element adds batch-size x its per-frame estimate, which leaves out the warm-up
-    // batch; `per_frame` averages over all 4 frames, warm-up included. So the added time is
-    // one steady batch: above zero, at most the 4 frames' total.
+    // The element adds two batches (the one in the model when a frame arrives, and its own)
+    // of batch-size x its per-frame estimate, which leaves out the warm-up batch; `per_frame`
+    // averages over all 4 frames, warm-up included, so it is at least half the steady
+    // estimate. The added time: above zero, at most 8 x per_frame.
     let added_ms = (after - before).nseconds() as f64 / 1e6;
     assert!(
-        added_ms <= 4.0 * per_frame + 1.0,
+        added_ms <= 8.0 * per_frame + 1.0,
         "{after} - {before} vs {per_frame} ms per frame"
     );
 }
@@ -843,9 +783,10 @@ fn strength_changes_while_playing() {
     el.set_property("strength", 1.0f64);
     h.push(to_buffer(&info, &fmt, &frame)).unwrap();
     assert_ne!(from_buffer(&info, &fmt, &h.pull().unwrap()), frame);
-    // Model-shaping properties are fixed while playing.
+    // Model-shaping properties wait for the next start (tests/properties.rs).
     el.set_property("batch-size", 7u32);
-    assert_eq!(el.property::<u32>("batch-size"), 1);
+    assert_eq!(el.property::<u32>("batch-size"), 7);
+    assert_eq!(stats(&el).get::<u64>("batch-size").unwrap(), 1);
 }
 
 #[test]
@@ -920,19 +861,6 @@ fn count_decoded_frames(path: &Path) -> u64 {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     n
-}
-
-/// gst-launch-1.0 with the pipeline `args`, in `dir`, with the plugin from `plugins`.
-fn gst_launch(dir: &Path, plugins: &Path, args: &str) -> Command {
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.args(args.split_whitespace())
-        .current_dir(dir)
-        .env("GST_PLUGIN_PATH", plugins)
-        .env("GST_REGISTRY", dir.join("registry.bin"))
-        .env("GST_DEBUG", "clipdenoise:4")
-        // As the Makefile sets it: OpenMP threads that sleep instead of spinning.
-        .env("OMP_WAIT_POLICY", "PASSIVE");
-    cmd
 }
 
 #[test]

@@ -27,6 +27,10 @@ pub(super) enum InItem<T> {
         payload: T,
         drain: bool,
     },
+    /// Run the model once on a blank frame of this format, output discarded.
+    WarmUp {
+        format: FrameFormat,
+    },
 }
 
 impl<T> Input<T> {
@@ -125,12 +129,21 @@ impl<T: Send + 'static> EngineSender<T> {
         })
     }
 
+    /// Have the worker run the model once on a blank frame of `format` (in order with what was
+    /// sent before), so that the first real batch of that format is not the slow one and the
+    /// batch time estimate exists before it. Nothing comes out; `Stats::warm_up_ms` says when
+    /// it ran. A format already run is not warmed up again.
+    pub fn warm_up(&self, format: FrameFormat) -> Result<(), SendError> {
+        format.validate().map_err(SendError::Invalid)?;
+        self.push(InItem::WarmUp { format })
+    }
+
     /// Count frames the caller dropped instead of sending (late frames): they appear in
     /// `frames_in` and `frames_dropped`.
     pub fn record_dropped(&self, frames: u64) {
         let mut s = self.control.shared.stats();
         s.frames_in += frames;
-        s.frames_dropped += frames;
+        s.drop_frames(frames);
     }
 
     pub fn control(&self) -> &EngineControl {

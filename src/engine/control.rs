@@ -82,7 +82,7 @@ impl Shared {
     }
     pub(super) fn dropped(&self, n: u64) {
         if n > 0 {
-            self.stats().frames_dropped += n;
+            self.stats().drop_frames(n);
         }
     }
 }
@@ -155,6 +155,12 @@ impl EngineControl {
         true
     }
 
+    /// Frames sent and neither delivered nor dropped yet: queued, batching, or in the model.
+    pub fn in_flight(&self) -> u64 {
+        let s = self.shared.stats();
+        s.frames_in.saturating_sub(s.frames_out + s.frames_dropped)
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.stats().snapshot()
     }
@@ -167,8 +173,8 @@ impl EngineControl {
         &self.info
     }
 
-    /// What a full batch is expected to take (upload, model, download): a moving average of
-    /// the recent batches' time per frame, times `batch_size`. Warm-up batches (the first of
+    /// What a full batch is expected to take (upload, model, download): the largest time per
+    /// frame of the last 8 batches, times `batch_size`. Warm-up batches (the first of
     /// each frame format) are left out, so this is None until a second batch of a format ran.
     pub fn batch_time_estimate(&self, batch_size: usize) -> Option<Duration> {
         self.shared

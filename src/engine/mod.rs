@@ -31,6 +31,7 @@
 
 mod channel;
 mod control;
+mod exit_guard;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -46,7 +47,7 @@ use tch::Device;
 
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
-use crate::inference::{Denoiser, Options, Precision, StageTimes};
+use crate::inference::{auto_max_pixels, Denoiser, Interrupt, Options, Precision, StageTimes};
 use crate::model::Config;
 use crate::temporal::TemporalFilter;
 use crate::weights::{ModelSource, Provenance};
@@ -82,6 +83,14 @@ pub trait FrameModel {
     fn provenance(&self) -> &Provenance;
     fn device(&self) -> Device;
     fn precision(&self) -> Precision;
+    /// The pixel budget above which frames run as tiles (0: whole frames).
+    fn max_pixels(&self) -> i64 {
+        0
+    }
+    /// Check `interrupt` between the steps of a batch and stop with [`Error::Interrupted`]
+    /// when it says so (the worker asks this when the batch is flushed or the process exits).
+    /// Models without steps may ignore it.
+    fn set_interrupt(&mut self, _interrupt: Interrupt) {}
 }
 
 impl FrameModel for Denoiser {
@@ -115,6 +124,12 @@ impl FrameModel for Denoiser {
     fn precision(&self) -> Precision {
         self.options().precision
     }
+    fn max_pixels(&self) -> i64 {
+        self.options().max_pixels
+    }
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        Denoiser::set_interrupt(self, interrupt)
+    }
 }
 
 impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
@@ -147,6 +162,12 @@ impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
     }
     fn precision(&self) -> Precision {
         (**self).precision()
+    }
+    fn max_pixels(&self) -> i64 {
+        (**self).max_pixels()
+    }
+    fn set_interrupt(&mut self, interrupt: Interrupt) {
+        (**self).set_interrupt(interrupt)
     }
 }
 
@@ -232,6 +253,10 @@ pub struct EngineInfo {
     pub provenance: Provenance,
     pub device: Device,
     pub precision: Precision,
+    /// Most frames per batch.
+    pub batch_size: usize,
+    /// Frames above this many pixels run as tiles (0: whole frames).
+    pub max_pixels: i64,
 }
 
 /// Per-frame timing. The stage times are those of the frame's whole batch.
@@ -301,7 +326,8 @@ pub enum RecvError {
 }
 
 /// Start the worker: it loads `model` with `opts` on its own thread and owns it from then on.
-/// Loading failures (unreadable file, bad weights, missing CUDA device, fp16 on the CPU) are
+/// A `max_pixels` of [`Options::AUTO_PIXELS`] becomes [`auto_max_pixels`] for the model, the
+/// device and `cfg.batch_size` ([`EngineInfo::max_pixels`] says which). Loading failures (unreadable file, bad weights, missing CUDA device, fp16 on the CPU) are
 /// returned here.
 pub fn spawn<T: Send + 'static>(
     model: ModelSource,
@@ -309,9 +335,17 @@ pub fn spawn<T: Send + 'static>(
     cfg: EngineConfig,
 ) -> Result<(EngineSender<T>, EngineReceiver<T>)> {
     let name = model.to_string();
+    let batch = cfg.batch_size;
     spawn_with(
         name,
-        move || Denoiser::new(model.load(opts.device)?, opts),
+        move || {
+            let loaded = model.load(opts.device)?;
+            let mut opts = opts;
+            if opts.max_pixels < 0 {
+                opts.max_pixels = auto_max_pixels(&loaded.model.config, opts.device, batch);
+            }
+            Denoiser::new(loaded, opts)
+        },
         cfg,
     )
 }
@@ -340,7 +374,14 @@ where
         .name("clipdenoise-engine".into())
         .spawn(move || {
             let _done = done_tx;
-            let model = match load_model(load) {
+            exit_guard::install();
+            let Some(loading) = exit_guard::GUARD.enter() else {
+                let _ = ready_tx.send(Err(Error::Interrupted));
+                return;
+            };
+            let model = load_model(load);
+            drop(loading);
+            let model = match model {
                 Ok(m) => m,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -353,6 +394,8 @@ where
                 provenance: model.provenance().clone(),
                 device: model.device(),
                 precision: model.precision(),
+                batch_size: cfg.batch_size,
+                max_pixels: model.max_pixels(),
             };
             if ready_tx.send(Ok(info)).is_ok() {
                 worker::Worker::new(model, cfg, worker_shared, in_rx, out_tx).run();

@@ -8,6 +8,10 @@ use crate::inference::StageTimes;
 
 /// How many recent per-frame latencies the p99 is computed over.
 const LATENCY_WINDOW: usize = 1024;
+/// How many recent batches the batch time estimate covers.
+const ESTIMATE_WINDOW: usize = 8;
+/// The recent window of [`Stats`]' `recent_*` fields.
+pub const RECENT_WINDOW: Duration = Duration::from_secs(5);
 
 /// A snapshot of the engine's counters.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,6 +26,9 @@ pub struct Stats {
     pub batches: u64,
     /// Batches the model failed on.
     pub failed_batches: u64,
+    /// Batches stopped part-way by a flush or a stop (their frames count as dropped; they are
+    /// not in `batches`).
+    pub interrupted_batches: u64,
     pub mean_batch_size: f64,
     /// From `send` to delivery by the receiver, over every delivered frame.
     pub mean_latency_ms: f64,
@@ -37,6 +44,14 @@ pub struct Stats {
     pub last_batch_ms: f64,
     /// Largest upload + model + download of any batch, in ms.
     pub max_batch_ms: f64,
+    /// Over the last [`RECENT_WINDOW`] only (for long live streams): frames delivered,
+    /// frames dropped, and the delivered frames' mean and largest latency.
+    pub recent_frames_out: u64,
+    pub recent_frames_dropped: u64,
+    pub recent_mean_latency_ms: f64,
+    pub recent_max_latency_ms: f64,
+    /// How long the last warm-up run took ([`super::EngineSender::warm_up`]); 0: none ran.
+    pub warm_up_ms: f64,
 }
 
 /// The counters behind [`Stats`], updated by the worker and the receiver.
@@ -47,6 +62,7 @@ pub(super) struct StatsAcc {
     pub(super) frames_dropped: u64,
     pub(super) batches: u64,
     pub(super) failed_batches: u64,
+    pub(super) interrupted_batches: u64,
     pub(super) frames_run: u64,
     pub(super) latency_sum: Duration,
     pub(super) latency_window: VecDeque<f64>,
@@ -56,9 +72,14 @@ pub(super) struct StatsAcc {
     pub(super) download: Duration,
     pub(super) last_batch: Duration,
     pub(super) max_batch: Duration,
-    /// Smoothed (upload + model + download) per frame, without warm-up batches (the first of
-    /// each format: allocations, kernel selection).
+    /// The largest (upload + model + download) per frame of the last [`ESTIMATE_WINDOW`]
+    /// batches, without warm-up batches (the first of each format: allocations, kernel
+    /// selection): a latency built on it holds for nearly every frame, not just the mean one.
     pub(super) per_frame_estimate: Option<Duration>,
+    recent_per_frame: VecDeque<Duration>,
+    warm_up: Duration,
+    /// Deliveries (with their latency in ms) and drops (None) of the recent window.
+    recent: VecDeque<(Instant, Option<f64>)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -81,6 +102,7 @@ impl StatsAcc {
             frames_dropped: self.frames_dropped,
             batches: self.batches,
             failed_batches: self.failed_batches,
+            interrupted_batches: self.interrupted_batches,
             mean_batch_size: if self.batches == 0 {
                 0.0
             } else {
@@ -94,6 +116,56 @@ impl StatsAcc {
             download_ms_per_frame: per(self.download, self.frames_run),
             last_batch_ms: ms(self.last_batch),
             max_batch_ms: ms(self.max_batch),
+            warm_up_ms: ms(self.warm_up),
+            ..self.recent_snapshot()
+        }
+    }
+
+    /// The `recent_*` fields over the events of the last [`RECENT_WINDOW`].
+    fn recent_snapshot(&self) -> Stats {
+        let since = Instant::now().checked_sub(RECENT_WINDOW);
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(t, _)| since.is_none_or(|s| *t >= s));
+        let (mut out, mut dropped, mut sum, mut max) = (0u64, 0u64, 0.0, 0.0f64);
+        for (_, latency) in recent {
+            match latency {
+                Some(l) => {
+                    out += 1;
+                    sum += l;
+                    max = max.max(*l);
+                }
+                None => dropped += 1,
+            }
+        }
+        Stats {
+            recent_frames_out: out,
+            recent_frames_dropped: dropped,
+            recent_mean_latency_ms: if out == 0 { 0.0 } else { sum / out as f64 },
+            recent_max_latency_ms: max,
+            ..Stats::default()
+        }
+    }
+
+    /// Record a recent event, forgetting those older than the window.
+    fn remember(&mut self, event: Option<f64>) {
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RECENT_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, event));
+    }
+
+    /// `frames` were dropped (flushed, late, failed).
+    pub(super) fn drop_frames(&mut self, frames: u64) {
+        self.frames_dropped += frames;
+        for _ in 0..frames {
+            self.remember(None);
         }
     }
 
@@ -105,6 +177,22 @@ impl StatsAcc {
             self.latency_window.pop_front();
         }
         self.latency_window.push_back(ms(latency));
+        self.remember(Some(ms(latency)));
+    }
+
+    /// A warm-up run took `took`: until real batches ran, the estimate is that (pessimistic:
+    /// a first run allocates).
+    pub(super) fn warmed_up(&mut self, took: Duration) {
+        self.warm_up = took;
+        if self.per_frame_estimate.is_none() {
+            self.per_frame_estimate = Some(took);
+        }
+    }
+
+    /// A batch of `frames` frames stopped part-way: they are dropped.
+    pub(super) fn batch_interrupted(&mut self, frames: usize) {
+        self.interrupted_batches += 1;
+        self.drop_frames(frames as u64);
     }
 
     /// A batch of `frames` frames went through the model, starting at `start`; `submitted` are
@@ -122,7 +210,7 @@ impl StatsAcc {
         self.frames_run += frames as u64;
         let Some(t) = times else {
             self.failed_batches += 1;
-            self.frames_dropped += frames as u64;
+            self.drop_frames(frames as u64);
             return;
         };
         self.upload += t.upload;
@@ -131,11 +219,11 @@ impl StatsAcc {
         self.last_batch = t.total();
         self.max_batch = self.max_batch.max(t.total());
         if !warmup {
-            let per_frame = t.total() / frames as u32;
-            self.per_frame_estimate = Some(match self.per_frame_estimate {
-                None => per_frame,
-                Some(old) => old.mul_f64(0.8) + per_frame.mul_f64(0.2),
-            });
+            if self.recent_per_frame.len() == ESTIMATE_WINDOW {
+                self.recent_per_frame.pop_front();
+            }
+            self.recent_per_frame.push_back(t.total() / frames as u32);
+            self.per_frame_estimate = self.recent_per_frame.iter().max().copied();
         }
         for s in submitted {
             self.queue_wait_sum += start.saturating_duration_since(s);

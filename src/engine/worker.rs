@@ -2,6 +2,7 @@
 //! emits outputs in input order, dropping what a flush made stale.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use crossbeam_channel as cb;
 
 use super::channel::{out_frames, InItem, Input, Out};
 use super::control::Shared;
+use super::exit_guard::GUARD;
 use super::{panic_text, DenoisedFrame, EngineConfig, FrameModel, FrameTiming, Output};
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
@@ -35,6 +37,8 @@ pub(super) struct Worker<T, M> {
     input: cb::Receiver<Input<T>>,
     output: cb::Sender<Out<T>>,
     epoch: u64,
+    /// The epoch of the batch the model runs: the model is interrupted when it is stale.
+    running_epoch: Arc<AtomicU64>,
     abort: cb::Receiver<()>,
     pending: Vec<Pending<T>>,
     pending_frames: usize,
@@ -47,13 +51,18 @@ pub(super) struct Worker<T, M> {
 
 impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
     pub(super) fn new(
-        model: M,
+        mut model: M,
         cfg: EngineConfig,
         shared: Arc<Shared>,
         input: cb::Receiver<Input<T>>,
         output: cb::Sender<Out<T>>,
     ) -> Self {
         let (_, epoch, abort) = shared.current();
+        let running_epoch = Arc::new(AtomicU64::new(epoch));
+        let (running, flushes) = (running_epoch.clone(), shared.clone());
+        model.set_interrupt(Arc::new(move || {
+            flushes.epoch() != running.load(Ordering::Acquire) || GUARD.exiting()
+        }));
         Worker {
             model,
             cfg,
@@ -61,6 +70,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             input,
             output,
             epoch,
+            running_epoch,
             abort,
             pending: Vec::new(),
             pending_frames: 0,
@@ -71,8 +81,14 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         }
     }
 
+    /// Batches until the input closes. The model is dropped here unless the process is
+    /// exiting: then libtorch is left alone (see [`super::exit_guard`]).
     pub(super) fn run(mut self) {
         let _ = self.run_inner();
+        match GUARD.enter() {
+            Some(_busy) => drop(self),
+            None => std::mem::forget(self),
+        }
     }
 
     fn run_inner(&mut self) -> Result<(), ReceiversGone> {
@@ -162,6 +178,10 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                     self.run_batch()?;
                 }
             }
+            InItem::WarmUp { format } => {
+                self.run_batch()?;
+                self.warm_up(format);
+            }
             InItem::Marker { payload, drain } => {
                 self.pending.push(Pending::Marker(payload));
                 if drain || self.pending_frames == 0 {
@@ -170,6 +190,28 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             }
         }
         Ok(())
+    }
+
+    /// Run the model once on a blank frame of `format` unless that format already ran.
+    fn warm_up(&mut self, format: FrameFormat) {
+        if self.last_run_format == Some(format) {
+            return;
+        }
+        let Some(_busy) = GUARD.enter() else {
+            return;
+        };
+        self.running_epoch.store(self.epoch, Ordering::Release);
+        let blank = vec![0u8; format.frame_len()];
+        let start = Instant::now();
+        let strength = self.shared.strength.get().max(f64::MIN_POSITIVE);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            self.model
+                .denoise_batch(&[blank.as_slice()], &format, strength)
+        }));
+        if matches!(ran, Ok(Ok(_))) {
+            self.last_run_format = Some(format);
+            self.shared.stats().warmed_up(start.elapsed());
+        }
     }
 
     /// Input is closed: run what is pending, then stop.
@@ -199,6 +241,11 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let result = self.run_model(&items, &format);
         if result.is_err() {
             self.temporal.reset();
+        }
+        if let Err(Error::Interrupted) = result {
+            // Flushed, or the process is exiting: nobody wants these frames.
+            self.shared.stats().batch_interrupted(n);
+            return Ok(());
         }
         let warmup = self.last_run_format != Some(format);
         self.last_run_format = Some(format);
@@ -239,6 +286,10 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         items: &[Pending<T>],
         format: &FrameFormat,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        let Some(_busy) = GUARD.enter() else {
+            return Err(Error::Interrupted);
+        };
+        self.running_epoch.store(self.epoch, Ordering::Release);
         let strength = self.shared.strength.get();
         let amount = self.cfg.temporal.get();
         let frames: Vec<&[u8]> = items

@@ -1,6 +1,7 @@
 //! The `clipdenoise` element (see mod.rs): sink chain -> engine -> src pad task.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,11 @@ use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::weights::ModelSource;
 
+use super::auto;
+use super::eos::EosGate;
+use super::props;
+use super::stats;
+
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "clipdenoise",
@@ -26,10 +32,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_DEVICE: &str = "auto";
-const DEFAULT_BATCH_SIZE: u32 = 4;
+const DEFAULT_MODEL: &str = "default";
+/// Where gst-inspect-1.0 points for the element's documentation.
+const DOC_URI: &str = "https://github.com/clipdenoise/clipdenoise#gstreamer";
+/// 0: chosen from the device ([`auto::batch_size`]).
+const DEFAULT_BATCH_SIZE: u32 = 0;
 const DEFAULT_MAX_LATENCY_MS: u32 = 50;
 const DEFAULT_QUEUE_SIZE: u32 = 8;
 const DEFAULT_PRECISION: Precision = Precision::Fp32;
+/// 0: chosen from the model and the device ([`auto::max_pixels`]).
 const DEFAULT_MAX_PIXELS: u64 = 0;
 const DEFAULT_STRENGTH: f64 = 1.0;
 /// Temporal smoothing on by default: +0.4 dB and a fifth less frame-to-frame shimmer on the
@@ -37,9 +48,11 @@ const DEFAULT_STRENGTH: f64 = 1.0;
 const DEFAULT_TEMPORAL: f64 = 0.5;
 const DEFAULT_QOS: bool = true;
 
-/// How long READY->NULL waits for the model worker to exit before leaving it to finish its
-/// batch on its own.
-const WORKER_JOIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long READY->NULL waits for the model worker to exit. A flush interrupts the running
+/// batch at its next step (before or after the network, between tiles), so the worker is
+/// usually gone at once; past this bound it is left to finish that step on its own (and the
+/// process waits for it before exiting: see the engine's exit guard).
+const WORKER_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `precision` property's GObject enum (gst-inspect lists its nicks): a mirror of
 /// [`inference::Precision`], which is what the model runs in.
@@ -68,7 +81,7 @@ impl From<Precision> for inference::Precision {
 /// Property values.
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    model: Option<String>,
+    model: String,
     device: String,
     batch_size: u32,
     max_latency_ms: u32,
@@ -83,7 +96,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            model: None,
+            model: DEFAULT_MODEL.into(),
             device: DEFAULT_DEVICE.into(),
             batch_size: DEFAULT_BATCH_SIZE,
             max_latency_ms: DEFAULT_MAX_LATENCY_MS,
@@ -118,6 +131,8 @@ enum Item {
     /// A drain request: answered once every earlier frame was pushed downstream. Dropping it
     /// (a flush) wakes the waiter too.
     Barrier(mpsc::SyncSender<()>),
+    /// A whole input buffer that goes downstream as it is (`strength=0`), in order.
+    Passthrough(gst::Buffer),
 }
 
 /// The running engine, created in NULL->READY and dropped in READY->NULL.
@@ -173,6 +188,14 @@ pub struct ClipDenoise {
     qos: Mutex<Qos>,
     /// Stats of the last engine, readable after it stopped.
     last_stats: Mutex<Option<engine::Stats>>,
+    /// EOS downstream exactly once, also after a downstream flow error stopped the task.
+    eos: EosGate,
+    /// Buffers passed through untouched (`strength=0`).
+    passed_through: AtomicU64,
+    /// Live frames dropped because the model was behind.
+    thinned: AtomicU64,
+    /// Whether upstream is live (from the last LATENCY query).
+    live: AtomicBool,
 }
 
 /// Locks that survive a panic elsewhere.
@@ -350,7 +373,7 @@ impl ClipDenoise {
         engine::spawn(model.clone(), opts, cfg)
     }
 
-    /// The device of the `device` property; a warning when `auto` finds no CUDA.
+    /// The device of the `device` property (`auto` without CUDA: the CPU, said at INFO).
     fn device(&self, settings: &Settings) -> Result<tch::Device, gst::ErrorMessage> {
         let request: DeviceRequest = settings.device.parse().map_err(|e| {
             gst::error_msg!(gst::ResourceError::Settings, ("Invalid device: {}", e))
@@ -359,10 +382,11 @@ impl ClipDenoise {
             .resolve()
             .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("{}", e)))?;
         if request == DeviceRequest::Auto && device == tch::Device::Cpu {
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::NotFound,
-                ("CUDA is not available: the model runs on the CPU")
+            // The expected case on machines without a GPU: no WARNING on every run.
+            gst::info!(
+                CAT,
+                imp = self,
+                "device=auto: no CUDA, the model runs on the CPU"
             );
         }
         Ok(device)
@@ -372,21 +396,25 @@ impl ClipDenoise {
     fn start_engine(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
         let device = self.device(&settings)?;
-        let name = settings.model.as_deref().unwrap_or("");
+        let name = settings.model.as_str();
         let model = ModelSource::resolve(name).map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::NotFound,
                 ("Could not load the model: {}", e)
             )
         })?;
+        let wait_policy = std::env::var("OMP_WAIT_POLICY").ok();
         let opts = Options {
             device,
             precision: settings.precision.into(),
-            max_pixels: i64::try_from(settings.max_pixels).unwrap_or(i64::MAX),
+            max_pixels: auto::max_pixels(settings.max_pixels),
+            cpu_threads: auto::cpu_threads(device, wait_policy.as_deref()),
             ..Options::default()
         };
+        let threads = opts.cpu_threads;
+        let batch_size = auto::batch_size(settings.batch_size, device);
         let cfg = EngineConfig {
-            batch_size: settings.batch_size as usize,
+            batch_size,
             max_latency: Duration::from_millis(settings.max_latency_ms.into()),
             queue_size: settings.queue_size as usize,
             strength: self.strength.clone(),
@@ -395,18 +423,18 @@ impl ClipDenoise {
         let (sender, receiver) = self
             .spawn_engine(&model, opts, cfg)
             .map_err(|e| load_error(e, &model))?;
-        self.log_loaded(sender.control().info());
+        self.log_loaded(sender.control().info(), threads, wait_policy.as_deref());
         *lock(&self.state) = Some(State {
             sender,
             receiver,
             key: settings.engine_key(),
             max_latency: gst::ClockTime::from_mseconds(settings.max_latency_ms.into()),
-            batch_size: settings.batch_size as usize,
+            batch_size,
         });
         Ok(())
     }
 
-    fn log_loaded(&self, info: &engine::EngineInfo) {
+    fn log_loaded(&self, info: &engine::EngineInfo, threads: usize, wait_policy: Option<&str>) {
         gst::info!(
             CAT,
             imp = self,
@@ -417,14 +445,25 @@ impl ClipDenoise {
             info.precision,
             info.device
         );
-        if info.device == tch::Device::Cpu && std::env::var_os("OMP_WAIT_POLICY").is_none() {
-            // libgomp reads it when libtorch is loaded, before this element exists: too late
-            // to set here.
-            gst::warning!(
+        let settings = lock(&self.settings).clone();
+        let how = |auto: bool| if auto { "auto" } else { "set" };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "batch-size {} ({}), max-pixels {} ({}; 0: whole frames)",
+            info.batch_size,
+            how(settings.batch_size == 0),
+            info.max_pixels,
+            how(settings.max_pixels == 0)
+        );
+        if threads > 0 {
+            gst::debug!(
                 CAT,
                 imp = self,
-                "OMP_WAIT_POLICY is not set: libtorch's CPU threads spin between frames and starve \
-                 decoders and encoders in the same process; export OMP_WAIT_POLICY=PASSIVE"
+                "OMP_WAIT_POLICY is {:?}: libtorch's idle threads spin, so the model uses {} \
+                 threads and leaves the other cores to the pipeline (OMP_WAIT_POLICY=PASSIVE: all)",
+                wait_policy,
+                threads
             );
         }
     }
@@ -437,6 +476,16 @@ impl ClipDenoise {
         let control = state.sender.control().clone();
         control.flush_start();
         drop(state);
+        let t0 = std::time::Instant::now();
+        if control.join_timeout(WORKER_JOIN_TIMEOUT) {
+            gst::debug!(CAT, imp = self, "Worker joined in {:?}", t0.elapsed());
+        } else {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "The model worker is still busy with a batch; it exits when the batch ends"
+            );
+        }
         let stats = control.stats();
         gst::info!(
             CAT,
@@ -452,13 +501,6 @@ impl ClipDenoise {
             stats.model_ms_per_frame
         );
         *lock(&self.last_stats) = Some(stats);
-        if !control.join_timeout(WORKER_JOIN_TIMEOUT) {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "The model worker is still busy with a batch; it exits when the batch ends"
-            );
-        }
     }
 
     /// A new engine when model-shaping properties changed in READY.
@@ -477,32 +519,36 @@ impl ClipDenoise {
         *lock(&self.sink_state) = SinkState::default();
         *lock(&self.src_state) = SrcState::default();
         *lock(&self.qos) = Qos::default();
+        self.eos.reset();
     }
 
     fn stats_structure(&self) -> gst::Structure {
+        let chosen = self
+            .control()
+            .map(|c| {
+                (
+                    c.info().batch_size as u64,
+                    c.info().max_pixels.max(0) as u64,
+                )
+            })
+            .unwrap_or_default();
         let stats = self
             .control()
             .map(|c| c.stats())
             .or_else(|| lock(&self.last_stats).clone())
             .unwrap_or_default();
-        gst::Structure::builder("clipdenoise-stats")
-            .field("frames-in", stats.frames_in)
-            .field("frames-out", stats.frames_out)
-            .field("frames-dropped", stats.frames_dropped)
-            .field("batches", stats.batches)
-            .field("failed-batches", stats.failed_batches)
-            .field("mean-batch-size", stats.mean_batch_size)
-            .field("mean-latency-ms", stats.mean_latency_ms)
-            .field("p99-latency-ms", stats.p99_latency_ms)
-            .field("mean-queue-wait-ms", stats.mean_queue_wait_ms)
-            .field("upload-ms-per-frame", stats.upload_ms_per_frame)
-            .field("model-ms-per-frame", stats.model_ms_per_frame)
-            .field("download-ms-per-frame", stats.download_ms_per_frame)
-            .build()
+        let element = stats::ElementCounts {
+            passed_through: self.passed_through.load(Ordering::Relaxed),
+            thinned: self.thinned.load(Ordering::Relaxed),
+            batch_size: chosen.0,
+            max_pixels: chosen.1,
+        };
+        stats::structure(&stats, &element)
     }
 
-    /// This element's worst case: the batching wait plus the time of a full batch (as measured
-    /// so far; before the first batch, the wait alone).
+    /// What a frame may spend in this element: the batching wait, the batch that may be in
+    /// the model when it arrives, and its own (batch times as measured so far; before the
+    /// first batch, the wait alone). Live streams are thinned to keep to it.
     fn own_latency(&self) -> gst::ClockTime {
         let state = lock(&self.state);
         let Some(state) = state.as_ref() else {
@@ -513,21 +559,37 @@ impl ClipDenoise {
             .control()
             .batch_time_estimate(state.batch_size)
             .unwrap_or_default();
-        state.max_latency + gst::ClockTime::from_nseconds(batch.as_nanos() as u64)
+        state.max_latency + gst::ClockTime::from_nseconds(2 * batch.as_nanos() as u64)
     }
 
-    /// Post a LATENCY message (at most once a second) when the measured batch time moved the
-    /// latency well away from what was last reported, so that live pipelines reconfigure.
+    /// Live input while the model is behind: a frame that would wait for more than the batch
+    /// in the model and its own would leave later than [`Self::own_latency`] says, so it is
+    /// dropped here instead (the input is thinned to the rate the device sustains).
+    fn must_thin(&self, sender: &EngineSender<Item>) -> bool {
+        if !self.live.load(Ordering::Relaxed) {
+            return false;
+        }
+        let batch = lock(&self.state).as_ref().map_or(1, |s| s.batch_size) as u64;
+        sender.control().in_flight() >= 2 * batch
+    }
+
+    /// Post a LATENCY message when the measured batch time moved the latency away from what
+    /// was last reported, so that live pipelines reconfigure: at once (at most every 100 ms)
+    /// when it grew, since frames are late until then; once a second at most when it fell by
+    /// a quarter.
     fn check_latency(&self) {
         let ours = self.own_latency();
         let post = {
             let mut s = lock(&self.src_state);
-            let recently = s
-                .latency_posted
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1));
+            let since = |d: u64| {
+                s.latency_posted
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(d))
+            };
+            let (grew_ok, fell_ok) = (since(100), since(1000));
             match s.reported_latency {
                 Some(r)
-                    if !recently && ours.absdiff(r) > r / 4 + gst::ClockTime::from_mseconds(2) =>
+                    if (grew_ok && ours > r + gst::ClockTime::from_mseconds(2))
+                        || (fell_ok && ours < r - r / 4) =>
                 {
                     s.reported_latency = Some(ours);
                     s.latency_posted = Some(std::time::Instant::now());
@@ -640,7 +702,22 @@ impl ClipDenoise {
             );
             return Err(gst::FlowError::NotNegotiated);
         };
+        if let Some(t) = segment.to_stream_time(buffer.pts()) {
+            // Control sources bound to `strength` (GstController) set it for this frame.
+            let _ = self.obj().sync_values(t);
+        }
+        if self.strength.get() <= 0.0 {
+            // Exact and free: the buffer itself, in order behind the frames in flight.
+            self.passed_through.fetch_add(1, Ordering::Relaxed);
+            return self.sent(sender.marker(Item::Passthrough(buffer)));
+        }
         if self.is_late(&buffer, &segment) {
+            sender.record_dropped(1);
+            return self.flow();
+        }
+        if self.must_thin(&sender) {
+            gst::log!(CAT, imp = self, "Thinning: dropping {:?}", buffer.pts());
+            self.thinned.fetch_add(1, Ordering::Relaxed);
             sender.record_dropped(1);
             return self.flow();
         }
@@ -669,7 +746,12 @@ impl ClipDenoise {
             gst::FlowError::Error
         })?;
         drop(buffer);
-        match sender.send(data, format, Item::Buffer(meta)) {
+        self.sent(sender.send(data, format, Item::Buffer(meta)))
+    }
+
+    /// The chain function's result after handing the engine a frame.
+    fn sent(&self, res: Result<(), SendError>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match res {
             Ok(()) => self.flow(),
             Err(SendError::Flushing) => match self.flow() {
                 Ok(_) => Err(gst::FlowError::Flushing),
@@ -736,6 +818,7 @@ impl ClipDenoise {
         let mut q = lock(&self.qos);
         q.earliest = None;
         drop(q);
+        self.eos.reset();
         self.set_flow(Ok(gst::FlowSuccess::Ok));
     }
 
@@ -783,8 +866,16 @@ impl ClipDenoise {
                     s.info = Some(info);
                     s.format = Some(format);
                 }
-                // Everything of the old format goes out first, then the new caps.
-                self.queue_event(event, true)
+                // Everything of the old format goes out first, then the new caps; the model
+                // warms up on a frame of the new size meanwhile (before the first frame: in
+                // PAUSED for a non-live source).
+                let queued = self.queue_event(event, true);
+                if let Some(sender) = self.sender().filter(|_| queued) {
+                    if let Err(e) = sender.warm_up(format) {
+                        gst::debug!(CAT, imp = self, "No warm-up: {}", e);
+                    }
+                }
+                queued
             }
             EventView::Segment(s) => {
                 if let Ok(segment) = s.segment().clone().downcast::<gst::ClockTime>() {
@@ -792,10 +883,32 @@ impl ClipDenoise {
                 }
                 self.queue_event(event, false)
             }
-            EventView::Eos(_) => self.queue_event(event, true),
+            EventView::Eos(_) => self.sink_eos(event),
             _ if event.is_serialized() => self.queue_event(event, false),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
+    }
+
+    /// EOS goes through the engine behind the frames, unless the task stopped on a downstream
+    /// flow (then the engine refuses it): then it goes downstream at once.
+    fn sink_eos(&self, event: gst::Event) -> bool {
+        if self.eos.on_received() {
+            return self.forward_eos(event);
+        }
+        if self.queue_event(event.clone(), true) {
+            return true;
+        }
+        // Refused: the task stopped meanwhile (it forwards EOS itself if it saw ours first).
+        self.eos.is_stopped() && self.forward_eos(event)
+    }
+
+    /// Push EOS downstream unless it was already pushed.
+    fn forward_eos(&self, event: gst::Event) -> bool {
+        if self.eos.take_forward() {
+            gst::debug!(CAT, imp = self, "Forwarding EOS after the task stopped");
+            self.srcpad.push_event(event);
+        }
+        true
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -853,6 +966,7 @@ impl ClipDenoise {
                     ours
                 );
                 lock(&self.src_state).reported_latency = Some(ours);
+                self.live.store(live, Ordering::Relaxed);
                 q.set(live, min + ours, max.map(|m| m + ours));
                 true
             }
@@ -933,8 +1047,10 @@ impl ClipDenoise {
         }
     }
 
-    /// Pause the task after `err`; unless flushing, remember it for the chain function and
-    /// unblock upstream. Fatal errors post an ERROR (when `post`) and send EOS downstream.
+    /// Pause the task after `err`; unless flushing, remember it for the chain function (which
+    /// returns it upstream), unblock upstream and drop what is queued. Fatal errors post an
+    /// ERROR (when `post`) and send EOS downstream; on EOS from downstream, the EOS upstream
+    /// sends in answer (or already sent) is forwarded (see [`EosGate`]).
     fn stop_streaming(&self, err: gst::FlowError, post: bool) {
         gst::debug!(CAT, imp = self, "Pausing the task: {:?}", err);
         if err != gst::FlowError::Flushing {
@@ -942,15 +1058,17 @@ impl ClipDenoise {
             if let Some(c) = self.control() {
                 c.flush_start();
             }
-            if err != gst::FlowError::Eos {
-                if post {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Failed,
-                        ("Internal data stream error."),
-                        ["streaming stopped, reason {:?}", err]
-                    );
-                }
+            let eos_received = self.eos.on_stopped();
+            let fatal = err != gst::FlowError::Eos;
+            if fatal && post {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped, reason {:?}", err]
+                );
+            }
+            if (fatal || eos_received) && self.eos.take_forward() {
                 self.srcpad.push_event(gst::event::Eos::new());
             }
         }
@@ -1034,6 +1152,9 @@ impl ClipDenoise {
                     let info = gst_video::VideoInfo::from_caps(caps).ok();
                     lock(&self.src_state).info = info;
                 }
+                if event.type_() == gst::EventType::Eos && !self.eos.take_forward() {
+                    return Ok(gst::FlowSuccess::Ok);
+                }
                 if !self.srcpad.push_event(event) && caps.is_some() {
                     if self.srcpad.pad_flags().contains(gst::PadFlags::FLUSHING) {
                         return Err(gst::FlowError::Flushing);
@@ -1046,6 +1167,7 @@ impl ClipDenoise {
                 let _ = done.send(());
                 Ok(gst::FlowSuccess::Ok)
             }
+            Item::Passthrough(buffer) => self.srcpad.push(buffer),
             Item::Buffer(_) => Ok(gst::FlowSuccess::Ok),
         }
     }
@@ -1133,6 +1255,10 @@ impl ObjectSubclass for ClipDenoise {
             flow: Mutex::new(Err(gst::FlowError::Flushing)),
             qos: Mutex::new(Qos::default()),
             last_stats: Mutex::new(None),
+            eos: EosGate::default(),
+            passed_through: AtomicU64::new(0),
+            thinned: AtomicU64::new(0),
+            live: AtomicBool::new(false),
         }
     }
 }
@@ -1143,7 +1269,8 @@ impl ObjectImpl for ClipDenoise {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or empty or \"default\" for the built-in default model")
+                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or \"default\" (or empty) for the built-in default model")
+                    .default_value(Some(DEFAULT_MODEL))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("device")
@@ -1154,8 +1281,8 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
-                    .blurb("Most frames per model call")
-                    .minimum(1)
+                    .blurb("Most frames per model call (0: auto, 1 on the CPU, 4 on a GPU; `stats` says which)")
+                    .minimum(0)
                     .maximum(256)
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_ready()
@@ -1182,18 +1309,19 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecUInt64::builder("max-pixels")
                     .nick("Maximum pixels")
-                    .blurb("Frames with more pixels run as overlapping tiles of about this size (0: whole frames)")
+                    .blurb("Frames with more pixels run as overlapping tiles of about this size (0: auto, a budget that bounds the model's memory: about 2 GB for a 4K frame on the CPU; `stats` says which). Above a frame's pixels: whole frames")
                     .maximum(i64::MAX as u64)
                     .default_value(DEFAULT_MAX_PIXELS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("strength")
                     .nick("Strength")
-                    .blurb("Blend of input (0) and denoised output (1)")
+                    .blurb("Blend of input (0: the input buffers untouched, the model idle) and denoised output (1); controllable (GstController), applied per batch")
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(DEFAULT_STRENGTH)
                     .mutable_playing()
+                    .controllable()
                     .build(),
                 glib::ParamSpecDouble::builder("temporal")
                     .nick("Temporal smoothing")
@@ -1211,7 +1339,7 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frames-in/-out/-dropped, batches, mean-batch-size, mean-/p99-latency-ms (through the element), model-ms-per-frame")
+                    .blurb(stats::BLURB)
                     .read_only()
                     .build(),
             ]
@@ -1240,24 +1368,30 @@ impl ObjectImpl for ClipDenoise {
             }
             _ => {}
         }
-        if self.obj().current_state() > gst::State::Ready {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "Property {} can only be changed in the NULL or READY state",
-                name
+        let device = match name {
+            "device" => match props::device(value) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    glib::g_warning!("clipdenoise", "{}: {}", self.obj().name(), e);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let state = self.obj().current_state();
+        if state > gst::State::Ready {
+            glib::g_warning!(
+                "clipdenoise",
+                "{}: property '{}' set in {:?}: it takes effect on the next start (READY to PAUSED)",
+                self.obj().name(),
+                name,
+                state
             );
-            return;
         }
         let mut s = lock(&self.settings);
         match name {
-            "model" => s.model = value.get().expect("type checked upstream"),
-            "device" => {
-                s.device = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_else(|| DEFAULT_DEVICE.into())
-            }
+            "model" => s.model = props::model(value),
+            "device" => s.device = device.unwrap_or_else(|| DEFAULT_DEVICE.into()),
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "max-latency" => s.max_latency_ms = value.get().expect("type checked upstream"),
             "queue-size" => s.queue_size = value.get().expect("type checked upstream"),
@@ -1302,11 +1436,12 @@ impl GstObjectImpl for ClipDenoise {}
 impl ElementImpl for ClipDenoise {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
-            gst::subclass::ElementMetadata::new(
+            gst::subclass::ElementMetadata::with_additional(
                 "CLIPDenoising video denoiser",
                 "Filter/Effect/Video",
                 "Denoises video with the CLIPDenoising network (CVPR 2024), in batches on the CPU or CUDA",
                 "clipdenoise developers",
+                &[("doc-uri", DOC_URI)],
             )
         });
         Some(&*ELEMENT_METADATA)

@@ -7,7 +7,11 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod auto;
+mod eos;
 mod imp;
+mod props;
+mod stats;
 #[cfg(test)]
 mod tests;
 

@@ -54,6 +54,9 @@ impl<M: FrameModel> FrameModel for FailAfter<M> {
     fn precision(&self) -> Precision {
         self.model.precision()
     }
+    fn set_interrupt(&mut self, interrupt: clipdenoise::inference::Interrupt) {
+        self.model.set_interrupt(interrupt)
+    }
 }
 
 /// The engine of the element named `element`: the failing model for [`FAULTY`], else None

@@ -1,0 +1,62 @@
+//! The `stats` property: its fields and their documentation, side by side.
+
+use clipdenoise::engine;
+
+/// What `stats` holds, field by field (gst-inspect-1.0 shows it; a test checks that every
+/// field of the structure is here).
+pub(super) const BLURB: &str = "Counters since the element started (a structure): \
+frames-in (frames handed to the model, late ones dropped by QoS included), \
+frames-out (denoised frames pushed), \
+frames-dropped (flushed, late (QoS), thinned, or in a failed batch), \
+frames-thinned (live input dropped because the model was behind: the input is thinned to \
+the rate the device sustains, so that what leaves is on time), \
+frames-passed-through (buffers passed untouched at strength 0), \
+batches (model calls), failed-batches (calls that failed), \
+interrupted-batches (calls stopped part-way by a flush or a stop), \
+batch-size and max-pixels (the values in use, chosen or set; max-pixels 0: whole frames), \
+mean-batch-size (frames per call), \
+mean-latency-ms and p99-latency-ms (from entering the element to leaving it; p99 over the \
+last 1024 frames), mean-queue-wait-ms (entering the element to the start of its batch), \
+upload-ms-per-frame, model-ms-per-frame, download-ms-per-frame (time per frame of each stage \
+of a batch: conversion to the model's input, the network, conversion back); \
+over the last 5 s only, for long live streams: recent-frames-out, recent-frames-dropped, \
+recent-mean-latency-ms, recent-max-latency-ms; \
+warm-up-ms (the model's run on a blank frame of the negotiated size, when caps arrive, so \
+that the first frame is not the slow first run and the latency is known before it)";
+
+/// The element's own counters, next to the engine's.
+pub(super) struct ElementCounts {
+    pub passed_through: u64,
+    pub thinned: u64,
+    /// The values in use (0 when no engine runs).
+    pub batch_size: u64,
+    pub max_pixels: u64,
+}
+
+/// The `stats` structure: every field here is described in [`BLURB`].
+pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::Structure {
+    gst::Structure::builder("clipdenoise-stats")
+        .field("frames-in", stats.frames_in)
+        .field("frames-out", stats.frames_out)
+        .field("frames-dropped", stats.frames_dropped)
+        .field("frames-passed-through", element.passed_through)
+        .field("frames-thinned", element.thinned)
+        .field("batches", stats.batches)
+        .field("failed-batches", stats.failed_batches)
+        .field("interrupted-batches", stats.interrupted_batches)
+        .field("batch-size", element.batch_size)
+        .field("max-pixels", element.max_pixels)
+        .field("mean-batch-size", stats.mean_batch_size)
+        .field("mean-latency-ms", stats.mean_latency_ms)
+        .field("p99-latency-ms", stats.p99_latency_ms)
+        .field("mean-queue-wait-ms", stats.mean_queue_wait_ms)
+        .field("upload-ms-per-frame", stats.upload_ms_per_frame)
+        .field("model-ms-per-frame", stats.model_ms_per_frame)
+        .field("download-ms-per-frame", stats.download_ms_per_frame)
+        .field("recent-frames-out", stats.recent_frames_out)
+        .field("recent-frames-dropped", stats.recent_frames_dropped)
+        .field("recent-mean-latency-ms", stats.recent_mean_latency_ms)
+        .field("recent-max-latency-ms", stats.recent_max_latency_ms)
+        .field("warm-up-ms", stats.warm_up_ms)
+        .build()
+}
