@@ -176,26 +176,18 @@ fn crf_beyond_the_encoders_range() {
         help.contains(&format!("h264 0-{max} (default 20)")),
         "{help}"
     );
-    // --batch-size: the range and default of the element's batch-size property, read from
-    // the plugin this workspace builds.
-    let plugin =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/libgstclipdenoise.so");
-    let want = match gst::Plugin::load_file(&plugin)
-        .ok()
-        .and_then(|_| gst::ElementFactory::make("clipdenoise").build().ok())
-    {
-        Some(e) => {
-            let p = e.find_property("batch-size").unwrap();
-            let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
-            format!(
-                "{}-{} (default {}",
-                p.minimum(),
-                p.maximum(),
-                p.default_value()
-            )
-        }
-        None => "1-256 (default 4".to_string(), // the element's, when its plugin is not built
-    };
+    // --batch-size: the range and default of the element's batch-size property, from the
+    // element this workspace builds (registered statically, as the binary does).
+    gstclipdenoise::plugin_register_static().expect("register the element");
+    let e = gst::ElementFactory::make("clipdenoise").build().unwrap();
+    let p = e.find_property("batch-size").unwrap();
+    let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();
+    let want = format!(
+        "{}-{} (default {}",
+        p.minimum(),
+        p.maximum(),
+        p.default_value()
+    );
     assert!(
         help.contains(&format!("Frames per model call: {want}")),
         "{help}"
