@@ -133,7 +133,11 @@ fn gst_inspect_shows_defaults_licence_stats_fields_and_documentation() {
     cmd.arg("clipdenoise")
         .env("GST_PLUGIN_PATH", plugins.path())
         .env("GST_REGISTRY", registry.path().join("registry.bin"));
-    let out = output_within(&mut cmd, Duration::from_secs(120), "gst-inspect-1.0 clipdenoise");
+    let out = output_within(
+        &mut cmd,
+        Duration::from_secs(120),
+        "gst-inspect-1.0 clipdenoise",
+    );
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");
     // The model's default is what its blurb calls the default.

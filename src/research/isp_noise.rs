@@ -63,6 +63,12 @@ pub struct IspNoise {
     /// `downscale` (the noise gets finer and weaker, as in a 4K sensor's 1080p video).
     pub downscale_prob: f64,
     pub downscale: [f64; 2],
+    /// Share of crops recorded at a lower resolution and scaled up by a factor in `upscale`
+    /// (binning, digital zoom, a small sensor's low-light mode: the noise gets coarse, a
+    /// grain of several pixels). Not with `downscale`; 0 (the default) draws nothing, so
+    /// earlier configs keep their random streams.
+    pub upscale_prob: f64,
+    pub upscale: [f64; 2],
     /// Share of crops whose chroma is subsampled 4:2:0 (as in every video and most JPEGs).
     pub subsample_prob: f64,
     /// Share of crops saved as JPEG, and the quality range (1..=100).
@@ -89,6 +95,8 @@ impl Default for IspNoise {
             sharpen_sigma: [0.6, 1.5],
             downscale_prob: 0.3,
             downscale: [1.2, 2.0],
+            upscale_prob: 0.0,
+            upscale: [1.3, 2.5],
             subsample_prob: 0.8,
             jpeg_prob: 0.5,
             jpeg_quality: [40.0, 95.0],
@@ -108,6 +116,7 @@ impl IspNoise {
             ("sharpen_amount", self.sharpen_amount),
             ("sharpen_sigma", self.sharpen_sigma),
             ("downscale", self.downscale),
+            ("upscale", self.upscale),
             ("jpeg_quality", self.jpeg_quality),
         ] {
             if !is_range(r) {
@@ -122,6 +131,7 @@ impl IspNoise {
             ("chroma_nr_prob", self.chroma_nr_prob),
             ("sharpen_prob", self.sharpen_prob),
             ("downscale_prob", self.downscale_prob),
+            ("upscale_prob", self.upscale_prob),
             ("subsample_prob", self.subsample_prob),
             ("jpeg_prob", self.jpeg_prob),
         ] {
@@ -133,9 +143,10 @@ impl IspNoise {
         }
         let positive = self.shot[0] > 0.0 && self.gamma[0] > 0.0;
         let gains = self.wb_red[0] > 0.0 && self.wb_blue[0] > 0.0;
-        if !(positive && gains && self.downscale[0] >= 1.0 && self.ccm >= 0.0 && self.ccm < 0.5) {
+        let scales = self.downscale[0] >= 1.0 && self.upscale[0] >= 1.0;
+        if !(positive && gains && scales && self.ccm >= 0.0 && self.ccm < 0.5) {
             return Err(Error::Input(
-                "noise isp: shot, gamma and gains must be > 0, downscale >= 1, ccm in [0, 0.5)"
+                "noise isp: shot, gamma and gains must be > 0, downscale and upscale >= 1, ccm in [0, 0.5)"
                     .into(),
             ));
         }
@@ -173,6 +184,7 @@ pub struct Camera {
     chroma_nr: Option<f64>,
     sharpen: Option<(f64, f64)>,
     downscale: Option<f64>,
+    upscale: Option<f64>,
     subsample: bool,
     jpeg_quality: Option<u8>,
 }
@@ -185,14 +197,16 @@ impl Camera {
         let (h, w) = (clean.size()[2], clean.size()[3]);
         let dev = clean.device();
         let x = clean.to_device(Device::Cpu).to_kind(Kind::Float);
-        // Recorded at a higher resolution, then scaled down to the crop size.
-        let x = match cam.downscale {
-            Some(f) => {
+        // Recorded at a higher resolution, then scaled down to the crop size; or at a lower
+        // one, then scaled up.
+        let x = match (cam.downscale, cam.upscale) {
+            (Some(f), _) => {
                 let (hu, wu) = (even(h as f64 * f), even(w as f64 * f));
                 x.f_upsample_bicubic2d([hu, wu], false, None, None)?
                     .f_clamp(0.0, 1.0)?
             }
-            None => x,
+            (None, Some(f)) => area_resize(&x, even(h as f64 / f), even(w as f64 / f))?,
+            (None, None) => x,
         };
         let raw = cam.unprocess(&x)?;
         let mosaic = bayer_mask(raw.size()[2], raw.size()[3], cam.bayer_phase);
@@ -208,9 +222,13 @@ impl Camera {
         let developed = cam.develop(&noisy_cam)?;
         let noisy = cam.noise_reduction(&target, &developed)?;
         let (target, noisy) = (cam.sharpen(&target)?, cam.sharpen(&noisy)?);
-        let (target, noisy) = match cam.downscale {
-            Some(_) => (area_resize(&target, h, w)?, area_resize(&noisy, h, w)?),
-            None => (target, noisy),
+        let (target, noisy) = match (cam.downscale, cam.upscale) {
+            (Some(_), _) => (area_resize(&target, h, w)?, area_resize(&noisy, h, w)?),
+            (None, Some(_)) => {
+                let up = |t: &Tensor| t.f_upsample_bicubic2d([h, w], false, None, None);
+                (up(&target)?, up(&noisy)?)
+            }
+            (None, None) => (target, noisy),
         };
         // 4:2:0 on both: the model removes noise and keeps the chroma resolution it is given
         // (a video's output is 4:2:0 again), rather than inventing chroma detail.
@@ -255,6 +273,11 @@ impl Camera {
         let sharpen = maybe(c.sharpen_prob, c.sharpen_amount, &mut u)
             .map(|a| (a, lerp(c.sharpen_sigma, u())));
         let downscale = maybe(c.downscale_prob, c.downscale, &mut u);
+        let upscale = if c.upscale_prob > 0.0 {
+            maybe(c.upscale_prob, c.upscale, &mut u).filter(|_| downscale.is_none())
+        } else {
+            None
+        };
         let subsample = u() < c.subsample_prob;
         let jpeg_quality = maybe(c.jpeg_prob, c.jpeg_quality, &mut u).map(|q| q.round() as u8);
         Camera {
@@ -270,6 +293,7 @@ impl Camera {
             chroma_nr,
             sharpen,
             downscale,
+            upscale,
             subsample,
             jpeg_quality,
         }
@@ -416,6 +440,44 @@ mod tests {
             let diff = (&t - &x).abs().mean(Kind::Float).double_value(&[]);
             assert!(diff < 0.05, "target drifted by {diff}");
         }
+    }
+
+    #[test]
+    fn an_upscaling_camera_gives_coarse_grain_of_the_crop_size() {
+        let x = photo_like(64);
+        // Horizontal lag-1 correlation of the luma-ish noise (mean over channels).
+        let lag1 = |n: &Tensor, t: &Tensor| {
+            let d = (n - t).mean_dim(1, false, Kind::Float);
+            let d = &d - d.mean(Kind::Float);
+            let a = d.narrow(2, 1, 63);
+            let b = d.narrow(2, 0, 63);
+            (&a * &b).mean(Kind::Float).double_value(&[])
+                / (&d * &d).mean(Kind::Float).double_value(&[])
+        };
+        let base = IspNoise {
+            shot: [0.02, 0.02],
+            luma_nr_prob: 0.0,
+            chroma_nr_prob: 0.0,
+            sharpen_prob: 0.0,
+            downscale_prob: 0.0,
+            subsample_prob: 0.0,
+            jpeg_prob: 0.0,
+            ..Default::default()
+        };
+        let up = IspNoise {
+            upscale_prob: 1.0,
+            upscale: [2.0, 2.0],
+            ..base.clone()
+        };
+        let (mut fine, mut coarse) = (0.0, 0.0);
+        for seed in 0..3 {
+            let (n, t) = base.apply(&x, &mut StdRng::seed_from_u64(seed)).unwrap();
+            fine += lag1(&n, &t) / 3.0;
+            let (n, t) = up.apply(&x, &mut StdRng::seed_from_u64(seed)).unwrap();
+            assert_eq!((n.size(), t.size()), (x.size(), x.size()));
+            coarse += lag1(&n, &t) / 3.0;
+        }
+        assert!(coarse > fine + 0.2, "lag-1 correlation {coarse} vs {fine}");
     }
 
     #[test]
