@@ -831,11 +831,44 @@ impl Unpickler<'_> {
 
     fn step(&mut self, op: u8) -> PResult<()> {
         match op {
+            0x80 | 0x95 => self.step_header(op),
+            b'('
+            | b'}'
+            | b']'
+            | b')'
+            | b't'
+            | 0x85..=0x87
+            | b's'
+            | b'u'
+            | b'a'
+            | b'e'
+            | b'0'
+            | b'1'
+            | b'2' => self.step_stack(op),
+            b'X' | 0x8c | 0x8d | b'K' | b'M' | b'J' | 0x8a | b'G' | 0x88 | 0x89 | b'N' => {
+                self.step_literal(op)
+            }
+            b'q' | b'r' | 0x94 | b'h' | b'j' => self.step_memo(op),
+            b'c' | 0x93 | b'R' | 0x81 | b'b' | b'Q' => self.step_object(op),
+            _ => Err(unsupported_opcode(op)),
+        }
+    }
+
+    /// The protocol header and framing.
+    fn step_header(&mut self, op: u8) -> PResult<()> {
+        match op {
             0x80 => match self.byte()? {
                 2..=5 => Ok(()),
                 p => Err(format!("unsupported pickle protocol {p}")),
             },
             0x95 => self.take(8).map(|_| ()), // FRAME: framing is irrelevant in memory
+            _ => Err(unsupported_opcode(op)),
+        }
+    }
+
+    /// Marks, containers and the stack itself.
+    fn step_stack(&mut self, op: u8) -> PResult<()> {
+        match op {
             b'(' => {
                 if self.stack.len() + self.marks.len() >= self.limits.stack {
                     return Err(format!(
@@ -863,6 +896,36 @@ impl Unpickler<'_> {
                 let items = self.stack.split_off(self.stack.len() - n);
                 self.tuple(items)
             }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![k, v])
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                self.set_items(items)
+            }
+            b'a' => {
+                let v = self.pop()?;
+                self.append(vec![v])
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                self.append(items)
+            }
+            b'0' => self.pop().map(|_| ()),
+            b'1' => self.pop_mark().map(|_| ()),
+            b'2' => {
+                let v = self.top()?.clone();
+                self.push(v)
+            }
+            _ => Err(unsupported_opcode(op)),
+        }
+    }
+
+    /// Strings, integers, floats (skipped), booleans and None.
+    fn step_literal(&mut self, op: u8) -> PResult<()> {
+        match op {
             b'X' => {
                 let n = u32::from_le_bytes(self.le()?) as usize;
                 let v = self.string(n)?;
@@ -901,23 +964,13 @@ impl Unpickler<'_> {
             }
             0x88 | 0x89 => self.push(Value::Bool),
             b'N' => self.push(Value::None),
-            b's' => {
-                let v = self.pop()?;
-                let k = self.pop()?;
-                self.set_items(vec![k, v])
-            }
-            b'u' => {
-                let items = self.pop_mark()?;
-                self.set_items(items)
-            }
-            b'a' => {
-                let v = self.pop()?;
-                self.append(vec![v])
-            }
-            b'e' => {
-                let items = self.pop_mark()?;
-                self.append(items)
-            }
+            _ => Err(unsupported_opcode(op)),
+        }
+    }
+
+    /// The memo: store and fetch.
+    fn step_memo(&mut self, op: u8) -> PResult<()> {
+        match op {
             b'q' => {
                 let i = self.byte()?;
                 self.memo_put(u32::from(i))
@@ -940,6 +993,13 @@ impl Unpickler<'_> {
                 let v = self.memo_get(i)?;
                 self.push(v)
             }
+            _ => Err(unsupported_opcode(op)),
+        }
+    }
+
+    /// Globals, calls, objects, state and persistent ids (tensor storages).
+    fn step_object(&mut self, op: u8) -> PResult<()> {
+        match op {
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
@@ -978,16 +1038,7 @@ impl Unpickler<'_> {
                 let v = persistent_load(&pid)?;
                 self.push(v)
             }
-            b'0' => self.pop().map(|_| ()),
-            b'1' => self.pop_mark().map(|_| ()),
-            b'2' => {
-                let v = self.top()?.clone();
-                self.push(v)
-            }
-            _ => Err(format!(
-                "unsupported pickle opcode 0x{op:02x} ('{}'); only tensors and dicts are allowed",
-                (op as char).escape_default()
-            )),
+            _ => Err(unsupported_opcode(op)),
         }
     }
 
@@ -1214,6 +1265,14 @@ fn collect_tensors(
         _ => {}
     }
     Ok(())
+}
+
+/// The error for an opcode this reader does not execute.
+fn unsupported_opcode(op: u8) -> String {
+    format!(
+        "unsupported pickle opcode 0x{op:02x} ('{}'); only tensors and dicts are allowed",
+        (op as char).escape_default()
+    )
 }
 
 #[cfg(test)]
