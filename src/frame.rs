@@ -5,8 +5,14 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Pixel layouts the engine takes. Packed formats store bytes in the order of the name
-/// (`Rgbx`: R, G, B, padding). YUV formats are 8-bit 4:2:0 (chroma planes `ceil(w/2) x ceil(h/2)`).
+mod yuv;
+use yuv::YuvLayout;
+
+/// Pixel layouts the engine takes (GStreamer's names in brackets where they differ). Packed
+/// RGB formats store bytes in the order of the name (`Rgbx`: R, G, B, padding). 4:2:0 formats
+/// have chroma planes of `ceil(w/2) x ceil(h/2)` samples; packed 4:2:2 formats one plane of
+/// `ceil(w/2)` 4-byte macropixels per row (an odd width's last one carries a spare luma sample).
+/// 10-bit formats store each sample as a little-endian u16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     Rgb,
@@ -15,8 +21,18 @@ pub enum PixelFormat {
     Bgrx,
     Rgba,
     Bgra,
+    /// 8-bit 4:2:0: Y, U and V planes.
     I420,
+    /// 8-bit 4:2:0: Y plane, interleaved U, V plane.
     Nv12,
+    /// 8-bit packed 4:2:2: Y0 U Y1 V.
+    Yuy2,
+    /// 8-bit packed 4:2:2: U Y0 V Y1.
+    Uyvy,
+    /// 10-bit 4:2:0 planar, values 0..1023 in the low bits (I420_10LE).
+    I420P10,
+    /// 10-bit 4:2:0 semi-planar, values in the high 10 bits (P010_10LE).
+    P010,
 }
 
 /// YUV -> RGB matrix (ignored for RGB formats).
@@ -49,28 +65,24 @@ impl FrameFormat {
         }
     }
 
-    fn chroma(&self) -> (usize, usize) {
-        (self.width.div_ceil(2), self.height.div_ceil(2))
-    }
-
     /// Bytes per pixel of a packed RGB format, or None for YUV.
     fn packed_bpp(&self) -> Option<usize> {
         match self.format {
             PixelFormat::Rgb | PixelFormat::Bgr => Some(3),
-            PixelFormat::I420 | PixelFormat::Nv12 => None,
-            _ => Some(4),
+            PixelFormat::Rgbx | PixelFormat::Bgrx | PixelFormat::Rgba | PixelFormat::Bgra => {
+                Some(4)
+            }
+            _ => None,
         }
     }
 
     /// The planes of the packed layout, in order: the one table of this project's frame
     /// layouts (the element, the tests and the colour conversion below follow it).
     pub fn planes(&self) -> Vec<Plane> {
-        let (w, h) = (self.width, self.height);
-        let (cw, ch) = self.chroma();
-        let sizes = match (self.format, self.packed_bpp()) {
-            (_, Some(bpp)) => vec![(bpp * w, h)],
-            (PixelFormat::Nv12, None) => vec![(w, h), (2 * cw, ch)],
-            (_, None) => vec![(w, h), (cw, ch), (cw, ch)],
+        let sizes = match (self.packed_bpp(), YuvLayout::of(self.format)) {
+            (Some(bpp), _) => vec![(bpp * self.width, self.height)],
+            (None, Some(yuv)) => yuv.plane_sizes(self),
+            (None, None) => unreachable!("{:?} is neither RGB nor YUV", self.format),
         };
         let mut offset = 0;
         sizes
@@ -108,20 +120,6 @@ impl FrameFormat {
             PixelFormat::Bgr | PixelFormat::Bgrx | PixelFormat::Bgra => [2, 1, 0],
             _ => [0, 1, 2],
         }
-    }
-
-    /// (luma offset, luma scale, chroma scale) of the YUV range.
-    fn yuv_scales(&self) -> (f64, f64, f64) {
-        if self.full_range {
-            (0.0, 255.0, 255.0)
-        } else {
-            (16.0, 219.0, 224.0)
-        }
-    }
-
-    /// (Kr, Kb) of the matrix.
-    fn coeffs(&self) -> (f64, f64) {
-        self.matrix.kr_kb()
     }
 }
 
@@ -222,89 +220,12 @@ pub fn frames_to_tensor(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> 
                 .f_to_kind(Kind::Float)?
                 .f_div_scalar(255.0)?
         }
-        None => yuv_to_rgb(&raw, fmt, n)?,
-    };
-    Ok(rgb.f_contiguous()?)
-}
-
-fn yuv_to_rgb(raw: &Tensor, fmt: &FrameFormat, n: i64) -> Result<Tensor> {
-    let (w, h) = (fmt.width as i64, fmt.height as i64);
-    let (cw, ch) = fmt.chroma();
-    let (cw, ch) = (cw as i64, ch as i64);
-    let per = fmt.frame_len() as i64;
-    let raw = raw.f_view([n, per])?.f_to_kind(Kind::Float)?;
-    let y = raw.f_narrow(1, 0, w * h)?.f_view([n, 1, h, w])?;
-    let (u, v) = match fmt.format {
-        PixelFormat::I420 => (
-            raw.f_narrow(1, w * h, cw * ch)?.f_view([n, 1, ch, cw])?,
-            raw.f_narrow(1, w * h + cw * ch, cw * ch)?
-                .f_view([n, 1, ch, cw])?,
-        ),
-        _ => {
-            let uv = raw
-                .f_narrow(1, w * h, 2 * cw * ch)?
-                .f_view([n, ch, cw, 2])?;
-            (
-                uv.f_select(3, 0)?.f_unsqueeze(1)?,
-                uv.f_select(3, 1)?.f_unsqueeze(1)?,
-            )
+        None => {
+            let layout = YuvLayout::of(fmt.format).expect("a YUV format");
+            yuv::to_rgb(&raw, fmt, &layout, n)?
         }
     };
-    // Chroma to luma resolution (nearest, as videoconvert's default does), crop odd sizes.
-    let up = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_repeat_interleave_self_int(2, 2, None)?
-            .f_repeat_interleave_self_int(2, 3, None)?
-            .f_narrow(2, 0, h)?
-            .f_narrow(3, 0, w)?)
-    };
-    let (u, v) = (up(u)?, up(v)?);
-    let (y_off, y_scale, c_scale) = fmt.yuv_scales();
-    let yn = (y - y_off) / y_scale;
-    let cn = (u - 128.0) / c_scale;
-    let vn = (v - 128.0) / c_scale;
-    let (kr, kb) = fmt.coeffs();
-    let kg = 1.0 - kr - kb;
-    let r = &yn + &vn * (2.0 * (1.0 - kr));
-    let b = &yn + &cn * (2.0 * (1.0 - kb));
-    let g = (&yn - &r * kr - &b * kb) / kg;
-    Ok(Tensor::f_cat(&[r, g, b], 1)?)
-}
-
-fn rgb_to_yuv_bytes(rgb: &Tensor, fmt: &FrameFormat) -> Result<Tensor> {
-    let n = rgb.size()[0];
-    let (kr, kb) = fmt.coeffs();
-    let kg = 1.0 - kr - kb;
-    let r = rgb.f_narrow(1, 0, 1)?;
-    let g = rgb.f_narrow(1, 1, 1)?;
-    let b = rgb.f_narrow(1, 2, 1)?;
-    let y = &r * kr + &g * kg + &b * kb;
-    let u = (&b - &y) / (2.0 * (1.0 - kb));
-    let v = (&r - &y) / (2.0 * (1.0 - kr));
-    // 2x2 average for chroma (ceil for odd sizes: replicate the last row/column).
-    let (h, w) = (rgb.size()[2], rgb.size()[3]);
-    let pad = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_pad([0, w % 2, 0, h % 2], "replicate", None)?
-            .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?)
-    };
-    let (u, v) = (pad(u)?, pad(v)?);
-    let (y_off, y_scale, c_scale) = fmt.yuv_scales();
-    let (y, u, v) = (
-        y * y_scale + y_off,
-        u * c_scale + 128.0,
-        v * c_scale + 128.0,
-    );
-    let q = |t: Tensor| -> Result<Tensor> {
-        Ok(t.f_round()?
-            .f_clamp(0.0, 255.0)?
-            .f_to_kind(Kind::Uint8)?
-            .f_reshape([n, -1])?)
-    };
-    let (y, u, v) = (q(y)?, q(u)?, q(v)?);
-    let chroma = match fmt.format {
-        PixelFormat::I420 => Tensor::f_cat(&[u, v], 1)?,
-        _ => Tensor::f_stack(&[u, v], 2)?.f_reshape([n, -1])?,
-    };
-    Ok(Tensor::f_cat(&[y, chroma], 1)?)
+    Ok(rgb.f_contiguous()?)
 }
 
 /// Convert an RGB batch (N, 3, H, W) in [0, 1] back to packed frames of `fmt` on its device,
@@ -318,7 +239,10 @@ pub fn tensor_to_frames(
     let device = rgb.device();
     let rgb = rgb.f_to_kind(Kind::Float)?.f_clamp(0.0, 1.0)?;
     let packed = match fmt.packed_bpp() {
-        None => rgb_to_yuv_bytes(&rgb, fmt)?,
+        None => {
+            let layout = YuvLayout::of(fmt.format).expect("a YUV format");
+            yuv::from_rgb(&rgb, fmt, &layout)?
+        }
         Some(bpp) => {
             let q = rgb
                 .f_mul_scalar(255.0)?

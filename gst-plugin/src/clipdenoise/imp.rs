@@ -215,6 +215,10 @@ fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
         V::Bgra => PixelFormat::Bgra,
         V::I420 => PixelFormat::I420,
         V::Nv12 => PixelFormat::Nv12,
+        V::Yuy2 => PixelFormat::Yuy2,
+        V::Uyvy => PixelFormat::Uyvy,
+        V::I42010le => PixelFormat::I420P10,
+        V::P01010le => PixelFormat::P010,
         _ => return None,
     };
     let colorimetry = info.colorimetry();
@@ -1460,6 +1464,10 @@ impl ElementImpl for ClipDenoise {
                     V::Bgr,
                     V::I420,
                     V::Nv12,
+                    V::Yuy2,
+                    V::Uyvy,
+                    V::I42010le,
+                    V::P01010le,
                 ])
                 .build();
             vec![
