@@ -12,7 +12,7 @@ use yuv::YuvLayout;
 /// RGB formats store bytes in the order of the name (`Rgbx`: R, G, B, padding). 4:2:0 formats
 /// have chroma planes of `ceil(w/2) x ceil(h/2)` samples; packed 4:2:2 formats one plane of
 /// `ceil(w/2)` 4-byte macropixels per row (an odd width's last one carries a spare luma sample).
-/// 10-bit formats store each sample as a little-endian u16.
+/// 10- and 16-bit formats store each sample as a little-endian u16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     Rgb,
@@ -21,6 +21,10 @@ pub enum PixelFormat {
     Bgrx,
     Rgba,
     Bgra,
+    /// 16 bits per channel, alpha last (RGBA64_LE).
+    Rgba64,
+    /// 16 bits per channel, alpha last (BGRA64_LE).
+    Bgra64,
     /// 8-bit 4:2:0: Y, U and V planes.
     I420,
     /// 8-bit 4:2:0: Y plane, interleaved U, V plane.
@@ -65,15 +69,20 @@ impl FrameFormat {
         }
     }
 
-    /// Bytes per pixel of a packed RGB format, or None for YUV.
-    fn packed_bpp(&self) -> Option<usize> {
+    /// (channels, bytes per channel) of a packed RGB format, or None for YUV.
+    fn rgb_layout(&self) -> Option<(usize, usize)> {
+        use PixelFormat::*;
         match self.format {
-            PixelFormat::Rgb | PixelFormat::Bgr => Some(3),
-            PixelFormat::Rgbx | PixelFormat::Bgrx | PixelFormat::Rgba | PixelFormat::Bgra => {
-                Some(4)
-            }
+            Rgb | Bgr => Some((3, 1)),
+            Rgbx | Bgrx | Rgba | Bgra => Some((4, 1)),
+            Rgba64 | Bgra64 => Some((4, 2)),
             _ => None,
         }
+    }
+
+    /// Bytes per pixel of a packed RGB format, or None for YUV.
+    fn packed_bpp(&self) -> Option<usize> {
+        self.rgb_layout().map(|(channels, bytes)| channels * bytes)
     }
 
     /// The planes of the packed layout, in order: the one table of this project's frame
@@ -117,7 +126,9 @@ impl FrameFormat {
     /// RGB channel indices in a packed pixel.
     fn rgb_order(&self) -> [i64; 3] {
         match self.format {
-            PixelFormat::Bgr | PixelFormat::Bgrx | PixelFormat::Bgra => [2, 1, 0],
+            PixelFormat::Bgr | PixelFormat::Bgrx | PixelFormat::Bgra | PixelFormat::Bgra64 => {
+                [2, 1, 0]
+            }
             _ => [0, 1, 2],
         }
     }
@@ -210,22 +221,74 @@ pub fn frames_to_tensor(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> 
     }
     let n = frames.len() as i64;
     let raw = Tensor::f_from_slice(&bytes)?.f_to_device(device)?;
-    let (w, h) = (fmt.width as i64, fmt.height as i64);
-    let rgb = match fmt.packed_bpp() {
-        Some(bpp) => {
-            let px = raw.f_view([n, h, w, bpp as i64])?;
-            let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
-            px.f_index_select(3, &idx)?
-                .f_permute([0, 3, 1, 2])?
-                .f_to_kind(Kind::Float)?
-                .f_div_scalar(255.0)?
-        }
+    let rgb = match fmt.rgb_layout() {
+        Some(layout) => rgb_to_tensor(&raw, fmt, layout, n)?,
         None => {
             let layout = YuvLayout::of(fmt.format).expect("a YUV format");
             yuv::to_rgb(&raw, fmt, &layout, n)?
         }
     };
     Ok(rgb.f_contiguous()?)
+}
+
+/// Packed RGB frames (u8 `[n * frame_len]` on the device) to `[n, 3, h, w]` in [0, 1].
+fn rgb_to_tensor(
+    raw: &Tensor,
+    fmt: &FrameFormat,
+    layout: (usize, usize),
+    n: i64,
+) -> Result<Tensor> {
+    let (channels, bytes) = (layout.0 as i64, layout.1 as i64);
+    let (w, h) = (fmt.width as i64, fmt.height as i64);
+    let px = raw.f_view([n, h, w, channels, bytes])?;
+    let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(raw.device())?;
+    let px = px.f_index_select(3, &idx)?.f_to_kind(Kind::Float)?;
+    let (px, max) = if bytes == 2 {
+        // Little-endian u16 channels.
+        (px.f_select(4, 0)? + px.f_select(4, 1)? * 256.0, 65535.0)
+    } else {
+        (px.f_select(4, 0)?, 255.0)
+    };
+    Ok(px.f_permute([0, 3, 1, 2])?.f_div_scalar(max)?)
+}
+
+/// `[n, 3, h, w]` in [0, 1] to packed RGB frames `[n, frame_len]` (u8 on its device); a 4th
+/// channel (alpha or padding) is copied from `originals`.
+fn tensor_to_rgb(
+    rgb: &Tensor,
+    fmt: &FrameFormat,
+    (channels, bytes): (usize, usize),
+    originals: &[&[u8]],
+) -> Result<Tensor> {
+    let n = rgb.size()[0];
+    let device = rgb.device();
+    let max = if bytes == 2 { 65535.0 } else { 255.0 };
+    let q = rgb.f_mul_scalar(max)?.f_round()?.f_permute([0, 2, 3, 1])?;
+    // rgb_order() is its own inverse (identity or R<->B swap).
+    let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
+    let q = q.f_index_select(3, &idx)?;
+    let (h, w) = (fmt.height as i64, fmt.width as i64);
+    let px = if bytes == 2 {
+        let hi = q.f_div_scalar(256.0)?.f_floor()?;
+        let lo = &q - &hi * 256.0;
+        Tensor::f_stack(&[lo, hi], 4)?.f_reshape([n, h, w, 6])?
+    } else {
+        q
+    }
+    .f_to_kind(Kind::Uint8)?;
+    let px = if channels == 4 {
+        let mut orig = Vec::with_capacity(originals.len() * fmt.frame_len());
+        for o in originals {
+            check_len(fmt, o)?;
+            orig.extend_from_slice(o);
+        }
+        let o = Tensor::f_from_slice(&orig)?.f_to_device(device)?;
+        let o = o.f_view([n, h, w, 4 * bytes as i64])?;
+        Tensor::f_cat(&[px, o.f_narrow(3, 3 * bytes as i64, bytes as i64)?], 3)?
+    } else {
+        px
+    };
+    Ok(px.f_reshape([n, -1])?)
 }
 
 /// Convert an RGB batch (N, 3, H, W) in [0, 1] back to packed frames of `fmt` on its device,
@@ -236,41 +299,13 @@ pub fn tensor_to_frames(
     originals: &[&[u8]],
 ) -> Result<Vec<Vec<u8>>> {
     let n = rgb.size()[0];
-    let device = rgb.device();
     let rgb = rgb.f_to_kind(Kind::Float)?.f_clamp(0.0, 1.0)?;
-    let packed = match fmt.packed_bpp() {
+    let packed = match fmt.rgb_layout() {
         None => {
             let layout = YuvLayout::of(fmt.format).expect("a YUV format");
             yuv::from_rgb(&rgb, fmt, &layout)?
         }
-        Some(bpp) => {
-            let q = rgb
-                .f_mul_scalar(255.0)?
-                .f_round()?
-                .f_to_kind(Kind::Uint8)?
-                .f_permute([0, 2, 3, 1])?;
-            // rgb_order() is its own inverse (identity or R<->B swap).
-            let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
-            let px = q.f_index_select(3, &idx)?;
-            let px = if bpp == 4 {
-                // Keep the 4th byte (alpha or padding) of each input pixel.
-                let mut orig = Vec::with_capacity(originals.len() * fmt.frame_len());
-                for o in originals {
-                    check_len(fmt, o)?;
-                    orig.extend_from_slice(o);
-                }
-                let o = Tensor::f_from_slice(&orig)?.f_to_device(device)?.f_view([
-                    n,
-                    fmt.height as i64,
-                    fmt.width as i64,
-                    4,
-                ])?;
-                Tensor::f_cat(&[px, o.f_narrow(3, 3, 1)?], 3)?
-            } else {
-                px
-            };
-            px.f_reshape([n, -1])?
-        }
+        Some(layout) => tensor_to_rgb(&rgb, fmt, layout, originals)?,
     };
     let packed = packed.f_to_device(Device::Cpu)?.f_contiguous()?;
     let len = fmt.frame_len();
@@ -298,6 +333,8 @@ mod tests {
             PixelFormat::Bgrx,
             PixelFormat::Rgba,
             PixelFormat::Bgra,
+            PixelFormat::Rgba64,
+            PixelFormat::Bgra64,
         ] {
             let fmt = FrameFormat::new(f, 7, 5);
             let data = gradient(&fmt);
@@ -338,6 +375,24 @@ mod tests {
                 assert!(maxdiff <= 1, "{f:?} {w}x{h}: {maxdiff}");
             }
         }
+    }
+
+    #[test]
+    fn sixteen_bit_rgb_keeps_every_level_and_alpha() {
+        let fmt = FrameFormat::new(PixelFormat::Bgra64, 256, 256);
+        let data: Vec<u8> = (0..256 * 256u32)
+            .flat_map(|i| {
+                let (v, a) = (i as u16, (i * 7919) as u16);
+                [v, v.wrapping_add(1), v, a].map(u16::to_le_bytes)
+            })
+            .flatten()
+            .collect();
+        let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+        let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
+        assert!(back[0] == data, "16-bit levels or alpha changed");
+        // Blue (first in BGRA) is the ramp itself: 65536 distinct levels into the model.
+        let blue = t.double_value(&[0, 2, 0, 1]) - t.double_value(&[0, 2, 0, 0]);
+        assert!((blue * 65535.0 - 1.0).abs() < 1e-3, "{blue}");
     }
 
     #[test]

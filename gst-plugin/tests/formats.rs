@@ -1,5 +1,5 @@
-//! The element on the webcam (YUY2, UYVY) and 10-bit (I420_10LE, P010_10LE) formats, with real
-//! GStreamer and the tiny fixture model.
+//! The element on the webcam (YUY2, UYVY), 10-bit (I420_10LE, P010_10LE) and 16-bit RGB
+//! (RGBA64_LE, BGRA64_LE) formats, with real GStreamer and the tiny fixture model.
 
 mod common;
 
@@ -17,11 +17,13 @@ use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
 
 /// The new formats: GStreamer's name, the core's format, a size (odd widths where allowed).
-const FORMATS: [(&str, PixelFormat, usize, usize); 4] = [
+const FORMATS: [(&str, PixelFormat, usize, usize); 6] = [
     ("YUY2", PixelFormat::Yuy2, 31, 22),
     ("UYVY", PixelFormat::Uyvy, 32, 24),
     ("I420_10LE", PixelFormat::I420P10, 30, 22),
     ("P010_10LE", PixelFormat::P010, 34, 20),
+    ("RGBA64_LE", PixelFormat::Rgba64, 30, 22),
+    ("BGRA64_LE", PixelFormat::Bgra64, 29, 21),
 ];
 
 fn caps(name: &str, w: usize, h: usize) -> String {
@@ -137,6 +139,23 @@ fn new_formats_keep_frames_and_timestamps_and_equal_the_core_denoiser() {
             let want = denoiser.denoise_frames(&[input], &fmt, 0.75).unwrap();
             assert!(got == &want[0], "{name} frame {i} differs from the core");
             assert!(got != input, "{name} frame {i} unchanged");
+            if matches!(f, PixelFormat::Rgba64 | PixelFormat::Bgra64) {
+                let alpha =
+                    |d: &[u8]| -> Vec<u8> { d.chunks(8).flat_map(|px| [px[6], px[7]]).collect() };
+                assert!(
+                    alpha(got) == alpha(input),
+                    "{name} frame {i}: alpha changed"
+                );
+                // Written back at 16 bits: not 8-bit values scaled up (multiples of 257).
+                let fine = got
+                    .chunks(2)
+                    .filter(|c| u16::from_le_bytes([c[0], c[1]]) % 257 != 0)
+                    .count();
+                assert!(
+                    fine > got.len() / 8,
+                    "{name}: {fine} samples off the 8-bit grid"
+                );
+            }
         }
         if matches!(f, PixelFormat::I420P10 | PixelFormat::P010) {
             // Written back at 10 bits: not 8-bit values scaled up.
@@ -170,7 +189,7 @@ fn new_formats_pass_through_exactly_at_strength_zero() {
 }
 
 #[test]
-fn gst_launch_takes_webcam_and_10_bit_formats_from_videotestsrc() {
+fn gst_launch_takes_each_new_format_from_videotestsrc() {
     init();
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_dir();

@@ -213,6 +213,8 @@ fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
         V::Bgrx => PixelFormat::Bgrx,
         V::Rgba => PixelFormat::Rgba,
         V::Bgra => PixelFormat::Bgra,
+        V::Rgba64Le => PixelFormat::Rgba64,
+        V::Bgra64Le => PixelFormat::Bgra64,
         V::I420 => PixelFormat::I420,
         V::Nv12 => PixelFormat::Nv12,
         V::Yuy2 => PixelFormat::Yuy2,
@@ -1468,6 +1470,8 @@ impl ElementImpl for ClipDenoise {
                     V::Uyvy,
                     V::I42010le,
                     V::P01010le,
+                    V::Rgba64Le,
+                    V::Bgra64Le,
                 ])
                 .build();
             vec![
