@@ -5,6 +5,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+mod rgb10;
 mod yuv;
 use yuv::YuvLayout;
 
@@ -25,6 +26,10 @@ pub enum PixelFormat {
     Rgba64,
     /// 16 bits per channel, alpha last (BGRA64_LE).
     Bgra64,
+    /// 10 bits per channel and 2-bit alpha in a little-endian u32, R lowest (RGB10A2_LE).
+    Rgb10a2,
+    /// 10 bits per channel and 2-bit alpha in a little-endian u32, B lowest (BGR10A2_LE).
+    Bgr10a2,
     /// 8-bit 4:2:0: Y, U and V planes.
     I420,
     /// 8-bit 4:2:0: Y plane, interleaved U, V plane.
@@ -82,7 +87,10 @@ impl FrameFormat {
 
     /// Bytes per pixel of a packed RGB format, or None for YUV.
     fn packed_bpp(&self) -> Option<usize> {
-        self.rgb_layout().map(|(channels, bytes)| channels * bytes)
+        let rgb10 = rgb10::fields(self.format).map(|_| 4);
+        self.rgb_layout()
+            .map(|(channels, bytes)| channels * bytes)
+            .or(rgb10)
     }
 
     /// The planes of the packed layout, in order: the one table of this project's frame
@@ -221,9 +229,10 @@ pub fn frames_to_tensor(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> 
     }
     let n = frames.len() as i64;
     let raw = Tensor::f_from_slice(&bytes)?.f_to_device(device)?;
-    let rgb = match fmt.rgb_layout() {
-        Some(layout) => rgb_to_tensor(&raw, fmt, layout, n)?,
-        None => {
+    let rgb = match (fmt.rgb_layout(), rgb10::fields(fmt.format)) {
+        (Some(layout), _) => rgb_to_tensor(&raw, fmt, layout, n)?,
+        (None, Some(order)) => rgb10::to_rgb(&raw, fmt, order, n)?,
+        (None, None) => {
             let layout = YuvLayout::of(fmt.format).expect("a YUV format");
             yuv::to_rgb(&raw, fmt, &layout, n)?
         }
@@ -277,18 +286,23 @@ fn tensor_to_rgb(
     }
     .f_to_kind(Kind::Uint8)?;
     let px = if channels == 4 {
-        let mut orig = Vec::with_capacity(originals.len() * fmt.frame_len());
-        for o in originals {
-            check_len(fmt, o)?;
-            orig.extend_from_slice(o);
-        }
-        let o = Tensor::f_from_slice(&orig)?.f_to_device(device)?;
+        let o = upload(originals, fmt, device)?;
         let o = o.f_view([n, h, w, 4 * bytes as i64])?;
         Tensor::f_cat(&[px, o.f_narrow(3, 3 * bytes as i64, bytes as i64)?], 3)?
     } else {
         px
     };
     Ok(px.f_reshape([n, -1])?)
+}
+
+/// Frames of `fmt` concatenated in one u8 tensor on `device`.
+fn upload(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> Result<Tensor> {
+    let mut all = Vec::with_capacity(frames.len() * fmt.frame_len());
+    for f in frames {
+        check_len(fmt, f)?;
+        all.extend_from_slice(f);
+    }
+    Ok(Tensor::f_from_slice(&all)?.f_to_device(device)?)
 }
 
 /// Convert an RGB batch (N, 3, H, W) in [0, 1] back to packed frames of `fmt` on its device,
@@ -300,12 +314,16 @@ pub fn tensor_to_frames(
 ) -> Result<Vec<Vec<u8>>> {
     let n = rgb.size()[0];
     let rgb = rgb.f_to_kind(Kind::Float)?.f_clamp(0.0, 1.0)?;
-    let packed = match fmt.rgb_layout() {
-        None => {
+    let packed = match (fmt.rgb_layout(), rgb10::fields(fmt.format)) {
+        (Some(layout), _) => tensor_to_rgb(&rgb, fmt, layout, originals)?,
+        (None, Some(order)) => {
+            let originals = upload(originals, fmt, rgb.device())?;
+            rgb10::from_rgb(&rgb, order, &originals)?
+        }
+        (None, None) => {
             let layout = YuvLayout::of(fmt.format).expect("a YUV format");
             yuv::from_rgb(&rgb, fmt, &layout)?
         }
-        Some(layout) => tensor_to_rgb(&rgb, fmt, layout, originals)?,
     };
     let packed = packed.f_to_device(Device::Cpu)?.f_contiguous()?;
     let len = fmt.frame_len();
@@ -335,6 +353,8 @@ mod tests {
             PixelFormat::Bgra,
             PixelFormat::Rgba64,
             PixelFormat::Bgra64,
+            PixelFormat::Rgb10a2,
+            PixelFormat::Bgr10a2,
         ] {
             let fmt = FrameFormat::new(f, 7, 5);
             let data = gradient(&fmt);
@@ -393,6 +413,33 @@ mod tests {
         // Blue (first in BGRA) is the ramp itself: 65536 distinct levels into the model.
         let blue = t.double_value(&[0, 2, 0, 1]) - t.double_value(&[0, 2, 0, 0]);
         assert!((blue * 65535.0 - 1.0).abs() < 1e-3, "{blue}");
+    }
+
+    #[test]
+    fn ten_bit_rgb_fields_and_alpha() {
+        // Red at 1023 with alpha 3, as videotestsrc's red pattern writes them.
+        let red = [
+            (PixelFormat::Rgb10a2, 0xc000_03ffu32),
+            (PixelFormat::Bgr10a2, 0xfff0_0000),
+        ];
+        for (f, word) in red {
+            let fmt = FrameFormat::new(f, 1, 1);
+            let data = word.to_le_bytes();
+            let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+            let rgb: Vec<f64> = (0..3).map(|c| t.double_value(&[0, c, 0, 0])).collect();
+            assert_eq!(rgb, [1.0, 0.0, 0.0], "{f:?}");
+            let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
+            assert_eq!(back[0], data, "{f:?}");
+        }
+        // A 1024-level ramp in every channel, each alpha value: exact.
+        let fmt = FrameFormat::new(PixelFormat::Rgb10a2, 32, 32);
+        let data: Vec<u8> = (0..1024u32)
+            .flat_map(|i| {
+                (i | (1023 - i) << 10 | (i * 7 % 1024) << 20 | (i % 4) << 30).to_le_bytes()
+            })
+            .collect();
+        let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+        assert!(tensor_to_frames(&t, &fmt, &[&data]).unwrap()[0] == data);
     }
 
     #[test]

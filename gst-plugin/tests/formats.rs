@@ -1,5 +1,6 @@
-//! The element on the webcam (YUY2, UYVY), 10-bit (I420_10LE, P010_10LE) and 16-bit RGB
-//! (RGBA64_LE, BGRA64_LE) formats, with real GStreamer and the tiny fixture model.
+//! The element on the webcam (YUY2, UYVY), 10-bit YUV (I420_10LE, P010_10LE), 16-bit RGB
+//! (RGBA64_LE, BGRA64_LE) and 10-bit RGB (RGB10A2_LE, BGR10A2_LE) formats, with real GStreamer
+//! and the tiny fixture model.
 
 mod common;
 
@@ -17,13 +18,15 @@ use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
 
 /// The new formats: GStreamer's name, the core's format, a size (odd widths where allowed).
-const FORMATS: [(&str, PixelFormat, usize, usize); 6] = [
+const FORMATS: [(&str, PixelFormat, usize, usize); 8] = [
     ("YUY2", PixelFormat::Yuy2, 31, 22),
     ("UYVY", PixelFormat::Uyvy, 32, 24),
     ("I420_10LE", PixelFormat::I420P10, 30, 22),
     ("P010_10LE", PixelFormat::P010, 34, 20),
     ("RGBA64_LE", PixelFormat::Rgba64, 30, 22),
     ("BGRA64_LE", PixelFormat::Bgra64, 29, 21),
+    ("RGB10A2_LE", PixelFormat::Rgb10a2, 30, 22),
+    ("BGR10A2_LE", PixelFormat::Bgr10a2, 27, 19),
 ];
 
 fn caps(name: &str, w: usize, h: usize) -> String {
@@ -139,6 +142,13 @@ fn new_formats_keep_frames_and_timestamps_and_equal_the_core_denoiser() {
             let want = denoiser.denoise_frames(&[input], &fmt, 0.75).unwrap();
             assert!(got == &want[0], "{name} frame {i} differs from the core");
             assert!(got != input, "{name} frame {i} unchanged");
+            if matches!(f, PixelFormat::Rgb10a2 | PixelFormat::Bgr10a2) {
+                let alpha = |d: &[u8]| -> Vec<u8> { d.chunks(4).map(|px| px[3] >> 6).collect() };
+                assert!(
+                    alpha(got) == alpha(input),
+                    "{name} frame {i}: alpha changed"
+                );
+            }
             if matches!(f, PixelFormat::Rgba64 | PixelFormat::Bgra64) {
                 let alpha =
                     |d: &[u8]| -> Vec<u8> { d.chunks(8).flat_map(|px| [px[6], px[7]]).collect() };

@@ -215,6 +215,8 @@ fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
         V::Bgra => PixelFormat::Bgra,
         V::Rgba64Le => PixelFormat::Rgba64,
         V::Bgra64Le => PixelFormat::Bgra64,
+        V::Rgb10a2Le => PixelFormat::Rgb10a2,
+        V::Bgr10a2Le => PixelFormat::Bgr10a2,
         V::I420 => PixelFormat::I420,
         V::Nv12 => PixelFormat::Nv12,
         V::Yuy2 => PixelFormat::Yuy2,
@@ -1472,6 +1474,8 @@ impl ElementImpl for ClipDenoise {
                     V::P01010le,
                     V::Rgba64Le,
                     V::Bgra64Le,
+                    V::Rgb10a2Le,
+                    V::Bgr10a2Le,
                 ])
                 .build();
             vec![
