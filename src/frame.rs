@@ -5,8 +5,15 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
-/// Pixel layouts the engine takes. Packed formats store bytes in the order of the name
-/// (`Rgbx`: R, G, B, padding). YUV formats are 8-bit 4:2:0 (chroma planes `ceil(w/2) x ceil(h/2)`).
+mod rgb10;
+mod yuv;
+use yuv::YuvLayout;
+
+/// Pixel layouts the engine takes (GStreamer's names in brackets where they differ). Packed
+/// RGB formats store bytes in the order of the name (`Rgbx`: R, G, B, padding). 4:2:0 formats
+/// have chroma planes of `ceil(w/2) x ceil(h/2)` samples; packed 4:2:2 formats one plane of
+/// `ceil(w/2)` 4-byte macropixels per row (an odd width's last one carries a spare luma sample).
+/// 10- and 16-bit formats store each sample as a little-endian u16.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PixelFormat {
     Rgb,
@@ -15,8 +22,26 @@ pub enum PixelFormat {
     Bgrx,
     Rgba,
     Bgra,
+    /// 16 bits per channel, alpha last (RGBA64_LE).
+    Rgba64,
+    /// 16 bits per channel, alpha last (BGRA64_LE).
+    Bgra64,
+    /// 10 bits per channel and 2-bit alpha in a little-endian u32, R lowest (RGB10A2_LE).
+    Rgb10a2,
+    /// 10 bits per channel and 2-bit alpha in a little-endian u32, B lowest (BGR10A2_LE).
+    Bgr10a2,
+    /// 8-bit 4:2:0: Y, U and V planes.
     I420,
+    /// 8-bit 4:2:0: Y plane, interleaved U, V plane.
     Nv12,
+    /// 8-bit packed 4:2:2: Y0 U Y1 V.
+    Yuy2,
+    /// 8-bit packed 4:2:2: U Y0 V Y1.
+    Uyvy,
+    /// 10-bit 4:2:0 planar, values 0..1023 in the low bits (I420_10LE).
+    I420P10,
+    /// 10-bit 4:2:0 semi-planar, values in the high 10 bits (P010_10LE).
+    P010,
 }
 
 /// YUV -> RGB matrix (ignored for RGB formats).
@@ -49,28 +74,32 @@ impl FrameFormat {
         }
     }
 
-    fn chroma(&self) -> (usize, usize) {
-        (self.width.div_ceil(2), self.height.div_ceil(2))
+    /// (channels, bytes per channel) of a packed RGB format, or None for YUV.
+    fn rgb_layout(&self) -> Option<(usize, usize)> {
+        use PixelFormat::*;
+        match self.format {
+            Rgb | Bgr => Some((3, 1)),
+            Rgbx | Bgrx | Rgba | Bgra => Some((4, 1)),
+            Rgba64 | Bgra64 => Some((4, 2)),
+            _ => None,
+        }
     }
 
     /// Bytes per pixel of a packed RGB format, or None for YUV.
     fn packed_bpp(&self) -> Option<usize> {
-        match self.format {
-            PixelFormat::Rgb | PixelFormat::Bgr => Some(3),
-            PixelFormat::I420 | PixelFormat::Nv12 => None,
-            _ => Some(4),
-        }
+        let rgb10 = rgb10::fields(self.format).map(|_| 4);
+        self.rgb_layout()
+            .map(|(channels, bytes)| channels * bytes)
+            .or(rgb10)
     }
 
     /// The planes of the packed layout, in order: the one table of this project's frame
     /// layouts (the element, the tests and the colour conversion below follow it).
     pub fn planes(&self) -> Vec<Plane> {
-        let (w, h) = (self.width, self.height);
-        let (cw, ch) = self.chroma();
-        let sizes = match (self.format, self.packed_bpp()) {
-            (_, Some(bpp)) => vec![(bpp * w, h)],
-            (PixelFormat::Nv12, None) => vec![(w, h), (2 * cw, ch)],
-            (_, None) => vec![(w, h), (cw, ch), (cw, ch)],
+        let sizes = match (self.packed_bpp(), YuvLayout::of(self.format)) {
+            (Some(bpp), _) => vec![(bpp * self.width, self.height)],
+            (None, Some(yuv)) => yuv.plane_sizes(self),
+            (None, None) => unreachable!("{:?} is neither RGB nor YUV", self.format),
         };
         let mut offset = 0;
         sizes
@@ -105,23 +134,11 @@ impl FrameFormat {
     /// RGB channel indices in a packed pixel.
     fn rgb_order(&self) -> [i64; 3] {
         match self.format {
-            PixelFormat::Bgr | PixelFormat::Bgrx | PixelFormat::Bgra => [2, 1, 0],
+            PixelFormat::Bgr | PixelFormat::Bgrx | PixelFormat::Bgra | PixelFormat::Bgra64 => {
+                [2, 1, 0]
+            }
             _ => [0, 1, 2],
         }
-    }
-
-    /// (luma offset, luma scale, chroma scale) of the YUV range.
-    fn yuv_scales(&self) -> (f64, f64, f64) {
-        if self.full_range {
-            (0.0, 255.0, 255.0)
-        } else {
-            (16.0, 219.0, 224.0)
-        }
-    }
-
-    /// (Kr, Kb) of the matrix.
-    fn coeffs(&self) -> (f64, f64) {
-        self.matrix.kr_kb()
     }
 }
 
@@ -212,99 +229,80 @@ pub fn frames_to_tensor(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> 
     }
     let n = frames.len() as i64;
     let raw = Tensor::f_from_slice(&bytes)?.f_to_device(device)?;
-    let (w, h) = (fmt.width as i64, fmt.height as i64);
-    let rgb = match fmt.packed_bpp() {
-        Some(bpp) => {
-            let px = raw.f_view([n, h, w, bpp as i64])?;
-            let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
-            px.f_index_select(3, &idx)?
-                .f_permute([0, 3, 1, 2])?
-                .f_to_kind(Kind::Float)?
-                .f_div_scalar(255.0)?
+    let rgb = match (fmt.rgb_layout(), rgb10::fields(fmt.format)) {
+        (Some(layout), _) => rgb_to_tensor(&raw, fmt, layout, n)?,
+        (None, Some(order)) => rgb10::to_rgb(&raw, fmt, order, n)?,
+        (None, None) => {
+            let layout = YuvLayout::of(fmt.format).expect("a YUV format");
+            yuv::to_rgb(&raw, fmt, &layout, n)?
         }
-        None => yuv_to_rgb(&raw, fmt, n)?,
     };
     Ok(rgb.f_contiguous()?)
 }
 
-fn yuv_to_rgb(raw: &Tensor, fmt: &FrameFormat, n: i64) -> Result<Tensor> {
+/// Packed RGB frames (u8 `[n * frame_len]` on the device) to `[n, 3, h, w]` in [0, 1].
+fn rgb_to_tensor(
+    raw: &Tensor,
+    fmt: &FrameFormat,
+    layout: (usize, usize),
+    n: i64,
+) -> Result<Tensor> {
+    let (channels, bytes) = (layout.0 as i64, layout.1 as i64);
     let (w, h) = (fmt.width as i64, fmt.height as i64);
-    let (cw, ch) = fmt.chroma();
-    let (cw, ch) = (cw as i64, ch as i64);
-    let per = fmt.frame_len() as i64;
-    let raw = raw.f_view([n, per])?.f_to_kind(Kind::Float)?;
-    let y = raw.f_narrow(1, 0, w * h)?.f_view([n, 1, h, w])?;
-    let (u, v) = match fmt.format {
-        PixelFormat::I420 => (
-            raw.f_narrow(1, w * h, cw * ch)?.f_view([n, 1, ch, cw])?,
-            raw.f_narrow(1, w * h + cw * ch, cw * ch)?
-                .f_view([n, 1, ch, cw])?,
-        ),
-        _ => {
-            let uv = raw
-                .f_narrow(1, w * h, 2 * cw * ch)?
-                .f_view([n, ch, cw, 2])?;
-            (
-                uv.f_select(3, 0)?.f_unsqueeze(1)?,
-                uv.f_select(3, 1)?.f_unsqueeze(1)?,
-            )
-        }
+    let px = raw.f_view([n, h, w, channels, bytes])?;
+    let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(raw.device())?;
+    let px = px.f_index_select(3, &idx)?.f_to_kind(Kind::Float)?;
+    let (px, max) = if bytes == 2 {
+        // Little-endian u16 channels.
+        (px.f_select(4, 0)? + px.f_select(4, 1)? * 256.0, 65535.0)
+    } else {
+        (px.f_select(4, 0)?, 255.0)
     };
-    // Chroma to luma resolution (nearest, as videoconvert's default does), crop odd sizes.
-    let up = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_repeat_interleave_self_int(2, 2, None)?
-            .f_repeat_interleave_self_int(2, 3, None)?
-            .f_narrow(2, 0, h)?
-            .f_narrow(3, 0, w)?)
-    };
-    let (u, v) = (up(u)?, up(v)?);
-    let (y_off, y_scale, c_scale) = fmt.yuv_scales();
-    let yn = (y - y_off) / y_scale;
-    let cn = (u - 128.0) / c_scale;
-    let vn = (v - 128.0) / c_scale;
-    let (kr, kb) = fmt.coeffs();
-    let kg = 1.0 - kr - kb;
-    let r = &yn + &vn * (2.0 * (1.0 - kr));
-    let b = &yn + &cn * (2.0 * (1.0 - kb));
-    let g = (&yn - &r * kr - &b * kb) / kg;
-    Ok(Tensor::f_cat(&[r, g, b], 1)?)
+    Ok(px.f_permute([0, 3, 1, 2])?.f_div_scalar(max)?)
 }
 
-fn rgb_to_yuv_bytes(rgb: &Tensor, fmt: &FrameFormat) -> Result<Tensor> {
+/// `[n, 3, h, w]` in [0, 1] to packed RGB frames `[n, frame_len]` (u8 on its device); a 4th
+/// channel (alpha or padding) is copied from `originals`.
+fn tensor_to_rgb(
+    rgb: &Tensor,
+    fmt: &FrameFormat,
+    (channels, bytes): (usize, usize),
+    originals: &[&[u8]],
+) -> Result<Tensor> {
     let n = rgb.size()[0];
-    let (kr, kb) = fmt.coeffs();
-    let kg = 1.0 - kr - kb;
-    let r = rgb.f_narrow(1, 0, 1)?;
-    let g = rgb.f_narrow(1, 1, 1)?;
-    let b = rgb.f_narrow(1, 2, 1)?;
-    let y = &r * kr + &g * kg + &b * kb;
-    let u = (&b - &y) / (2.0 * (1.0 - kb));
-    let v = (&r - &y) / (2.0 * (1.0 - kr));
-    // 2x2 average for chroma (ceil for odd sizes: replicate the last row/column).
-    let (h, w) = (rgb.size()[2], rgb.size()[3]);
-    let pad = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_pad([0, w % 2, 0, h % 2], "replicate", None)?
-            .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?)
+    let device = rgb.device();
+    let max = if bytes == 2 { 65535.0 } else { 255.0 };
+    let q = rgb.f_mul_scalar(max)?.f_round()?.f_permute([0, 2, 3, 1])?;
+    // rgb_order() is its own inverse (identity or R<->B swap).
+    let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
+    let q = q.f_index_select(3, &idx)?;
+    let (h, w) = (fmt.height as i64, fmt.width as i64);
+    let px = if bytes == 2 {
+        let hi = q.f_div_scalar(256.0)?.f_floor()?;
+        let lo = &q - &hi * 256.0;
+        Tensor::f_stack(&[lo, hi], 4)?.f_reshape([n, h, w, 6])?
+    } else {
+        q
+    }
+    .f_to_kind(Kind::Uint8)?;
+    let px = if channels == 4 {
+        let o = upload(originals, fmt, device)?;
+        let o = o.f_view([n, h, w, 4 * bytes as i64])?;
+        Tensor::f_cat(&[px, o.f_narrow(3, 3 * bytes as i64, bytes as i64)?], 3)?
+    } else {
+        px
     };
-    let (u, v) = (pad(u)?, pad(v)?);
-    let (y_off, y_scale, c_scale) = fmt.yuv_scales();
-    let (y, u, v) = (
-        y * y_scale + y_off,
-        u * c_scale + 128.0,
-        v * c_scale + 128.0,
-    );
-    let q = |t: Tensor| -> Result<Tensor> {
-        Ok(t.f_round()?
-            .f_clamp(0.0, 255.0)?
-            .f_to_kind(Kind::Uint8)?
-            .f_reshape([n, -1])?)
-    };
-    let (y, u, v) = (q(y)?, q(u)?, q(v)?);
-    let chroma = match fmt.format {
-        PixelFormat::I420 => Tensor::f_cat(&[u, v], 1)?,
-        _ => Tensor::f_stack(&[u, v], 2)?.f_reshape([n, -1])?,
-    };
-    Ok(Tensor::f_cat(&[y, chroma], 1)?)
+    Ok(px.f_reshape([n, -1])?)
+}
+
+/// Frames of `fmt` concatenated in one u8 tensor on `device`.
+fn upload(frames: &[&[u8]], fmt: &FrameFormat, device: Device) -> Result<Tensor> {
+    let mut all = Vec::with_capacity(frames.len() * fmt.frame_len());
+    for f in frames {
+        check_len(fmt, f)?;
+        all.extend_from_slice(f);
+    }
+    Ok(Tensor::f_from_slice(&all)?.f_to_device(device)?)
 }
 
 /// Convert an RGB batch (N, 3, H, W) in [0, 1] back to packed frames of `fmt` on its device,
@@ -315,37 +313,16 @@ pub fn tensor_to_frames(
     originals: &[&[u8]],
 ) -> Result<Vec<Vec<u8>>> {
     let n = rgb.size()[0];
-    let device = rgb.device();
     let rgb = rgb.f_to_kind(Kind::Float)?.f_clamp(0.0, 1.0)?;
-    let packed = match fmt.packed_bpp() {
-        None => rgb_to_yuv_bytes(&rgb, fmt)?,
-        Some(bpp) => {
-            let q = rgb
-                .f_mul_scalar(255.0)?
-                .f_round()?
-                .f_to_kind(Kind::Uint8)?
-                .f_permute([0, 2, 3, 1])?;
-            // rgb_order() is its own inverse (identity or R<->B swap).
-            let idx = Tensor::f_from_slice(&fmt.rgb_order())?.f_to_device(device)?;
-            let px = q.f_index_select(3, &idx)?;
-            let px = if bpp == 4 {
-                // Keep the 4th byte (alpha or padding) of each input pixel.
-                let mut orig = Vec::with_capacity(originals.len() * fmt.frame_len());
-                for o in originals {
-                    check_len(fmt, o)?;
-                    orig.extend_from_slice(o);
-                }
-                let o = Tensor::f_from_slice(&orig)?.f_to_device(device)?.f_view([
-                    n,
-                    fmt.height as i64,
-                    fmt.width as i64,
-                    4,
-                ])?;
-                Tensor::f_cat(&[px, o.f_narrow(3, 3, 1)?], 3)?
-            } else {
-                px
-            };
-            px.f_reshape([n, -1])?
+    let packed = match (fmt.rgb_layout(), rgb10::fields(fmt.format)) {
+        (Some(layout), _) => tensor_to_rgb(&rgb, fmt, layout, originals)?,
+        (None, Some(order)) => {
+            let originals = upload(originals, fmt, rgb.device())?;
+            rgb10::from_rgb(&rgb, order, &originals)?
+        }
+        (None, None) => {
+            let layout = YuvLayout::of(fmt.format).expect("a YUV format");
+            yuv::from_rgb(&rgb, fmt, &layout)?
         }
     };
     let packed = packed.f_to_device(Device::Cpu)?.f_contiguous()?;
@@ -374,6 +351,10 @@ mod tests {
             PixelFormat::Bgrx,
             PixelFormat::Rgba,
             PixelFormat::Bgra,
+            PixelFormat::Rgba64,
+            PixelFormat::Bgra64,
+            PixelFormat::Rgb10a2,
+            PixelFormat::Bgr10a2,
         ] {
             let fmt = FrameFormat::new(f, 7, 5);
             let data = gradient(&fmt);
@@ -414,6 +395,51 @@ mod tests {
                 assert!(maxdiff <= 1, "{f:?} {w}x{h}: {maxdiff}");
             }
         }
+    }
+
+    #[test]
+    fn sixteen_bit_rgb_keeps_every_level_and_alpha() {
+        let fmt = FrameFormat::new(PixelFormat::Bgra64, 256, 256);
+        let data: Vec<u8> = (0..256 * 256u32)
+            .flat_map(|i| {
+                let (v, a) = (i as u16, (i * 7919) as u16);
+                [v, v.wrapping_add(1), v, a].map(u16::to_le_bytes)
+            })
+            .flatten()
+            .collect();
+        let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+        let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
+        assert!(back[0] == data, "16-bit levels or alpha changed");
+        // Blue (first in BGRA) is the ramp itself: 65536 distinct levels into the model.
+        let blue = t.double_value(&[0, 2, 0, 1]) - t.double_value(&[0, 2, 0, 0]);
+        assert!((blue * 65535.0 - 1.0).abs() < 1e-3, "{blue}");
+    }
+
+    #[test]
+    fn ten_bit_rgb_fields_and_alpha() {
+        // Red at 1023 with alpha 3, as videotestsrc's red pattern writes them.
+        let red = [
+            (PixelFormat::Rgb10a2, 0xc000_03ffu32),
+            (PixelFormat::Bgr10a2, 0xfff0_0000),
+        ];
+        for (f, word) in red {
+            let fmt = FrameFormat::new(f, 1, 1);
+            let data = word.to_le_bytes();
+            let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+            let rgb: Vec<f64> = (0..3).map(|c| t.double_value(&[0, c, 0, 0])).collect();
+            assert_eq!(rgb, [1.0, 0.0, 0.0], "{f:?}");
+            let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
+            assert_eq!(back[0], data, "{f:?}");
+        }
+        // A 1024-level ramp in every channel, each alpha value: exact.
+        let fmt = FrameFormat::new(PixelFormat::Rgb10a2, 32, 32);
+        let data: Vec<u8> = (0..1024u32)
+            .flat_map(|i| {
+                (i | (1023 - i) << 10 | (i * 7 % 1024) << 20 | (i % 4) << 30).to_le_bytes()
+            })
+            .collect();
+        let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+        assert!(tensor_to_frames(&t, &fmt, &[&data]).unwrap()[0] == data);
     }
 
     #[test]

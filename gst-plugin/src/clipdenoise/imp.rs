@@ -213,8 +213,16 @@ fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
         V::Bgrx => PixelFormat::Bgrx,
         V::Rgba => PixelFormat::Rgba,
         V::Bgra => PixelFormat::Bgra,
+        V::Rgba64Le => PixelFormat::Rgba64,
+        V::Bgra64Le => PixelFormat::Bgra64,
+        V::Rgb10a2Le => PixelFormat::Rgb10a2,
+        V::Bgr10a2Le => PixelFormat::Bgr10a2,
         V::I420 => PixelFormat::I420,
         V::Nv12 => PixelFormat::Nv12,
+        V::Yuy2 => PixelFormat::Yuy2,
+        V::Uyvy => PixelFormat::Uyvy,
+        V::I42010le => PixelFormat::I420P10,
+        V::P01010le => PixelFormat::P010,
         _ => return None,
     };
     let colorimetry = info.colorimetry();
@@ -1460,6 +1468,14 @@ impl ElementImpl for ClipDenoise {
                     V::Bgr,
                     V::I420,
                     V::Nv12,
+                    V::Yuy2,
+                    V::Uyvy,
+                    V::I42010le,
+                    V::P01010le,
+                    V::Rgba64Le,
+                    V::Bgra64Le,
+                    V::Rgb10a2Le,
+                    V::Bgr10a2Le,
                 ])
                 .build();
             vec![
