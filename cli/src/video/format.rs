@@ -1,7 +1,8 @@
 //! The raw format the encoder is given, chosen when the decoded video's caps are known: the
 //! input's chroma subsampling (4:2:0, 4:2:2, 4:4:4; RGB counts as 4:4:4) and bit depth (8 or
 //! 10) where the encoder takes them, else 4:2:0 8-bit, with a one-line note of what was
-//! converted. The element denoises 8-bit frames, which a note says for deeper input. H.264
+//! converted. The element denoises 8- and 10-bit frames at their depth (deeper input is
+//! denoised and written at 10 bits, with a note). H.264
 //! and H.265 code 4:2:0 and 4:2:2 at even sizes only, so an odd size is coded 4:4:4 (with a
 //! note). FFV1 takes whatever the frames are.
 
@@ -77,14 +78,12 @@ pub fn choose(codec: Codec, info: &gst_video::VideoInfo) -> (Option<&'static str
             CHROMA_NAMES[chroma]
         ));
     }
-    if depth > 8 {
-        notes.push(match kept_deep {
-            1 => format!(
-                "{depth}-bit video: written as 10-bit ({format}), but clipdenoise denoises 8-bit \
-                 frames, so finer steps than 8 bits are not kept"
-            ),
-            _ => format!("{depth}-bit video converted to 8-bit ({format})"),
-        });
+    match (depth, kept_deep) {
+        (9..=10, 1) | (0..=8, _) => {} // kept end to end: the element takes 10-bit frames
+        (_, 1) => notes.push(format!(
+            "{depth}-bit video: denoised and written as 10-bit ({format})"
+        )),
+        _ => notes.push(format!("{depth}-bit video converted to 8-bit ({format})")),
     }
     (Some(format), notes)
 }

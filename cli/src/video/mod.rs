@@ -61,7 +61,7 @@ use watch::{VideoEvent, Watch};
     container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note; with --start, \
     --duration or --to it is cut to the same part, and the output starts at 0. \
     The video keeps the input's chroma subsampling (4:2:0, 4:2:2, 4:4:4) and bit depth (8 or 10) where the \
-    encoder takes them, else it is converted with a note (clipdenoise itself denoises 8-bit frames); h264 and \
+    encoder takes them, else it is converted with a note (10-bit 4:2:0 is denoised at 10 bits); h264 and \
     h265 code an odd frame size (481x271) in 4:4:4, with a note. \
     A clip with a rotation tag (portrait phone video) comes out upright, as ffmpeg shows it. \
     From a file cut short or damaged, what decodes is kept, with a warning that gives the count.\n\n\
