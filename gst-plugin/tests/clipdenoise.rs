@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
-use gst_video::prelude::*;
 
 use common::{
-    child, fixture, gst_launch, init, next_sample, output_of, output_within, plugin_dir, wait_eos,
-    CHILD_WATCHDOG,
+    child, fixture, from_buffer, gst_launch, init, next_sample, output_of, output_within,
+    plugin_dir, to_buffer, wait_eos, CHILD_WATCHDOG,
 };
 
-use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::temporal::TemporalFilter;
 use clipdenoise::weights::ModelSource;
@@ -63,36 +62,6 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
         .map(|i| ((i * 37 + seed * 101 + (i / 7) * 11 + (i * i) % 29) % 256) as u8)
         .collect()
-}
-
-/// A GStreamer buffer (default strides for `info`) holding the packed frame `data`.
-fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst::Buffer {
-    let mut buf = gst::Buffer::with_size(info.size()).unwrap();
-    {
-        let mut frame =
-            gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), info)
-                .unwrap();
-        for (p, plane) in fmt.planes().into_iter().enumerate() {
-            let stride = frame.plane_stride()[p] as usize;
-            let out = frame.plane_data_mut(p as u32).unwrap();
-            let (row, rows) = (plane.row_bytes, plane.rows);
-            copy_rows(&data[plane.range()], row, out, stride, row, rows).unwrap();
-        }
-    }
-    buf
-}
-
-/// The packed frame in a GStreamer buffer.
-fn from_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, buf: &gst::BufferRef) -> Vec<u8> {
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
-    let mut out = vec![0; fmt.frame_len()];
-    for (p, plane) in fmt.planes().into_iter().enumerate() {
-        let stride = frame.plane_stride()[p] as usize;
-        let data = frame.plane_data(p as u32).unwrap();
-        let (row, rows) = (plane.row_bytes, plane.rows);
-        copy_rows(data, stride, &mut out[plane.range()], row, row, rows).unwrap();
-    }
-    out
 }
 
 fn rgb_caps(w: usize, h: usize) -> gst::Caps {

@@ -10,7 +10,9 @@ use std::sync::Once;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use clipdenoise::frame::{copy_rows, FrameFormat};
 use gst::prelude::*;
+use gst_video::prelude::*;
 
 pub fn init() {
     static INIT: Once = Once::new();
@@ -189,4 +191,38 @@ pub fn next_sample(sink: &gst_app::AppSink) -> Option<gst::Sample> {
         );
     }
     sample
+}
+
+/// A GStreamer buffer (default strides for `info`) holding the packed frame `data`.
+pub fn to_buffer(info: &gst_video::VideoInfo, fmt: &FrameFormat, data: &[u8]) -> gst::Buffer {
+    let mut buf = gst::Buffer::with_size(info.size()).unwrap();
+    {
+        let mut frame =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(buf.get_mut().unwrap(), info)
+                .unwrap();
+        for (p, plane) in fmt.planes().into_iter().enumerate() {
+            let stride = frame.plane_stride()[p] as usize;
+            let out = frame.plane_data_mut(p as u32).unwrap();
+            let (row, rows) = (plane.row_bytes, plane.rows);
+            copy_rows(&data[plane.range()], row, out, stride, row, rows).unwrap();
+        }
+    }
+    buf
+}
+
+/// The packed frame in a GStreamer buffer.
+pub fn from_buffer(
+    info: &gst_video::VideoInfo,
+    fmt: &FrameFormat,
+    buf: &gst::BufferRef,
+) -> Vec<u8> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).unwrap();
+    let mut out = vec![0; fmt.frame_len()];
+    for (p, plane) in fmt.planes().into_iter().enumerate() {
+        let stride = frame.plane_stride()[p] as usize;
+        let data = frame.plane_data(p as u32).unwrap();
+        let (row, rows) = (plane.row_bytes, plane.rows);
+        copy_rows(data, stride, &mut out[plane.range()], row, row, rows).unwrap();
+    }
+    out
 }
