@@ -535,6 +535,12 @@ fn bit_depth_and_chroma_are_kept_or_noted() {
     make_format_clip(&y444, "Y444", "x264enc speed-preset=ultrafast ! h264parse");
     let y42b = dir.path().join("y42b.mkv");
     make_format_clip(&y42b, "Y42B", "x264enc speed-preset=ultrafast ! h264parse");
+    let i422_10 = dir.path().join("i422-10.mkv");
+    make_format_clip(
+        &i422_10,
+        "I422_10LE",
+        "x265enc speed-preset=ultrafast ! h265parse",
+    );
     for (input, name, codec, want, note) in [
         (
             &hevc10,
@@ -545,6 +551,13 @@ fn bit_depth_and_chroma_are_kept_or_noted() {
         ),
         (&y444, "b.mp4", "h264", ("4:4:4", 8), None),
         (&y42b, "c.mkv", "h265", ("4:2:2", 8), None),
+        (
+            &i422_10,
+            "e.mkv",
+            "h265",
+            ("4:2:2", 10),
+            Some("10-bit 4:2:2 video: written as 10-bit (I422_10LE), denoised at 8 bits"),
+        ),
     ] {
         let output = dir.path().join(name);
         let out = denoise_video(input, &output, &["--codec", codec]);

@@ -78,14 +78,35 @@ pub fn choose(codec: Codec, info: &gst_video::VideoInfo) -> (Option<&'static str
             CHROMA_NAMES[chroma]
         ));
     }
-    match (depth, kept_deep) {
-        (9..=10, 1) | (0..=8, _) => {} // kept end to end: the element takes 10-bit frames
-        (_, 1) => notes.push(format!(
-            "{depth}-bit video: denoised and written as 10-bit ({format})"
-        )),
-        _ => notes.push(format!("{depth}-bit video converted to 8-bit ({format})")),
+    if let Some(note) = depth_note(depth, kept_deep == 1, chroma_of(&fi), format) {
+        notes.push(note);
     }
     (Some(format), notes)
+}
+
+/// What happens to input deeper than 8 bits, if the user should hear of it: the encoder
+/// writes 10 bits where it can (`written_deep`), and the element denoises 10-bit frames in
+/// 4:2:0 only (I420_10LE, P010); other chroma reaches it as 8-bit frames.
+fn depth_note(depth: u32, written_deep: bool, input_chroma: usize, format: &str) -> Option<String> {
+    if depth <= 8 {
+        return None;
+    }
+    if !written_deep {
+        return Some(format!("{depth}-bit video converted to 8-bit ({format})"));
+    }
+    let denoised = if input_chroma == 2 { 10 } else { 8 };
+    if denoised >= depth {
+        return None;
+    }
+    let why = if denoised == 8 {
+        " (clipdenoise takes 10-bit frames in 4:2:0 only)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{depth}-bit {} video: written as 10-bit ({format}), denoised at {denoised} bits{why}",
+        CHROMA_NAMES[input_chroma]
+    ))
 }
 
 /// Set `filter`'s caps (before the encoder) from the first caps that reach `pad` (the
