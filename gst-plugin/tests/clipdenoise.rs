@@ -11,8 +11,8 @@ use gst::prelude::*;
 use gst_check::Harness;
 
 use common::{
-    child, fixture, from_buffer, gst_launch, init, next_sample, output_of, output_within,
-    plugin_dir, to_buffer, wait_eos, CHILD_WATCHDOG,
+    child, fixture, from_buffer, gst_inspect, gst_launch, init, next_sample, output_of,
+    output_within, plugin_dir, to_buffer, wait_eos, CHILD_WATCHDOG,
 };
 
 use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
@@ -761,22 +761,7 @@ fn strength_changes_while_playing() {
 #[test]
 fn gst_inspect_lists_every_property_with_a_blurb() {
     init();
-    let plugins = plugin_dir();
-    let registry = tempfile::tempdir().unwrap();
-    let out = output_within(
-        Command::new("gst-inspect-1.0")
-            .arg("clipdenoise")
-            .env("GST_PLUGIN_PATH", plugins.path())
-            .env("GST_REGISTRY", registry.path().join("registry.bin")),
-        CHILD_WATCHDOG,
-        "gst-inspect-1.0",
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = gst_inspect(CHILD_WATCHDOG);
     assert!(text.contains("Filter/Effect/Video"), "{text}");
     let props = text
         .split("Element Properties:")

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use gst::prelude::*;
 
 use common::{
-    child, fixture, from_buffer, gst_launch, init, next_sample, output_within, plugin_dir,
-    to_buffer, CHILD_WATCHDOG,
+    child, fixture, from_buffer, gst_inspect, gst_launch, init, next_sample, output_within,
+    plugin_dir, to_buffer, CHILD_WATCHDOG,
 };
 
 use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
@@ -194,18 +192,7 @@ fn gst_launch_takes_each_new_format_from_videotestsrc() {
 #[test]
 fn gst_inspect_lists_the_new_formats_in_both_pad_templates() {
     init();
-    let plugins = plugin_dir();
-    let registry = tempfile::tempdir().unwrap();
-    let out = output_within(
-        Command::new("gst-inspect-1.0")
-            .arg("clipdenoise")
-            .env("GST_PLUGIN_PATH", plugins.path())
-            .env("GST_REGISTRY", registry.path().join("registry.bin")),
-        CHILD_WATCHDOG,
-        "gst-inspect-1.0",
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = gst_inspect(CHILD_WATCHDOG);
     let templates = text.split("Pad Templates:").nth(1).expect("pad templates");
     let templates = templates.split("Element has").next().unwrap();
     let pads: Vec<&str> = templates.split(" template: ").skip(1).collect();

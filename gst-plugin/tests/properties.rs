@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 
-use common::{fixture, init, output_within, plugin_dir};
+use common::{fixture, gst_inspect, init};
 
 /// GLib warnings of the `clipdenoise` log domain, while this guard lives.
 struct Warnings {
@@ -127,19 +126,7 @@ fn ready_only_properties_set_while_playing_warn_and_apply_on_the_next_start() {
 #[test]
 fn gst_inspect_shows_defaults_licence_stats_fields_and_documentation() {
     init();
-    let plugins = plugin_dir();
-    let registry = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("gst-inspect-1.0");
-    cmd.arg("clipdenoise")
-        .env("GST_PLUGIN_PATH", plugins.path())
-        .env("GST_REGISTRY", registry.path().join("registry.bin"));
-    let out = output_within(
-        &mut cmd,
-        Duration::from_secs(120),
-        "gst-inspect-1.0 clipdenoise",
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}");
+    let text = gst_inspect(Duration::from_secs(120));
     // The model's default is what its blurb calls the default.
     let lines: Vec<&str> = text.lines().collect();
     let at = lines

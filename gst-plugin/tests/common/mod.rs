@@ -99,6 +99,28 @@ pub fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> Result<(), String
     }
 }
 
+/// `gst-inspect-1.0 clipdenoise` with this build's plugin and a fresh registry, under the
+/// watchdog `limit`; its exit must be a success. Returns what it printed on stdout.
+pub fn gst_inspect(limit: Duration) -> String {
+    let plugins = plugin_dir();
+    let registry = tempfile::tempdir().unwrap();
+    let out = output_within(
+        Command::new("gst-inspect-1.0")
+            .arg("clipdenoise")
+            .env("GST_PLUGIN_PATH", plugins.path())
+            .env("GST_REGISTRY", registry.path().join("registry.bin")),
+        limit,
+        "gst-inspect-1.0 clipdenoise",
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// gst-launch-1.0 with the pipeline `args`, in `dir`, with the plugin from `plugins`.
 pub fn gst_launch(dir: &Path, plugins: &Path, args: &str) -> Command {
     let mut cmd = Command::new("gst-launch-1.0");
