@@ -16,7 +16,7 @@ use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
 
 /// Arithmetic the model runs in. fp16/bf16 weights are copies of the f32 masters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     #[default]
     Fp32,
@@ -193,6 +193,16 @@ impl StageTimes {
     pub fn total(&self) -> Duration {
         self.upload + self.model + self.download
     }
+}
+
+/// One stream's part of a [`Denoiser::denoise_groups`] call.
+pub struct FrameGroup<'a> {
+    /// Packed frames, in display order.
+    pub frames: &'a [&'a [u8]],
+    /// Blend between input (0) and denoised output (1).
+    pub strength: f64,
+    /// The stream's temporal filter and its amount, if smoothing.
+    pub temporal: Option<(&'a mut TemporalFilter, f64)>,
 }
 
 /// A model ready for inference: BN folded, weights in the chosen precision on the chosen device.
@@ -387,37 +397,71 @@ impl Denoiser {
         strength: f64,
         temporal: Option<(&mut TemporalFilter, f64)>,
     ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
-        if strength <= 0.0 {
-            // The input, exactly: no round trip through floats (1 LSB off in YUV).
-            if let Some((filter, _)) = temporal {
-                filter.reset();
-            }
-            let same = frames.iter().map(|f| f.to_vec()).collect();
-            return Ok((same, StageTimes::default()));
-        }
+        let mut groups = [FrameGroup {
+            frames,
+            strength,
+            temporal,
+        }];
+        let (mut out, times) = self.denoise_groups(fmt, &mut groups)?;
+        Ok((out.pop().unwrap_or_default(), times))
+    }
+
+    /// Several streams' frames of one format in one network call: each group keeps its own
+    /// strength and temporal filter, and gets its own frames back, in the groups' order.
+    /// A group at strength 0 is its input, exactly (no round trip through floats: 1 LSB off
+    /// in YUV), and does not enter the network.
+    pub fn denoise_groups(
+        &self,
+        fmt: &FrameFormat,
+        groups: &mut [FrameGroup<'_>],
+    ) -> Result<(Vec<Vec<Vec<u8>>>, StageTimes)> {
         let t0 = Instant::now();
-        let x = frames_to_tensor(frames, fmt, self.opts.device)?;
+        let active: Vec<&[u8]> = groups
+            .iter()
+            .filter(|g| g.strength > 0.0)
+            .flat_map(|g| g.frames.iter().copied())
+            .collect();
+        let x = match active.is_empty() {
+            true => None,
+            false => Some(frames_to_tensor(&active, fmt, self.opts.device)?),
+        };
         self.synchronize();
         let t1 = Instant::now();
-        let y = self.denoise(&x)?;
-        let y = if strength >= 1.0 {
-            y
-        } else {
-            &x + (y - &x) * strength.max(0.0)
-        };
-        let y = match temporal {
-            Some((filter, amount)) => filter.apply(&y, amount)?,
-            None => y,
-        };
-        self.synchronize();
-        let t2 = Instant::now();
-        let out = tensor_to_frames(&y, fmt, frames)?;
+        let y = x.as_ref().map(|x| self.denoise(x)).transpose()?;
+        let mut outs = Vec::with_capacity(groups.len());
+        let (mut offset, mut convert) = (0, Duration::ZERO);
+        for g in groups.iter_mut() {
+            let (Some(x), Some(y), true) = (&x, &y, g.strength > 0.0) else {
+                if let Some((filter, _)) = g.temporal.as_mut() {
+                    filter.reset();
+                }
+                outs.push(g.frames.iter().map(|f| f.to_vec()).collect());
+                continue;
+            };
+            let n = g.frames.len() as i64;
+            let (x, y) = (x.f_narrow(0, offset, n)?, y.f_narrow(0, offset, n)?);
+            offset += n;
+            let y = if g.strength >= 1.0 {
+                y
+            } else {
+                &x + (y - &x) * g.strength
+            };
+            let y = match g.temporal.as_mut() {
+                Some((filter, amount)) => filter.apply(&y, *amount)?,
+                None => y,
+            };
+            self.synchronize();
+            let t = Instant::now();
+            outs.push(tensor_to_frames(&y, fmt, g.frames)?);
+            convert += t.elapsed();
+        }
+        let total = t1.elapsed();
         let times = StageTimes {
             upload: t1 - t0,
-            model: t2 - t1,
-            download: t2.elapsed(),
+            model: total.saturating_sub(convert),
+            download: convert,
         };
-        Ok((out, times))
+        Ok((outs, times))
     }
 
     /// Wait for the model's CUDA device (a no-op on the CPU).

@@ -32,6 +32,7 @@
 mod channel;
 mod control;
 mod exit_guard;
+mod host;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -54,6 +55,7 @@ use crate::weights::{ModelSource, Provenance};
 
 pub use channel::{EngineReceiver, EngineSender};
 pub use control::EngineControl;
+pub use host::{HostKey, SharedModel, Sharing};
 pub use stats::Stats;
 
 /// A model the worker runs: batches of packed frames of one format in, cleaned frames of the
@@ -91,6 +93,10 @@ pub trait FrameModel {
     /// when it says so (the worker asks this when the batch is flushed or the process exits).
     /// Models without steps may ignore it.
     fn set_interrupt(&mut self, _interrupt: Interrupt) {}
+    /// The model host this model runs on, when it is shared between streams ([`host`]).
+    fn sharing(&self) -> Option<Sharing> {
+        None
+    }
 }
 
 impl FrameModel for Denoiser {
@@ -168,6 +174,9 @@ impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
     }
     fn set_interrupt(&mut self, interrupt: Interrupt) {
         (**self).set_interrupt(interrupt)
+    }
+    fn sharing(&self) -> Option<Sharing> {
+        (**self).sharing()
     }
 }
 
@@ -257,6 +266,8 @@ pub struct EngineInfo {
     pub batch_size: usize,
     /// Frames above this many pixels run as tiles (0: whole frames).
     pub max_pixels: i64,
+    /// The shared model host, when the engine came from [`spawn_shared`].
+    pub sharing: Option<Sharing>,
 }
 
 /// Per-frame timing. The stage times are those of the frame's whole batch.
@@ -336,18 +347,43 @@ pub fn spawn<T: Send + 'static>(
 ) -> Result<(EngineSender<T>, EngineReceiver<T>)> {
     let name = model.to_string();
     let batch = cfg.batch_size;
+    spawn_with(name, move || load_denoiser(&model, opts, batch), cfg)
+}
+
+/// [`spawn`], on the process's one model for `model` and `opts` ([`host`]): engines started
+/// with the same model, device, precision, pixel budget, batch size and threads share one
+/// model thread and its memory, and may share network calls; each keeps its own order,
+/// flushes, end of stream, temporal filter and counters. The model loads with the first and
+/// unloads after the last.
+pub fn spawn_shared<T: Send + 'static>(
+    model: ModelSource,
+    opts: Options,
+    cfg: EngineConfig,
+) -> Result<(EngineSender<T>, EngineReceiver<T>)> {
+    let name = model.to_string();
+    let batch = cfg.batch_size;
+    let key = HostKey {
+        model: name.clone(),
+        device: opts.device,
+        precision: opts.precision,
+        max_pixels: opts.max_pixels,
+        batch_size: batch,
+        cpu_threads: opts.cpu_threads,
+    };
     spawn_with(
         name,
-        move || {
-            let loaded = model.load(opts.device)?;
-            let mut opts = opts;
-            if opts.max_pixels < 0 {
-                opts.max_pixels = auto_max_pixels(&loaded.model.config, opts.device, batch);
-            }
-            Denoiser::new(loaded, opts)
-        },
+        move || SharedModel::attach(key, batch, move || load_denoiser(&model, opts, batch)),
         cfg,
     )
+}
+
+/// Load `model` for inference; an `auto` pixel budget is resolved for batches of `batch`.
+fn load_denoiser(model: &ModelSource, mut opts: Options, batch: usize) -> Result<Denoiser> {
+    let loaded = model.load(opts.device)?;
+    if opts.max_pixels < 0 {
+        opts.max_pixels = auto_max_pixels(&loaded.model.config, opts.device, batch);
+    }
+    Denoiser::new(loaded, opts)
 }
 
 /// Start the worker on the model `load` returns, called on the worker thread (the model never
@@ -396,6 +432,7 @@ where
                 precision: model.precision(),
                 batch_size: cfg.batch_size,
                 max_pixels: model.max_pixels(),
+                sharing: model.sharing(),
             };
             if ready_tx.send(Ok(info)).is_ok() {
                 worker::Worker::new(model, cfg, worker_shared, in_rx, out_tx).run();

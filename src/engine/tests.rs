@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::frame::PixelFormat;
+use crate::inference::FrameGroup;
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
@@ -426,4 +427,171 @@ fn strength_zero_returns_the_input_and_changes_while_running() {
     assert!(rx.control().batch_time_estimate(4).is_some());
     strength.set(7.0);
     assert_eq!(strength.get(), 1.0);
+}
+
+/// An engine on the process's shared model for the fixture; `key` (the pixel budget, far
+/// above the frames used) keeps each test's host apart from the others'.
+fn start_shared(c: EngineConfig, key: i64) -> (EngineSender<usize>, EngineReceiver<usize>) {
+    let opts = Options {
+        max_pixels: key,
+        ..Options::default()
+    };
+    spawn_shared(fixture(), opts, c).expect("shared engine starts")
+}
+
+fn sharing(rx: &EngineReceiver<usize>) -> Sharing {
+    rx.control()
+        .info()
+        .sharing
+        .clone()
+        .expect("a shared engine")
+}
+
+#[test]
+fn shared_engines_run_on_one_model_and_keep_their_own_order() {
+    let (a_tx, a_rx) = start_shared(cfg(1, 60_000, 16), 1_000_001);
+    let (b_tx, b_rx) = start_shared(cfg(1, 60_000, 16), 1_000_001);
+    let (other_tx, other_rx) = start_shared(cfg(1, 60_000, 16), 1_000_002);
+    assert_eq!(sharing(&a_rx).id, sharing(&b_rx).id, "same key, one host");
+    assert_ne!(
+        sharing(&a_rx).id,
+        sharing(&other_rx).id,
+        "another key, another host"
+    );
+    assert_eq!(
+        (sharing(&a_rx).streams(), sharing(&other_rx).streams()),
+        (2, 1)
+    );
+    drop((other_tx, other_rx));
+
+    let f = fmt(24, 16);
+    let frames: Vec<Vec<u8>> = (0..12).map(|i| frame(&f, i)).collect();
+    let senders = [a_tx.clone(), b_tx.clone()];
+    let feeds: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(s, tx)| {
+            let mine: Vec<Vec<u8>> = frames.iter().skip(s).step_by(2).cloned().collect();
+            std::thread::spawn(move || {
+                for (i, d) in mine.into_iter().enumerate() {
+                    tx.send(d, f, 100 * s + i).unwrap();
+                }
+            })
+        })
+        .collect();
+    for feed in feeds {
+        feed.join().unwrap();
+    }
+    drop((a_tx, b_tx));
+    let d = Denoiser::new(fixture().load(Device::Cpu).unwrap(), Options::default()).unwrap();
+    for (s, rx) in [&a_rx, &b_rx].into_iter().enumerate() {
+        for i in 0..6 {
+            let out = next_frame(rx);
+            assert_eq!(out.payload, 100 * s + i, "stream {s}: order");
+            let want = d.denoise_frames(&[&frames[2 * i + s]], &f, 1.0).unwrap();
+            assert!(
+                out.data == want[0],
+                "stream {s} frame {i}: not the model's output"
+            );
+        }
+        assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+        let st = rx.control().stats();
+        assert_eq!((st.frames_in, st.frames_out, st.frames_dropped), (6, 6, 0));
+    }
+    let id = sharing(&a_rx).id;
+    drop((a_rx, b_rx));
+    // The last stream took the host with it: a new stream loads the model again.
+    let (_tx, rx) = start_shared(cfg(1, 60_000, 16), 1_000_001);
+    assert_ne!(sharing(&rx).id, id);
+    assert_eq!(sharing(&rx).streams(), 1);
+}
+
+#[test]
+fn a_flush_on_one_shared_stream_leaves_the_other_alone() {
+    let (a_tx, a_rx) = start_shared(cfg(2, 60_000, 16), 1_000_003);
+    let (b_tx, b_rx) = start_shared(cfg(2, 60_000, 16), 1_000_003);
+    let f = fmt(24, 16);
+    for i in 0..3 {
+        a_tx.send(frame(&f, i), f, i).unwrap();
+        b_tx.send(frame(&f, i), f, i).unwrap();
+    }
+    // A is flushed with frames queued, pending or in the model; B goes on.
+    a_rx.control().flush_start();
+    a_rx.control().flush_stop();
+    for i in 3..6 {
+        b_tx.send(frame(&f, i), f, i).unwrap();
+    }
+    a_tx.send(frame(&f, 10), f, 10).unwrap();
+    b_tx.drain(99).unwrap();
+    a_tx.drain(99).unwrap();
+    for i in 0..6 {
+        assert_eq!(next_frame(&b_rx).payload, i, "B lost or reordered a frame");
+    }
+    assert!(matches!(b_rx.recv_timeout(T), Ok(Output::Marker(99))));
+    // A: what survived the flush (a batch the host had finished may arrive), then frame 10.
+    let mut after = Vec::new();
+    loop {
+        match a_rx.recv_timeout(T) {
+            Ok(Output::Frame(fr)) => after.push(fr.payload),
+            Ok(Output::Marker(99)) => break,
+            other => panic!("A: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(after.last(), Some(&10), "A after its flush: {after:?}");
+    let (sa, sb) = (a_rx.control().stats(), b_rx.control().stats());
+    assert_eq!((sb.frames_in, sb.frames_out, sb.frames_dropped), (6, 6, 0));
+    assert_eq!(sa.frames_in, 4);
+    assert_eq!(sa.frames_out + sa.frames_dropped, 4, "A: {sa:?}");
+}
+
+#[test]
+fn one_call_on_several_streams_gives_each_its_own_result() {
+    let d = Denoiser::new(fixture().load(Device::Cpu).unwrap(), Options::default()).unwrap();
+    let f = fmt(24, 16);
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(&f, i)).collect();
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    let (mut t1, mut t2) = (TemporalFilter::new(), TemporalFilter::new());
+    // Separately: stream 1 (frames 0-1, strength 1, smoothed), 2 (frame 2, strength 0.5),
+    // 3 (frames 3-4, strength 0: passthrough, smoothed).
+    let want = [
+        d.denoise_frames_smoothed(&refs[0..2], &f, 1.0, Some((&mut t1, 0.5)))
+            .unwrap()
+            .0,
+        d.denoise_frames(&refs[2..3], &f, 0.5).unwrap(),
+        d.denoise_frames_smoothed(&refs[3..5], &f, 0.0, Some((&mut t2, 0.5)))
+            .unwrap()
+            .0,
+    ];
+    let (mut u1, mut u2) = (TemporalFilter::new(), TemporalFilter::new());
+    let mut groups = [
+        FrameGroup {
+            frames: &refs[0..2],
+            strength: 1.0,
+            temporal: Some((&mut u1, 0.5)),
+        },
+        FrameGroup {
+            frames: &refs[2..3],
+            strength: 0.5,
+            temporal: None,
+        },
+        FrameGroup {
+            frames: &refs[3..5],
+            strength: 0.0,
+            temporal: Some((&mut u2, 0.5)),
+        },
+    ];
+    let (got, _) = d.denoise_groups(&f, &mut groups).unwrap();
+    assert_eq!(got.len(), 3);
+    for (g, (got, want)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(got.len(), want.len(), "group {g}");
+        for (a, b) in got.iter().zip(want) {
+            let worst = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+            assert!(worst <= 1, "group {g}: {worst} levels from its own run");
+        }
+    }
+    assert!(
+        got[2][0] == frames[3] && got[2][1] == frames[4],
+        "strength 0: the input"
+    );
+    assert!(u1.is_primed() && !u2.is_primed());
 }
