@@ -47,6 +47,7 @@ const DEFAULT_STRENGTH: f64 = 1.0;
 /// compressed-video evaluation (weights/README.md), no visible trails at this amount.
 const DEFAULT_TEMPORAL: f64 = 0.5;
 const DEFAULT_QOS: bool = true;
+const DEFAULT_SHARE_MODEL: bool = true;
 
 /// How long READY->NULL waits for the model worker to exit. A flush interrupts the running
 /// batch at its next step (before or after the network, between tiles), so the worker is
@@ -91,6 +92,7 @@ struct Settings {
     strength: f64,
     temporal: f64,
     qos: bool,
+    share_model: bool,
 }
 
 impl Default for Settings {
@@ -106,6 +108,7 @@ impl Default for Settings {
             strength: DEFAULT_STRENGTH,
             temporal: DEFAULT_TEMPORAL,
             qos: DEFAULT_QOS,
+            share_model: DEFAULT_SHARE_MODEL,
         }
     }
 }
@@ -378,7 +381,11 @@ impl ClipDenoise {
         if let Some(r) = super::tests::spawn(self.obj().name().as_str(), model, &opts, &cfg) {
             return r;
         }
-        engine::spawn(model.clone(), opts, cfg)
+        if lock(&self.settings).share_model {
+            engine::spawn_shared(model.clone(), opts, cfg)
+        } else {
+            engine::spawn(model.clone(), opts, cfg)
+        }
     }
 
     /// The device of the `device` property (`auto` without CUDA: the CPU, said at INFO).
@@ -453,6 +460,15 @@ impl ClipDenoise {
             info.precision,
             info.device
         );
+        if let Some(shared) = &info.sharing {
+            gst::info!(
+                CAT,
+                imp = self,
+                "On shared model {} ({} streams on it)",
+                shared.id,
+                shared.streams()
+            );
+        }
         let settings = lock(&self.settings).clone();
         let how = |auto: bool| if auto { "auto" } else { "set" };
         gst::debug!(
@@ -511,6 +527,35 @@ impl ClipDenoise {
         *lock(&self.last_stats) = Some(stats);
     }
 
+    /// READY->PAUSED: when upstream already says the frame size (a capsfilter before a live
+    /// camera), warm the model up on it now, so that the first frame in PLAYING does not pay
+    /// for the first run (allocations, thread start-up). The caps event warms up again only
+    /// if the negotiated format differs.
+    fn warm_up_from_upstream(&self) {
+        let Some(sender) = self.sender() else {
+            return;
+        };
+        let template = self.sinkpad.pad_template_caps();
+        let caps = self.sinkpad.peer_query_caps(Some(&template));
+        let sized = caps.structure(0).is_some_and(|s| {
+            s.get::<i32>("width").is_ok() && s.get::<i32>("height").is_ok()
+        });
+        if !sized {
+            gst::debug!(CAT, imp = self, "No warm-up before caps: upstream has no fixed size");
+            return;
+        }
+        let mut fixed = caps.clone();
+        fixed.fixate();
+        let format = gst_video::VideoInfo::from_caps(&fixed)
+            .ok()
+            .and_then(|info| frame_format(&info));
+        match format.map(|f| (f, sender.warm_up(f))) {
+            Some((f, Ok(()))) => gst::debug!(CAT, imp = self, "Warming up on {:?}", f),
+            Some((_, Err(e))) => gst::debug!(CAT, imp = self, "No warm-up: {}", e),
+            None => gst::debug!(CAT, imp = self, "No warm-up: upstream caps {:?}", caps),
+        }
+    }
+
     /// A new engine when model-shaping properties changed in READY.
     fn restart_engine_if_changed(&self) -> Result<(), gst::ErrorMessage> {
         let key = lock(&self.settings).engine_key();
@@ -531,25 +576,24 @@ impl ClipDenoise {
     }
 
     fn stats_structure(&self) -> gst::Structure {
-        let chosen = self
-            .control()
-            .map(|c| {
-                (
-                    c.info().batch_size as u64,
-                    c.info().max_pixels.max(0) as u64,
-                )
-            })
-            .unwrap_or_default();
+        let info = self.control().map(|c| c.info().clone());
         let stats = self
             .control()
             .map(|c| c.stats())
             .or_else(|| lock(&self.last_stats).clone())
             .unwrap_or_default();
+        let sharing = info.as_ref().and_then(|i| i.sharing.as_ref());
         let element = stats::ElementCounts {
             passed_through: self.passed_through.load(Ordering::Relaxed),
             thinned: self.thinned.load(Ordering::Relaxed),
-            batch_size: chosen.0,
-            max_pixels: chosen.1,
+            batch_size: info.as_ref().map_or(0, |i| i.batch_size as u64),
+            max_pixels: info.as_ref().map_or(0, |i| i.max_pixels.max(0) as u64),
+            model_id: sharing.map_or(0, |s| s.id),
+            model_streams: match (&info, sharing) {
+                (_, Some(s)) => s.streams() as u64,
+                (Some(_), None) => 1,
+                (None, None) => 0,
+            },
         };
         stats::structure(&stats, &element)
     }
@@ -1345,6 +1389,12 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_QOS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("share-model")
+                    .nick("Share the model")
+                    .blurb("Run on the one model of this process that other clipdenoise elements with the same model, device, precision, batch-size, max-pixels use (loaded once; frames of several streams may share a model call; each stream keeps its own order, flushes and EOS; `stats` says how many streams share it). false: this element loads its own")
+                    .default_value(DEFAULT_SHARE_MODEL)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(stats::BLURB)
@@ -1405,6 +1455,7 @@ impl ObjectImpl for ClipDenoise {
             "queue-size" => s.queue_size = value.get().expect("type checked upstream"),
             "precision" => s.precision = value.get().expect("type checked upstream"),
             "max-pixels" => s.max_pixels = value.get().expect("type checked upstream"),
+            "share-model" => s.share_model = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
         }
         gst::debug!(CAT, imp = self, "{} set", name);
@@ -1423,6 +1474,7 @@ impl ObjectImpl for ClipDenoise {
             "strength" => s.strength.to_value(),
             "temporal" => s.temporal.to_value(),
             "qos" => s.qos.to_value(),
+            "share-model" => s.share_model.to_value(),
             "stats" => {
                 drop(s);
                 self.stats_structure().to_value()
@@ -1516,6 +1568,7 @@ impl ElementImpl for ClipDenoise {
                     return Err(gst::StateChangeError);
                 }
                 self.reset_stream();
+                self.warm_up_from_upstream();
             }
             _ => {}
         }

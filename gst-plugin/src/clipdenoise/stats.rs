@@ -14,6 +14,9 @@ frames-passed-through (buffers passed untouched at strength 0), \
 batches (model calls), failed-batches (calls that failed), \
 interrupted-batches (calls stopped part-way by a flush or a stop), \
 batch-size and max-pixels (the values in use, chosen or set; max-pixels 0: whole frames), \
+model-id (the shared model this element runs on: elements with the same id share one \
+loaded model and its thread; 0: a model of its own, share-model=false), \
+model-streams (the elements running on that model now, this one included; 0: stopped), \
 mean-batch-size (frames per call), \
 mean-latency-ms and p99-latency-ms (from entering the element to leaving it; p99 over the \
 last 1024 frames), mean-queue-wait-ms (entering the element to the start of its batch), \
@@ -31,6 +34,9 @@ pub(super) struct ElementCounts {
     /// The values in use (0 when no engine runs).
     pub batch_size: u64,
     pub max_pixels: u64,
+    /// The shared model's id (0: not shared) and the streams on it now.
+    pub model_id: u64,
+    pub model_streams: u64,
 }
 
 /// The `stats` structure: every field here is described in [`BLURB`].
@@ -46,6 +52,8 @@ pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::
         .field("interrupted-batches", stats.interrupted_batches)
         .field("batch-size", element.batch_size)
         .field("max-pixels", element.max_pixels)
+        .field("model-id", element.model_id)
+        .field("model-streams", element.model_streams)
         .field("mean-batch-size", stats.mean_batch_size)
         .field("mean-latency-ms", stats.mean_latency_ms)
         .field("p99-latency-ms", stats.p99_latency_ms)
