@@ -21,17 +21,21 @@ demo: setup
 test: setup
 	@$(ENV) cargo fmt --all --check
 	@$(ENV) cargo clippy --release --workspace --all-targets -- -D warnings
+	@$(ENV) cargo build --release --workspace
 	@$(ENV) cargo test --release --workspace
 
 # Re-run the CPU benchmark table of benchmarks/README.md.
 bench-cpu: setup
 	@$(ENV) bash benchmarks/run-cpu.sh
 
-# Copy the plugin where GStreamer looks for user plugins. Built on its own first: in a
-# workspace build the core carries the CLI's features (import, fetch, research) into the
-# plugin too; alone, the plugin links the core's runtime only (a smaller .so).
+# Copy the plugin where GStreamer looks for user plugins: the plugin file (the loader, which
+# chooses OpenMP's wait policy before libtorch loads) and the element library it loads from
+# its own folder. Built on their own first: in a workspace build the core carries the CLI's
+# features (import, fetch, research) into the element too; alone, it links the core's
+# runtime only (a smaller .so).
+PLUGIN_DIR := $(HOME)/.local/share/gstreamer-1.0/plugins
 install: setup
-	@$(ENV) cargo build --release --quiet -p gst-plugin-clipdenoise
-	install -d $(HOME)/.local/share/gstreamer-1.0/plugins
-	install -m 0644 target/release/libgstclipdenoise.so $(HOME)/.local/share/gstreamer-1.0/plugins/
-	@echo "installed $(HOME)/.local/share/gstreamer-1.0/plugins/libgstclipdenoise.so"
+	@$(ENV) cargo build --release --quiet -p gst-plugin-clipdenoise -p gst-plugin-clipdenoise-loader
+	install -d $(PLUGIN_DIR)
+	install -m 0644 target/release/libgstclipdenoise.so target/release/libgstclipdenoise_element.so $(PLUGIN_DIR)/
+	@echo "installed $(PLUGIN_DIR)/libgstclipdenoise.so and libgstclipdenoise_element.so"

@@ -178,7 +178,7 @@ fn crf_beyond_the_encoders_range() {
     );
     // --batch-size: the range and default of the element's batch-size property, from the
     // element this workspace builds (registered statically, as the binary does).
-    gstclipdenoise::plugin_register_static().expect("register the element");
+    gstclipdenoise_element::plugin_register_static().expect("register the element");
     let e = gst::ElementFactory::make("clipdenoise").build().unwrap();
     let p = e.find_property("batch-size").unwrap();
     let p = p.downcast_ref::<gst::glib::ParamSpecUInt>().unwrap();

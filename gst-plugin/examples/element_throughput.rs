@@ -175,7 +175,7 @@ fn main() {
         }
     };
     gst::init().expect("gst init");
-    gstclipdenoise::plugin_register_static().expect("register");
+    gstclipdenoise_element::plugin_register_static().expect("register");
     let fmt = FrameFormat::new(PixelFormat::Rgb, a.width, a.height);
     let frames = Arc::new(synthetic(&fmt, a.frames));
     println!(

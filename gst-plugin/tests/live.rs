@@ -118,3 +118,31 @@ fn caps_warm_the_model_up_before_the_first_frame() {
     h.pull().expect("the frame");
     assert_eq!(stats().get::<u64>("batches").unwrap(), 1);
 }
+
+#[test]
+fn a_live_camera_with_a_fixed_size_warms_the_model_up_in_ready_to_paused() {
+    init();
+    // A live source sends nothing in PAUSED (no preroll), so no caps reach the element: the
+    // warm-up can only come from the size upstream's capsfilter fixes.
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,format=RGB,width=80,height=48,framerate=30/1 ! \
+         clipdenoise name=d model={} max-pixels=1000004 ! fakesink",
+        fixture()
+    ))
+    .unwrap();
+    let el: gst::Element = child(&pipeline, "d");
+    let ret = pipeline.set_state(gst::State::Paused).unwrap();
+    assert_eq!(ret, gst::StateChangeSuccess::NoPreroll, "a live pipeline");
+    let stats = || el.property::<gst::Structure>("stats");
+    let deadline = Instant::now() + WATCHDOG;
+    while stats().get::<f64>("warm-up-ms").unwrap() == 0.0 {
+        if Instant::now() >= deadline {
+            pipeline.set_state(gst::State::Null).unwrap();
+            panic!("watchdog: no warm-up in PAUSED");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let frames_in = stats().get::<u64>("frames-in").unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(frames_in, 0, "warmed up before any frame");
+}

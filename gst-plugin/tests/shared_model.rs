@@ -120,10 +120,7 @@ fn a_flushing_seek_on_one_stream_leaves_the_other_whole() {
     let b = gst::parse::launch(&branch(1, 24, &model, "max-pixels=1000003")).unwrap();
     a.set_state(gst::State::Playing).unwrap();
     b.set_state(gst::State::Playing).unwrap();
-    let (sink_a, pull_b) = (
-        child::<gst_app::AppSink>(&a, "s0"),
-        drain(child(&b, "s1")),
-    );
+    let (sink_a, pull_b) = (child::<gst_app::AppSink>(&a, "s0"), drain(child(&b, "s1")));
     assert_eq!(
         stat(&child(&a, "d0"), "model-id"),
         stat(&child(&b, "d1"), "model-id"),
@@ -146,7 +143,11 @@ fn a_flushing_seek_on_one_stream_leaves_the_other_whole() {
     b.set_state(gst::State::Null).unwrap();
     res_a.unwrap_or_else(|e| panic!("A: no EOS after its seek: {e}"));
     res_b.unwrap_or_else(|e| panic!("B: no EOS: {e}"));
-    assert_eq!(got_b, expected_pts(24), "B lost, repeated or reordered frames");
+    assert_eq!(
+        got_b,
+        expected_pts(24),
+        "B lost, repeated or reordered frames"
+    );
     assert!(
         after.windows(2).all(|w| w[0] < w[1]) && !after.is_empty(),
         "A after its seek: {after:?}"

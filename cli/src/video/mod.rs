@@ -125,7 +125,7 @@ pub(crate) fn init_gstreamer() -> anyhow::Result<()> {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {
         // A failure shows up as the element missing, which `run` and `info` report.
-        let _ = gstclipdenoise::plugin_register_static();
+        let _ = gstclipdenoise_element::plugin_register_static();
     });
     Ok(())
 }

@@ -24,11 +24,13 @@ pub(super) fn max_pixels(setting: u64) -> i64 {
 
 /// libtorch's intra-op threads for the model's worker (0: libtorch's default, one per core).
 ///
-/// libgomp reads `OMP_WAIT_POLICY` when it is loaded, before the plugin runs, and unless it is
-/// PASSIVE its idle threads spin between the network's layers. In a pipeline, the decoder,
-/// `videoconvert` and the encoder need those cores: spinning threads starve them (issue 14:
-/// 2.6x slower than the CLI, which sets PASSIVE for itself). So unless the user chose passive
-/// waiting, the worker runs on half the cores, leaving the rest to the pipeline.
+/// libgomp reads `OMP_WAIT_POLICY` when it is loaded, and unless it is PASSIVE its idle threads
+/// spin between the network's layers. In a pipeline, the decoder, `videoconvert` and the
+/// encoder need those cores: spinning threads starve them (issue 14: 2.6x slower than the CLI,
+/// which sets PASSIVE for itself). The plugin's loader (gst-plugin/loader) sets PASSIVE before
+/// libtorch loads unless the user chose a policy; when the policy is not PASSIVE (the user's
+/// choice, or libgomp was in the process before the plugin), the worker runs on half the
+/// cores, leaving the rest to the pipeline.
 pub(super) fn cpu_threads(device: tch::Device, wait_policy: Option<&str>) -> usize {
     if device.is_cuda() || wait_policy.is_some_and(|p| p.trim().eq_ignore_ascii_case("passive")) {
         return 0;

@@ -480,6 +480,17 @@ impl ClipDenoise {
             info.max_pixels,
             how(settings.max_pixels == 0)
         );
+        gst::info!(
+            CAT,
+            imp = self,
+            "OpenMP wait policy {}, model threads {}",
+            wait_policy.unwrap_or("unset"),
+            if threads > 0 {
+                threads.to_string()
+            } else {
+                "all".into()
+            }
+        );
         if threads > 0 {
             gst::debug!(
                 CAT,
@@ -537,11 +548,15 @@ impl ClipDenoise {
         };
         let template = self.sinkpad.pad_template_caps();
         let caps = self.sinkpad.peer_query_caps(Some(&template));
-        let sized = caps.structure(0).is_some_and(|s| {
-            s.get::<i32>("width").is_ok() && s.get::<i32>("height").is_ok()
-        });
+        let sized = caps
+            .structure(0)
+            .is_some_and(|s| s.get::<i32>("width").is_ok() && s.get::<i32>("height").is_ok());
         if !sized {
-            gst::debug!(CAT, imp = self, "No warm-up before caps: upstream has no fixed size");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "No warm-up before caps: upstream has no fixed size"
+            );
             return;
         }
         let mut fixed = caps.clone();

@@ -24,7 +24,7 @@ pub fn init() {
         // busy machine (the tiny model on tiny frames gains nothing from more).
         tch::set_num_threads(1);
         gst::init().expect("gst init");
-        gstclipdenoise::plugin_register_static().expect("register the plugin");
+        gstclipdenoise_element::plugin_register_static().expect("register the plugin");
     });
 }
 
@@ -44,22 +44,24 @@ pub fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// A folder holding only the plugin's shared library (a link to the newest build of it:
-/// `cargo test` refreshes target/<profile>/deps/, `cargo build` target/<profile>/), for
-/// GST_PLUGIN_PATH of gst-inspect-1.0 and gst-launch-1.0.
+/// A folder holding only the plugin's two libraries (links to the newest build of each:
+/// `cargo test` refreshes target/<profile>/deps/, `cargo build` target/<profile>/): the
+/// plugin file GStreamer loads (the loader) and the element library it loads from its own
+/// folder. For GST_PLUGIN_PATH of gst-inspect-1.0 and gst-launch-1.0.
 pub fn plugin_dir() -> tempfile::TempDir {
-    let name = "libgstclipdenoise.so";
-    let newest = [
-        target_dir().join("deps").join(name),
-        target_dir().join(name),
-    ]
-    .into_iter()
-    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-    .max()
-    .map(|(_, p)| p)
-    .expect("the plugin's cdylib is built");
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(&newest, dir.path().join(name)).unwrap();
+    for name in ["libgstclipdenoise.so", "libgstclipdenoise_element.so"] {
+        let newest = [
+            target_dir().join("deps").join(name),
+            target_dir().join(name),
+        ]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("{name} is built (cargo build --workspace)"));
+        std::os::unix::fs::symlink(&newest, dir.path().join(name)).unwrap();
+    }
     dir
 }
 
