@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::frame::{frames_to_tensor, tensor_to_frames, FrameFormat};
 use crate::model::{ClipDenoise, Config};
+use crate::pixel_shuffle;
 use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
 
@@ -136,6 +137,11 @@ pub struct Options {
     /// libtorch's intra-op (OpenMP) threads for the thread that builds the [`Denoiser`] (for
     /// threads libgomp did not start, the setting is theirs alone); 0 keeps libtorch's default.
     pub cpu_threads: usize,
+    /// Coarse-grain mode: first denoise the frame's four pixel-shuffled half-size sub-images
+    /// ([`crate::pixel_shuffle`]), then the reassembled result as usual. Removes much more of
+    /// coarse, spatially correlated grain (low light, phones); twice the compute, and it loses
+    /// detail on fine-grained noise (weights/README.md).
+    pub coarse_grain: bool,
 }
 
 impl Options {
@@ -174,6 +180,7 @@ impl Default for Options {
             tile_overlap: 192,
             channels_last: true,
             cpu_threads: 0,
+            coarse_grain: false,
         }
     }
 }
@@ -315,6 +322,17 @@ impl Denoiser {
             )));
         }
         let (h, w) = (size[2], size[3]);
+        if !self.opts.coarse_grain {
+            return self.denoise_once(x);
+        }
+        let first = self.denoise_once(&pixel_shuffle::split(x)?)?;
+        self.denoise_once(&pixel_shuffle::merge(&first, h, w)?)
+    }
+
+    /// One pass of the network over a batch of any size (tiled above the pixel budget),
+    /// clamped to [0, 1].
+    fn denoise_once(&self, x: &Tensor) -> Result<Tensor> {
+        let (h, w) = (x.size()[2], x.size()[3]);
         let out = if self.opts.max_pixels > 0 && h * w > self.opts.max_pixels {
             self.denoise_tiled(x)?
         } else {

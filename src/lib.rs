@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod inference;
 pub mod model;
+pub mod pixel_shuffle;
 #[cfg(feature = "research")]
 pub mod research;
 pub mod temporal;

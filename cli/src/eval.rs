@@ -37,6 +37,11 @@ pub struct Args {
     /// Arithmetic: fp32, bf16, fp16 (CUDA only)
     #[arg(long, default_value = "fp32", help_heading = "Model")]
     precision: Precision,
+    /// Also remove coarse grain (low light, phones): a first pass on the frame's four
+    /// pixel-shuffled half-size sub-images, then the usual one. Twice the compute; on
+    /// fine-grained noise it loses detail (weights/README.md)
+    #[arg(long, help_heading = "Model")]
+    coarse_grain: bool,
 
     /// Folder of clean images (PNG, JPEG, TIFF); repeat for several sets
     #[arg(long = "dataset", value_name = "DIR", help_heading = "Data")]
@@ -144,6 +149,7 @@ fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
         device,
         precision: args.precision,
         max_pixels: 0,
+        coarse_grain: args.coarse_grain,
         ..Options::default()
     };
     let denoiser = Denoiser::new(loaded, opts)?;

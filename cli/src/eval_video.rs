@@ -66,6 +66,11 @@ pub struct Args {
     /// The element's temporal smoothing, 0..1 (default: the element's default)
     #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
     temporal: Option<f64>,
+    /// Also remove coarse grain (low light, phones): a first pass on the frame's four
+    /// pixel-shuffled half-size sub-images, then the usual one. Twice the compute; on
+    /// fine-grained noise it loses detail (weights/README.md)
+    #[arg(long, help_heading = "Model")]
+    coarse_grain: bool,
     /// Print JSON
     #[arg(long, conflicts_with = "markdown", help_heading = "Output")]
     json: bool,
@@ -311,6 +316,7 @@ fn encode_and_denoise(
     if let Some(t) = args.temporal {
         den.set_property("temporal", t);
     }
+    den.set_property("coarse-grain", args.coarse_grain);
     let src = gst_frames::appsrc(&pipeline, "src")?;
     let noisy_sink = gst_frames::appsink(&pipeline, "noisy")?;
     let out_sink = gst_frames::appsink(&pipeline, "out")?;

@@ -60,6 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         device,
         precision: args.model.precision,
         max_pixels: args.max_pixels.max(0),
+        coarse_grain: args.model.coarse_grain,
         ..Options::default()
     };
     let denoiser = Denoiser::new(loaded, opts)?;

@@ -32,6 +32,11 @@ pub struct ModelArgs {
     /// Blend between the input (0) and the denoised output (1)
     #[arg(long, short, default_value_t = 1.0, value_parser = parse_strength, help_heading = "Model")]
     pub strength: f64,
+    /// Also remove coarse grain (low light, phones): a first pass on the frame's four
+    /// pixel-shuffled half-size sub-images, then the usual one. Twice the compute; on
+    /// fine-grained noise it loses detail (weights/README.md)
+    #[arg(long, help_heading = "Model")]
+    pub coarse_grain: bool,
 }
 
 pub fn parse_strength(s: &str) -> Result<f64, String> {

@@ -189,3 +189,18 @@ fn strength_follows_a_control_source_frame_by_frame() {
     assert_eq!(s.get::<u64>("frames-passed-through").unwrap(), 6);
     assert_eq!(s.get::<u64>("frames-out").unwrap(), 4);
 }
+
+#[test]
+fn coarse_grain_runs_the_pixel_shuffled_pass_first() {
+    init();
+    let temporal_off: &dyn ToValue = &0.0f64;
+    let (ins, plain) = run(&element(&[("temporal", temporal_off)]), 2);
+    let coarse_el = element(&[("temporal", temporal_off), ("coarse-grain", &true)]);
+    let (_, coarse) = run(&coarse_el, 2);
+    for (i, (p, c)) in plain.iter().zip(&coarse).enumerate() {
+        assert_eq!(c.len(), ins[i].len(), "frame {i}: size");
+        assert_ne!(p, c, "frame {i}: coarse-grain changed nothing");
+        assert_ne!(c, &ins[i], "frame {i}: not denoised");
+    }
+    assert_eq!(stats(&coarse_el).get::<u64>("frames-out").unwrap(), 2);
+}

@@ -41,6 +41,7 @@ pub struct HostKey {
     /// The stream's batch size (an `auto` pixel budget depends on it).
     pub batch_size: usize,
     pub cpu_threads: usize,
+    pub coarse_grain: bool,
 }
 
 /// Which host a stream's engine uses, and how many streams use it now (`stats` shows both).

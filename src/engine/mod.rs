@@ -369,6 +369,7 @@ pub fn spawn_shared<T: Send + 'static>(
         max_pixels: opts.max_pixels,
         batch_size: batch,
         cpu_threads: opts.cpu_threads,
+        coarse_grain: opts.coarse_grain,
     };
     spawn_with(
         name,

@@ -151,6 +151,7 @@ fn configure_element(element: &gst::Element, props: &ElementProps) {
     if let Some(t) = props.temporal {
         element.set_property("temporal", t);
     }
+    element.set_property("coarse-grain", props.coarse_grain);
 }
 
 fn configure_encoder(

@@ -131,6 +131,7 @@ pub struct ElementProps {
     pub batch_size: Option<u32>,
     pub max_pixels: Option<u64>,
     pub temporal: Option<f64>,
+    pub coarse_grain: bool,
 }
 
 /// The validated job.
@@ -213,6 +214,7 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         batch_size: args.batch_size,
         max_pixels: args.max_pixels,
         temporal: args.temporal,
+        coarse_grain: args.model.coarse_grain,
     })
 }
 

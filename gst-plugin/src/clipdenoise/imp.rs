@@ -48,6 +48,7 @@ const DEFAULT_STRENGTH: f64 = 1.0;
 const DEFAULT_TEMPORAL: f64 = 0.5;
 const DEFAULT_QOS: bool = true;
 const DEFAULT_SHARE_MODEL: bool = true;
+const DEFAULT_COARSE_GRAIN: bool = false;
 
 /// How long READY->NULL waits for the model worker to exit. A flush interrupts the running
 /// batch at its next step (before or after the network, between tiles), so the worker is
@@ -93,6 +94,7 @@ struct Settings {
     temporal: f64,
     qos: bool,
     share_model: bool,
+    coarse_grain: bool,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Default for Settings {
             temporal: DEFAULT_TEMPORAL,
             qos: DEFAULT_QOS,
             share_model: DEFAULT_SHARE_MODEL,
+            coarse_grain: DEFAULT_COARSE_GRAIN,
         }
     }
 }
@@ -424,6 +427,7 @@ impl ClipDenoise {
             precision: settings.precision.into(),
             max_pixels: auto::max_pixels(settings.max_pixels),
             cpu_threads: auto::cpu_threads(device, wait_policy.as_deref()),
+            coarse_grain: settings.coarse_grain,
             ..Options::default()
         };
         let threads = opts.cpu_threads;
@@ -1404,6 +1408,12 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_QOS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("coarse-grain")
+                    .nick("Coarse grain")
+                    .blurb("Also remove coarse grain (low light, phones): a first pass of the model on the frame's four pixel-shuffled half-size sub-images, then the usual one. Twice the compute; on fine-grained noise it loses detail")
+                    .default_value(DEFAULT_COARSE_GRAIN)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("share-model")
                     .nick("Share the model")
                     .blurb("Run on the one model of this process that other clipdenoise elements with the same model, device, precision, batch-size, max-pixels use (loaded once; frames of several streams may share a model call; each stream keeps its own order, flushes and EOS; `stats` says how many streams share it). false: this element loads its own")
@@ -1471,6 +1481,7 @@ impl ObjectImpl for ClipDenoise {
             "precision" => s.precision = value.get().expect("type checked upstream"),
             "max-pixels" => s.max_pixels = value.get().expect("type checked upstream"),
             "share-model" => s.share_model = value.get().expect("type checked upstream"),
+            "coarse-grain" => s.coarse_grain = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
         }
         gst::debug!(CAT, imp = self, "{} set", name);
@@ -1490,6 +1501,7 @@ impl ObjectImpl for ClipDenoise {
             "temporal" => s.temporal.to_value(),
             "qos" => s.qos.to_value(),
             "share-model" => s.share_model.to_value(),
+            "coarse-grain" => s.coarse_grain.to_value(),
             "stats" => {
                 drop(s);
                 self.stats_structure().to_value()
