@@ -54,9 +54,10 @@ def write_png(path, rgb):
                    input=np.ascontiguousarray(rgb).tobytes(), check=True)
 
 
-def denoise_model(binary, model, path, tmpdir):
+def denoise_model(binary, model, path, tmpdir, extra=()):
     out = os.path.join(tmpdir, "model.png")
-    cmd = [binary, "image", path, "-o", out, "--force"] + (["--model", model] if model else [])
+    cmd = [binary, "image", path, "-o", out, "--force"] + (["--model", model] if model else []) \
+        + list(extra)
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)}: {r.stderr.strip()}")
@@ -111,10 +112,14 @@ def main():
     ap.add_argument("--nlmeans", type=float, default=10.0, help="default nlmeans strength")
     ap.add_argument("--size", type=int, default=192, help="crop size in pixels")
     ap.add_argument("--zoom", type=int, default=2)
+    ap.add_argument("--coarse-grain", action="store_true",
+                    help="add a panel after ours: ours with --coarse-grain")
     args = ap.parse_args()
     ensure_ffmpeg()
     os.makedirs(args.out, exist_ok=True)
-    lines = ["# Side-by-side crops: noisy | clipdenoise | FFmpeg nlmeans (YCbCr)", "",
+    panels = "noisy | clipdenoise | clipdenoise --coarse-grain" if args.coarse_grain \
+        else "noisy | clipdenoise"
+    lines = [f"# Side-by-side crops: {panels} | FFmpeg nlmeans (YCbCr)", "",
              f"Made by `tools/compare_crops.py` (model: `{args.model or 'default'}`), crops of "
              f"{args.size} px enlarged {args.zoom}x (nearest neighbour).", "",
              "| image | crop at | nlmeans s | file |", "|---|---|---:|---|"]
@@ -124,8 +129,12 @@ def main():
             noisy = read_rgb(path)
             ours = denoise_model(args.binary, args.model, path, tmpdir)
             classical = denoise_nlmeans(noisy, strength, tmpdir)
+            panels = [noisy, ours]
+            if args.coarse_grain:
+                panels.append(denoise_model(args.binary, args.model, path, tmpdir,
+                                            ["--coarse-grain"]))
             crops, where = [], None
-            for img in (noisy, ours, classical):
+            for img in panels + [classical]:
                 c, where = crop(img, at, args.size)
                 crops.append(c)
             stem = os.path.splitext(os.path.basename(path))[0]
