@@ -46,6 +46,9 @@ pub struct Args {
     /// that lever)
     #[arg(long)]
     contiguous: bool,
+    /// Measure the coarse-grain mode (two passes: pixel-shuffled sub-images, then the frame)
+    #[arg(long)]
+    coarse_grain: bool,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -93,6 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             device,
             precision,
             channels_last: !a.contiguous,
+            coarse_grain: a.coarse_grain,
             ..Options::default()
         },
         width: a.size.0,
