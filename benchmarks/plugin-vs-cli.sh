@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+# shellcheck source=benchmarks/clip.sh
+. benchmarks/clip.sh
 SIZE="${SIZE:-640x360}"
 FRAMES="${FRAMES:-60}"
 RUNS="${RUNS:-2}"
@@ -21,11 +23,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 export GST_REGISTRY="$TMP/registry.bin"
 
-# The clip: the sample's camera noise, scaled, H.264 (the CLI's default codec).
-gst-launch-1.0 -q filesrc location=samples/bedroom-noisy.mp4 ! decodebin ! videoconvert \
-  ! videoscale ! "video/x-raw,width=$W,height=$H" ! videorate ! video/x-raw,framerate=30/1 \
-  ! identity eos-after="$((FRAMES + 1))" ! x264enc ! mp4mux ! filesink location="$TMP/in.mp4" \
-  >/dev/null
+make_clip "$TMP/in.mp4" "$W" "$H" "$FRAMES"
 
 batch_cli=()
 batch_el=""

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+# shellcheck source=benchmarks/clip.sh
+. benchmarks/clip.sh
 SIZE="${SIZE:-640x360}"
 FRAMES="${FRAMES:-40}"
 STREAMS="${STREAMS:-4}"
@@ -19,10 +21,7 @@ trap 'rm -rf "$TMP"' EXIT
 export GST_REGISTRY="$TMP/registry.bin"
 export GST_PLUGIN_PATH=$PWD/target/release
 
-gst-launch-1.0 -q filesrc location=samples/bedroom-noisy.mp4 ! decodebin ! videoconvert \
-  ! videoscale ! "video/x-raw,width=$W,height=$H" ! videorate ! video/x-raw,framerate=30/1 \
-  ! identity eos-after="$((FRAMES + 1))" ! x264enc ! mp4mux ! filesink location="$TMP/in.mp4" \
-  >/dev/null
+make_clip "$TMP/in.mp4" "$W" "$H" "$FRAMES"
 
 # run N SHARE: prints "seconds peak_kib"
 run() {

@@ -24,7 +24,7 @@ use super::exit_guard::{self, GUARD};
 use super::{load_model, FrameModel};
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
-use crate::inference::{Denoiser, FrameGroup, Interrupt, Precision, StageTimes};
+use crate::inference::{Denoiser, FrameGroup, Interrupt, Options, Precision, StageTimes};
 use crate::model::Config;
 use crate::temporal::TemporalFilter;
 use crate::weights::Provenance;
@@ -42,6 +42,21 @@ pub struct HostKey {
     pub batch_size: usize,
     pub cpu_threads: usize,
     pub coarse_grain: bool,
+}
+
+impl HostKey {
+    /// The key of `model` (as resolved) loaded with `opts` for batches of `batch_size`.
+    pub fn new(model: String, opts: &Options, batch_size: usize) -> HostKey {
+        HostKey {
+            model,
+            device: opts.device,
+            precision: opts.precision,
+            max_pixels: opts.max_pixels,
+            batch_size,
+            cpu_threads: opts.cpu_threads,
+            coarse_grain: opts.coarse_grain,
+        }
+    }
 }
 
 /// Which host a stream's engine uses, and how many streams use it now (`stats` shows both).

@@ -360,17 +360,8 @@ pub fn spawn_shared<T: Send + 'static>(
     opts: Options,
     cfg: EngineConfig,
 ) -> Result<(EngineSender<T>, EngineReceiver<T>)> {
-    let name = model.to_string();
-    let batch = cfg.batch_size;
-    let key = HostKey {
-        model: name.clone(),
-        device: opts.device,
-        precision: opts.precision,
-        max_pixels: opts.max_pixels,
-        batch_size: batch,
-        cpu_threads: opts.cpu_threads,
-        coarse_grain: opts.coarse_grain,
-    };
+    let (name, batch) = (model.to_string(), cfg.batch_size);
+    let key = HostKey::new(name.clone(), &opts, batch);
     spawn_with(
         name,
         move || SharedModel::attach(key, batch, move || load_denoiser(&model, opts, batch)),
