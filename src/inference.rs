@@ -247,6 +247,11 @@ impl Denoiser {
             mut model,
             provenance,
         } = loaded;
+        // A model trained for the two-pass pipeline always runs it.
+        let opts = Options {
+            coarse_grain: opts.coarse_grain || model.config.coarse_grain,
+            ..opts
+        };
         vs.set_device(opts.device);
         if opts.cpu_threads > 0 {
             tch::set_num_threads(opts.cpu_threads as i32);

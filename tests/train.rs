@@ -24,11 +24,17 @@ fn write_images(dir: &Path) {
 }
 
 fn config(dir: &Path, run: &str) -> TrainConfig {
+    config_with(dir, run, "")
+}
+
+/// [`config`] with more lines in `[model]`.
+fn config_with(dir: &Path, run: &str, model_lines: &str) -> TrainConfig {
     let text = format!(
         r#"
 [model]
 width = 8
 blocks = [1, 1, 1]
+{model_lines}
 [data]
 train_dirs = ["{data}"]
 val_holdout = 1
@@ -61,12 +67,16 @@ threads = 2
 device = "cpu"
 "#,
         data = dir.join("data").display(),
-        run = dir.join(run).display()
+        run = dir.join(run).display(),
     );
     let path = dir.join(format!("{run}.toml"));
     std::fs::write(&path, text).unwrap();
     TrainConfig::from_file(&path).unwrap()
 }
+
+/// Trainers draw mixup from libtorch's global generator (seeded per step): two training at
+/// once in this process would interleave their draws, so the tests that train take turns.
+static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn weights_of(run: &Path) -> clipdenoise::weights::TensorMap {
     clipdenoise::weights::read_safetensors(&run.join("model.safetensors"))
@@ -76,6 +86,7 @@ fn weights_of(run: &Path) -> clipdenoise::weights::TensorMap {
 
 #[test]
 fn twenty_steps_lower_the_loss_and_resume_is_exact() {
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     write_images(&tmp.path().join("data"));
     let stop = AtomicBool::new(false);
@@ -117,6 +128,42 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
             "{name} differs between resumed and uninterrupted runs"
         );
     }
+}
+
+#[test]
+fn a_coarse_grain_run_trains_the_two_passes_and_its_weights_run_them() {
+    use clipdenoise::inference::{Denoiser, Options};
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    write_images(&tmp.path().join("data"));
+    let mut t = Trainer::new(config_with(tmp.path(), "c", "coarse_grain = true")).unwrap();
+    for _ in 0..3 {
+        let loss = t.train_step().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+    }
+    assert!(t.validate().unwrap().is_finite());
+    t.save_checkpoint().unwrap();
+    let file = tmp.path().join("c/model.safetensors");
+    t.export(&file).unwrap();
+    // The weights say how they were trained, and inference follows them without being told.
+    let d = Denoiser::load(&file, Options::default()).unwrap();
+    assert!(d.config().coarse_grain, "config lost the mode");
+    assert!(
+        d.options().coarse_grain,
+        "inference does not run the two passes"
+    );
+    // A plain run's weights stay plain.
+    let mut p = Trainer::new(config(tmp.path(), "p")).unwrap();
+    p.train_step().unwrap();
+    p.save_checkpoint().unwrap();
+    let plain = tmp.path().join("p/model.safetensors");
+    p.export(&plain).unwrap();
+    assert!(
+        !Denoiser::load(&plain, Options::default())
+            .unwrap()
+            .options()
+            .coarse_grain
+    );
 }
 
 #[test]

@@ -142,11 +142,7 @@ pub fn summarise_header(bytes: &[u8], path: &Path) -> anyhow::Result<ModelSummar
                 *b += 1;
             }
         }
-        let c = Config {
-            width,
-            blocks,
-            aug_level: 0.025,
-        };
+        let c = Config::new(width, blocks);
         c.validate().ok().map(|_| c)
     });
     Ok(ModelSummary {

@@ -16,6 +16,10 @@ pub struct Config {
     /// Progressive feature augmentation level `a` (training only): F_k *= 1 + N(0,1)*k*a.
     #[serde(default = "default_aug_level")]
     pub aug_level: f64,
+    /// Trained for the coarse-grain pipeline (the network on the four pixel-shuffled
+    /// sub-images, then on their merge: [`crate::pixel_shuffle`]): inference always runs it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coarse_grain: bool,
 }
 
 /// The paper's progressive feature augmentation level.
@@ -41,6 +45,7 @@ impl Config {
             width,
             blocks,
             aug_level: AUG_LEVEL,
+            coarse_grain: false,
         }
     }
 

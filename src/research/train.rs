@@ -21,7 +21,9 @@ use rand::{RngExt, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::inference::pad_to_multiple;
 use crate::model::{ClipDenoise, Config};
+use crate::pixel_shuffle;
 use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{
     DataSection, ModelSection, OptimSection, RunSection, TrainConfig,
@@ -317,9 +319,25 @@ impl Trainer {
             clean = &clean * lam + clean.index_select(0, &perm) * (1.0 - lam);
             noisy = &noisy * lam + noisy.index_select(0, &perm) * (1.0 - lam);
         }
-        let out = self
-            .model
-            .forward_train(&noisy, &mut |f| noise_rng.randn_like(f))?;
+        let mut normal = |f: &Tensor| noise_rng.randn_like(f);
+        let out = if self.model_cfg.coarse_grain {
+            let (h, w) = (noisy.size()[2], noisy.size()[3]);
+            let sub = pad_to_multiple(&pixel_shuffle::split(&noisy)?, Config::MULTIPLE)?;
+            let first = self
+                .model
+                .forward_train(&sub, &mut normal)?
+                .f_clamp(0.0, 1.0)?;
+            let first = first
+                .f_narrow(2, 0, (h + 1) / 2)?
+                .f_narrow(3, 0, (w + 1) / 2)?;
+            let merged = pad_to_multiple(&pixel_shuffle::merge(&first, h, w)?, Config::MULTIPLE)?;
+            self.model
+                .forward_train(&merged, &mut normal)?
+                .f_narrow(2, 0, h)?
+                .f_narrow(3, 0, w)?
+        } else {
+            self.model.forward_train(&noisy, &mut normal)?
+        };
         let loss = out.f_sub(&clean)?.f_abs()?.f_mean(Kind::Float)?;
         for (_, p) in &self.adam.params {
             let mut g = p.grad();
@@ -344,11 +362,31 @@ impl Trainer {
         let _g = tch::no_grad_guard();
         let mut total = 0.0;
         for (clean, noisy) in &self.val {
-            let out = self.model.forward_t(noisy, false).clamp(0.0, 1.0);
+            let out = self.eval_forward(noisy)?;
             let mse = (out - clean).square().mean(Kind::Double).double_value(&[]);
             total += 10.0 * (1.0 / mse.max(1e-12)).log10();
         }
         Ok(total / self.val.len().max(1) as f64)
+    }
+
+    /// The network in evaluation mode as inference runs it (two passes for a coarse-grain
+    /// model), clamped to [0, 1]; `x`'s sides are multiples of 32.
+    fn eval_forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.model_cfg.coarse_grain {
+            return Ok(self.model.forward_t(x, false).clamp(0.0, 1.0));
+        }
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let pass = |t: &Tensor| -> Result<Tensor> {
+            let (th, tw) = (t.size()[2], t.size()[3]);
+            Ok(self
+                .model
+                .forward_t(&pad_to_multiple(t, Config::MULTIPLE)?, false)
+                .f_narrow(2, 0, th)?
+                .f_narrow(3, 0, tw)?
+                .f_clamp(0.0, 1.0)?)
+        };
+        let first = pass(&pixel_shuffle::split(x)?)?;
+        pass(&pixel_shuffle::merge(&first, h, w)?)
     }
 
     fn all_tensors(&self) -> TensorMap {

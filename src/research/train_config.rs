@@ -43,6 +43,11 @@ pub struct ModelSection {
     /// Keep the encoder frozen (the paper's recipe, with imported CLIP weights).
     #[serde(default)]
     pub freeze_encoder: bool,
+    /// Train for the coarse-grain pipeline: every step runs the network on the crops' four
+    /// pixel-shuffled sub-images, then on their merge, and the loss is on that (saved in the
+    /// model's config, so inference runs the same two passes).
+    #[serde(default)]
+    pub coarse_grain: bool,
 }
 
 fn default_aug() -> f64 {
@@ -186,6 +191,7 @@ impl TrainConfig {
             }
         };
         c.aug_level = self.model.aug_level;
+        c.coarse_grain = self.model.coarse_grain;
         c.validate()?;
         Ok(c)
     }

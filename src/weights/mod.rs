@@ -238,11 +238,7 @@ pub fn infer_config(tensors: &TensorMap, path: &Path) -> Result<Config> {
             *b += 1;
         }
     }
-    let cfg = Config {
-        width,
-        blocks,
-        aug_level: 0.025,
-    };
+    let cfg = Config::new(width, blocks);
     cfg.validate()
         .map_err(|e| Error::weights(path, e.to_string()))?;
     Ok(cfg)
