@@ -132,7 +132,7 @@ impl<T: Send + 'static> EngineSender<T> {
     /// Have the worker run the model once on a blank frame of `format` (in order with what was
     /// sent before), so that the first real batch of that format is not the slow one and the
     /// batch time estimate exists before it. Nothing comes out; `Stats::warm_up_ms` says when
-    /// it ran. A format already run is not warmed up again.
+    /// it ran. A frame size already run is not warmed up again.
     pub fn warm_up(&self, format: FrameFormat) -> Result<(), SendError> {
         format.validate().map_err(SendError::Invalid)?;
         self.push(InItem::WarmUp { format })

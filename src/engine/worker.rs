@@ -192,9 +192,12 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         Ok(())
     }
 
-    /// Run the model once on a blank frame of `format` unless that format already ran.
+    /// Run the model once on a blank frame of `format` unless a frame of its size already ran
+    /// (the network's time and memory follow the size; the pixel format only changes the
+    /// conversions around it).
     fn warm_up(&mut self, format: FrameFormat) {
-        if self.last_run_format == Some(format) {
+        let same_size = |f: FrameFormat| (f.width, f.height) == (format.width, format.height);
+        if self.last_run_format.is_some_and(same_size) {
             return;
         }
         let Some(_busy) = GUARD.enter() else {
