@@ -217,9 +217,8 @@ fn safetensors_bytes(tensors: &TensorMap, meta: HashMap<String, String>) -> Vec<
 
 fn tiny_config(width: i64, blocks: [i64; 3]) -> Config {
     Config {
-        width,
-        blocks,
         aug_level: 0.0,
+        ..Config::new(width, blocks)
     }
 }
 

@@ -95,9 +95,8 @@ mod tests {
             (2, [1, 2, 1]),
         ] {
             let config = Config {
-                width,
-                blocks,
                 aug_level: 0.0,
+                ..Config::new(width, blocks)
             };
             let vs = nn::VarStore::new(Device::Cpu);
             let _model = ClipDenoise::new(&vs.root(), &config);
