@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clipdenoise::inference::Precision;
-use clipdenoise::weights::ModelSource;
 
 use super::range::Range;
 use super::{quality, Args};
@@ -202,10 +201,7 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         tch::Device::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".to_string(),
     };
-    let model = match args.model.source()? {
-        ModelSource::Default => "default".to_string(),
-        ModelSource::File(p) => p.to_string_lossy().into_owned(),
-    };
+    let model = args.model.source()?.arg();
     Ok(ElementProps {
         model,
         device,
