@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clipdenoise::weights::resolve::{self, ENV_MODEL_DIR};
-use clipdenoise::weights::{DEFAULT_MODEL, DEFAULT_MODEL_NAME, QUALITY_MODEL, QUALITY_MODEL_NAME};
+use clipdenoise::weights::{DEFAULT_MODEL, DEFAULT_MODEL_NAME};
 
 use crate::models::{self, ModelSummary, WeightsKind};
 
@@ -54,14 +54,6 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
             DEFAULT_MODEL.len() / 1024
         ),
         &builtin,
-    );
-    let quality = models::summarise_header(QUALITY_MODEL, Path::new(QUALITY_MODEL_NAME))?;
-    print_model(
-        &format!(
-            "quality: {QUALITY_MODEL_NAME} (built in, {} KB; two passes: offline, GPUs)",
-            QUALITY_MODEL.len() / 1024
-        ),
-        &quality,
     );
     let files = resolve::find_model_files();
     for f in &files {

@@ -13,8 +13,8 @@ use clipdenoise::Config;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Weights file (.safetensors), a model name found by `clipdenoise info`, `default` (the
-    /// built-in real-time model) or `quality` (built in: two passes, twice the compute)
+    /// Weights file (.safetensors), a model name found by `clipdenoise info`, or `default`
+    /// (the model built into the binary)
     #[arg(
         long,
         short,

@@ -468,42 +468,26 @@ pub const DEFAULT_MODEL_NAME: &str = "clipdenoise-tiny";
 /// wherever they are installed.
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../weights/clipdenoise-tiny.safetensors");
 
-/// Name of the shipped `quality` model: the default's weights fine-tuned for the two-pass
-/// coarse-grain pipeline (twice the compute; weights/README.md).
-pub const QUALITY_MODEL_NAME: &str = "clipdenoise-quality";
-
-/// The shipped `quality` model, embedded like the default.
-pub const QUALITY_MODEL: &[u8] = include_bytes!("../../weights/clipdenoise-quality.safetensors");
-
 /// Load the embedded default model.
 pub fn load_default(device: Device) -> Result<LoadedModel> {
-    load_embedded(DEFAULT_MODEL, DEFAULT_MODEL_NAME, device)
-}
-
-fn load_embedded(bytes: &[u8], name: &str, device: Device) -> Result<LoadedModel> {
-    let path = Path::new(name);
-    let (tensors, meta) = parse_safetensors(bytes, path)?;
+    let path = Path::new(DEFAULT_MODEL_NAME);
+    let (tensors, meta) = parse_safetensors(DEFAULT_MODEL, path)?;
     build_model(&tensors, &meta, path, device, Missing::Error)
 }
 
-/// A model given by the user: a weights file, or one of the embedded models.
+/// A model given by the user: a weights file, or the embedded default.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ModelSource {
-    /// `default`: the real-time model.
     #[default]
     Default,
-    /// `quality`: for offline clean-up and GPUs (twice the default's compute).
-    Quality,
     File(PathBuf),
 }
 
 impl ModelSource {
-    /// `""` or `"default"` mean the embedded default model, `"quality"` the embedded quality
-    /// model; anything else is a path.
+    /// `""` or `"default"` mean the embedded default model; anything else is a path.
     pub fn parse(s: &str) -> ModelSource {
         match s.trim() {
             "" | "default" => ModelSource::Default,
-            "quality" => ModelSource::Quality,
             p => ModelSource::File(PathBuf::from(p)),
         }
     }
@@ -511,17 +495,7 @@ impl ModelSource {
     pub fn load(&self, device: Device) -> Result<LoadedModel> {
         match self {
             ModelSource::Default => load_default(device),
-            ModelSource::Quality => load_embedded(QUALITY_MODEL, QUALITY_MODEL_NAME, device),
             ModelSource::File(p) => load_model(p, device),
-        }
-    }
-
-    /// The name `--model` and `model=` take for it (`default`, `quality`, or the path).
-    pub fn arg(&self) -> String {
-        match self {
-            ModelSource::Default => "default".into(),
-            ModelSource::Quality => "quality".into(),
-            ModelSource::File(p) => p.to_string_lossy().into_owned(),
         }
     }
 }
@@ -530,7 +504,6 @@ impl std::fmt::Display for ModelSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ModelSource::Default => write!(f, "{DEFAULT_MODEL_NAME} (built in)"),
-            ModelSource::Quality => write!(f, "{QUALITY_MODEL_NAME} (built in)"),
             ModelSource::File(p) => write!(f, "{}", p.display()),
         }
     }

@@ -97,28 +97,3 @@ impl ModelSource {
         )))
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_built_in_models_are_found_by_name() {
-        assert_eq!(ModelSource::resolve("").unwrap(), ModelSource::Default);
-        assert_eq!(
-            ModelSource::resolve("default").unwrap(),
-            ModelSource::Default
-        );
-        assert_eq!(
-            ModelSource::resolve("quality").unwrap(),
-            ModelSource::Quality
-        );
-        let plain = ModelSource::Default.load(tch::Device::Cpu).unwrap();
-        let quality = ModelSource::Quality.load(tch::Device::Cpu).unwrap();
-        assert!(!plain.model.config.coarse_grain, "the default is one pass");
-        assert!(quality.model.config.coarse_grain, "quality runs two passes");
-        assert_eq!(plain.model.config.width, quality.model.config.width);
-        assert_eq!(ModelSource::Quality.arg(), "quality");
-        assert!(ModelSource::resolve("no-such-model").is_err());
-    }
-}

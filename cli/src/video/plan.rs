@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clipdenoise::inference::Precision;
+use clipdenoise::weights::ModelSource;
 
 use super::range::Range;
 use super::{quality, Args};
@@ -201,7 +202,10 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         tch::Device::Cuda(i) => format!("cuda:{i}"),
         _ => "cpu".to_string(),
     };
-    let model = args.model.source()?.arg();
+    let model = match args.model.source()? {
+        ModelSource::Default => "default".to_string(),
+        ModelSource::File(p) => p.to_string_lossy().into_owned(),
+    };
     Ok(ElementProps {
         model,
         device,

@@ -1340,7 +1340,7 @@ impl ObjectImpl for ClipDenoise {
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
-                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), \"default\" (or empty) for the built-in real-time model, or \"quality\" for the built-in quality model (two passes, twice the compute: offline clean-up, GPUs)")
+                    .blurb("Weights file (safetensors), a model name found in $CLIPDENOISE_MODEL_DIR or the cache directory (as `clipdenoise info` lists them), or \"default\" (or empty) for the built-in default model")
                     .default_value(Some(DEFAULT_MODEL))
                     .mutable_ready()
                     .build(),
