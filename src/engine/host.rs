@@ -292,9 +292,11 @@ where
             if ready_tx.send(Ok(facts)).is_ok() {
                 serve(&model, &jobs_rx, &running);
             }
+            // Jobs still queued carry streams' temporal filters (tensors): they go with the
+            // model, under a token, or are left alone when the process is exiting.
             match GUARD.enter() {
-                Some(_busy) => drop(model),
-                None => std::mem::forget(model),
+                Some(_busy) => drop((model, jobs_rx)),
+                None => std::mem::forget((model, jobs_rx)),
             }
         })
         .map_err(|e| Error::Input(format!("cannot start the model host thread: {e}")))?;
@@ -334,14 +336,17 @@ fn serve(model: &Denoiser, jobs: &cb::Receiver<Job>, running: &Mutex<Vec<Interru
             frames += next.frames.len();
             call.push(next);
         }
+        // Jobs hold tensors (temporal filters): every drop of one is libtorch work, so it
+        // happens under a token; once the process is exiting they are left alone.
+        let Some(_busy) = GUARD.enter() else {
+            std::mem::forget((call, held));
+            return;
+        };
         // A job whose stream was flushed meanwhile is dropped unanswered.
         call.retain(|j| !j.interrupted());
         if call.is_empty() {
             continue;
         }
-        let Some(_busy) = GUARD.enter() else {
-            return;
-        };
         *running.lock().unwrap_or_else(|e| e.into_inner()) =
             call.iter().filter_map(|j| j.interrupt.clone()).collect();
         run_call(model, call);
