@@ -107,9 +107,31 @@ struct ModelFacts {
 
 /// A running host: the job channel (its thread ends when the last handle is dropped).
 struct Host {
-    jobs: cb::Sender<Job>,
+    /// None once dropping: that ends the host thread.
+    jobs: Option<cb::Sender<Job>>,
     facts: ModelFacts,
     sharing: Sharing,
+    /// Disconnected when the host thread has ended; and its handle.
+    done: cb::Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Longest the last stream waits for the host thread to unload the model and end.
+const HOST_JOIN: Duration = Duration::from_secs(10);
+
+impl Drop for Host {
+    /// The last stream is gone: end the host thread and join it (bounded), so that no thread
+    /// holding libtorch state (the model, its OpenMP team) outlives the elements that used it,
+    /// as the unshared worker never did.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Err(cb::RecvTimeoutError::Timeout) = self.done.recv_timeout(HOST_JOIN) {
+            return;
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 static HOSTS: Mutex<Option<HashMap<HostKey, Weak<Host>>>> = Mutex::new(None);
@@ -184,7 +206,12 @@ impl SharedModel {
             interrupt: self.interrupt.clone(),
             reply: reply_tx,
         };
-        self.host.jobs.send(job).map_err(|_| Error::WorkerGone)?;
+        self.host
+            .jobs
+            .as_ref()
+            .ok_or(Error::WorkerGone)?
+            .send(job)
+            .map_err(|_| Error::WorkerGone)?;
         loop {
             match reply_rx.recv_timeout(INTERRUPT_POLL) {
                 Ok((result, back)) => {
@@ -258,9 +285,11 @@ where
 {
     let (jobs_tx, jobs_rx) = cb::unbounded::<Job>();
     let (ready_tx, ready_rx) = cb::bounded::<Result<ModelFacts>>(1);
-    std::thread::Builder::new()
+    let (done_tx, done_rx) = cb::bounded::<()>(0);
+    let thread = std::thread::Builder::new()
         .name("clipdenoise-model".into())
         .spawn(move || {
+            let _done = done_tx;
             exit_guard::install();
             let Some(loading) = GUARD.enter() else {
                 let _ = ready_tx.send(Err(Error::Interrupted));
@@ -302,8 +331,10 @@ where
         .map_err(|e| Error::Input(format!("cannot start the model host thread: {e}")))?;
     let facts = ready_rx.recv().unwrap_or(Err(Error::WorkerGone))?;
     Ok(Host {
-        jobs: jobs_tx,
+        jobs: Some(jobs_tx),
         facts,
+        done: done_rx,
+        thread: Some(thread),
         sharing: Sharing {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             streams: Arc::default(),
