@@ -326,12 +326,10 @@ impl Denoiser {
                 "expected an (N, 3, H, W) batch, got {size:?}"
             )));
         }
-        let (h, w) = (size[2], size[3]);
         if !self.opts.coarse_grain {
             return self.denoise_once(x);
         }
-        let first = self.denoise_once(&pixel_shuffle::split(x)?)?;
-        self.denoise_once(&pixel_shuffle::merge(&first, h, w)?)
+        pixel_shuffle::two_passes(x, |t, _| self.denoise_once(t))
     }
 
     /// One pass of the network over a batch of any size (tiled above the pixel budget),

@@ -34,6 +34,27 @@ pub fn merge(y: &Tensor, height: i64, width: i64) -> Result<Tensor> {
         .f_narrow(3, 0, width)?)
 }
 
+/// Which pass of [`two_passes`] a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// The four sub-images of each frame.
+    SubImages,
+    /// The frames put back together from the first pass's output.
+    Merged,
+}
+
+/// The coarse-grain pipeline around one pass of a network: `pass` on the sub-images of the
+/// `(N, C, H, W)` batch `x`, then on their merge. `pass` takes a batch of any size and returns
+/// one of the same size (inference, training and validation each bring their own).
+pub fn two_passes(
+    x: &Tensor,
+    mut pass: impl FnMut(&Tensor, Pass) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let [_, _, h, w] = dims(x);
+    let first = pass(&split(x)?, Pass::SubImages)?;
+    pass(&merge(&first, h, w)?, Pass::Merged)
+}
+
 fn dims(x: &Tensor) -> [i64; 4] {
     let s = x.size();
     [s[0], s[1], s[2], s[3]]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use clipdenoise::research::train::{TrainConfig, Trainer};
+use clipdenoise::research::train::{TrainConfig, TrainEvent, Trainer};
 
 /// Smooth synthetic photos (gradients, discs, stripes) written as real PNG files.
 fn write_images(dir: &Path) {
@@ -108,14 +108,38 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
         "validation PSNR did not improve"
     );
 
-    // Interrupted after 8 steps, then resumed from the checkpoint by a new trainer.
-    let mut t1 = Trainer::new(config(tmp.path(), "b")).unwrap();
+    // Interrupted after 8 steps, then resumed from the checkpoint by a new trainer; it
+    // snapshots its weights every 5 steps, across the interruption.
+    let snapshotting = || {
+        let mut c = config(tmp.path(), "b");
+        c.run.snapshot_every = 5;
+        c
+    };
+    let mut t1 = Trainer::new(snapshotting()).unwrap();
     t1.run(Some(8), &stop, |_| {}).unwrap();
     drop(t1);
-    let mut t2 = Trainer::new(config(tmp.path(), "b")).unwrap();
+    let mut t2 = Trainer::new(snapshotting()).unwrap();
     assert_eq!(t2.step(), 8);
-    t2.run(None, &stop, |_| {}).unwrap();
+    let mut snapshots = Vec::new();
+    t2.run(None, &stop, |ev| {
+        if let TrainEvent::Snapshot { step, path } = ev {
+            snapshots.push((step, path));
+        }
+    })
+    .unwrap();
     assert_eq!(t2.step(), 20);
+    let steps: Vec<u64> = snapshots.iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, [10, 15, 20], "snapshots after the resume");
+    let mut files: Vec<String> = std::fs::read_dir(tmp.path().join("b/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["model-step10.safetensors", "model-step15.safetensors", "model-step20.safetensors", "model-step5.safetensors"]
+    );
+    let last = clipdenoise::weights::read_safetensors(&snapshots[2].1).unwrap().0;
 
     let (a, b) = (
         weights_of(&tmp.path().join("a")),
@@ -127,6 +151,7 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
             ta.equal(&b[name]),
             "{name} differs between resumed and uninterrupted runs"
         );
+        assert!(ta.equal(&last[name]), "{name}: the step-20 snapshot is not the model");
     }
 }
 

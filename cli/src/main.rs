@@ -65,7 +65,7 @@ enum Command {
     /// Convert OpenAI CLIP or the authors' checkpoints into clipdenoise weights
     #[command(subcommand)]
     Import(import::Command),
-    /// Download and convert published weights
+    /// Download and convert published weights; average weight files
     #[command(subcommand)]
     Weights(weights::Command),
     /// Train a model from a TOML config (checkpoints and resumes)

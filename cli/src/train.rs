@@ -144,6 +144,9 @@ impl TrainProgress {
             TrainEvent::Checkpoint { step, path } => {
                 self.println(&format!("step {step}: checkpoint {}", path.display()));
             }
+            TrainEvent::Snapshot { step, path } => {
+                self.println(&format!("step {step}: snapshot {}", path.display()));
+            }
             TrainEvent::Finished { step, model } => {
                 if let Some(p) = self.progress.as_mut() {
                     p.finish();

@@ -1,8 +1,9 @@
 //! `clipdenoise weights fetch`: renders the core's download events (progress bar on a
-//! terminal, plain lines otherwise).
+//! terminal, plain lines otherwise); `clipdenoise weights average`: the core's weight mean.
 
 use std::path::PathBuf;
 
+use clipdenoise::weights::average::{self, Share};
 use clipdenoise::weights::fetch::{self, FetchEvent, FetchSpec, ENV_BASE_URL, ENV_CACHE_DIR};
 
 use crate::progress::Progress;
@@ -37,6 +38,11 @@ pub enum Command {
         <cache>/clip-rn50-encoder.safetensors, an encoder-only file: combine it with a trained\n\
         decoder or train a decoder on it. An interrupted download resumes where it stopped.\n\n", paper_model!()))]
     Fetch(FetchArgs),
+    /// Average weight files of one model (stochastic weight averaging, model soups)
+    #[command(after_help = "Example:\n  clipdenoise weights average runs/swa-tiny/snapshots/*.safetensors -o swa.safetensors\n\n\
+        Every input must be the same model (width, blocks, coarse-grain); each is checked as\n\
+        when it is loaded for inference. The output records its inputs in its provenance.")]
+    Average(AverageArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -58,10 +64,51 @@ pub struct FetchArgs {
     cache_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args)]
+pub struct AverageArgs {
+    /// Weight files to average (at least two)
+    #[arg(required = true, num_args = 2..)]
+    inputs: Vec<PathBuf>,
+    /// Output weights file (written atomically)
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Shares of the inputs, in their order (comma-separated positive numbers) [default: equal]
+    #[arg(long, value_delimiter = ',')]
+    shares: Option<Vec<f64>>,
+}
+
 pub fn run(c: Command) -> anyhow::Result<()> {
     match c {
         Command::Fetch(a) => fetch_cmd(a),
+        Command::Average(a) => average_cmd(a),
     }
+}
+
+fn average_cmd(a: AverageArgs) -> anyhow::Result<()> {
+    let shares = match a.shares {
+        None => vec![1.0; a.inputs.len()],
+        Some(s) if s.len() == a.inputs.len() => s,
+        Some(s) => anyhow::bail!(
+            "--shares has {} values for {} input files: give one per input",
+            s.len(),
+            a.inputs.len()
+        ),
+    };
+    let inputs: Vec<Share> = a
+        .inputs
+        .into_iter()
+        .zip(shares)
+        .map(|(p, w)| Share::new(p, w))
+        .collect();
+    let config = average::average(&inputs, &a.output)?;
+    eprintln!(
+        "averaged {} weight files (width {}, blocks {:?}) into {}",
+        inputs.len(),
+        config.width,
+        config.blocks,
+        a.output.display()
+    );
+    Ok(())
 }
 
 fn fetch_cmd(a: FetchArgs) -> anyhow::Result<()> {

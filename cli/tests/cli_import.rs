@@ -225,12 +225,13 @@ fn import_checkpoint_with_and_without_encoder() {
 
 #[test]
 fn every_subcommand_has_a_usage_example() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 6] = [
         &["import"],
         &["import", "openai-clip"],
         &["import", "checkpoint"],
         &["weights"],
         &["weights", "fetch"],
+        &["weights", "average"],
     ];
     for args in cases {
         let out = bin()
@@ -249,6 +250,50 @@ fn every_subcommand_has_a_usage_example() {
             "no example of `{line}` in:\n{help}"
         );
     }
+}
+
+/// `weights average`: the shipped model averaged with itself is itself (a loadable model
+/// file); a --shares list of the wrong length or an input that is not weights is one error
+/// line, and no output is written.
+#[test]
+fn weights_average_writes_the_mean_and_refuses_bad_input() {
+    let shipped = "../weights/clipdenoise-tiny.safetensors";
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mean.safetensors");
+    bin()
+        .args(["weights", "average", shipped, shipped, "-o"])
+        .arg(&out)
+        .args(["--shares", "1,2.5"])
+        .assert()
+        .success();
+    let (want, _) = weights::read_safetensors(std::path::Path::new(shipped)).unwrap();
+    let (got, _) = weights::read_safetensors(&out).unwrap();
+    assert_eq!(want.len(), got.len());
+    for (name, t) in &want {
+        let diff = (t - &got[name]).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name} changed by {diff}");
+    }
+    weights::load_model(&out, tch::Device::Cpu).unwrap();
+
+    let bad = dir.path().join("bad.safetensors");
+    let e = fails(
+        bin()
+            .args(["weights", "average", shipped, shipped, "-o"])
+            .arg(&bad)
+            .args(["--shares", "1,2,3"]),
+    );
+    assert!(e.contains("--shares has 3 values for 2 input files"), "{e}");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not weights").unwrap();
+    let e = fails(
+        bin()
+            .args(["weights", "average", shipped])
+            .arg(&text)
+            .arg("-o")
+            .arg(&bad),
+    );
+    assert!(e.contains("notes.txt") && e.contains("not a valid safetensors"), "{e}");
+    assert!(!bad.exists(), "no output after a refusal");
 }
 
 /// The real name has a fixed hash: serving another file under it must fail verification.

@@ -38,14 +38,5 @@ pub unsafe extern "C" fn clipdenoise_element_init(
     }
 }
 
-gst::plugin_define!(
-    clipdenoise,
-    env!("CARGO_PKG_DESCRIPTION"),
-    plugin_init,
-    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
-    "MIT/X11",
-    env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_NAME"),
-    env!("CARGO_PKG_REPOSITORY"),
-    env!("BUILD_REL_DATE")
-);
+include!("plugin_desc.rs");
+clipdenoise_plugin_define!(plugin_init);

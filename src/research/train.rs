@@ -23,7 +23,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::inference::pad_to_multiple;
 use crate::model::{ClipDenoise, Config};
-use crate::pixel_shuffle;
+use crate::pixel_shuffle::{self, Pass};
 use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{
     DataSection, ModelSection, OptimSection, RunSection, TrainConfig,
@@ -58,10 +58,23 @@ pub enum TrainEvent {
         step: u64,
         path: PathBuf,
     },
+    /// Model weights written at a multiple of `run.snapshot_every` (for weight averaging).
+    Snapshot {
+        step: u64,
+        path: PathBuf,
+    },
     Finished {
         step: u64,
         model: PathBuf,
     },
+}
+
+/// `f` on `t` reflect-padded to the network's multiple, cropped back to `t`'s size.
+fn padded(t: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let (h, w) = (t.size()[2], t.size()[3]);
+    Ok(f(&pad_to_multiple(t, Config::MULTIPLE)?)?
+        .f_narrow(2, 0, h)?
+        .f_narrow(3, 0, w)?)
 }
 
 /// AdamW with decoupled weight decay, its moments kept as named tensors so they checkpoint.
@@ -266,6 +279,26 @@ impl Trainer {
         self.cfg.run.dir.join("model.safetensors")
     }
 
+    /// Where the snapshot of `step` goes: `<run.dir>/snapshots/model-step<step>.safetensors`.
+    pub fn snapshot_path(&self, step: u64) -> PathBuf {
+        self.cfg
+            .run
+            .dir
+            .join("snapshots")
+            .join(format!("model-step{step}.safetensors"))
+    }
+
+    /// Write the model's weights as they are at this step into `snapshots/` (the folder is
+    /// made on first use).
+    fn save_snapshot(&self) -> Result<PathBuf> {
+        let path = self.snapshot_path(self.step);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        self.export(&path)?;
+        Ok(path)
+    }
+
     fn seed_for(&self, step: u64) -> u64 {
         self.cfg
             .run
@@ -321,20 +354,14 @@ impl Trainer {
         }
         let mut normal = |f: &Tensor| noise_rng.randn_like(f);
         let out = if self.model_cfg.coarse_grain {
-            let (h, w) = (noisy.size()[2], noisy.size()[3]);
-            let sub = pad_to_multiple(&pixel_shuffle::split(&noisy)?, Config::MULTIPLE)?;
-            let first = self
-                .model
-                .forward_train(&sub, &mut normal)?
-                .f_clamp(0.0, 1.0)?;
-            let first = first
-                .f_narrow(2, 0, (h + 1) / 2)?
-                .f_narrow(3, 0, (w + 1) / 2)?;
-            let merged = pad_to_multiple(&pixel_shuffle::merge(&first, h, w)?, Config::MULTIPLE)?;
-            self.model
-                .forward_train(&merged, &mut normal)?
-                .f_narrow(2, 0, h)?
-                .f_narrow(3, 0, w)?
+            // The second pass's output is left unclamped: L1 keeps its gradient everywhere.
+            pixel_shuffle::two_passes(&noisy, |t, pass| {
+                let y = padded(t, |p| self.model.forward_train(p, &mut normal))?;
+                Ok(match pass {
+                    Pass::SubImages => y.f_clamp(0.0, 1.0)?,
+                    Pass::Merged => y,
+                })
+            })?
         } else {
             self.model.forward_train(&noisy, &mut normal)?
         };
@@ -375,18 +402,9 @@ impl Trainer {
         if !self.model_cfg.coarse_grain {
             return Ok(self.model.forward_t(x, false).clamp(0.0, 1.0));
         }
-        let (h, w) = (x.size()[2], x.size()[3]);
-        let pass = |t: &Tensor| -> Result<Tensor> {
-            let (th, tw) = (t.size()[2], t.size()[3]);
-            Ok(self
-                .model
-                .forward_t(&pad_to_multiple(t, Config::MULTIPLE)?, false)
-                .f_narrow(2, 0, th)?
-                .f_narrow(3, 0, tw)?
-                .f_clamp(0.0, 1.0)?)
-        };
-        let first = pass(&pixel_shuffle::split(x)?)?;
-        pass(&pixel_shuffle::merge(&first, h, w)?)
+        pixel_shuffle::two_passes(x, |t, _| {
+            Ok(padded(t, |p| Ok(self.model.forward_t(p, false)))?.f_clamp(0.0, 1.0)?)
+        })
     }
 
     fn all_tensors(&self) -> TensorMap {
@@ -514,6 +532,14 @@ impl Trainer {
                 on_event(TrainEvent::Validation {
                     step: self.step,
                     psnr: self.validate()?,
+                });
+            }
+            let snap = self.cfg.run.snapshot_every;
+            if snap > 0 && self.step % snap == 0 {
+                let path = self.save_snapshot()?;
+                on_event(TrainEvent::Snapshot {
+                    step: self.step,
+                    path,
                 });
             }
             if last_ckpt.elapsed() >= every {

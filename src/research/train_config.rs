@@ -138,6 +138,10 @@ pub struct RunSection {
     pub checkpoint_minutes: f64,
     #[serde(default = "default_val_every")]
     pub val_every: u64,
+    /// Every this many steps also write the model to `snapshots/model-step<N>.safetensors`
+    /// (0: never): the inputs of `clipdenoise weights average` (stochastic weight averaging).
+    #[serde(default)]
+    pub snapshot_every: u64,
     #[serde(default)]
     pub threads: Option<i32>,
     #[serde(default = "default_device")]

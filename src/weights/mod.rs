@@ -4,9 +4,11 @@
 //! - [`import`] (feature `import`): OpenAI's `RN50.pt` and the authors' `net_g_latest.pth`
 //!   (restricted unpickler).
 //! - [`resolve`]: models by name (`--model NAME`, `model=NAME`) and the model directories.
+//! - [`average`]: the mean of several weight files of one model (weight averaging).
 //! - [`fetch`] (feature `fetch`): `weights fetch clip-rn50` (download, resume, SHA-256 check,
 //!   conversion).
 
+pub mod average;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 #[cfg(feature = "import")]

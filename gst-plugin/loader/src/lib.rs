@@ -116,14 +116,5 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     Ok(())
 }
 
-gst::plugin_define!(
-    clipdenoise,
-    env!("CARGO_PKG_DESCRIPTION"),
-    plugin_init,
-    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
-    "MIT/X11",
-    "gst-plugin-clipdenoise",
-    "gst-plugin-clipdenoise",
-    env!("CARGO_PKG_REPOSITORY"),
-    env!("BUILD_REL_DATE")
-);
+include!("../../src/plugin_desc.rs");
+clipdenoise_plugin_define!(plugin_init);
