@@ -9,19 +9,13 @@
 #   BATCH=N     batch-size for both (default: the element's default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
-# shellcheck source=benchmarks/clip.sh
-. benchmarks/clip.sh
 SIZE="${SIZE:-640x360}"
 FRAMES="${FRAMES:-60}"
 RUNS="${RUNS:-2}"
-W="${SIZE%x*}"
-H="${SIZE#*x}"
+# shellcheck source=benchmarks/clip.sh
+. benchmarks/clip.sh
 BIN=$PWD/target/release/clipdenoise
 PLUGINS=$PWD/target/release
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-export GST_REGISTRY="$TMP/registry.bin"
 
 make_clip "$TMP/in.mp4" "$W" "$H" "$FRAMES"
 

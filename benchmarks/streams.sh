@@ -8,17 +8,11 @@
 #   STREAMS=N   streams of the many-stream run (default 4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/env.sh
-# shellcheck source=benchmarks/clip.sh
-. benchmarks/clip.sh
 SIZE="${SIZE:-640x360}"
 FRAMES="${FRAMES:-40}"
 STREAMS="${STREAMS:-4}"
-W="${SIZE%x*}"
-H="${SIZE#*x}"
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-export GST_REGISTRY="$TMP/registry.bin"
+# shellcheck source=benchmarks/clip.sh
+. benchmarks/clip.sh
 export GST_PLUGIN_PATH=$PWD/target/release
 
 make_clip "$TMP/in.mp4" "$W" "$H" "$FRAMES"
