@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use clipdenoise::model::Config;
 use clipdenoise::weights::pickle::{parse_torch_file, pickle_tensor_names, Limits};
 use clipdenoise::weights::{self, model_tensor_specs, Missing, TensorMap, META_CONFIG};
-use support::{fixture, zeros_f32, zip_bytes, Entry, Pickle, Rng};
+use support::{fixture, hostile, zeros_f32, zip_bytes, Pickle, Rng};
 use tch::{Device, Kind, Tensor};
 
 /// Cases per target in CI: 33500 cases, about 10 s on 2 busy cores (nice 19, a training job
@@ -743,7 +743,7 @@ fn write_issue_13_corpus() {
         std::fs::create_dir_all(root.join(target)).unwrap();
         std::fs::write(root.join(target).join(name), bytes).unwrap();
     };
-    let deflated_pickle = |pickle: &[u8]| zip_bytes(&[("a/data.pkl", pickle, true)]);
+    let deflated_pickle = hostile::checkpoint_of_pickle;
     let zeros = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
     let w2 = model_tensors(&tiny_config(2, [1, 1, 1]));
 
@@ -777,21 +777,8 @@ fn write_issue_13_corpus() {
     );
     put("torch", "c2-inferred-width-1024.pth", &torch_archive(&t));
     // D: a tuple nested 10^6 deep; lists nested by APPEND after placement; a self-cycle.
-    let mut p = Pickle::default();
-    p.op(b")").op(&vec![0x85; 1_000_000]);
-    put(
-        "torch",
-        "d-tuple-1e6-deep.pth",
-        &deflated_pickle(&p.finish()),
-    );
-    let mut p = Pickle::default();
-    p.op(b"]r\x00\x00\x00\x00");
-    for i in 1u32..20_000 {
-        p.op(b"j").op(&(i - 1).to_le_bytes());
-        p.op(b"]r").op(&i.to_le_bytes()).op(b"a0");
-    }
-    p.op(b"j\x00\x00\x00\x00");
-    put("torch", "d-list-chain.pth", &deflated_pickle(&p.finish()));
+    put("torch", "d-tuple-1e6-deep.pth", &deflated_pickle(&hostile::nested_tuples(1_000_000)));
+    put("torch", "d-list-chain.pth", &deflated_pickle(&hostile::list_chain(20_000)));
     put(
         "pickle",
         "d-self-cycle.pkl",
@@ -799,66 +786,11 @@ fn write_issue_13_corpus() {
     );
     // E: a zero-stride view, a size list shared by 20000 tensors, a million-copy pickle, a
     // zip bomb storage, 64 transposed views of one storage.
-    let pickle = Pickle::state_dict(&[("w", "0", 1, &[16384, 16384], &[0, 0])]);
-    put(
-        "torch",
-        "e-zero-stride-view.pth",
-        &zip_bytes(&[
-            ("a/data.pkl", &pickle, false),
-            ("a/data/0", &zeros_f32(1), false),
-        ]),
-    );
-    let mut p = Pickle::default();
-    p.op(b"]q\x00(").op(&b"K\x01".repeat(60_000)).op(b"e0");
-    p.global("torch._utils", "_rebuild_tensor_v2")
-        .op(b"q\x010(");
-    p.str("storage").global("torch", "FloatStorage");
-    p.str("0").str("cpu").int(1).op(b"tQq\x020}(");
-    for i in 0..20_000 {
-        p.str(&format!("t{i}"))
-            .op(b"h\x01(h\x02K\x00h\x00h\x00\x89NtR");
-    }
-    p.op(b"u");
-    put(
-        "torch",
-        "e-shared-size-list.pth",
-        &deflated_pickle(&p.finish()),
-    );
-    let mut p = Pickle::default();
-    p.op(b"]");
-    for _ in 0..5 {
-        p.op(b"()").op(&vec![b'2'; 999_000]).op(b"ta");
-    }
-    put(
-        "torch",
-        "e-million-copies.pth",
-        &deflated_pickle(&p.finish()),
-    );
-    let n = 4 << 20;
-    let pickle = Pickle::state_dict(&[("w", "0", n, &[n], &[1])]);
-    put(
-        "torch",
-        "e-zip-bomb.pth",
-        &zip_bytes(&[
-            ("a/data.pkl", &pickle, false),
-            ("a/data/0", &zeros_f32(n as usize), true),
-        ]),
-    );
-    let (n, size, stride) = (128, [128i64, 128], [1i64, 128]);
-    let names: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
-    let entries: Vec<Entry> = names
-        .iter()
-        .map(|name| (name.as_str(), "0", n * n, &size[..], &stride[..]))
-        .collect();
-    let pickle = Pickle::state_dict(&entries);
-    put(
-        "torch",
-        "e-many-views.pth",
-        &zip_bytes(&[
-            ("a/data.pkl", &pickle, false),
-            ("a/data/0", &zeros_f32((n * n) as usize), true),
-        ]),
-    );
+    put("torch", "e-zero-stride-view.pth", &hostile::zero_stride_view());
+    put("torch", "e-shared-size-list.pth", &deflated_pickle(&hostile::shared_size_list()));
+    put("torch", "e-million-copies.pth", &deflated_pickle(&hostile::million_copies()));
+    put("torch", "e-zip-bomb.pth", &hostile::zip_bomb(4 << 20));
+    put("torch", "e-many-views.pth", &hostile::strided_views(128, 64, true));
     // F: one bit flipped in a storage of a width-2 model.
     let mut a = torch_archive(&w2);
     let (_, start, size) = support::stored_entries(&a)

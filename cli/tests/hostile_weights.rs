@@ -15,7 +15,7 @@ use clipdenoise::weights::import::{import_checkpoint, import_openai_clip};
 use clipdenoise::weights::pickle::read_torch_file;
 use clipdenoise::weights::{self, Missing, TensorMap, META_CONFIG};
 use support::child::{clipdenoise, RunExt};
-use support::{fixture, stored_entries, write, zeros_f32, zip_bytes, Entry, Pickle};
+use support::{fixture, hostile, stored_entries, write, zeros_f32, zip_bytes, Pickle};
 use tch::{Device, Kind, Tensor};
 
 /// The watchdog of one run of the binary on a hostile file.
@@ -261,17 +261,14 @@ fn c2_a_config_bigger_than_the_tensors_is_refused_before_building() {
 
 /// A checkpoint whose `data.pkl` (deflated: the file is a few KB) is `pickle`.
 fn checkpoint_with_pickle(dir: &Path, name: &str, pickle: &[u8]) -> std::path::PathBuf {
-    write(dir, name, &zip_bytes(&[("a/data.pkl", pickle, true)]))
+    write(dir, name, &hostile::checkpoint_of_pickle(pickle))
 }
 
 #[test]
 fn d_a_tuple_nested_a_million_deep_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // (((...(),),)...): EMPTY_TUPLE, then TUPLE1 a million times: a 1 MB pickle.
-    let mut p = Pickle::default();
-    p.op(b")");
-    p.op(&vec![0x85; 1_000_000]);
-    let p = checkpoint_with_pickle(dir.path(), "deep.pth", &p.finish());
+    let p = checkpoint_with_pickle(dir.path(), "deep.pth", &hostile::nested_tuples(1_000_000));
     let e = one_line(import_checkpoint(&p).unwrap_err());
     assert!(e.contains("nested more than 256 deep"), "{e}");
     let e = cli_import(dir.path(), "checkpoint", &p);
@@ -283,17 +280,7 @@ fn d_a_tuple_nested_a_million_deep_is_refused() {
 #[test]
 fn d_lists_nested_by_appending_after_placement_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // l0 = []; for i in 1..100000: l_i = []; l_{i-1}.append(l_i): each list is filled after
-    // it was placed in its parent, so depths recorded at placement would be wrong.
-    let mut p = Pickle::default();
-    p.op(b"]r\x00\x00\x00\x00");
-    for i in 1u32..100_000 {
-        p.op(b"j").op(&(i - 1).to_le_bytes());
-        p.op(b"]r").op(&i.to_le_bytes());
-        p.op(b"a0");
-    }
-    p.op(b"j\x00\x00\x00\x00");
-    let p = checkpoint_with_pickle(dir.path(), "chain.pth", &p.finish());
+    let p = checkpoint_with_pickle(dir.path(), "chain.pth", &hostile::list_chain(100_000));
     let e = one_line(import_checkpoint(&p).unwrap_err());
     assert!(e.contains("after placing it inside another value"), "{e}");
 }
@@ -304,12 +291,7 @@ fn d_lists_nested_by_appending_after_placement_are_refused() {
 #[test]
 fn e_a_zero_stride_view_bigger_than_its_storage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // One stored float viewed as [16384, 16384] with strides [0, 0]: 1 GB once copied.
-    let pickle = Pickle::state_dict(&[("w", "0", 1, &[16384, 16384], &[0, 0])]);
-    let bytes = zip_bytes(&[
-        ("a/data.pkl", &pickle, false),
-        ("a/data/0", &zeros_f32(1), false),
-    ]);
+    let bytes = hostile::zero_stride_view();
     assert!(bytes.len() < 1024, "{}", bytes.len());
     let p = write(dir.path(), "zero-stride.pth", &bytes);
     let e = one_line(read_torch_file(&p, &|_| true).unwrap_err());
@@ -321,21 +303,7 @@ fn e_a_zero_stride_view_bigger_than_its_storage_is_refused() {
 #[test]
 fn e_a_size_list_shared_by_many_tensors_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // A list of 60000 ints (memo 0) used as the size and stride of 20000 tensors: copying it
-    // for each one would take 19 GB from a 1 MB pickle.
-    let mut p = Pickle::default();
-    p.op(b"]q\x00(").op(&b"K\x01".repeat(60_000)).op(b"e0");
-    // memo 1: the rebuild function; memo 2: a one-float storage.
-    p.global("torch._utils", "_rebuild_tensor_v2")
-        .op(b"q\x010(");
-    p.str("storage").global("torch", "FloatStorage");
-    p.str("0").str("cpu").int(1).op(b"tQq\x020}(");
-    for i in 0..20_000 {
-        p.str(&format!("t{i}"))
-            .op(b"h\x01(h\x02K\x00h\x00h\x00\x89NtR");
-    }
-    p.op(b"u");
-    let pickle = p.finish();
+    let pickle = hostile::shared_size_list();
     assert!(pickle.len() < 1 << 20, "{}", pickle.len());
     let p = checkpoint_with_pickle(dir.path(), "dims.pth", &pickle);
     let e = one_line(import_checkpoint(&p).unwrap_err());
@@ -345,14 +313,8 @@ fn e_a_size_list_shared_by_many_tensors_is_refused() {
 #[test]
 fn e_a_pickle_that_copies_references_millions_of_times_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // A list of five tuples of a million references each to one value (DUP): a 5 MB pickle
-    // that needs 80 MB; the same pattern goes on as far as the pickle's size allows.
-    let mut p = Pickle::default();
-    p.op(b"]");
-    for _ in 0..5 {
-        p.op(b"()").op(&vec![b'2'; 999_000]).op(b"ta");
-    }
-    let bytes = zip_bytes(&[("a/data.pkl", &p.finish(), false)]);
+    // The same pattern goes on as far as the pickle's size allows (stored, not deflated).
+    let bytes = zip_bytes(&[("a/data.pkl", &hostile::million_copies(), false)]);
     let p = write(dir.path(), "refs.pth", &bytes);
     let e = one_line(import_checkpoint(&p).unwrap_err());
     assert!(e.contains("builds more than 4000000 values"), "{e}");
@@ -362,12 +324,7 @@ fn e_a_pickle_that_copies_references_millions_of_times_is_refused() {
 fn e_a_zip_bomb_storage_is_refused_before_it_is_unpacked() {
     let dir = tempfile::tempdir().unwrap();
     // 16 MB of zeros deflated to a few KB, as the storage of one [4M] tensor.
-    let n = 4 << 20;
-    let pickle = Pickle::state_dict(&[("w", "0", n, &[n], &[1])]);
-    let bytes = zip_bytes(&[
-        ("a/data.pkl", &pickle, false),
-        ("a/data/0", &zeros_f32(n as usize), true),
-    ]);
+    let bytes = hostile::zip_bomb(4 << 20);
     assert!(bytes.len() < 64 << 10, "{}", bytes.len());
     let p = write(dir.path(), "bomb.pth", &bytes);
     let e = one_line(import_checkpoint(&p).unwrap_err());
@@ -378,28 +335,11 @@ fn e_a_zip_bomb_storage_is_refused_before_it_is_unpacked() {
 fn e_many_strided_views_of_one_storage_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     // One 1 MB storage and 64 transposed views of it: each needs its own 1 MB copy.
-    let n = 512;
-    let (size, stride) = ([n, n], [1, n]);
-    let names: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
-    let entries: Vec<Entry> = names
-        .iter()
-        .map(|name| (name.as_str(), "0", n * n, &size[..], &stride[..]))
-        .collect();
-    let pickle = Pickle::state_dict(&entries);
-    let bytes = zip_bytes(&[
-        ("a/data.pkl", &pickle, false),
-        ("a/data/0", &zeros_f32((n * n) as usize), false),
-    ]);
-    let p = write(dir.path(), "views.pth", &bytes);
+    let p = write(dir.path(), "views.pth", &hostile::strided_views(512, 64, false));
     let e = one_line(read_torch_file(&p, &|_| true).unwrap_err());
     assert!(e.contains("a strided view of storage 0"), "{e}");
     // A few such views are fine.
-    let pickle = Pickle::state_dict(&entries[..3]);
-    let bytes = zip_bytes(&[
-        ("a/data.pkl", &pickle, false),
-        ("a/data/0", &zeros_f32((n * n) as usize), false),
-    ]);
-    let p = write(dir.path(), "views3.pth", &bytes);
+    let p = write(dir.path(), "views3.pth", &hostile::strided_views(512, 3, false));
     let f = read_torch_file(&p, &|_| true).unwrap();
     assert_eq!(f.tensors.len(), 3);
 }

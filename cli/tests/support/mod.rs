@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod hostile;
 pub mod pipeline;
 
 use std::io::{Cursor, Write};
