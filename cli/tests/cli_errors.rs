@@ -9,17 +9,13 @@ use std::path::{Path, PathBuf};
 use gst::prelude::*;
 
 use support::child::{clipdenoise, RunExt};
-use support::pipeline::gst_run;
+use support::pipeline::{gst_run, h264_clip};
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
 
 /// A 2-second 160x96 H.264 clip in MP4; `faststart` puts the index first.
 fn make_mp4(path: &Path, faststart: bool) {
-    gst_run(&format!(
-        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
-         x264enc speed-preset=ultrafast ! h264parse ! mp4mux faststart={faststart} ! filesink location={}",
-        path.display()
-    ));
+    h264_clip(path, 60, "ball", &format!("mp4mux faststart={faststart}"));
 }
 
 /// Run `clipdenoise video INPUT OUTPUT extra...` and check the failure contract; returns the line.
@@ -120,11 +116,7 @@ fn truncated_videos() {
 fn files_cut_before_their_first_frame() {
     let dir = tempfile::tempdir().unwrap();
     let mkv = dir.path().join("full.mkv");
-    gst_run(&format!(
-        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
-         x264enc speed-preset=ultrafast ! h264parse ! matroskamux ! filesink location={}",
-        mkv.display()
-    ));
+    h264_clip(&mkv, 60, "ball", "matroskamux");
     let fs = dir.path().join("faststart.mp4");
     make_mp4(&fs, true);
     let fs_len = std::fs::metadata(&fs).unwrap().len() as usize;

@@ -11,7 +11,7 @@ use gst::prelude::*;
 
 mod support;
 use support::child::registry;
-use support::pipeline::{gst_run, init, wait_eos};
+use support::pipeline::{gst_run, h264_clip, init, wait_eos};
 use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
@@ -343,11 +343,7 @@ fn a_file_cut_short_says_how_many_frames_came_out() {
 fn a_cut_faststart_mp4_is_salvaged_with_a_count() {
     let dir = tempfile::tempdir().unwrap();
     let full = dir.path().join("full.mp4");
-    gst_run(&format!(
-        "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=160,height=96,framerate=30/1 ! \
-         x264enc speed-preset=ultrafast ! h264parse ! mp4mux faststart=true ! filesink location={}",
-        full.display()
-    ));
+    h264_clip(&full, 60, "ball", "mp4mux faststart=true");
     let bytes = std::fs::read(&full).unwrap();
     let cut = dir.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
@@ -473,11 +469,7 @@ fn ffmpeg_first_frame_gray(path: &Path) -> Vec<u8> {
 fn a_rotated_clip_comes_out_upright() {
     let dir = tempfile::tempdir().unwrap();
     let landscape = dir.path().join("landscape.mp4");
-    gst_run(&format!(
-        "videotestsrc num-buffers=15 pattern=gradient ! video/x-raw,width=160,height=96,framerate=30/1 ! \
-         x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
-        landscape.display()
-    ));
+    h264_clip(&landscape, 15, "gradient", "mp4mux");
     let input = dir.path().join("portrait.mp4");
     let mut c = StdCommand::new("ffmpeg");
     c.args(["-v", "error", "-i"])

@@ -49,3 +49,15 @@ pub fn gst_run(desc: &str) {
     wait_eos(&p, desc);
     p.set_state(gst::State::Null).unwrap();
 }
+
+/// A 160x96 30 fps clip of `frames` frames of videotestsrc's `pattern`, H.264 (x264,
+/// ultrafast) through `mux` (a muxer with its properties, e.g. `mp4mux faststart=true`) into
+/// `path`, made under the watchdog.
+pub fn h264_clip(path: &std::path::Path, frames: u32, pattern: &str, mux: &str) {
+    gst_run(&format!(
+        "videotestsrc num-buffers={frames} pattern={pattern} ! \
+         video/x-raw,width=160,height=96,framerate=30/1 ! x264enc speed-preset=ultrafast ! \
+         h264parse ! {mux} ! filesink location={}",
+        path.display()
+    ));
+}
