@@ -59,7 +59,10 @@ fn the_mean_is_weighted_by_the_shares_and_loads_as_a_model() {
             continue;
         }
         let want = ta[name].to_kind(Kind::Double) * 0.25 + tb[name].to_kind(Kind::Double) * 0.75;
-        let err = (t.to_kind(Kind::Double) - want).abs().max().double_value(&[]);
+        let err = (t.to_kind(Kind::Double) - want)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(err < 1e-6, "{name}: off by {err}");
     }
     let prov = weights::provenance_from_metadata(&meta);
@@ -79,8 +82,18 @@ fn another_model_nan_a_bad_share_or_a_single_file_are_refused_and_nothing_is_wri
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::new(8, [1, 1, 1]);
     let (a, _) = model_file(dir.path(), "a.safetensors", &cfg, 0.0);
-    let (wide, _) = model_file(dir.path(), "wide.safetensors", &Config::new(16, [1, 1, 1]), 0.0);
-    let (deep, _) = model_file(dir.path(), "deep.safetensors", &Config::new(8, [1, 2, 1]), 0.0);
+    let (wide, _) = model_file(
+        dir.path(),
+        "wide.safetensors",
+        &Config::new(16, [1, 1, 1]),
+        0.0,
+    );
+    let (deep, _) = model_file(
+        dir.path(),
+        "deep.safetensors",
+        &Config::new(8, [1, 2, 1]),
+        0.0,
+    );
     let out = dir.path().join("mean.safetensors");
 
     for other in [&wide, &deep] {
@@ -93,7 +106,11 @@ fn another_model_nan_a_bad_share_or_a_single_file_are_refused_and_nothing_is_wri
 
     // A NaN in one tensor of an otherwise valid file.
     let (mut t, meta) = weights::read_safetensors(&a).unwrap();
-    let name = t.keys().find(|k| k.ends_with("conv1.weight")).unwrap().clone();
+    let name = t
+        .keys()
+        .find(|k| k.ends_with("conv1.weight"))
+        .unwrap()
+        .clone();
     let _ = t.get_mut(&name).unwrap().get(0).fill_(f64::NAN);
     let nan = dir.path().join("nan.safetensors");
     weights::write_safetensors(&nan, &t, meta).unwrap();
@@ -108,7 +125,9 @@ fn another_model_nan_a_bad_share_or_a_single_file_are_refused_and_nothing_is_wri
             .to_string();
         assert!(e.contains("positive"), "share {w}: {e}");
     }
-    let e = average(&[Share::new(&a, 1.0)], &out).unwrap_err().to_string();
+    let e = average(&[Share::new(&a, 1.0)], &out)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least two"), "{e}");
 
     let garbage = dir.path().join("garbage.safetensors");

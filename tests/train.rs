@@ -137,9 +137,16 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
     files.sort();
     assert_eq!(
         files,
-        ["model-step10.safetensors", "model-step15.safetensors", "model-step20.safetensors", "model-step5.safetensors"]
+        [
+            "model-step10.safetensors",
+            "model-step15.safetensors",
+            "model-step20.safetensors",
+            "model-step5.safetensors"
+        ]
     );
-    let last = clipdenoise::weights::read_safetensors(&snapshots[2].1).unwrap().0;
+    let last = clipdenoise::weights::read_safetensors(&snapshots[2].1)
+        .unwrap()
+        .0;
 
     let (a, b) = (
         weights_of(&tmp.path().join("a")),
@@ -151,7 +158,10 @@ fn twenty_steps_lower_the_loss_and_resume_is_exact() {
             ta.equal(&b[name]),
             "{name} differs between resumed and uninterrupted runs"
         );
-        assert!(ta.equal(&last[name]), "{name}: the step-20 snapshot is not the model");
+        assert!(
+            ta.equal(&last[name]),
+            "{name}: the step-20 snapshot is not the model"
+        );
     }
 }
 

@@ -39,9 +39,11 @@ pub enum Command {
         decoder or train a decoder on it. An interrupted download resumes where it stopped.\n\n", paper_model!()))]
     Fetch(FetchArgs),
     /// Average weight files of one model (stochastic weight averaging, model soups)
-    #[command(after_help = "Example:\n  clipdenoise weights average runs/swa-tiny/snapshots/*.safetensors -o swa.safetensors\n\n\
+    #[command(
+        after_help = "Example:\n  clipdenoise weights average runs/swa-tiny/snapshots/*.safetensors -o swa.safetensors\n\n\
         Every input must be the same model (width, blocks, coarse-grain); each is checked as\n\
-        when it is loaded for inference. The output records its inputs in its provenance.")]
+        when it is loaded for inference. The output records its inputs in its provenance."
+    )]
     Average(AverageArgs),
 }
 

@@ -292,7 +292,10 @@ fn weights_average_writes_the_mean_and_refuses_bad_input() {
             .arg("-o")
             .arg(&bad),
     );
-    assert!(e.contains("notes.txt") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("notes.txt") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     assert!(!bad.exists(), "no output after a refusal");
 }
 

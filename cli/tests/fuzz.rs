@@ -777,8 +777,16 @@ fn write_issue_13_corpus() {
     );
     put("torch", "c2-inferred-width-1024.pth", &torch_archive(&t));
     // D: a tuple nested 10^6 deep; lists nested by APPEND after placement; a self-cycle.
-    put("torch", "d-tuple-1e6-deep.pth", &deflated_pickle(&hostile::nested_tuples(1_000_000)));
-    put("torch", "d-list-chain.pth", &deflated_pickle(&hostile::list_chain(20_000)));
+    put(
+        "torch",
+        "d-tuple-1e6-deep.pth",
+        &deflated_pickle(&hostile::nested_tuples(1_000_000)),
+    );
+    put(
+        "torch",
+        "d-list-chain.pth",
+        &deflated_pickle(&hostile::list_chain(20_000)),
+    );
     put(
         "pickle",
         "d-self-cycle.pkl",
@@ -786,11 +794,27 @@ fn write_issue_13_corpus() {
     );
     // E: a zero-stride view, a size list shared by 20000 tensors, a million-copy pickle, a
     // zip bomb storage, 64 transposed views of one storage.
-    put("torch", "e-zero-stride-view.pth", &hostile::zero_stride_view());
-    put("torch", "e-shared-size-list.pth", &deflated_pickle(&hostile::shared_size_list()));
-    put("torch", "e-million-copies.pth", &deflated_pickle(&hostile::million_copies()));
+    put(
+        "torch",
+        "e-zero-stride-view.pth",
+        &hostile::zero_stride_view(),
+    );
+    put(
+        "torch",
+        "e-shared-size-list.pth",
+        &deflated_pickle(&hostile::shared_size_list()),
+    );
+    put(
+        "torch",
+        "e-million-copies.pth",
+        &deflated_pickle(&hostile::million_copies()),
+    );
     put("torch", "e-zip-bomb.pth", &hostile::zip_bomb(4 << 20));
-    put("torch", "e-many-views.pth", &hostile::strided_views(128, 64, true));
+    put(
+        "torch",
+        "e-many-views.pth",
+        &hostile::strided_views(128, 64, true),
+    );
     // F: one bit flipped in a storage of a width-2 model.
     let mut a = torch_archive(&w2);
     let (_, start, size) = support::stored_entries(&a)

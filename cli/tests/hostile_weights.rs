@@ -335,11 +335,19 @@ fn e_a_zip_bomb_storage_is_refused_before_it_is_unpacked() {
 fn e_many_strided_views_of_one_storage_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
     // One 1 MB storage and 64 transposed views of it: each needs its own 1 MB copy.
-    let p = write(dir.path(), "views.pth", &hostile::strided_views(512, 64, false));
+    let p = write(
+        dir.path(),
+        "views.pth",
+        &hostile::strided_views(512, 64, false),
+    );
     let e = one_line(read_torch_file(&p, &|_| true).unwrap_err());
     assert!(e.contains("a strided view of storage 0"), "{e}");
     // A few such views are fine.
-    let p = write(dir.path(), "views3.pth", &hostile::strided_views(512, 3, false));
+    let p = write(
+        dir.path(),
+        "views3.pth",
+        &hostile::strided_views(512, 3, false),
+    );
     let f = read_torch_file(&p, &|_| true).unwrap();
     assert_eq!(f.tensors.len(), 3);
 }

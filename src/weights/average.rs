@@ -44,7 +44,10 @@ pub fn average(inputs: &[Share], out: &Path) -> Result<Config> {
             inputs.len()
         )));
     }
-    if let Some(bad) = inputs.iter().find(|s| !(s.weight.is_finite() && s.weight > 0.0)) {
+    if let Some(bad) = inputs
+        .iter()
+        .find(|s| !(s.weight.is_finite() && s.weight > 0.0))
+    {
         return Err(Error::Input(format!(
             "the share of {} is {}: shares must be positive numbers",
             bad.path.display(),
@@ -54,7 +57,11 @@ pub fn average(inputs: &[Share], out: &Path) -> Result<Config> {
     let total: f64 = inputs.iter().map(|s| s.weight).sum();
     let first = load_model(&inputs[0].path, Device::Cpu)?;
     let config = first.model.config.clone();
-    let mut sums = accumulate(TensorMap::new(), &first.vs.variables(), inputs[0].weight / total)?;
+    let mut sums = accumulate(
+        TensorMap::new(),
+        &first.vs.variables(),
+        inputs[0].weight / total,
+    )?;
     let mut provs = vec![first.provenance.clone()];
     for share in &inputs[1..] {
         let m = load_model(&share.path, Device::Cpu)?;
