@@ -4,6 +4,9 @@
 # `clipdenoise eval-video` (Poisson-Gaussian raw noise at shot gain 0.004, Bayer demosaic,
 # white balance, colour matrix, gamma and tone curve, chroma noise reduction; seed 0), then
 # encoded with x264 at CRF 23 (speed preset medium, a keyframe every 30 frames) into MP4.
+# Since eval-video codes frames with sides rounded up to multiples of 16 (reproducible
+# encodes), a rebuilt sample is 480x272, its last two rows repeated; the committed one was
+# made before that, at 480x270.
 # Needs the release build (make build) and GStreamer's plugins (good, ugly, libav).
 #   samples/make-sample.sh [SOURCE_MP4] [OUTPUT_MP4]
 set -euo pipefail

@@ -24,9 +24,12 @@ use tch::{Kind, Tensor};
     Each clip's first --frames frames are decoded to RGB, filmed by one camera drawn from\n\
     --seed and the clip's file name (Poisson-Gaussian raw noise at --shot, Bayer demosaic,\n\
     white balance, colour matrix, gamma 2.2 and tone curve, chroma noise reduction), each frame\n\
-    with its own seeded noise; then I420 and x264 (pass=qual quantizer=CRF, i.e. CRF, with\n\
+    with its own seeded noise; then I420 with the sides rounded up to multiples of 16 (the last\n\
+    row and column repeated: x264 read unwritten memory past other sizes, and a rerun gave other\n\
+    numbers) and x264 (pass=qual quantizer=CRF, i.e. CRF, with\n\
     bitrate=2048000 so that x264enc's default 2 Mbit/s VBV cap does not override the CRF; the\n\
-    --preset speed preset, keyframe every 30 frames), avdec_h264, and the clipdenoise element.\n\
+    --preset speed preset, keyframe every 30 frames), avdec_h264, cropped back, and the\n\
+    clipdenoise element.\n\
     Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
     MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
@@ -80,7 +83,8 @@ pub struct Args {
     /// Write DIR/<clip>/clean/NNNN.png and DIR/<clip>/crfN/NNNN.png (decoded noisy frames)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     dump: Option<PathBuf>,
-    /// Also keep the encoded noisy clips as DIR/<clip>-crfN.mp4
+    /// Also keep the encoded noisy clips as DIR/<clip>-crfN.mp4 (coded with their sides rounded
+    /// up to multiples of 16, the last row and column repeated)
     #[arg(long, value_name = "DIR", help_heading = "Output")]
     keep_encoded: Option<PathBuf>,
 }
@@ -289,6 +293,7 @@ fn encode_and_denoise(
     keep: Option<&Path>,
 ) -> anyhow::Result<(Vec<Tensor>, Vec<Tensor>)> {
     let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
+    let (ph, pw) = gst_frames::macroblock_padded(&frames[0]);
     let keep = match keep {
         Some(p) => format!(
             "enc. ! queue ! h264parse ! mp4mux faststart=true ! filesink location=\"{}\" ",
@@ -297,17 +302,20 @@ fn encode_and_denoise(
         None => String::new(),
     };
     let desc = format!(
-        "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
-         videoconvert ! video/x-raw,format=I420 ! \
+        "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=I420,width={pw},height={ph},framerate=30/1 ! \
          x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=2 ! \
-         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! tee name=t \
+         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! videocrop right={} bottom={} ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
            video/x-raw,format=RGB ! appsink name=noisy sync=false \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \
            clipdenoise name=den batch-size=1 ! videoconvert ! video/x-raw,format=RGB ! \
            appsink name=out sync=false",
-        args.preset
+        args.preset,
+        pw - w,
+        ph - h,
     );
+    // Converted before the pipeline, into buffers x264 can read past (gst_frames::i420_buffers).
+    let i420 = gst_frames::i420_buffers(frames, 30)?;
     let pipeline = gst_frames::launch(&desc)?;
     let den = pipeline.by_name("den").context("no element")?;
     den.set_property("model", &args.model);
@@ -325,7 +333,9 @@ fn encode_and_denoise(
         anyhow::anyhow!("the pipeline cannot start (x264enc, avdec_h264, clipdenoise?)")
     })?;
     let result = (|| {
-        gst_frames::push_rgb(&src, frames, 30)?;
+        for buf in i420 {
+            src.push_buffer(buf)?;
+        }
         src.end_of_stream()?;
         let mut noisy = Vec::new();
         let mut out = Vec::new();

@@ -73,6 +73,63 @@ pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::R
     Ok(())
 }
 
+/// x264 codes a frame in 16x16 macroblocks. For a frame whose sides are not multiples of 16
+/// it read memory it had not written (rows and columns past the frame, in its buffers or in
+/// videoconvert's), so the same frames encoded differently from run to run and eval-video's
+/// figures moved in the second decimal. Frames are therefore encoded with their sides
+/// rounded up to multiples of 16, the last row and column repeated (what an encoder's own
+/// padding does), and cropped back after decoding.
+pub const MACROBLOCK: i64 = 16;
+
+/// RGB u8 (3, H, W) frames as I420 buffers (GStreamer's `videoconvert`) of
+/// `macroblock_padded(H, W)` with timestamps at `fps`, for an `appsrc` of I420 caps in front
+/// of x264enc (see [`MACROBLOCK`]).
+pub fn i420_buffers(frames: &[Tensor], fps: u64) -> anyhow::Result<Vec<gst::Buffer>> {
+    let (h, w) = macroblock_padded(&frames[0]);
+    let padded: Vec<Tensor> = frames
+        .iter()
+        .map(|f| {
+            let (fh, fw) = (f.size()[1], f.size()[2]);
+            f.unsqueeze(0)
+                .to_kind(tch::Kind::Float)
+                .f_pad([0, w - fw, 0, h - fh], "replicate", None)
+                .map(|t| t.squeeze_dim(0).to_kind(tch::Kind::Uint8))
+        })
+        .collect::<Result<_, _>>()?;
+    let desc = format!(
+        "appsrc name=src format=time max-bytes=0 \
+         caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 ! \
+         videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false"
+    );
+    let pipeline = launch(&desc)?;
+    let src = appsrc(&pipeline, "src")?;
+    let sink = appsink(&pipeline, "sink")?;
+    let bus = pipeline.bus().context("no bus")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| anyhow::anyhow!("the RGB to I420 conversion cannot start"))?;
+    let result = (|| {
+        push_rgb(&src, &padded, fps)?;
+        src.end_of_stream()?;
+        let mut out = Vec::with_capacity(frames.len());
+        while let Some(s) = pull(&sink, &bus)? {
+            out.push(s.buffer_owned().context("sample without buffer")?);
+        }
+        if out.len() != frames.len() {
+            bail!("RGB to I420: {} frames in, {} out", frames.len(), out.len());
+        }
+        anyhow::Ok(out)
+    })();
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+/// The (height, width) of an RGB (3, H, W) frame rounded up to multiples of [`MACROBLOCK`].
+pub fn macroblock_padded(frame: &Tensor) -> (i64, i64) {
+    let up = |n: i64| (n + MACROBLOCK - 1) / MACROBLOCK * MACROBLOCK;
+    (up(frame.size()[1]), up(frame.size()[2]))
+}
+
 /// A parsed pipeline and its named appsrc / appsinks.
 pub fn launch(desc: &str) -> anyhow::Result<gst::Pipeline> {
     gst::parse::launch(desc)?

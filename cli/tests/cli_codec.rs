@@ -10,10 +10,11 @@ use support::child::{clipdenoise, RunExt};
 use support::pipeline::gst_run;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
-/// An 8-frame 64x48 H.264 clip of a moving ball.
+/// An 8-frame 70x42 H.264 clip of a moving ball (sides that are not multiples of x264's
+/// 16-pixel macroblocks: eval-video pads them for the encoder and crops them back).
 fn make_clip(path: &Path) {
     gst_run(&format!(
-        "videotestsrc num-buffers=8 pattern=ball ! video/x-raw,width=64,height=48,framerate=30/1 ! \
+        "videotestsrc num-buffers=8 pattern=ball ! video/x-raw,width=70,height=42,framerate=30/1 ! \
          x264enc speed-preset=ultrafast ! h264parse ! mp4mux ! filesink location={}",
         path.display()
     ));
@@ -71,10 +72,20 @@ fn eval_video_is_seeded_and_scores_every_crf_through_the_element() {
     let c = eval_video(&clip, &["--seed", "1"]);
     assert_ne!(a["rows"][0]["noisy"]["psnr"], c["rows"][0]["noisy"]["psnr"]);
     for sub in ["clean", "crf20", "crf40"] {
-        let files = std::fs::read_dir(dump.join("ball").join(sub))
+        let files: Vec<_> = std::fs::read_dir(dump.join("ball").join(sub))
             .unwrap()
-            .count();
-        assert_eq!(files, 6, "{sub}");
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 6, "{sub}");
+        for f in files {
+            let size = image::image_dimensions(&f).unwrap();
+            assert_eq!(
+                size,
+                (70, 42),
+                "{}: the frames keep their size",
+                f.display()
+            );
+        }
     }
 }
 
