@@ -25,11 +25,12 @@ use tch::{Kind, Tensor};
     --seed and the clip's file name (Poisson-Gaussian raw noise at --shot, Bayer demosaic,\n\
     white balance, colour matrix, gamma 2.2 and tone curve, chroma noise reduction), each frame\n\
     with its own seeded noise; then I420 with the sides rounded up to multiples of 16 (the last\n\
-    row and column repeated: x264 read unwritten memory past other sizes, and a rerun gave other\n\
-    numbers) and x264 (pass=qual quantizer=CRF, i.e. CRF, with\n\
+    row and column repeated) and x264 on one thread (pass=qual quantizer=CRF, i.e. CRF, with\n\
     bitrate=2048000 so that x264enc's default 2 Mbit/s VBV cap does not override the CRF; the\n\
     --preset speed preset, keyframe every 30 frames), avdec_h264, cropped back, and the\n\
-    clipdenoise element.\n\
+    clipdenoise element. The padding and the single thread make reruns encode identically: x264\n\
+    read memory it had not written (past frames of other sizes, and with two threads), so the\n\
+    same seeded clip coded differently from run to run.\n\
     Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
     MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
@@ -303,7 +304,7 @@ fn encode_and_denoise(
     };
     let desc = format!(
         "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=I420,width={pw},height={ph},framerate=30/1 ! \
-         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=2 ! \
+         x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=1 ! \
          tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! videocrop right={} bottom={} ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
            video/x-raw,format=RGB ! appsink name=noisy sync=false \
