@@ -305,7 +305,7 @@ fn encode_and_denoise(
     let desc = format!(
         "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=I420,width={pw},height={ph},framerate=30/1 ! \
          x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=1 ! \
-         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 ! videocrop right={} bottom={} ! tee name=t \
+         tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 max-threads=1 ! videocrop right={} bottom={} ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
            video/x-raw,format=RGB ! appsink name=noisy sync=false \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \
