@@ -28,9 +28,9 @@ use tch::{Kind, Tensor};
     row and column repeated) and x264 on one thread (pass=qual quantizer=CRF, i.e. CRF, with\n\
     bitrate=2048000 so that x264enc's default 2 Mbit/s VBV cap does not override the CRF; the\n\
     --preset speed preset, keyframe every 30 frames), avdec_h264, cropped back, and the\n\
-    clipdenoise element. The padding and the single thread make reruns encode identically: x264\n\
-    read memory it had not written (past frames of other sizes, and with two threads), so the\n\
-    same seeded clip coded differently from run to run.\n\
+    clipdenoise element. x264 read memory it had not written (past frames of other sizes, and\n\
+    with two threads), so the same seeded clip coded differently from run to run; the padding\n\
+    and the single threads remove most of that (weights/README.md says what is left).\n\
     Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
     MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
@@ -315,7 +315,7 @@ fn encode_and_denoise(
         pw - w,
         ph - h,
     );
-    // Converted before the pipeline, into buffers x264 can read past (gst_frames::i420_buffers).
+    // Converted before the pipeline, padded to whole macroblocks (gst_frames::MACROBLOCK).
     let i420 = gst_frames::i420_buffers(frames, 30)?;
     let pipeline = gst_frames::launch(&desc)?;
     let den = pipeline.by_name("den").context("no element")?;

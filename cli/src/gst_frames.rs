@@ -76,11 +76,11 @@ pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::R
 /// x264 codes a frame in 16x16 macroblocks. For a frame whose sides are not multiples of 16
 /// it read memory it had not written (past the frame, in its buffers or in videoconvert's),
 /// so the same frames encoded differently from run to run and eval-video's figures moved in
-/// the second decimal (with jemalloc's zeroing on, never). Frames are therefore encoded with
-/// their sides rounded up to multiples of 16, the last row and column repeated (what an
-/// encoder's own padding does), and cropped back after decoding; eval-video also runs x264 on
-/// one thread, since with two a clip coded after another still came out differently now and
-/// then.
+/// the second decimal (with jemalloc's zeroing on, they did not). Frames are therefore encoded
+/// with their sides rounded up to multiples of 16, the last row and column repeated (what an
+/// encoder's own padding does), and cropped back after decoding; eval-video also runs x264
+/// and avdec_h264 on one thread each. A smaller run-to-run difference remains now and then
+/// (weights/README.md).
 pub const MACROBLOCK: i64 = 16;
 
 /// RGB u8 (3, H, W) frames as I420 buffers (GStreamer's `videoconvert`) of
