@@ -103,22 +103,37 @@ pub fn i420_buffers(frames: &[Tensor], fps: u64) -> anyhow::Result<Vec<gst::Buff
          caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 ! \
          videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false"
     );
-    let pipeline = launch(&desc)?;
+    run_frames(&desc, &padded, fps, "RGB to I420")?
+        .into_iter()
+        .map(|s| s.buffer_owned().context("sample without buffer"))
+        .collect()
+}
+
+/// Run the pipeline `desc` (an appsrc `src` of RGB caps, an appsink `sink`) on `frames`,
+/// pushed with timestamps at `fps`: the samples that come out, one per frame (`what` names
+/// the pipeline in errors, a missing or extra frame is one).
+pub fn run_frames(
+    desc: &str,
+    frames: &[Tensor],
+    fps: u64,
+    what: &str,
+) -> anyhow::Result<Vec<gst::Sample>> {
+    let pipeline = launch(desc)?;
     let src = appsrc(&pipeline, "src")?;
     let sink = appsink(&pipeline, "sink")?;
     let bus = pipeline.bus().context("no bus")?;
     pipeline
         .set_state(gst::State::Playing)
-        .map_err(|_| anyhow::anyhow!("the RGB to I420 conversion cannot start"))?;
+        .map_err(|_| anyhow::anyhow!("the {what} cannot start (a GStreamer element missing?)"))?;
     let result = (|| {
-        push_rgb(&src, &padded, fps)?;
+        push_rgb(&src, frames, fps)?;
         src.end_of_stream()?;
         let mut out = Vec::with_capacity(frames.len());
         while let Some(s) = pull(&sink, &bus)? {
-            out.push(s.buffer_owned().context("sample without buffer")?);
+            out.push(s);
         }
         if out.len() != frames.len() {
-            bail!("RGB to I420: {} frames in, {} out", frames.len(), out.len());
+            bail!("{what}: {} frames in, {} out", frames.len(), out.len());
         }
         anyhow::Ok(out)
     })();

@@ -7,7 +7,6 @@ use anyhow::Context;
 use clipdenoise::research::imageio::{self, BitDepth};
 use clipdenoise::research::train::{load_rgb8, Trainer};
 use clipdenoise::research::train_pool::{self, PairPool, PoolSection};
-use gst::prelude::*;
 use tch::{Kind, Tensor};
 
 use crate::gst_frames;
@@ -108,29 +107,8 @@ fn round_trip(frames: &[Tensor], crf: u32, preset: &str) -> anyhow::Result<Vec<T
          h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! \
          appsink name=sink sync=false"
     );
-    let pipeline = gst_frames::launch(&desc)?;
-    let src = gst_frames::appsrc(&pipeline, "src")?;
-    let sink = gst_frames::appsink(&pipeline, "sink")?;
-    let bus = pipeline.bus().context("no bus")?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| anyhow::anyhow!("the x264 round trip cannot start (x264enc, avdec_h264?)"))?;
-    let result = (|| {
-        gst_frames::push_rgb(&src, frames, 30)?;
-        src.end_of_stream()?;
-        let mut out = Vec::new();
-        while let Some(s) = gst_frames::pull(&sink, &bus)? {
-            out.push(gst_frames::sample_to_tensor(&s)?);
-        }
-        if out.len() != frames.len() {
-            anyhow::bail!(
-                "x264 round trip: {} frames in, {} out",
-                frames.len(),
-                out.len()
-            );
-        }
-        anyhow::Ok(out)
-    })();
-    let _ = pipeline.set_state(gst::State::Null);
-    result
+    gst_frames::run_frames(&desc, frames, 30, "x264 round trip")?
+        .iter()
+        .map(gst_frames::sample_to_tensor)
+        .collect()
 }

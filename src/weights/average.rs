@@ -79,13 +79,9 @@ pub fn average(inputs: &[Share], out: &Path) -> Result<Config> {
         sums = accumulate(sums, &m.vs.variables(), share.weight / total)?;
         provs.push(m.provenance.clone());
     }
-    let mean = finish(sums, &first.vs.variables(), out)?;
-    let prov = provenance(inputs, &provs);
     // The mean goes into the first model's var store, so it is saved exactly like a model.
-    for (name, var) in first.vs.variables() {
-        tch::no_grad(|| var.shallow_clone().f_copy_(&mean[&name]))?;
-    }
-    save_model(out, &first.vs, &config, &prov)?;
+    store_mean(&sums, &first.vs.variables(), out)?;
+    save_model(out, &first.vs, &config, &provenance(inputs, &provs))?;
     Ok(config)
 }
 
@@ -118,30 +114,24 @@ fn accumulate(
     Ok(sums)
 }
 
-/// The averaged tensors in the model's dtypes (integer variables: the first input's); a
-/// non-finite mean (an input holding NaN or infinity) is refused.
-fn finish(
-    sums: TensorMap,
-    first: &std::collections::HashMap<String, Tensor>,
+/// Copy the averaged tensors into the floating-point `vars` (each in its own dtype; integer
+/// variables keep the first input's values); a non-finite mean (an input holding NaN or
+/// infinity) is refused.
+fn store_mean(
+    sums: &TensorMap,
+    vars: &std::collections::HashMap<String, Tensor>,
     out: &Path,
-) -> Result<TensorMap> {
-    let mut mean = TensorMap::new();
-    for (name, v) in first {
-        let t = match sums.get(name) {
-            Some(s) => {
-                if !bool::try_from(s.f_isfinite()?.f_all()?)? {
-                    return Err(Error::weights(
-                        out,
-                        format!("the mean of tensor {name} is not finite: an input holds NaN or infinity"),
-                    ));
-                }
-                s.f_to_kind(v.kind())?
-            }
-            None => v.shallow_clone(),
-        };
-        mean.insert(name.clone(), t);
+) -> Result<()> {
+    for (name, sum) in sums {
+        if !bool::try_from(sum.f_isfinite()?.f_all()?)? {
+            return Err(Error::weights(
+                out,
+                format!("the mean of tensor {name} is not finite: an input holds NaN or infinity"),
+            ));
+        }
+        tch::no_grad(|| vars[name].shallow_clone().f_copy_(sum))?;
     }
-    Ok(mean)
+    Ok(())
 }
 
 /// Where the mean came from: the inputs and their shares, the training data they share, and
