@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(pkg-config g++ make libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav libjemalloc2 python3-venv)
+  gstreamer1.0-libav libjemalloc2 python3-venv ffmpeg)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
