@@ -10,7 +10,14 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(pkg-config g++ make libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav libjemalloc2 python3-venv ffmpeg)
+  gstreamer1.0-libav libjemalloc2 python3-venv ffmpeg procps)
+
+# The programs the code and the tests start, which the packages above (or Debian's essential
+# ones) guarantee: checked on PATH after installing. tests/programs.rs fails naming any program
+# the sources start that is not listed here (or in OPTIONAL_PROGRAMS).
+PROGRAMS=(ffmpeg ffprobe gst-launch-1.0 gst-inspect-1.0 kill mkfifo sh timeout)
+# Started only when present; the code works without them (nvidia-smi comes with the GPU driver).
+OPTIONAL_PROGRAMS=(nvidia-smi)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,6 +29,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+for prog in "${PROGRAMS[@]}"; do
+  command -v "$prog" >/dev/null || { echo "setup: $prog is not on PATH after installing ${APT_PACKAGES[*]}" >&2; exit 1; }
+done
 
 torch_ok() { "$TORCH_VENV/bin/python" -c 'import sys,torch; sys.exit(0 if torch.__version__.split("+")[0]=="2.11.0" else 1)' 2>/dev/null; }
 if ! torch_ok; then
