@@ -21,7 +21,7 @@
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
-//! prints the summary, [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
+//! prints the summary (with the count [`readback`] reads from the written file), [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
 
 mod errors;
 mod format;
@@ -29,6 +29,7 @@ mod pipeline;
 mod plan;
 mod quality;
 mod range;
+mod readback;
 mod report;
 mod state;
 mod stop;

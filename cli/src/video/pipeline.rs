@@ -10,6 +10,7 @@ use anyhow::anyhow;
 use gst::prelude::*;
 
 use super::plan::{Codec, ElementProps, Plan};
+use super::range::Cut;
 use super::state::{extend, Shared};
 use super::{format, stop, streams};
 
@@ -179,6 +180,9 @@ fn configure_encoder(
             set_prop(enc, "target-bitrate", "50000000")?;
             set_prop(enc, "cq-level", &crf.unwrap_or(32).to_string())?;
             set_prop(enc, "cpu-used", "4")?;
+            // No look-ahead: GStreamer 1.22's vp9enc flushes libvpx once at EOS, which leaves
+            // the frames still in its look-ahead out of the file (12 of 75 at this bitrate).
+            set_prop(enc, "lag-in-frames", "0")?;
             set_prop(enc, "row-mt", "true")?;
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -198,26 +202,14 @@ fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
     let capture = plan.side_by_side.is_some();
     let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
     if let Some(r) = plan.range {
-        r.shift(&pre_sink);
         let sh = shared.clone();
-        pre_sink.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let pts = match &info.data {
-                Some(gst::PadProbeData::Buffer(buf)) => buf.pts(),
-                _ => None,
-            };
-            let Some(pts) = pts else {
-                return gst::PadProbeReturn::Ok;
-            };
-            if r.after(pts) {
+        Cut::new(r).install(
+            &pre_sink,
+            move || {
                 stop::end_streams(&sh);
-            }
-            if r.before(pts) || r.after(pts) {
-                // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
-                drop(info.take_buffer());
-                return gst::PadProbeReturn::Handled;
-            }
-            gst::PadProbeReturn::Ok
-        });
+            },
+            |_| true,
+        );
     }
     let sh = shared.clone();
     let upright = chain.rotate.static_pad("src").expect("videoflip has src");

@@ -43,7 +43,9 @@ impl Codec {
         match self {
             Codec::H264 => Some("h264parse"),
             Codec::H265 => Some("h265parse"),
-            Codec::Vp9 | Codec::Ffv1 => None,
+            // Gives the caps fields (profile, chroma, depth) that mp4mux and qtmux need.
+            Codec::Vp9 => Some("vp9parse"),
+            Codec::Ffv1 => None,
         }
     }
 }
@@ -97,6 +99,29 @@ impl Container {
             _ => Codec::H264,
         }
     }
+    const ALL: [Container; 4] = [
+        Container::Mp4,
+        Container::Mov,
+        Container::Mkv,
+        Container::Webm,
+    ];
+
+    /// Every container with the codecs it takes: ".mp4: h264, h265, vp9; ...".
+    fn pairs() -> String {
+        Container::ALL
+            .iter()
+            .map(|c| {
+                let codecs: Vec<&str> = Codec::ALL
+                    .iter()
+                    .filter(|&&k| c.takes(k))
+                    .map(|k| k.name())
+                    .collect();
+                format!(".{}: {}", c.ext(), codecs.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     fn takes(self, codec: Codec) -> bool {
         match self {
             Container::Mkv => true,
@@ -160,10 +185,10 @@ impl Plan {
         check_paths(args)?;
         if !container.takes(codec) {
             bail!(
-                "{} video cannot go into .{} (use --codec {} or another container)",
+                "{} video cannot go into .{} (these can: {})",
                 codec.name(),
                 container.ext(),
-                container.default_codec().name()
+                Container::pairs()
             );
         }
         let crf = match (quality::range(codec)?, args.crf) {

@@ -1,6 +1,11 @@
-//! `--start`, `--duration` and `--to`: the part of the input to denoise. Frames outside it are
-//! dropped after decoding (so the first frames decode from their keyframe), the audio is cut
-//! to match, timestamps start at 0 in the output, and the job ends at the range's end.
+//! `--start`, `--duration` and `--to`: the part of the input to denoise, in the input's running
+//! time (the times a player shows, edit lists applied). Frames outside it are dropped after
+//! decoding and before the encoder (so the first frames decode from their keyframe, and the
+//! encoder sees the first kept frame as the first frame of a stream that starts at 0: a
+//! keyframe), the audio is cut to the same part, and the job ends at the range's end.
+//!
+//! [`Cut`] does it on a pad: it keeps the upstream segment, sends a segment that starts at 0
+//! downstream instead, and restamps every kept buffer to its running time minus the start.
 
 use anyhow::{bail, Context};
 use gst::prelude::*;
@@ -70,14 +75,15 @@ impl Range {
         }))
     }
 
-    /// Whether a buffer at `pts` comes before the range.
-    pub fn before(&self, pts: gst::ClockTime) -> bool {
-        pts < self.start
-    }
-
-    /// Whether a buffer at `pts` comes at or after the range's end.
-    pub fn after(&self, pts: gst::ClockTime) -> bool {
-        self.end.is_some_and(|e| pts >= e)
+    /// Where a buffer at running time `rt` falls.
+    pub fn place(&self, rt: gst::ClockTime) -> Place {
+        if rt < self.start {
+            Place::Before
+        } else if self.end.is_some_and(|e| rt >= e) {
+            Place::After
+        } else {
+            Place::Keep(rt - self.start)
+        }
     }
 
     /// The length of the range within an input of `duration`.
@@ -86,10 +92,101 @@ impl Range {
             .map_or(duration, |e| e.min(duration))
             .saturating_sub(self.start)
     }
+}
 
-    /// Shift what leaves `pad` so that the range starts at running time 0 in the output.
-    pub fn shift(&self, pad: &gst::Pad) {
-        pad.set_offset(-(self.start.nseconds() as i64));
+/// Where a buffer falls against a [`Range`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Before,
+    /// In the range, at this time of the output.
+    Keep(gst::ClockTime),
+    After,
+}
+
+/// A [`Range`] applied to one stream: the upstream segment (to read buffers' running times).
+pub struct Cut {
+    range: Range,
+    upstream: gst::FormattedSegment<gst::ClockTime>,
+}
+
+impl Cut {
+    pub fn new(range: Range) -> Cut {
+        Cut {
+            range,
+            upstream: gst::FormattedSegment::new(),
+        }
+    }
+
+    /// A segment from upstream: remembered; what goes downstream instead starts at 0.
+    pub fn segment(&mut self, upstream: &gst::Segment) -> gst::Event {
+        if let Some(s) = upstream.downcast_ref::<gst::ClockTime>() {
+            self.upstream = s.clone();
+        }
+        let mut out = gst::FormattedSegment::<gst::ClockTime>::new();
+        out.set_rate(self.upstream.rate());
+        gst::event::Segment::new(&out)
+    }
+
+    /// Where a buffer at `pts` (upstream) falls; outside the upstream segment counts as before
+    /// it (ahead of its start) or after it.
+    pub fn place(&self, pts: gst::ClockTime) -> Place {
+        match self.upstream.to_running_time(pts) {
+            Some(rt) => self.range.place(rt),
+            None if self.upstream.start().is_some_and(|s| pts < s) => Place::Before,
+            None => Place::After,
+        }
+    }
+
+    /// On `pad` (buffers and downstream events): drop the buffers outside the range (calling
+    /// `at_end` at the first one after it), restamp the others, replace the segment. `keep`
+    /// sees every kept buffer's output time and may still drop it (false).
+    pub fn install(
+        self,
+        pad: &gst::Pad,
+        at_end: impl Fn() + Send + Sync + 'static,
+        keep: impl Fn(gst::ClockTime) -> bool + Send + Sync + 'static,
+    ) {
+        let cut = std::sync::Mutex::new(self);
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                let mut cut = cut.lock().unwrap();
+                let place = match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        if let gst::EventView::Segment(s) = e.view() {
+                            let replaced = cut.segment(s.segment());
+                            info.data = Some(gst::PadProbeData::Event(replaced));
+                        }
+                        return gst::PadProbeReturn::Ok;
+                    }
+                    Some(gst::PadProbeData::Buffer(b)) => match b.pts() {
+                        Some(pts) => cut.place(pts),
+                        None => return gst::PadProbeReturn::Ok,
+                    },
+                    _ => return gst::PadProbeReturn::Ok,
+                };
+                let t = match place {
+                    Place::Keep(t) if keep(t) => t,
+                    p => {
+                        if p == Place::After {
+                            at_end();
+                        }
+                        // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
+                        drop(info.take_buffer());
+                        return gst::PadProbeReturn::Handled;
+                    }
+                };
+                if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data {
+                    let b = b.make_mut();
+                    b.set_pts(t);
+                    // Decoded frames carry no decoding time; audio packets decode when shown.
+                    if b.dts().is_some() {
+                        b.set_dts(t);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
 }
 
@@ -123,8 +220,28 @@ mod tests {
         assert_eq!(r.length(s(2)), s(1));
         let r = Range::new(Some("5"), None, None).unwrap().unwrap();
         assert_eq!((r.start, r.end), (s(5), None));
-        assert!(r.before(s(4)) && !r.before(s(5)) && !r.after(s(100)));
+        assert_eq!(r.place(s(4)), Place::Before);
+        assert_eq!(r.place(s(5)), Place::Keep(s(0)));
+        assert_eq!(r.place(s(100)), Place::Keep(s(95)));
+        let r = Range::new(Some("1"), Some("1"), None).unwrap().unwrap();
+        assert_eq!(r.place(s(2)), Place::After);
         assert!(Range::new(Some("5"), None, Some("4")).is_err());
+        // Running time, not PTS: an MP4 with B-frames starts its segment (edit list) at 0.08 s.
+        let mut cut = Cut::new(Range::new(Some("1"), Some("1"), None).unwrap().unwrap());
+        let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
+        seg.set_start(gst::ClockTime::from_mseconds(80));
+        seg.set_time(gst::ClockTime::ZERO);
+        let down = cut.segment(seg.upcast_ref());
+        let gst::EventView::Segment(d) = down.view() else {
+            panic!("not a segment")
+        };
+        assert_eq!(d.segment().start().value(), 0);
+        let ms = gst::ClockTime::from_mseconds;
+        assert_eq!(cut.place(ms(40)), Place::Before);
+        assert_eq!(cut.place(ms(1040)), Place::Before);
+        assert_eq!(cut.place(ms(1080)), Place::Keep(ms(0)));
+        assert_eq!(cut.place(ms(2040)), Place::Keep(ms(960)));
+        assert_eq!(cut.place(ms(2080)), Place::After);
         assert!(Range::new(None, Some("0"), None).is_err());
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use gst_video::prelude::*;
 
 use super::plan::Plan;
+use super::readback;
 use super::state::{Capture, Shared};
 use super::temp::TempOutput;
 use super::watch::Outcome;
@@ -39,8 +40,15 @@ pub fn finish(
         }
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
+    // The count the file holds, read back from it: what players will show.
+    let written = readback::video_frames(&temp.path).with_context(|| {
+        format!(
+            "the written video is not readable ({} frames went into it)",
+            frames_out
+        )
+    })?;
     let short = match outcome.interrupted {
-        false => check_complete(plan, shared, &outcome, frames_out),
+        false => check_complete(plan, shared, &outcome, written),
         true => None,
     };
     if let Some(png) = &plan.side_by_side {
@@ -59,7 +67,13 @@ pub fn finish(
     if frames_in != frames_out {
         eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
     }
-    summary(plan, shared, &outcome, frames_out);
+    if written != frames_out {
+        eprintln!(
+            "warning: {frames_out} frames went into the {} encoder but the file holds {written}",
+            plan.codec.name()
+        );
+    }
+    summary(plan, shared, &outcome, written);
     if outcome.interrupted {
         std::process::exit(130);
     }
@@ -84,14 +98,16 @@ fn check_complete(
     frames_out: u64,
 ) -> Option<String> {
     let video_end = video_end(shared);
-    let stream_end = shared
-        .audio_end
-        .lock()
-        .unwrap()
-        .map_or(video_end, |a| a.max(video_end));
+    // The video's times are the output's (from 0 at --start on), the audio's the input's.
+    let audio_end = shared.audio_end.lock().unwrap().unwrap_or_default();
     let d = outcome.duration?;
-    // With --duration/--to the streams end at the range's end.
-    let d = plan.range.and_then(|r| r.end).map_or(d, |e| e.min(d));
+    let (stream_end, d) = match plan.range {
+        Some(r) => (
+            video_end.max(audio_end.saturating_sub(r.start)),
+            r.length(d),
+        ),
+        None => (video_end.max(audio_end), d),
+    };
     let (ends, lasts) = (stream_end.seconds_f64(), d.seconds_f64());
     let fps = *shared.fps.lock().unwrap();
     let rate = fps.map_or(30.0, |f| f.numer() as f64 / f.denom() as f64);
@@ -101,8 +117,7 @@ fn check_complete(
         return None;
     }
     let announced = fps.map_or(String::new(), |_| {
-        let from = plan.range.map_or(0.0, |r| r.start.seconds_f64());
-        format!(" of the about {:.0} it announces", (lasts - from) * rate)
+        format!(" of the about {:.0} it announces", lasts * rate)
     });
     Some(format!(
         "{}: cut short or damaged: salvaged {frames_out} frames{announced} (its streams end at \

@@ -10,7 +10,7 @@ use gst::prelude::*;
 
 use super::pipeline::make;
 use super::plan::{Container, Plan};
-use super::range::Range;
+use super::range::{Cut, Range};
 use super::state::{extend, Shared};
 
 /// Link parsebin's pads to the chain that starts at `pre` and to `mux` as they appear.
@@ -279,25 +279,23 @@ impl Route<'_> {
     }
 }
 
-/// Drop the audio before --start, and the audio that starts at or after
-/// [`Shared::audio_cut`] (set when the job ends early: Ctrl-C, --to): the audio queued ahead
-/// of the (slower) video would otherwise run on past the last frame. With a range, what
-/// leaves `pad` is shifted so that the range starts at 0.
+/// Drop the audio outside --start/--duration/--to (its times then start at 0, as the video's
+/// do), and the audio that starts at or after [`Shared::audio_cut`] (set when the job ends
+/// early: Ctrl-C, --to): the audio queued ahead of the (slower) video would otherwise run on
+/// past the last frame.
 fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
-    if let Some(r) = &range {
-        r.shift(pad);
+    let keep = move |t: gst::ClockTime| !shared.audio_cut.lock().unwrap().is_some_and(|c| t >= c);
+    if let Some(r) = range {
+        Cut::new(r).install(pad, || {}, keep);
+        return;
     }
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let cut = *shared.audio_cut.lock().unwrap();
         let pts = match &info.data {
             Some(gst::PadProbeData::Buffer(b)) => b.pts(),
             _ => None,
         };
-        let Some(p) = pts else {
-            return gst::PadProbeReturn::Ok;
-        };
-        if cut.is_some_and(|c| p >= c) || range.is_some_and(|r| r.before(p)) {
-            drop(info.take_buffer()); // taken and handled: see pipeline::install_probes
+        if pts.is_some_and(|p| !keep(p)) {
+            drop(info.take_buffer()); // taken and handled: see range::Cut::install
             return gst::PadProbeReturn::Handled;
         }
         gst::PadProbeReturn::Ok

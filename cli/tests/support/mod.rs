@@ -8,6 +8,7 @@
 pub mod child;
 pub mod hostile;
 pub mod pipeline;
+pub mod playable;
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
