@@ -299,3 +299,27 @@ fn unknown_device() {
         &["cuda:63", "not available"],
     );
 }
+
+/// A codec the container cannot hold is refused before anything runs, with the pairs that work.
+#[test]
+fn a_codec_the_container_cannot_take_is_refused_with_the_pairs_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, false);
+    for (name, codec) in [
+        ("out.mov", "ffv1"),
+        ("out.mp4", "ffv1"),
+        ("out.webm", "h264"),
+    ] {
+        let ext = name.rsplit('.').next().unwrap();
+        fails(
+            &input,
+            &dir.path().join(name),
+            &["--model", TINY, "--codec", codec],
+            &[
+                &format!("{codec} video cannot go into .{ext}"),
+                ".mp4: h264, h265, vp9; .mov: h264, h265, vp9; .mkv: h264, h265, vp9, ffv1; .webm: vp9",
+            ],
+        );
+    }
+}
