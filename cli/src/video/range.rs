@@ -210,6 +210,7 @@ mod tests {
 
     #[test]
     fn the_range_follows_the_options() {
+        gst::init().unwrap();
         let s = gst::ClockTime::from_seconds;
         assert_eq!(Range::new(None, None, None).unwrap(), None);
         let r = Range::new(Some("1"), Some("2"), None).unwrap().unwrap();
