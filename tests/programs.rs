@@ -97,11 +97,15 @@ fn programs_started(source: &str) -> Vec<String> {
             // `.arg("-c")` / `args(["-c", ...` right after (within a few lines).
             let near = &rest[..rest.char_indices().nth(200).map_or(rest.len(), |(i, _)| i)];
             if let Some(c) = near.find("\"-c\"") {
-                let after = &rest[c + 4..];
-                if let Some(q) = after.find('"') {
-                    if let Some(line) = literal(&after[q + 1..]) {
-                        out.extend(shell_programs(&line));
-                    }
+                // The next argument, when it is a literal (`, "..."` or `).arg("...")`).
+                let after = rest[c + 4..].trim_start();
+                let after = after
+                    .strip_prefix(',')
+                    .or_else(|| after.strip_prefix(")"))
+                    .map(|a| a.trim_start())
+                    .map(|a| a.strip_prefix(".arg(").unwrap_or(a).trim_start());
+                if let Some(line) = after.and_then(|a| a.strip_prefix('"')).and_then(literal) {
+                    out.extend(shell_programs(&line));
                 }
             }
         }
@@ -134,11 +138,13 @@ fn the_scanner_finds_programs_in_commands_and_shell_lines() {
             .arg("-c")
             .arg("ulimit -d 2000000 && FOO=1 timeout 5 exec \"$0\" | grep x; ls")
             .arg(&bin);
+        Command::new("sh").args(["-c", "nproc; kill -INT $0", &pid]);
+        Command::new("sh").args(["-c", line, "not a program"]);
     "#;
     let found = programs_started(src);
     assert_eq!(
         found,
-        ["ffprobe", "mkfifo", "timeout", "grep", "ls", "sh"],
+        ["ffprobe", "mkfifo", "timeout", "grep", "ls", "sh", "nproc", "kill", "sh", "sh"],
         "{found:?}"
     );
 }

@@ -703,13 +703,21 @@ fn refuses_to_overwrite_without_force() {
 
 #[test]
 fn ctrl_c_finishes_a_playable_file_with_the_frames_done() {
-    interrupt_mid_file("-INT");
+    interrupt_mid_file("kill -INT $0");
 }
 
 /// `kill`, systemd and container runtimes stop a job with SIGTERM: same graceful path.
 #[test]
 fn sigterm_finishes_a_playable_file_with_the_frames_done() {
-    interrupt_mid_file("-TERM");
+    interrupt_mid_file("kill -TERM $0");
+}
+
+/// Signals arriving together (`timeout -s INT` signals the process and its group at once) are
+/// one Ctrl-C: the file is finished, not aborted. Two copies of one signal may merge in the
+/// kernel; SIGINT and SIGTERM never do, so both are sent (the job aborted every time).
+#[test]
+fn signals_arriving_together_are_one_ctrl_c() {
+    interrupt_mid_file("kill -INT $0; kill -INT $0; kill -TERM $0");
 }
 
 /// The MPEG-TS packet id of the video stream of [`make_ts_clip`]'s clips.
@@ -805,7 +813,8 @@ fn wait_for_line(
 /// Interrupt a job whose input does not end (a FIFO the test holds open) once frames are
 /// done, with the audio read a second ahead of the video; the output holds a prefix of the
 /// input's frames, is playable, and its audio ends with its video.
-fn interrupt_mid_file(signal: &str) {
+/// `kill` is a shell line that signals the process `$0`.
+fn interrupt_mid_file(kill: &str) {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.ts");
     let frames = make_ts_clip(&clip);
@@ -829,8 +838,8 @@ fn interrupt_mid_file(signal: &str) {
             .is_some_and(|n| n > 0)
     };
     wait_for_line(&mut child, &lines, done, "any frame was done");
-    let kill = StdCommand::new("kill")
-        .args([signal, &child.id().to_string()])
+    let kill = StdCommand::new("sh")
+        .args(["-c", kill, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
