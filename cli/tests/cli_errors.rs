@@ -323,3 +323,34 @@ fn a_codec_the_container_cannot_take_is_refused_with_the_pairs_that_work() {
         );
     }
 }
+
+/// `-` (standard input or output) gets a plain refusal, not "unknown container '.'"; a
+/// negative `--crf` gets the range, not clap's "use '-- -1'" advice.
+#[test]
+fn dash_and_negative_crf_get_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    make_mp4(&input, false);
+    fails(
+        &input,
+        Path::new("-"),
+        &["--model", TINY],
+        &[
+            "'-' (standard output) is not supported",
+            "give a file name ending in .mp4",
+        ],
+    );
+    fails(
+        Path::new("-"),
+        &dir.path().join("out.mp4"),
+        &["--model", TINY],
+        &["'-' (standard input) is not supported"],
+    );
+    let max = x264_max_quantizer();
+    fails(
+        &input,
+        &dir.path().join("out.mp4"),
+        &["--model", TINY, "--crf", "-1"],
+        &[&format!("--crf -1 is outside 0-{max} for h264")],
+    );
+}

@@ -535,6 +535,36 @@ fn cuts_hold_exactly_the_frames_of_the_part_and_play_in_ffmpeg() {
     }
 }
 
+/// A subtitle track is named in plain words when it is left out, and MP2 audio is MP2 (it was
+/// "a text/x-raw stream" and "MP3 copied").
+#[test]
+fn subtitle_tracks_and_mp2_audio_are_named_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let srt = dir.path().join("s.srt");
+    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhello\n").unwrap();
+    let input = dir.path().join("in.mkv");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x96:rate=25")
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-i"])
+        .arg(&srt)
+        .args(["-map", "0", "-map", "1", "-map", "2", "-t", "1"])
+        .args(["-c:v", "libx264", "-c:a", "mp2", "-c:s", "srt"])
+        .arg(&input);
+    let out = watchdog::output(&mut c, "ffmpeg (making a clip)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let output = dir.path().join("out.mkv");
+    let out = denoise_video(&input, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: subtitle track (text) left out"),
+        "{err}"
+    );
+    assert!(err.contains("audio: MP2 copied"), "{err}");
+    assert_eq!(reported_frames(&err), 25, "{err}");
+}
+
 /// VP9 drained at the end: every frame is in the file, in every container that takes VP9
 /// (it lost its last 10 or so, and .mp4/.mov failed to negotiate).
 #[test]

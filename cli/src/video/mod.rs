@@ -96,8 +96,8 @@ pub struct Args {
     #[arg(long, value_enum, help_heading = "Output")]
     codec: Option<Codec>,
     /// Constant-quality level, lower is better (the ranges, from the installed encoders: `clipdenoise video --help`)
-    #[arg(long, help_heading = "Output")]
-    crf: Option<u32>,
+    #[arg(long, allow_negative_numbers = true, help_heading = "Output")]
+    crf: Option<i64>,
     /// Encoder speed/size trade-off for h264/h265 (x264/x265 preset names)
     #[arg(long, default_value = "medium", value_parser = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"], help_heading = "Output")]
     preset: String,

@@ -180,6 +180,21 @@ impl Plan {
     /// Check everything that can be checked without GStreamer, in the order the user would
     /// fix it; each failure is one line.
     pub fn new(args: &Args) -> anyhow::Result<Plan> {
+        for (path, what, verb) in [
+            (&args.input, "standard input", "read"),
+            (&args.output, "standard output", "write"),
+        ] {
+            if path.as_os_str() == "-" {
+                bail!(
+                    "'-' ({what}) is not supported: video is {verb} as a file (give a file name{})",
+                    if verb == "write" {
+                        " ending in .mp4, .mkv, .mov or .webm"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         let container = Container::from_path(&args.output)?;
         let codec = args.codec.unwrap_or(container.default_codec());
         check_paths(args)?;
@@ -192,10 +207,10 @@ impl Plan {
             );
         }
         let crf = match (quality::range(codec)?, args.crf) {
-            (Some((lo, hi, _)), Some(c)) if c < lo || c > hi => {
+            (Some((lo, hi, _)), Some(c)) if c < i64::from(lo) || c > i64::from(hi) => {
                 bail!("--crf {c} is outside {lo}-{hi} for {}", codec.name())
             }
-            (Some(_), Some(c)) => Some(c),
+            (Some(_), Some(c)) => Some(c as u32), // in lo..=hi, so it fits
             (Some((_, _, d)), None) => Some(d),
             (None, Some(_)) => bail!("--crf does not apply to {} (it is lossless)", codec.name()),
             (None, None) => None,

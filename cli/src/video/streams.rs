@@ -135,7 +135,7 @@ impl Route<'_> {
                 "only the first video stream is denoised; another one ({name}) is left out"
             ));
         } else if kind != "audio" {
-            shared.note(format!("a {name} stream is left out"));
+            shared.note(format!("{} left out", other_stream(&name)));
         }
         Ok(())
     }
@@ -185,12 +185,11 @@ impl Route<'_> {
         queue.set_property("max-size-buffers", 0u32);
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 60 * gst::ClockTime::SECOND.nseconds());
+        let mut copied_entry = None;
         let reencode = if tmpl.caps().can_intersect(caps) {
-            self.shared
-                .audio
-                .lock()
-                .unwrap()
-                .push(format!("{label} copied"));
+            let mut audio = self.shared.audio.lock().unwrap();
+            copied_entry = Some(audio.len());
+            audio.push(format!("{label} copied"));
             None
         } else {
             Some(self.reencoder(&label)?)
@@ -226,6 +225,23 @@ impl Route<'_> {
             }
             gst::PadProbeReturn::Ok
         });
+        if let Some(i) = copied_entry {
+            // parsebin may expose the pad with caps that are not final yet (MPEG audio without
+            // its layer): name the stream from the caps its data comes with.
+            let sh = self.shared.clone();
+            qsink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                    if let gst::EventView::Caps(c) = e.view() {
+                        let name = c.caps().structure(0).map(|s| s.name().to_string());
+                        let label = audio_label(&c.caps_owned(), name.as_deref().unwrap_or(""));
+                        if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
+                            *entry = format!("{label} copied");
+                        }
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         cut_to_video(
             &queue.static_pad("src").expect("queue has src"),
             self.shared.clone(),
@@ -302,12 +318,38 @@ fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
     });
 }
 
+/// A stream that is neither audio nor video, in plain words: "subtitle track (SSA)".
+fn other_stream(name: &str) -> String {
+    let subtitle = match name {
+        "text/x-raw" => Some("text"),
+        "application/x-ssa" => Some("SSA"),
+        "application/x-ass" => Some("ASS"),
+        "application/x-subtitle-vtt" => Some("WebVTT"),
+        "application/x-usf" => Some("USF"),
+        "subpicture/x-dvd" => Some("DVD bitmaps"),
+        "subpicture/x-pgs" => Some("PGS bitmaps"),
+        "subpicture/x-dvb" => Some("DVB bitmaps"),
+        _ => None,
+    };
+    match subtitle {
+        Some(s) => format!("subtitle track ({s})"),
+        None if name == "application/x-onvif-metadata" || name.starts_with("meta/") => {
+            format!("metadata track ({name})")
+        }
+        None => format!("a {name} stream is"),
+    }
+}
+
 /// "AAC", "Opus", ... from caps.
 fn audio_label(caps: &gst::Caps, name: &str) -> String {
     let s = caps.structure(0);
     let int = |f: &str| s.and_then(|s| s.get::<i32>(f).ok());
     match name {
-        "audio/mpeg" if int("mpegversion") == Some(1) => "MP3".into(),
+        "audio/mpeg" if int("mpegversion") == Some(1) => match int("layer") {
+            Some(1) => "MP1".into(),
+            Some(2) => "MP2".into(),
+            _ => "MP3".into(),
+        },
         "audio/mpeg" => "AAC".into(),
         "audio/x-opus" => "Opus".into(),
         "audio/x-vorbis" => "Vorbis".into(),
