@@ -12,7 +12,7 @@ use gst::prelude::*;
 mod support;
 use support::child::registry;
 use support::pipeline::{gst_run, h264_clip, init, wait_eos};
-use support::playable::assert_playable;
+use support::playable::{assert_playable, audio_packets};
 use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
@@ -257,6 +257,12 @@ fn two_second_mp4_keeps_frames_timestamps_duration_and_copies_audio_into_mp4_and
             pin.audio[0].pts.len(),
             "{ext}: every audio packet, unchanged"
         );
+        assert_eq!(
+            audio_packets(&output),
+            audio_packets(&input),
+            "{ext}: the audio packets as FFmpeg reads them, bit for bit"
+        );
+        assert!(!err.contains("edit list"), "{err}");
         // No temporary file is left next to the output.
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -563,6 +569,43 @@ fn subtitle_tracks_and_mp2_audio_are_named_in_plain_words() {
     );
     assert!(err.contains("audio: MP2 copied"), "{err}");
     assert_eq!(reported_frames(&err), 25, "{err}");
+}
+
+/// AAC from ffmpeg (priming before 0 in MP4's edit list, codec delay in Matroska): copied
+/// bit for bit from Matroska; from MP4, GStreamer's reader drops what the edit list trims, which
+/// a note says instead of calling it a copy.
+#[test]
+fn copied_audio_is_bit_exact_or_the_note_says_what_was_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("in.mp4");
+    ffmpeg_clip(&mp4, "yuv420p");
+    let mkv = dir.path().join("in.mkv");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-i"])
+        .arg(&mp4)
+        .args(["-c", "copy"])
+        .arg(&mkv);
+    assert!(watchdog::output(&mut c, "ffmpeg (remux)").status.success());
+    let output = dir.path().join("a.mkv");
+    let out = denoise_video(&mkv, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("audio: AAC copied;"), "{err}");
+    assert!(!err.contains("edit list"), "{err}");
+    assert_eq!(audio_packets(&output), audio_packets(&mkv), "bit for bit");
+    let output = dir.path().join("b.mp4");
+    let out = denoise_video(&mp4, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: the audio is copied as the MP4's edit list trims it: its first 21 ms"),
+        "{err}"
+    );
+    assert!(
+        err.contains("audio: AAC copied (as trimmed by the MP4's edit list)"),
+        "{err}"
+    );
+    assert_ne!(audio_packets(&output), audio_packets(&mp4));
 }
 
 /// VP9 drained at the end: every frame is in the file, in every container that takes VP9

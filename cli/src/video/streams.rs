@@ -226,21 +226,7 @@ impl Route<'_> {
             gst::PadProbeReturn::Ok
         });
         if let Some(i) = copied_entry {
-            // parsebin may expose the pad with caps that are not final yet (MPEG audio without
-            // its layer): name the stream from the caps its data comes with.
-            let sh = self.shared.clone();
-            qsink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-                if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                    if let gst::EventView::Caps(c) = e.view() {
-                        let name = c.caps().structure(0).map(|s| s.name().to_string());
-                        let label = audio_label(&c.caps_owned(), name.as_deref().unwrap_or(""));
-                        if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
-                            *entry = format!("{label} copied");
-                        }
-                    }
-                }
-                gst::PadProbeReturn::Ok
-            });
+            self.follow_copied(&qsink, i, &label);
         }
         cut_to_video(
             &queue.static_pad("src").expect("queue has src"),
@@ -254,6 +240,65 @@ impl Route<'_> {
         pad.link(&qsink)?;
         self.shared.heads.lock().unwrap().push(qsink);
         Ok(())
+    }
+
+    /// Keep the summary of the copied audio stream `i` (entering at `qsink`) true: parsebin may
+    /// expose the pad with caps that are not final yet (MPEG audio without its layer), so the
+    /// stream is named from the caps its data comes with; and an MP4 whose edit list skips
+    /// the encoder's priming (ffmpeg's and cameras' AAC) reaches us without the packets the
+    /// list trims (GStreamer's MP4 reader drops them): not a bit-exact copy, said in a note.
+    fn follow_copied(&self, qsink: &gst::Pad, i: usize, label: &str) {
+        let sh = self.shared.clone();
+        let mp4 = self.pipeline.by_name("parse").is_some_and(|p| {
+            p.downcast::<gst::Bin>().is_ok_and(|b| {
+                b.iterate_recurse()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.factory().is_some_and(|f| f.name() == "qtdemux"))
+            })
+        });
+        let trimmed = std::sync::atomic::AtomicBool::new(false);
+        let summary = move |label: &str, trimmed: bool| match trimmed {
+            true => format!("{label} copied (as trimmed by the MP4's edit list)"),
+            false => format!("{label} copied"),
+        };
+        let label = std::sync::Mutex::new(label.to_string());
+        qsink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            let Some(gst::PadProbeData::Event(e)) = &info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            match e.view() {
+                gst::EventView::Caps(c) => {
+                    let name = c.caps().structure(0).map(|s| s.name().to_string());
+                    let mut label = label.lock().unwrap();
+                    *label = audio_label(&c.caps_owned(), name.as_deref().unwrap_or(""));
+                    if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
+                        *entry = summary(&label, trimmed.load(Ordering::SeqCst));
+                    }
+                }
+                gst::EventView::Segment(seg) if mp4 && !trimmed.load(Ordering::SeqCst) => {
+                    let skipped = seg
+                        .segment()
+                        .downcast_ref::<gst::ClockTime>()
+                        .and_then(|s| s.start())
+                        .filter(|s| !s.is_zero());
+                    if let Some(skipped) = skipped {
+                        trimmed.store(true, Ordering::SeqCst);
+                        if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
+                            *entry = summary(&label.lock().unwrap(), true);
+                        }
+                        sh.note(format!(
+                            "the audio is copied as the MP4's edit list trims it: its first {:.0} ms \
+                             (encoder priming) and any packet the list cuts at the end are left \
+                             out, so it is not a bit-exact copy",
+                            skipped.nseconds() as f64 / 1e6
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        });
     }
 
     /// decodebin, audioconvert, audioresample and the first encoder found for the container,

@@ -181,3 +181,27 @@ pub fn gst_decoded_frames(path: &Path) -> usize {
     pipeline.set_state(gst::State::Null).unwrap();
     count.load(Ordering::Relaxed)
 }
+
+/// The packets of the first audio stream as FFmpeg reads them: (size, MD5) in order, to
+/// compare a copy with its source.
+pub fn audio_packets(path: &Path) -> Vec<String> {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-c", "copy", "-f", "framemd5", "-"]);
+    let out = watchdog::output(&mut c, "ffmpeg -f framemd5");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            format!("{} {}", f.get(4).unwrap_or(&""), f.get(5).unwrap_or(&""))
+        })
+        .collect()
+}
