@@ -608,6 +608,72 @@ fn copied_audio_is_bit_exact_or_the_note_says_what_was_left_out() {
     assert_ne!(audio_packets(&output), audio_packets(&mp4));
 }
 
+/// The side data FFmpeg finds on the first video frame of `path`.
+fn first_frame_side_data(path: &Path) -> String {
+    let mut c = StdCommand::new("ffprobe");
+    c.args([
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-read_intervals",
+        "%+#1",
+    ])
+    .args([
+        "-show_entries",
+        "frame_side_data=side_data_type",
+        "-of",
+        "json",
+    ])
+    .arg(path);
+    let out = watchdog::output(&mut c, "ffprobe (side data)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// HDR10 static metadata is kept with h265 (x265 writes it) and, with the other codecs, left
+/// out with a note that says so (it was dropped without a word).
+#[test]
+fn hdr10_metadata_is_kept_with_h265_or_its_loss_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hdr.mkv");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x96:rate=25")
+        .args(["-t", "0.4", "-c:v", "libx265", "-pix_fmt", "yuv420p10le"])
+        .arg("-x265-params")
+        .arg(
+            "log-level=error:hdr10=1:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:\
+             master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):\
+             max-cll=1000,400",
+        )
+        .arg(&input);
+    let out = watchdog::output(&mut c, "ffmpeg (making an HDR10 clip)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let hdr = ["Mastering display metadata", "Content light level metadata"];
+    let side = first_frame_side_data(&input);
+    assert!(hdr.iter().all(|h| side.contains(h)), "{side}");
+    for (codec, name, kept) in [("h265", "a.mkv", true), ("h264", "b.mkv", false)] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &["--codec", codec]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{codec}: {err}");
+        let side = first_frame_side_data(&output);
+        assert_eq!(
+            hdr.iter().all(|h| side.contains(h)),
+            kept,
+            "{codec}: {side}"
+        );
+        assert_eq!(
+            err.contains(
+                "note: the HDR10 metadata (mastering display, content light level) is left out"
+            ),
+            !kept,
+            "{codec}: {err}"
+        );
+    }
+}
+
 /// VP9 drained at the end: every frame is in the file, in every container that takes VP9
 /// (it lost its last 10 or so, and .mp4/.mov failed to negotiate).
 #[test]

@@ -109,6 +109,22 @@ fn depth_note(depth: u32, written_deep: bool, input_chroma: usize, format: &str)
     ))
 }
 
+/// HDR10 static metadata (mastering display, content light level) on the decoded video: x265
+/// writes it into the output (the caps carry it to the encoder), the other encoders drop it.
+fn hdr_note(codec: Codec, caps: &gst::CapsRef) -> Option<String> {
+    let s = caps.structure(0)?;
+    let hdr = ["mastering-display-info", "content-light-level"]
+        .iter()
+        .any(|f| s.has_field(*f));
+    (hdr && codec != Codec::H265).then(|| {
+        format!(
+            "the HDR10 metadata (mastering display, content light level) is left out: {} does not \
+             carry it; it needs --codec h265",
+            codec.name()
+        )
+    })
+}
+
 /// Set `filter`'s caps (before the encoder) from the first caps that reach `pad` (the
 /// decoded video, before the element): the caps event passes here before the encoder's side
 /// negotiates.
@@ -128,7 +144,8 @@ pub fn follow_input(
             return gst::PadProbeReturn::Ok;
         };
         if let Ok(vinfo) = gst_video::VideoInfo::from_caps(c.caps()) {
-            let (format, notes) = choose(codec, &vinfo);
+            let (format, mut notes) = choose(codec, &vinfo);
+            notes.extend(hdr_note(codec, c.caps()));
             if let Some(f) = format {
                 let caps = gst::Caps::builder("video/x-raw").field("format", f).build();
                 filter.set_property("caps", caps);

@@ -58,15 +58,18 @@ use watch::{VideoEvent, Watch};
     clipdenoise video in.mov out.webm --strength 0.7 --crf 28\n  \
     clipdenoise video noisy.mp4 clean.mp4 --force --side-by-side compare.png\n  \
     clipdenoise video long.mkv try.mp4 --start 1:30 --duration 5     # try 5 seconds first\n\n\
-    The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm). Audio is copied unchanged when the \
-    container takes it, else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note; with --start, \
-    --duration or --to it is cut to the same part, and the output starts at 0. \
+    The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm); .mp4 and .mov take h264, h265 and vp9, \
+    .mkv those and ffv1, .webm vp9. Audio is copied unchanged when the \
+    container takes it (from an MP4 whose edit list trims the audio's priming, as trimmed, with a note), else \
+    re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. --start, --duration and --to keep exactly \
+    the frames whose times (as players show them) fall in [start, end), the audio cut to the same part, and \
+    the output starts at 0 with a keyframe. The frame count given at the end is read back from the written file. \
     The video keeps the input's chroma subsampling (4:2:0, 4:2:2, 4:4:4) and bit depth (8 or 10) where the \
     encoder takes them, else it is converted with a note (10-bit 4:2:0 is denoised at 10 bits); h264 and \
     h265 code an odd frame size (481x271) in 4:4:4, with a note. \
     A clip with a rotation tag (portrait phone video) comes out upright, as ffmpeg shows it. \
     From a file cut short or damaged, what decodes is kept, with a warning that gives the count.\n\n\
-    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort. \
+    Ctrl-C stops early and still leaves a playable OUTPUT with the frames done so far (the audio cut where they end); press it twice to abort (signals within a quarter second, as a wrapper sends to the process and its group, count once). \
     The file is written as a hidden .NAME.PID.part.EXT next to OUTPUT and renamed at the end; one left by a \
     killed run is removed by the next run writing into that directory.")]
 pub struct Args {
