@@ -11,6 +11,7 @@ use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::research::imageio::{self, Format, RgbImage};
 use tch::Kind;
 
+use crate::image_meta;
 use crate::models::ModelArgs;
 use crate::paths;
 
@@ -24,6 +25,8 @@ use crate::paths;
     clipdenoise image photos/ --out-dir cleaned/ --model my-model.safetensors\n\n\
     PNG and TIFF keep 8 or 16 bits per sample (float TIFF stays float); JPEG is 8-bit. \
     Grayscale stays grayscale and the alpha channel is kept as it is (JPEG has no alpha). \
+    A photo with an EXIF orientation (portrait phone photos) comes out upright, as viewers show it; \
+    EXIF data and ICC profiles are not copied (the summary line says so when the input has them). \
     The output format follows the output's extension."
 )]
 pub struct Args {
@@ -75,6 +78,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let out = denoise_image(&denoiser, &img, args.model.strength)
             .with_context(|| format!("{}: denoising failed", input.display()))?;
         let out = RgbImage::from_tensor(&out, depth_out)?;
+        // Upright as viewers show the input (the written file carries no orientation tag).
+        let meta = image_meta::read(input);
+        let (out, extras) = match meta.orientation {
+            1 => (out, extras),
+            o => {
+                let (out, alpha) = image_meta::upright(&out, extras.alpha.as_ref(), o);
+                (out, imageio::Extras { alpha, ..extras })
+            }
+        };
         imageio::write_with_extras(output, &out, &extras, args.quality)?;
         let mut note = if depth_out != depth_in {
             format!(" ({depth_in} -> {depth_out})")
@@ -88,12 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (true, false, _) => ", gray",
             _ => "",
         };
+        note += &meta.summary();
         eprintln!(
             "{} -> {}: {}x{} {depth_out}{note}, {:.2} s",
             input.display(),
             output.display(),
-            img.width,
-            img.height,
+            out.width,
+            out.height,
             t0.elapsed().as_secs_f64()
         );
     }

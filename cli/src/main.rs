@@ -23,6 +23,7 @@ mod eval_video;
 #[cfg(feature = "gst")]
 mod gst_frames;
 mod image;
+mod image_meta;
 mod import;
 mod info;
 #[cfg(feature = "gst")]

@@ -232,3 +232,62 @@ fn refusals_are_one_line() {
         assert!(!dir.path().join("y.png").exists());
     }
 }
+
+/// `jpeg` with an EXIF block whose orientation is `o` (a phone's portrait photo says 6: the
+/// stored pixels are shown turned 90 degrees clockwise).
+fn with_exif_orientation(jpeg: &[u8], o: u8) -> Vec<u8> {
+    let mut tiff = b"II\x2a\x00\x08\x00\x00\x00".to_vec();
+    tiff.extend_from_slice(&[1, 0]); // one entry: Orientation (0x0112), SHORT, 1, o
+    tiff.extend_from_slice(&[0x12, 0x01, 3, 0, 1, 0, 0, 0, o, 0, 0, 0]);
+    tiff.extend_from_slice(&[0, 0, 0, 0]); // no next IFD
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let len = (app1.len() + 2) as u16;
+    let mut out = jpeg[..2].to_vec(); // SOI
+    out.extend_from_slice(&[0xff, 0xe1]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A portrait phone photo (landscape pixels, EXIF orientation 6) comes out upright, as
+/// viewers show it, and the summary says the EXIF data is not kept.
+#[test]
+fn exif_orientation_is_applied_and_the_exif_loss_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ImageBuffer::from_fn(32, 16, |x, y| Rgb([(x * 8) as u8, (y * 16) as u8, 90u8]));
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(src)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let input = dir.path().join("portrait.jpg");
+    std::fs::write(&input, with_exif_orientation(&jpeg, 6)).unwrap();
+    // What a viewer shows: the stored pixels turned 90 degrees clockwise.
+    let stored = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+    let shown = image::imageops::rotate90(&stored);
+    let output = dir.path().join("out.png");
+    let out = image_cmd(&[
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--strength",
+        "0",
+    ])
+    .success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains(": 16x32 8-bit, turned upright (EXIF orientation 6), EXIF not kept"),
+        "{err}"
+    );
+    let back = image::open(&output).unwrap().to_rgb8();
+    assert_eq!(back.dimensions(), (16, 32));
+    assert_eq!(
+        back.into_raw(),
+        shown.into_raw(),
+        "upright, sample for sample"
+    );
+}
