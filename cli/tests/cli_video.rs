@@ -693,6 +693,74 @@ fn hdr10_metadata_is_kept_with_h265_or_its_loss_noted() {
     }
 }
 
+/// The frame at `secs` of `path` as packed RGB, decoded by ffmpeg.
+fn ffmpeg_frame_rgb(path: &Path, secs: &str) -> Vec<u8> {
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-ss", secs, "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
+    let out = watchdog::output(&mut c, "ffmpeg (a frame)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out.stdout
+}
+
+/// With a part chosen, --side-by-side shows the middle of that part (testsrc draws the second
+/// as a digit: the 5 of [4 s, 6 s), not another second).
+#[test]
+fn side_by_side_of_a_part_shows_the_middle_of_the_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("num.mp4");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=25")
+        .args(["-t", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&input);
+    assert!(watchdog::output(&mut c, "ffmpeg (making a clip)")
+        .status
+        .success());
+    let png = dir.path().join("sbs.png");
+    let out = denoise_video(
+        &input,
+        &dir.path().join("out.mp4"),
+        &[
+            "--start",
+            "4",
+            "--duration",
+            "2",
+            "--strength",
+            "0",
+            "--side-by-side",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let sbs = image::open(&png).unwrap().to_rgb8();
+    // The digit's box, in the left (noisy) half.
+    let digit = |px: &dyn Fn(u32, u32) -> [u8; 3]| -> Vec<u8> {
+        (90..150)
+            .flat_map(|y| (245..295).flat_map(move |x| px(x, y)))
+            .collect()
+    };
+    let ours = digit(&|x, y| sbs.get_pixel(x, y).0);
+    let diff = |secs: &str| {
+        let f = ffmpeg_frame_rgb(&input, secs);
+        let theirs = digit(&|x, y| {
+            let i = ((y * 320 + x) * 3) as usize;
+            [f[i], f[i + 1], f[i + 2]]
+        });
+        ours.iter()
+            .zip(&theirs)
+            .map(|(a, b)| a.abs_diff(*b) as f64)
+            .sum::<f64>()
+            / ours.len() as f64
+    };
+    let (five, four) = (diff("5.0"), diff("4.0"));
+    assert!(
+        five < 8.0 && four > 3.0 * five,
+        "digit off by {five} from 5 s, {four} from 4 s"
+    );
+}
+
 /// VP9 drained at the end: every frame is in the file, in every container that takes VP9
 /// (it lost its last 10 or so, and .mp4/.mov failed to negotiate).
 #[test]

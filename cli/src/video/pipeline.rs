@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use gst::prelude::*;
 
 use super::plan::{Codec, ElementProps, Plan};
-use super::range::Cut;
+use super::range::{Cut, Range};
 use super::state::{extend, Shared};
 use super::{format, stop, streams};
 
@@ -213,9 +213,10 @@ fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
     }
     let sh = shared.clone();
     let upright = chain.rotate.static_pad("src").expect("videoflip has src");
+    let range = plan.range;
     upright.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         if let Some(gst::PadProbeData::Buffer(buf)) = &info.data {
-            frame_in(pad, buf, &sh, capture);
+            frame_in(pad, buf, &sh, capture, range);
         }
         gst::PadProbeReturn::Ok
     });
@@ -229,8 +230,8 @@ fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
     });
 }
 
-/// A decoded frame on its way into the element.
-fn frame_in(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool) {
+/// A decoded frame on its way into the element (its time the output's: from 0 at --start).
+fn frame_in(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool, range: Option<Range>) {
     let n = sh.frames_in.fetch_add(1, Ordering::Relaxed);
     if let Some(pts) = buf.pts() {
         extend(
@@ -258,9 +259,10 @@ fn frame_in(pad: &gst::Pad, buf: &gst::Buffer, sh: &Shared, capture: bool) {
     if capture {
         let mut c = sh.capture.lock().unwrap();
         if n == 0 {
+            // The middle of the input, or of the part of it that is denoised.
             c.target = pad
                 .query_duration::<gst::ClockTime>()
-                .map(|d| d / 2)
+                .map(|d| range.map_or(d, |r| r.length(d)) / 2)
                 .or(Some(gst::ClockTime::ZERO));
             c.first_before = sample_of(pad, buf);
         }
