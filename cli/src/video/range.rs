@@ -7,10 +7,10 @@
 //! [`Cut`] does it on a pad: it keeps the upstream segment, sends a segment that starts at 0
 //! downstream instead, and restamps every kept buffer to its running time minus the start.
 //!
-//! Frames by index: frame k of a constant-rate input runs at k/rate (plus the time of the
-//! first frame, 21 ms in ffmpeg's Matroska with AAC), so frames [a, b) are exactly the times
-//! [(a - 1/2)/rate, (b - 1/2)/rate): half a frame of margin on each side absorbs the first
-//! frame's offset and the containers' rounding.
+//! Frames by index: frame k of a constant-rate input is shown at t0 + k/rate, t0 the first
+//! frame's time (0, or e.g. 21 ms in ffmpeg's Matroska with AAC), so frames [a, b) are exactly
+//! the times [t0 + (a - 1/2)/rate, t0 + (b - 1/2)/rate): half a frame of margin on each side
+//! absorbs the containers' rounding.
 
 use anyhow::{bail, Context};
 use gst::prelude::*;
