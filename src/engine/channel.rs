@@ -99,7 +99,11 @@ impl<T: Send + 'static> EngineSender<T> {
             ))));
         }
         // Counted first so that a snapshot never shows more frames out than in.
-        self.control.shared.stats().frames_in += 1;
+        {
+            let mut s = self.control.shared.stats();
+            s.frames_in += 1;
+            s.waiting += 1;
+        }
         self.push(InItem::Frame {
             data,
             format,
@@ -107,7 +111,9 @@ impl<T: Send + 'static> EngineSender<T> {
             submitted,
         })
         .inspect_err(|_| {
-            self.control.shared.stats().frames_in -= 1;
+            let mut s = self.control.shared.stats();
+            s.frames_in -= 1;
+            s.unqueue(1);
         })
     }
 
@@ -240,7 +246,10 @@ impl<T: Send + 'static> EngineReceiver<T> {
                 continue;
             }
             if let Output::Frame(f) = &out.item {
-                shared.stats().delivered(f.timing.submitted.elapsed());
+                let t = &f.timing;
+                shared
+                    .stats()
+                    .delivered(t.finished.saturating_duration_since(t.submitted));
             }
             return Ok(out.item);
         }

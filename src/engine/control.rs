@@ -125,6 +125,7 @@ impl EngineControl {
             g.abort_rx = rx;
         }
         let n = (self.shared.discard_input)();
+        self.shared.stats().unqueue(n);
         self.shared.dropped(n);
     }
 
@@ -155,10 +156,20 @@ impl EngineControl {
         true
     }
 
-    /// Frames sent and neither delivered nor dropped yet: queued, batching, or in the model.
+    /// Frames sent and neither delivered nor dropped yet: queued, batching, in the model, or
+    /// finished and waiting for the receiver.
     pub fn in_flight(&self) -> u64 {
         let s = self.shared.stats();
         s.frames_in.saturating_sub(s.frames_out + s.frames_dropped)
+    }
+
+    /// How long a frame sent now is expected to wait before the model starts it: the rest of
+    /// the batch the model runs, then the full batches queued before it (see
+    /// [`EngineControl::batch_time_estimate`]). Finished frames waiting for the receiver do
+    /// not count: they no longer need the model. Zero when the model is idle and nothing
+    /// waits; None when it is busy before a batch time is known (the first warm-up).
+    pub fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
+        self.shared.stats().wait_estimate(batch_size)
     }
 
     pub fn stats(&self) -> Stats {

@@ -281,6 +281,8 @@ pub struct FrameTiming {
     pub batch_frames: usize,
     /// The batch's stage times.
     pub stages: StageTimes,
+    /// When the model finished the frame's batch (it then waits for the receiver).
+    pub finished: Instant,
 }
 
 impl FrameTiming {

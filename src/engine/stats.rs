@@ -30,7 +30,10 @@ pub struct Stats {
     /// not in `batches`).
     pub interrupted_batches: u64,
     pub mean_batch_size: f64,
-    /// From `send` to delivery by the receiver, over every delivered frame.
+    /// From `send` until the model finished the frame (queueing, batching, upload, model,
+    /// download), over every delivered frame. The time a finished frame then waits for the
+    /// receiver (a downstream that is slow or syncs to a clock) is not the engine's and is
+    /// left out.
     pub mean_latency_ms: f64,
     /// 99th percentile of the same, over the last 1024 delivered frames.
     pub p99_latency_ms: f64,
@@ -78,6 +81,11 @@ pub(super) struct StatsAcc {
     pub(super) per_frame_estimate: Option<Duration>,
     recent_per_frame: VecDeque<Duration>,
     warm_up: Duration,
+    /// Frames sent and not yet started in the model (in the input channel or in the batch
+    /// being assembled), nor dropped.
+    pub(super) waiting: u64,
+    /// The batch the model runs now: when it started and its frames.
+    pub(super) running: Option<(Instant, usize)>,
     /// Deliveries (with their latency in ms) and drops (None) of the recent window.
     recent: VecDeque<(Instant, Option<f64>)>,
 }
@@ -167,6 +175,34 @@ impl StatsAcc {
         for _ in 0..frames {
             self.remember(None);
         }
+    }
+
+    /// `frames` waiting frames left the queue (started in the model, or dropped before).
+    pub(super) fn unqueue(&mut self, frames: u64) {
+        self.waiting = self.waiting.saturating_sub(frames);
+    }
+
+    /// The worker starts (Some) or ended (None) a batch.
+    pub(super) fn set_running(&mut self, batch: Option<(Instant, usize)>) {
+        self.running = batch;
+    }
+
+    /// How long until the model could start a frame sent now, with `batch_size` frames per
+    /// batch: what is left of the running batch (or warm-up), then the full batches queued
+    /// before it (a frame joins a partial batch that is waiting), each at the per-frame
+    /// estimate. Zero when the model is idle and nothing waits; None when it is busy before
+    /// any batch time is known (during the first warm-up).
+    pub(super) fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
+        if self.running.is_none() && self.waiting == 0 {
+            return Some(Duration::ZERO);
+        }
+        let per_frame = self.per_frame_estimate?;
+        let running = self.running.map_or(Duration::ZERO, |(start, frames)| {
+            (per_frame * frames as u32).saturating_sub(start.elapsed())
+        });
+        let batch = batch_size.max(1) as u64;
+        let batches_ahead = (self.waiting / batch) as u32;
+        Some(running + per_frame * batch as u32 * batches_ahead)
     }
 
     /// A frame delivered by the receiver `latency` after it was sent.

@@ -429,6 +429,68 @@ fn strength_zero_returns_the_input_and_changes_while_running() {
     assert_eq!(strength.get(), 1.0);
 }
 
+/// Issue 26: frames the model finished but the receiver has not taken yet (a syncing sink
+/// holds the element's src task) are in flight, not a backlog of the model: the expected wait
+/// for the model ignores them, and counts the frames that still wait for it. The latency is
+/// taken to the end of a frame's batch, not to the receiver.
+#[test]
+fn finished_frames_waiting_for_the_receiver_are_no_backlog() {
+    let (tx, rx) = start(cfg(1, 0, 8));
+    let ctl = rx.control().clone();
+    let f = fmt(12, 8);
+    // Two batches: the first of a format is a warm-up, the second gives the estimate.
+    for i in 0..2 {
+        tx.send(frame(&f, i), f, i).unwrap();
+        next_frame(&rx);
+    }
+    for i in 2..5 {
+        tx.send(frame(&f, i), f, i).unwrap();
+    }
+    let deadline = Instant::now() + T;
+    while ctl.stats().batches < 5 {
+        assert!(Instant::now() < deadline, "watchdog: {:?}", ctl.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let the receiver wait a while: that is not the engine's latency.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(ctl.in_flight(), 3);
+    assert_eq!(ctl.wait_estimate(1), Some(Duration::ZERO));
+    for _ in 2..5 {
+        next_frame(&rx);
+    }
+    let s = ctl.stats();
+    assert!(s.mean_latency_ms < 150.0, "latency counted the receiver's wait: {s:?}");
+    assert_eq!(ctl.in_flight(), 0);
+}
+
+/// The expected wait grows with every frame queued before the model: the batch time per
+/// frame ahead.
+#[test]
+fn the_wait_estimate_counts_frames_queued_for_the_model() {
+    let stats = control::Shared::new::<usize>(
+        Strength::default(),
+        cb::never(),
+        cb::bounded(1).1,
+    );
+    let mut s = stats.stats();
+    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO), "idle");
+    s.set_running(Some((Instant::now(), 1)));
+    assert_eq!(s.wait_estimate(1), None, "busy, no batch time known");
+    s.set_running(None);
+    s.warmed_up(Duration::from_millis(10));
+    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+    s.waiting = 3;
+    assert_eq!(s.wait_estimate(1), Some(Duration::from_millis(30)));
+    // Batches of 4: the three join the partial batch waiting.
+    assert_eq!(s.wait_estimate(4), Some(Duration::ZERO));
+    s.set_running(Some((Instant::now(), 1)));
+    let w = s.wait_estimate(1).unwrap();
+    assert!(w > Duration::from_millis(30) && w <= Duration::from_millis(40), "{w:?}");
+    s.unqueue(5);
+    s.set_running(None);
+    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+}
+
 /// An engine on the process's shared model for the fixture; `key` (the pixel budget, far
 /// above the frames used) keeps each test's host apart from the others'.
 fn start_shared(c: EngineConfig, key: i64) -> (EngineSender<usize>, EngineReceiver<usize>) {

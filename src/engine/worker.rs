@@ -132,7 +132,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         self.abort = abort;
         self.temporal.reset();
         let n = self.pending_frames as u64;
-        self.clear_pending();
+        self.clear_pending(None);
         self.shared.dropped(n);
     }
 
@@ -140,7 +140,17 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         self.shared.epoch() != self.epoch
     }
 
-    fn clear_pending(&mut self) {
+    /// Forget the pending batch: its frames start in the model at `started` (Some) or are
+    /// dropped (None); either way they no longer wait.
+    fn clear_pending(&mut self, started: Option<Instant>) {
+        let n = self.pending_frames;
+        {
+            let mut stats = self.shared.stats();
+            stats.unqueue(n as u64);
+            if let Some(start) = started.filter(|_| n > 0) {
+                stats.set_running(Some((start, n)));
+            }
+        }
         self.pending.clear();
         self.pending_frames = 0;
         self.format = None;
@@ -150,6 +160,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
     fn accept(&mut self, m: Input<T>) -> Result<(), ReceiversGone> {
         if m.epoch != self.epoch {
             if m.epoch != self.shared.epoch() {
+                self.shared.stats().unqueue(m.frames());
                 self.shared.dropped(m.frames());
                 return Ok(());
             }
@@ -206,11 +217,14 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         self.running_epoch.store(self.epoch, Ordering::Release);
         let blank = vec![0u8; format.frame_len()];
         let start = Instant::now();
+        // Busy like a batch: frames arriving meanwhile wait for it.
+        self.shared.stats().set_running(Some((start, 1)));
         let strength = self.shared.strength.get().max(f64::MIN_POSITIVE);
         let ran = catch_unwind(AssertUnwindSafe(|| {
             self.model
                 .denoise_batch(&[blank.as_slice()], &format, strength)
         }));
+        self.shared.stats().set_running(None);
         if matches!(ran, Ok(Ok(_))) {
             self.last_run_format = Some(format);
             self.shared.stats().warmed_up(start.elapsed());
@@ -231,7 +245,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let items = std::mem::take(&mut self.pending);
         let n = self.pending_frames;
         let format = self.format;
-        self.clear_pending();
+        let start = Instant::now();
+        self.clear_pending(Some(start));
         let Some(format) = format.filter(|_| n > 0) else {
             // Markers only.
             return self.emit(items.into_iter().filter_map(|p| match p {
@@ -240,8 +255,9 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             }));
         };
 
-        let start = Instant::now();
         let result = self.run_model(&items, &format);
+        let finished = Instant::now();
+        self.shared.stats().set_running(None);
         if result.is_err() {
             self.temporal.reset();
         }
@@ -275,6 +291,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                     format,
                     frames: n,
                     start,
+                    finished,
                     stages,
                 };
                 self.emit(batch.outputs(items, frames))
@@ -346,6 +363,7 @@ struct Batch {
     format: FrameFormat,
     frames: usize,
     start: Instant,
+    finished: Instant,
     stages: StageTimes,
 }
 
@@ -368,6 +386,7 @@ impl Batch {
                         queue_wait: self.start.saturating_duration_since(submitted),
                         batch_frames: self.frames,
                         stages: self.stages,
+                        finished: self.finished,
                     },
                 }),
             })

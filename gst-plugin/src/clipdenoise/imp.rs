@@ -20,6 +20,7 @@ use clipdenoise::weights::ModelSource;
 
 use super::auto;
 use super::eos::EosGate;
+use super::live::{self, Pace};
 use super::props;
 use super::stats;
 
@@ -156,6 +157,8 @@ struct SinkState {
     info: Option<gst_video::VideoInfo>,
     format: Option<FrameFormat>,
     segment: gst::FormattedSegment<gst::ClockTime>,
+    /// The input's frame interval (from the caps, or from upstream's fixed caps before them).
+    frame_interval: Option<Duration>,
 }
 
 /// What the src side knows about the stream.
@@ -565,9 +568,12 @@ impl ClipDenoise {
         }
         let mut fixed = caps.clone();
         fixed.fixate();
-        let format = gst_video::VideoInfo::from_caps(&fixed)
-            .ok()
-            .and_then(|info| frame_format(&info));
+        let info = gst_video::VideoInfo::from_caps(&fixed).ok();
+        if let Some(info) = &info {
+            // The latency query of a live pipeline comes before its caps.
+            lock(&self.sink_state).frame_interval = live::frame_interval(info);
+        }
+        let format = info.and_then(|info| frame_format(&info));
         match format.map(|f| (f, sender.warm_up(f))) {
             Some((f, Ok(()))) => gst::debug!(CAT, imp = self, "Warming up on {:?}", f),
             Some((_, Err(e))) => gst::debug!(CAT, imp = self, "No warm-up: {}", e),
@@ -613,35 +619,57 @@ impl ClipDenoise {
                 (Some(_), None) => 1,
                 (None, None) => 0,
             },
+            latency_ms: self.own_latency().nseconds() as f64 / 1e6,
         };
         stats::structure(&stats, &element)
     }
 
-    /// What a frame may spend in this element: the batching wait, the batch that may be in
-    /// the model when it arrives, and its own (batch times as measured so far; before the
-    /// first batch, the wait alone). Live streams are thinned to keep to it.
-    fn own_latency(&self) -> gst::ClockTime {
+    /// The batch size, batching wait, batch time estimate and frame interval of the running
+    /// engine ([`live`]); None when no engine runs.
+    fn pace(&self) -> Option<Pace> {
+        let frame_interval = lock(&self.sink_state).frame_interval;
         let state = lock(&self.state);
-        let Some(state) = state.as_ref() else {
-            return gst::ClockTime::ZERO;
-        };
-        let batch = state
-            .sender
-            .control()
-            .batch_time_estimate(state.batch_size)
-            .unwrap_or_default();
-        state.max_latency + gst::ClockTime::from_nseconds(2 * batch.as_nanos() as u64)
+        let state = state.as_ref()?;
+        Some(Pace {
+            batch_size: state.batch_size,
+            max_latency: Duration::from_nanos(state.max_latency.nseconds()),
+            batch_time: state
+                .sender
+                .control()
+                .batch_time_estimate(state.batch_size),
+            frame_interval,
+        })
     }
 
-    /// Live input while the model is behind: a frame that would wait for more than the batch
-    /// in the model and its own would leave later than [`Self::own_latency`] says, so it is
-    /// dropped here instead (the input is thinned to the rate the device sustains).
+    /// What a frame may spend in this element ([`Pace::latency`]): the batching wait, its own
+    /// batch and at most one frame interval of queueing. Live streams are thinned to keep to
+    /// it.
+    fn own_latency(&self) -> gst::ClockTime {
+        self.pace().map_or(gst::ClockTime::ZERO, |p| {
+            gst::ClockTime::from_nseconds(p.latency().as_nanos() as u64)
+        })
+    }
+
+    /// Live input while the model is behind: a frame that would wait for the model longer
+    /// than the latency allows is dropped here instead (the input is thinned to the rate the
+    /// device sustains; [`Pace::must_thin`]).
     fn must_thin(&self, sender: &EngineSender<Item>) -> bool {
         if !self.live.load(Ordering::Relaxed) {
             return false;
         }
-        let batch = lock(&self.state).as_ref().map_or(1, |s| s.batch_size) as u64;
-        sender.control().in_flight() >= 2 * batch
+        self.pace().is_some_and(|p| {
+            p.must_thin(sender.control().wait_estimate(p.batch_size))
+        })
+    }
+
+    /// Ask upstream whether it is live. The pipeline's LATENCY query says it too, but a live
+    /// pipeline only asks once its sink has its first frame: the frames before it would
+    /// not be thinned and would pile up in front of the model.
+    fn query_upstream_live(&self) {
+        let mut q = gst::query::Latency::new();
+        if self.sinkpad.peer_query(&mut q) {
+            self.live.store(q.result().0, Ordering::Relaxed);
+        }
     }
 
     /// Post a LATENCY message when the measured batch time moved the latency away from what
@@ -681,15 +709,10 @@ impl ClipDenoise {
         let frame = lock(&self.sink_state)
             .info
             .as_ref()
-            .and_then(|i| {
-                let fps = i.fps();
-                (fps.numer() > 0).then(|| {
-                    gst::ClockTime::SECOND
-                        .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
-                        .unwrap_or_default()
-                })
-            })
-            .unwrap_or_default();
+            .and_then(live::frame_interval)
+            .map_or(gst::ClockTime::ZERO, |d| {
+                gst::ClockTime::from_nseconds(d.as_nanos() as u64)
+            });
         let mut q = lock(&self.qos);
         q.proportion = proportion;
         q.earliest = timestamp.map(|ts| {
@@ -934,9 +957,11 @@ impl ClipDenoise {
                 gst::debug!(CAT, imp = self, "New format {:?}", format);
                 {
                     let mut s = lock(&self.sink_state);
+                    s.frame_interval = live::frame_interval(&info);
                     s.info = Some(info);
                     s.format = Some(format);
                 }
+                self.query_upstream_live();
                 // Everything of the old format goes out first, then the new caps; the model
                 // warms up on a frame of the new size meanwhile (before the first frame: in
                 // PAUSED for a non-live source).
@@ -1346,7 +1371,7 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecString::builder("device")
                     .nick("Device")
-                    .blurb("Where the model runs: auto (CUDA if available, else the CPU), cpu, cuda or cuda:N")
+                    .blurb("Where the model runs: auto (CUDA if available, else the CPU), cpu, cuda or cuda:N (gpu: an alias of cuda, the first CUDA device); anything else is refused with a warning and the old value stays")
                     .default_value(Some(DEFAULT_DEVICE))
                     .mutable_ready()
                     .build(),

@@ -10,6 +10,7 @@ use gst::prelude::*;
 mod auto;
 mod eos;
 mod imp;
+mod live;
 mod props;
 mod stats;
 #[cfg(test)]

@@ -18,8 +18,12 @@ model-id (the shared model this element runs on: elements with the same id share
 loaded model and its thread; 0: a model of its own, share-model=false), \
 model-streams (the elements running on that model now, this one included; 0: stopped), \
 mean-batch-size (frames per call), \
-mean-latency-ms and p99-latency-ms (from entering the element to leaving it; p99 over the \
-last 1024 frames), mean-queue-wait-ms (entering the element to the start of its batch), \
+latency-ms (the latency the element reports in the LATENCY query: its batch time, plus at \
+most one frame interval of queueing, plus max-latency for batches above 1), \
+mean-latency-ms and p99-latency-ms (from entering the element until the model finished the \
+frame: queueing, batching, the model; the time a finished frame then waits for a \
+synchronising sink to take it is downstream's, not counted; p99 over the last 1024 frames), \
+mean-queue-wait-ms (entering the element to the start of its batch), \
 upload-ms-per-frame, model-ms-per-frame, download-ms-per-frame (time per frame of each stage \
 of a batch: conversion to the model's input, the network, conversion back); \
 over the last 5 s only, for long live streams: recent-frames-out, recent-frames-dropped, \
@@ -37,6 +41,8 @@ pub(super) struct ElementCounts {
     /// The shared model's id (0: not shared) and the streams on it now.
     pub model_id: u64,
     pub model_streams: u64,
+    /// The latency the element reports now, in ms.
+    pub latency_ms: f64,
 }
 
 /// The `stats` structure: every field here is described in [`BLURB`].
@@ -55,6 +61,7 @@ pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::
         .field("model-id", element.model_id)
         .field("model-streams", element.model_streams)
         .field("mean-batch-size", stats.mean_batch_size)
+        .field("latency-ms", element.latency_ms)
         .field("mean-latency-ms", stats.mean_latency_ms)
         .field("p99-latency-ms", stats.p99_latency_ms)
         .field("mean-queue-wait-ms", stats.mean_queue_wait_ms)

@@ -1,0 +1,204 @@
+//! Benchmark (not a test): what a live source gets through the `clipdenoise` element against
+//! what the element sustains offline, in one run (issue 26). `benchmarks/live.sh` runs it.
+//!
+//!     OMP_WAIT_POLICY=PASSIVE cargo run --release -p gst-plugin-clipdenoise \
+//!         --example live_rate -- [--size 640x360] [--rates 10,15,30,60] [--seconds 10] \
+//!         [--model default] [--offline-frames 60]
+//!
+//! First the offline rate: `videotestsrc pattern=ball num-buffers=N ! caps ! clipdenoise !
+//! fakesink sync=false`, frames per second between the first and the last frame reaching the
+//! sink (the warm-up and start-up left out). Then, per rate, the issue's live pipeline
+//! `videotestsrc is-live=true pattern=ball num-buffers=rate*seconds ! caps ! clipdenoise !
+//! fakesink sync=true qos=true max-lateness=20000000` (late = dropped by the sink as more than
+//! 20 ms late, as video sinks do), with LATENCY messages handled as gst-launch-1.0 does.
+//! Per rate it prints frames delivered, late, thinned, the element's reported latency and its
+//! mean latency, the pipeline's latency, and delivered / possible, where possible is
+//! min(rate, offline rate) over the source's duration.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+struct Args {
+    width: u32,
+    height: u32,
+    rates: Vec<u32>,
+    seconds: u32,
+    model: String,
+    offline_frames: u32,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        width: 640,
+        height: 360,
+        rates: vec![10, 15, 30, 60],
+        seconds: 10,
+        model: "default".into(),
+        offline_frames: 60,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or(format!("{k} needs a value"))?;
+        match k.as_str() {
+            "--size" => {
+                let (w, h) = v.split_once('x').ok_or("--size WxH")?;
+                a.width = w.parse().map_err(|_| "bad width")?;
+                a.height = h.parse().map_err(|_| "bad height")?;
+            }
+            "--rates" => {
+                a.rates = v
+                    .split(',')
+                    .map(|r| r.trim().parse().map_err(|_| format!("bad rate {r}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--seconds" => a.seconds = v.parse().map_err(|_| "bad seconds")?,
+            "--model" => a.model = v,
+            "--offline-frames" => a.offline_frames = v.parse().map_err(|_| "bad frame count")?,
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    if a.rates.contains(&0) || a.seconds == 0 || a.offline_frames < 10 {
+        return Err("rates and seconds above 0, --offline-frames at least 10".into());
+    }
+    Ok(a)
+}
+
+/// What one pipeline run gave.
+struct Run {
+    /// When each frame reached the sink's pad.
+    arrivals: Vec<Instant>,
+    rendered: u64,
+    late: u64,
+    stats: gst::Structure,
+    /// The pipeline's latency after the run's last LATENCY message.
+    latency: Option<gst::ClockTime>,
+}
+
+fn run(launch: &str, timeout: Duration) -> Result<Run, String> {
+    let pipeline = gst::parse::launch(launch).map_err(|e| e.to_string())?;
+    let bin = pipeline
+        .clone()
+        .downcast::<gst::Bin>()
+        .map_err(|_| "not a bin")?;
+    let sink = bin.by_name("sink").ok_or("no sink")?;
+    let element = bin.by_name("d").ok_or("no element d")?;
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let probe = arrivals.clone();
+    sink.static_pad("sink")
+        .ok_or("sink pad")?
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            probe.lock().unwrap().push(Instant::now());
+            gst::PadProbeReturn::Ok
+        });
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().ok_or("no bus")?;
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[
+                gst::MessageType::Eos,
+                gst::MessageType::Error,
+                gst::MessageType::Latency,
+            ],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Latency(_)) => {
+                let _ = bin.recalculate_latency();
+            }
+            Some(gst::MessageView::Eos(_)) => break Ok(()),
+            Some(gst::MessageView::Error(e)) => break Err(format!("{}", e.error())),
+            _ => break Err("timed out".into()),
+        }
+    };
+    let mut q = gst::query::Latency::new();
+    let latency = pipeline.query(&mut q).then(|| q.result().1);
+    let sink_stats = sink.property::<gst::Structure>("stats");
+    let stats = element.property::<gst::Structure>("stats");
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    let arrivals = arrivals.lock().unwrap().clone();
+    Ok(Run {
+        arrivals,
+        rendered: sink_stats.get::<u64>("rendered").unwrap_or(0),
+        late: sink_stats.get::<u64>("dropped").unwrap_or(0),
+        stats,
+        latency,
+    })
+}
+
+fn main() {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("live_rate: {e}");
+            std::process::exit(2);
+        }
+    };
+    gst::init().expect("gst init");
+    gstclipdenoise_element::plugin_register_static().expect("register");
+    let caps = |rate: u32| {
+        format!(
+            "video/x-raw,width={},height={},framerate={rate}/1",
+            a.width, a.height
+        )
+    };
+    let element = format!("clipdenoise name=d model=\"{}\"", a.model);
+
+    let offline = run(
+        &format!(
+            "videotestsrc pattern=ball num-buffers={} ! {} ! {element} ! fakesink name=sink sync=false",
+            a.offline_frames,
+            caps(30)
+        ),
+        Duration::from_secs(600),
+    )
+    .unwrap_or_else(|e| panic!("offline run: {e}"));
+    let (first, last) = (offline.arrivals[0], *offline.arrivals.last().unwrap());
+    let offline_fps = (offline.arrivals.len() - 1) as f64 / (last - first).as_secs_f64();
+    println!(
+        "offline: {} frames of {}x{}, {:.2} frames/s (first to last frame at the sink)",
+        offline.arrivals.len(),
+        a.width,
+        a.height,
+        offline_fps
+    );
+    println!(
+        "| source fps | frames in | delivered | late | thinned | delivered fps | possible fps | delivered / possible | element latency ms | mean latency ms | pipeline latency ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for &rate in &a.rates {
+        let frames = rate * a.seconds;
+        let r = run(
+            &format!(
+                "videotestsrc is-live=true pattern=ball num-buffers={frames} ! {} ! {element} \
+                 ! fakesink name=sink sync=true qos=true max-lateness=20000000",
+                caps(rate)
+            ),
+            Duration::from_secs(a.seconds as u64 + 600),
+        )
+        .unwrap_or_else(|e| panic!("live run at {rate} fps: {e}"));
+        let seconds = a.seconds as f64;
+        let delivered_fps = r.rendered as f64 / seconds;
+        let possible = (rate as f64).min(offline_fps);
+        let f = |k: &str| r.stats.get::<f64>(k).unwrap_or(f64::NAN);
+        println!(
+            "| {rate} | {frames} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.1} | {:.1} | {} |",
+            r.rendered,
+            r.late,
+            r.stats.get::<u64>("frames-thinned").unwrap_or(0),
+            delivered_fps,
+            possible,
+            delivered_fps / possible,
+            f("latency-ms"),
+            f("mean-latency-ms"),
+            r.latency
+                .map_or("-".into(), |l| format!("{:.1}", l.nseconds() as f64 / 1e6)),
+        );
+    }
+}
