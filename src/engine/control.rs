@@ -163,6 +163,13 @@ impl EngineControl {
         s.frames_in.saturating_sub(s.frames_out + s.frames_dropped)
     }
 
+    /// How much the batch time moved recently: the spread of the per-frame times behind
+    /// [`EngineControl::batch_time_estimate`], times `batch_size` (zero until two batches of a
+    /// format ran). A latency that must hold for nearly every frame adds it to the estimate.
+    pub fn batch_time_jitter(&self, batch_size: usize) -> Duration {
+        self.shared.stats().per_frame_jitter * batch_size as u32
+    }
+
     /// How long a frame sent now is expected to wait before the model starts it: the rest of
     /// the batch the model runs, then the full batches queued before it (see
     /// [`EngineControl::batch_time_estimate`]). Finished frames waiting for the receiver do

@@ -79,6 +79,9 @@ pub(super) struct StatsAcc {
     /// batches, without warm-up batches (the first of each format: allocations, kernel
     /// selection): a latency built on it holds for nearly every frame, not just the mean one.
     pub(super) per_frame_estimate: Option<Duration>,
+    /// The spread (largest minus smallest) of the same per-frame times: how much the batch
+    /// time moves on this machine now (load, other processes).
+    pub(super) per_frame_jitter: Duration,
     recent_per_frame: VecDeque<Duration>,
     warm_up: Duration,
     /// Frames sent and not yet started in the model (in the input channel or in the batch
@@ -260,6 +263,11 @@ impl StatsAcc {
             }
             self.recent_per_frame.push_back(t.total() / frames as u32);
             self.per_frame_estimate = self.recent_per_frame.iter().max().copied();
+            let least = self.recent_per_frame.iter().min().copied();
+            self.per_frame_jitter = self
+                .per_frame_estimate
+                .zip(least)
+                .map_or(Duration::ZERO, |(max, min)| max - min);
         }
         for s in submitted {
             self.queue_wait_sum += start.saturating_duration_since(s);

@@ -630,13 +630,12 @@ impl ClipDenoise {
         let frame_interval = lock(&self.sink_state).frame_interval;
         let state = lock(&self.state);
         let state = state.as_ref()?;
+        let control = state.sender.control();
         Some(Pace {
             batch_size: state.batch_size,
             max_latency: Duration::from_nanos(state.max_latency.nseconds()),
-            batch_time: state
-                .sender
-                .control()
-                .batch_time_estimate(state.batch_size),
+            batch_time: control.batch_time_estimate(state.batch_size),
+            batch_jitter: control.batch_time_jitter(state.batch_size),
             frame_interval,
         })
     }

@@ -6,7 +6,10 @@
 //! own batch. The element allows one frame interval (at most one batch time) for the middle
 //! part, the queueing of a source at or above the device's rate, and reports
 //!
-//!     latency = batch fill wait + batch time + min(frame interval, batch time)
+//!     latency = batch fill wait + batch time + jitter + min(frame interval, batch time)
+//!
+//! (batch time: the largest per-frame time of the last 8 batches; jitter: how far those 8
+//! spread, near zero on an idle machine, what a loaded machine adds on a bad frame).
 //!
 //! A live frame whose expected wait for the model is above that allowance would leave late,
 //! so it is dropped on arrival instead (thinned): below the device's rate nothing waits that
@@ -44,6 +47,8 @@ pub(super) struct Pace {
     pub max_latency: Duration,
     /// What a full batch is expected to take (None before the first batch or warm-up).
     pub batch_time: Option<Duration>,
+    /// How much the batch time moved recently (the spread of the estimate's window).
+    pub batch_jitter: Duration,
     /// The stream's frame interval (None when unknown).
     pub frame_interval: Option<Duration>,
 }
@@ -61,14 +66,16 @@ impl Pace {
     }
 
     /// What a frame may spend in the element: the batch fill wait, the queue allowance and
-    /// its own batch. Before any batch time is known: the fill wait and the allowance.
+    /// its own batch, with the batch time's recent jitter (a frame is not late because its
+    /// batch was a little slower than the slowest recent one). Before any batch time is
+    /// known: the fill wait and the allowance.
     pub fn latency(&self) -> Duration {
         let fill = if self.batch_size > 1 {
             self.max_latency
         } else {
             Duration::ZERO
         };
-        fill + self.queue_allowance() + self.batch_time.unwrap_or_default()
+        fill + self.queue_allowance() + self.batch_time.unwrap_or_default() + self.batch_jitter
     }
 
     /// Whether a live frame that would wait `wait` for the model is to be dropped: it would
@@ -92,6 +99,7 @@ mod tests {
             batch_size,
             max_latency: ms(50),
             batch_time: Some(ms(batch_time)),
+            batch_jitter: Duration::ZERO,
             frame_interval: interval.map(ms),
         }
     }
@@ -106,6 +114,12 @@ mod tests {
         assert_eq!(pace(1, 55, None).latency(), ms(110));
         // Larger batches wait up to max-latency to fill.
         assert_eq!(pace(4, 120, Some(33)).latency(), ms(50 + 120 + 33));
+        // A machine whose batch times move: the spread on top.
+        let jittery = Pace {
+            batch_jitter: ms(12),
+            ..pace(1, 55, Some(33))
+        };
+        assert_eq!(jittery.latency(), ms(55 + 12 + 33));
     }
 
     #[test]

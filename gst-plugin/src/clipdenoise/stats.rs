@@ -18,8 +18,9 @@ model-id (the shared model this element runs on: elements with the same id share
 loaded model and its thread; 0: a model of its own, share-model=false), \
 model-streams (the elements running on that model now, this one included; 0: stopped), \
 mean-batch-size (frames per call), \
-latency-ms (the latency the element reports in the LATENCY query: its batch time, plus at \
-most one frame interval of queueing, plus max-latency for batches above 1), \
+latency-ms (the latency the element reports in the LATENCY query: its batch time (the \
+largest of the last 8, plus how far those 8 spread), plus at most one frame interval of \
+queueing, plus max-latency for batches above 1), \
 mean-latency-ms and p99-latency-ms (from entering the element until the model finished the \
 frame: queueing, batching, the model; the time a finished frame then waits for a \
 synchronising sink to take it is downstream's, not counted; p99 over the last 1024 frames), \
