@@ -82,6 +82,9 @@ pub(super) struct StatsAcc {
     /// The spread (largest minus smallest) of the same per-frame times: how much the batch
     /// time moves on this machine now (load, other processes).
     pub(super) per_frame_jitter: Duration,
+    /// The median of the same: what a batch typically takes, for predicting when the model
+    /// will be free (the largest would predict it later than it is, and the model would idle).
+    per_frame_typical: Option<Duration>,
     recent_per_frame: VecDeque<Duration>,
     warm_up: Duration,
     /// Frames sent and not yet started in the model (in the input channel or in the batch
@@ -192,14 +195,14 @@ impl StatsAcc {
 
     /// How long until the model could start a frame sent now, with `batch_size` frames per
     /// batch: what is left of the running batch (or warm-up), then the full batches queued
-    /// before it (a frame joins a partial batch that is waiting), each at the per-frame
-    /// estimate. Zero when the model is idle and nothing waits; None when it is busy before
-    /// any batch time is known (during the first warm-up).
+    /// before it (a frame joins a partial batch that is waiting), each at the typical (median)
+    /// recent time per frame. Zero when the model is idle and nothing waits; None when it is
+    /// busy before any batch time is known (during the first warm-up).
     pub(super) fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
         if self.running.is_none() && self.waiting == 0 {
             return Some(Duration::ZERO);
         }
-        let per_frame = self.per_frame_estimate?;
+        let per_frame = self.per_frame_typical?;
         let running = self.running.map_or(Duration::ZERO, |(start, frames)| {
             (per_frame * frames as u32).saturating_sub(start.elapsed())
         });
@@ -225,6 +228,7 @@ impl StatsAcc {
         self.warm_up = took;
         if self.per_frame_estimate.is_none() {
             self.per_frame_estimate = Some(took);
+            self.per_frame_typical = Some(took);
         }
     }
 
@@ -262,12 +266,12 @@ impl StatsAcc {
                 self.recent_per_frame.pop_front();
             }
             self.recent_per_frame.push_back(t.total() / frames as u32);
-            self.per_frame_estimate = self.recent_per_frame.iter().max().copied();
-            let least = self.recent_per_frame.iter().min().copied();
-            self.per_frame_jitter = self
-                .per_frame_estimate
-                .zip(least)
-                .map_or(Duration::ZERO, |(max, min)| max - min);
+            let mut sorted: Vec<Duration> = self.recent_per_frame.iter().copied().collect();
+            sorted.sort_unstable();
+            let (least, most) = (sorted[0], sorted[sorted.len() - 1]);
+            self.per_frame_estimate = Some(most);
+            self.per_frame_jitter = most - least;
+            self.per_frame_typical = Some(sorted[sorted.len() / 2]);
         }
         for s in submitted {
             self.queue_wait_sum += start.saturating_duration_since(s);
