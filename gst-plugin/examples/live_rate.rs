@@ -3,17 +3,20 @@
 //!
 //!     OMP_WAIT_POLICY=PASSIVE cargo run --release -p gst-plugin-clipdenoise \
 //!         --example live_rate -- [--size 640x360] [--rates 10,15,30,60] [--seconds 10] \
-//!         [--model default] [--offline-frames 60]
+//!         [--model default] [--offline-frames 40]
 //!
-//! First the offline rate: `videotestsrc pattern=ball num-buffers=N ! caps ! clipdenoise !
-//! fakesink sync=false`, frames per second between the first and the last frame reaching the
-//! sink (the warm-up and start-up left out). Then, per rate, the live pipeline
+//! Per rate, first the offline rate right before (on a machine whose load moves, each live
+//! run gets its own baseline): `videotestsrc pattern=ball num-buffers=N ! caps ! clipdenoise
+//! ! fakesink sync=false`, frames per second between the first and the last frame reaching
+//! the sink (the warm-up and start-up left out). Then the live pipeline
 //! `videotestsrc is-live=true pattern=ball num-buffers=rate*seconds ! caps ! clipdenoise !
 //! fakesink sync=true qos=true max-lateness=20000000` (late = dropped by the sink as more than
 //! 20 ms late, as video sinks do), with LATENCY messages handled as gst-launch-1.0 does.
-//! Per rate it prints frames delivered, late, thinned, the element's reported latency and its
-//! mean latency, the pipeline's latency, and delivered / possible, where possible is
-//! min(rate, offline rate) over the source's duration.
+//! Per rate it prints frames delivered, late, thinned, delivered / possible (possible:
+//! min(rate, offline rate) over the source's duration), how busy the model was (frames run
+//! times their time per frame, over the source's duration: near 100 % above the device's
+//! rate when thinning keeps the model fed, whatever the load), the element's reported latency
+//! and its mean latency, and the pipeline's latency.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +39,7 @@ fn parse_args() -> Result<Args, String> {
         rates: vec![10, 15, 30, 60],
         seconds: 10,
         model: "default".into(),
-        offline_frames: 60,
+        offline_frames: 40,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -150,29 +153,26 @@ fn main() {
     };
     let element = format!("clipdenoise name=d model=\"{}\"", a.model);
 
-    let offline = run(
-        &format!(
-            "videotestsrc pattern=ball num-buffers={} ! {} ! {element} ! fakesink name=sink sync=false",
-            a.offline_frames,
-            caps(30)
-        ),
-        Duration::from_secs(600),
-    )
-    .unwrap_or_else(|e| panic!("offline run: {e}"));
-    let (first, last) = (offline.arrivals[0], *offline.arrivals.last().unwrap());
-    let offline_fps = (offline.arrivals.len() - 1) as f64 / (last - first).as_secs_f64();
     println!(
-        "offline: {} frames of {}x{}, {:.2} frames/s (first to last frame at the sink)",
-        offline.arrivals.len(),
-        a.width,
-        a.height,
-        offline_fps
+        "{}x{}; offline: frames/s of {} frames offline right before each live run (first to last frame at the sink)",
+        a.width, a.height, a.offline_frames
     );
     println!(
-        "| source fps | frames in | delivered | late | thinned | delivered fps | possible fps | delivered / possible | element latency ms | mean latency ms | pipeline latency ms |"
+        "| source fps | offline fps | frames in | delivered | late | thinned | delivered fps | possible fps | delivered / possible | model busy | element latency ms | mean latency ms | pipeline latency ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &rate in &a.rates {
+        let offline = run(
+            &format!(
+                "videotestsrc pattern=ball num-buffers={} ! {} ! {element} ! fakesink name=sink sync=false",
+                a.offline_frames,
+                caps(rate)
+            ),
+            Duration::from_secs(600),
+        )
+        .unwrap_or_else(|e| panic!("offline run: {e}"));
+        let (first, last) = (offline.arrivals[0], *offline.arrivals.last().unwrap());
+        let offline_fps = (offline.arrivals.len() - 1) as f64 / (last - first).as_secs_f64();
         let frames = rate * a.seconds;
         let r = run(
             &format!(
@@ -187,14 +187,20 @@ fn main() {
         let delivered_fps = r.rendered as f64 / seconds;
         let possible = (rate as f64).min(offline_fps);
         let f = |k: &str| r.stats.get::<f64>(k).unwrap_or(f64::NAN);
+        // The share of the run the model worked (the frames it ran times their upload, model
+        // and download time): near 100 % above the device's rate, whatever the machine's load,
+        // when the thinning keeps it fed.
+        let work_ms = f("upload-ms-per-frame") + f("model-ms-per-frame") + f("download-ms-per-frame");
+        let busy = r.stats.get::<u64>("batches").unwrap_or(0) as f64 * work_ms / (seconds * 1e3);
         println!(
-            "| {rate} | {frames} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.1} | {:.1} | {} |",
+            "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {} |",
             r.rendered,
             r.late,
             r.stats.get::<u64>("frames-thinned").unwrap_or(0),
             delivered_fps,
             possible,
             delivered_fps / possible,
+            busy * 100.0,
             f("latency-ms"),
             f("mean-latency-ms"),
             r.latency
