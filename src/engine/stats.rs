@@ -91,7 +91,7 @@ pub(super) struct StatsAcc {
     /// being assembled), nor dropped.
     pub(super) waiting: u64,
     /// The batch the model runs now: when it started and its frames.
-    pub(super) running: Option<(Instant, usize)>,
+    running: Option<(Instant, usize)>,
     /// Deliveries (with their latency in ms) and drops (None) of the recent window.
     recent: VecDeque<(Instant, Option<f64>)>,
 }
