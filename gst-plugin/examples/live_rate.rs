@@ -190,7 +190,8 @@ fn main() {
         // The share of the run the model worked (the frames it ran times their upload, model
         // and download time): near 100 % above the device's rate, whatever the machine's load,
         // when the thinning keeps it fed.
-        let work_ms = f("upload-ms-per-frame") + f("model-ms-per-frame") + f("download-ms-per-frame");
+        let work_ms =
+            f("upload-ms-per-frame") + f("model-ms-per-frame") + f("download-ms-per-frame");
         let busy = r.stats.get::<u64>("batches").unwrap_or(0) as f64 * work_ms / (seconds * 1e3);
         println!(
             "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {} |",

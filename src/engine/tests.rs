@@ -459,7 +459,10 @@ fn finished_frames_waiting_for_the_receiver_are_no_backlog() {
         next_frame(&rx);
     }
     let s = ctl.stats();
-    assert!(s.mean_latency_ms < 150.0, "latency counted the receiver's wait: {s:?}");
+    assert!(
+        s.mean_latency_ms < 150.0,
+        "latency counted the receiver's wait: {s:?}"
+    );
     assert_eq!(ctl.in_flight(), 0);
 }
 
@@ -467,11 +470,7 @@ fn finished_frames_waiting_for_the_receiver_are_no_backlog() {
 /// frame ahead.
 #[test]
 fn the_wait_estimate_counts_frames_queued_for_the_model() {
-    let stats = control::Shared::new::<usize>(
-        Strength::default(),
-        cb::never(),
-        cb::bounded(1).1,
-    );
+    let stats = control::Shared::new::<usize>(Strength::default(), cb::never(), cb::bounded(1).1);
     let mut s = stats.stats();
     assert_eq!(s.wait_estimate(1), Some(Duration::ZERO), "idle");
     s.set_running(Some((Instant::now(), 1)));
@@ -485,7 +484,10 @@ fn the_wait_estimate_counts_frames_queued_for_the_model() {
     assert_eq!(s.wait_estimate(4), Some(Duration::ZERO));
     s.set_running(Some((Instant::now(), 1)));
     let w = s.wait_estimate(1).unwrap();
-    assert!(w > Duration::from_millis(30) && w <= Duration::from_millis(40), "{w:?}");
+    assert!(
+        w > Duration::from_millis(30) && w <= Duration::from_millis(40),
+        "{w:?}"
+    );
     s.unqueue(5);
     s.set_running(None);
     assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));

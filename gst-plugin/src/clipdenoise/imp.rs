@@ -656,9 +656,8 @@ impl ClipDenoise {
         if !self.live.load(Ordering::Relaxed) {
             return false;
         }
-        self.pace().is_some_and(|p| {
-            p.must_thin(sender.control().wait_estimate(p.batch_size))
-        })
+        self.pace()
+            .is_some_and(|p| p.must_thin(sender.control().wait_estimate(p.batch_size)))
     }
 
     /// Ask upstream whether it is live. The pipeline's LATENCY query says it too, but a live

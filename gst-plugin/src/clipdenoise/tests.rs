@@ -256,7 +256,12 @@ fn run_live(fps: u64, model_ms: u64, frames: u64) -> LiveRun {
     // Frames that arrive while the model warms up are thinned (they would be late): start
     // the source once the warm-up (READY->PAUSED, the size is fixed upstream) is over.
     pipeline.set_state(gst::State::Paused).unwrap();
-    while element.property::<gst::Structure>("stats").get::<f64>("warm-up-ms").unwrap() == 0.0 {
+    while element
+        .property::<gst::Structure>("stats")
+        .get::<f64>("warm-up-ms")
+        .unwrap()
+        == 0.0
+    {
         assert!(Instant::now() < deadline, "watchdog: no warm-up");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -309,7 +314,10 @@ fn count(stats: &gst::Structure, field: &str) -> u64 {
 fn below_the_device_rate_a_live_source_is_not_thinned() {
     let frames = 60;
     let run = run_live(20, 5, frames);
-    eprintln!("below: {} rendered, {} late; {}", run.rendered, run.late, run.stats);
+    eprintln!(
+        "below: {} rendered, {} late; {}",
+        run.rendered, run.late, run.stats
+    );
     assert_eq!(count(&run.stats, "frames-thinned"), 0, "{}", run.stats);
     assert_eq!(count(&run.stats, "frames-out"), frames, "{}", run.stats);
     assert_eq!(run.kept, (0..frames).collect::<Vec<_>>());
@@ -361,5 +369,8 @@ fn above_the_device_rate_a_live_source_is_thinned_evenly_and_on_time() {
     let latency = run.stats.get::<f64>("latency-ms").unwrap();
     assert!((80.0..150.0).contains(&latency), "latency {latency} ms");
     let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
-    assert!(mean <= latency, "mean {mean} ms above the reported {latency} ms");
+    assert!(
+        mean <= latency,
+        "mean {mean} ms above the reported {latency} ms"
+    );
 }
