@@ -706,16 +706,26 @@ fn latency_query_adds_max_latency_and_batch_time() {
     let el = element(&[("batch-size", &2u32), ("max-latency", &75u32)]);
     let mut h = harness(&el);
     h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
-    h.set_src_caps(rgb_caps(16, 16));
+    // Before caps (and so before the warm-up): no batch time is known yet.
     let before = h.query_latency().unwrap();
     assert!(before >= gst::ClockTime::from_mseconds(85), "{before}");
+    h.set_src_caps(rgb_caps(16, 16));
     let info = gst_video::VideoInfo::from_caps(&rgb_caps(16, 16)).unwrap();
+    // A batch at a time, after the warm-up: the harness's upstream answers live, and a live
+    // source faster than the model (or frames queued behind its first warm-up) is thinned
+    // (tests/live.rs).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stat_f64(&el, "warm-up-ms") == 0.0 {
+        assert!(Instant::now() < deadline, "watchdog: no warm-up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     for i in 0..4 {
         h.push(gst::Buffer::from_mut_slice(pattern(info.size(), i)))
             .unwrap();
-    }
-    for _ in 0..4 {
-        h.pull().unwrap();
+        if i % 2 == 1 {
+            h.pull().unwrap();
+            h.pull().unwrap();
+        }
     }
     let after = h.query_latency().unwrap();
     let per_frame = stat_f64(&el, "upload-ms-per-frame")
@@ -726,13 +736,14 @@ fn latency_query_adds_max_latency_and_batch_time() {
         after > before,
         "{after} <= {before}: the batch time is not added"
     );
-    // The element adds two batches (the one in the model when a frame arrives, and its own)
-    // of batch-size x its per-frame estimate, which leaves out the warm-up batch; `per_frame`
-    // averages over all 4 frames, warm-up included, so it is at least half the steady
-    // estimate. The added time: above zero, at most 8 x per_frame.
+    // The element adds its own batch (batch-size x its per-frame estimate, plus the spread of
+    // the recent per-frame times, at most the estimate again) and at most one batch time of
+    // queueing (issue 26; the 30 fps frame interval is longer); the estimate leaves out the
+    // warm-up batch, and `per_frame` averages over all 4 frames, warm-up included, so it is
+    // at least half the steady estimate. The added time: above zero, at most 12 x per_frame.
     let added_ms = (after - before).nseconds() as f64 / 1e6;
     assert!(
-        added_ms <= 8.0 * per_frame + 1.0,
+        added_ms <= 12.0 * per_frame + 1.0,
         "{after} - {before} vs {per_frame} ms per frame"
     );
 }

@@ -174,7 +174,8 @@ impl EngineControl {
     /// the batch the model runs, then the full batches queued before it (see
     /// [`EngineControl::batch_time_estimate`]). Finished frames waiting for the receiver do
     /// not count: they no longer need the model. Zero when the model is idle and nothing
-    /// waits; None when it is busy before a batch time is known (the first warm-up).
+    /// waits; None when a frame already waits for a model busy before any batch time is
+    /// known (the first warm-up).
     pub fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
         self.shared.stats().wait_estimate(batch_size)
     }

@@ -196,13 +196,16 @@ impl StatsAcc {
     /// How long until the model could start a frame sent now, with `batch_size` frames per
     /// batch: what is left of the running batch (or warm-up), then the full batches queued
     /// before it (a frame joins a partial batch that is waiting), each at the typical (median)
-    /// recent time per frame. Zero when the model is idle and nothing waits; None when it is
-    /// busy before any batch time is known (during the first warm-up).
+    /// recent time per frame. Zero when the model is idle and nothing waits. Busy before any
+    /// batch time is known (the first warm-up): zero for the first frame to wait (the
+    /// warm-up may be about to end), None once one waits.
     pub(super) fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
         if self.running.is_none() && self.waiting == 0 {
             return Some(Duration::ZERO);
         }
-        let per_frame = self.per_frame_typical?;
+        let Some(per_frame) = self.per_frame_typical else {
+            return (self.waiting == 0).then_some(Duration::ZERO);
+        };
         let running = self.running.map_or(Duration::ZERO, |(start, frames)| {
             (per_frame * frames as u32).saturating_sub(start.elapsed())
         });

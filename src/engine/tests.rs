@@ -474,7 +474,14 @@ fn the_wait_estimate_counts_frames_queued_for_the_model() {
     let mut s = stats.stats();
     assert_eq!(s.wait_estimate(1), Some(Duration::ZERO), "idle");
     s.set_running(Some((Instant::now(), 1)));
+    assert_eq!(
+        s.wait_estimate(1),
+        Some(Duration::ZERO),
+        "the first behind the warm-up"
+    );
+    s.waiting = 1;
     assert_eq!(s.wait_estimate(1), None, "busy, no batch time known");
+    s.waiting = 0;
     s.set_running(None);
     s.warmed_up(Duration::from_millis(10));
     assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));

@@ -660,9 +660,11 @@ impl ClipDenoise {
             .is_some_and(|p| p.must_thin(sender.control().wait_estimate(p.batch_size)))
     }
 
-    /// Ask upstream whether it is live. The pipeline's LATENCY query says it too, but a live
-    /// pipeline only asks once its sink has its first frame: the frames before it would
-    /// not be thinned and would pile up in front of the model.
+    /// Ask upstream whether it is live (when caps arrive, in a pipeline). The pipeline's
+    /// LATENCY query says it too, but a live pipeline only asks once its sink has its first
+    /// frame: the frames before it would not be thinned and would pile up in front of the
+    /// model. An element on its own (a GstHarness, whose upstream always answers live but
+    /// pushes as fast as it likes) learns it from a LATENCY query only, as before.
     fn query_upstream_live(&self) {
         let mut q = gst::query::Latency::new();
         if self.sinkpad.peer_query(&mut q) {
@@ -959,7 +961,9 @@ impl ClipDenoise {
                     s.info = Some(info);
                     s.format = Some(format);
                 }
-                self.query_upstream_live();
+                if self.obj().parent().is_some() {
+                    self.query_upstream_live();
+                }
                 // Everything of the old format goes out first, then the new caps; the model
                 // warms up on a frame of the new size meanwhile (before the first frame: in
                 // PAUSED for a non-live source).

@@ -57,18 +57,19 @@ impl Pace {
     /// How long a frame may wait for the model: one frame interval, or one batch time when
     /// that is shorter (below the device's rate a frame waits at most for the batch that
     /// runs when it arrives; a slow source should not get a second of latency) or the rate is
-    /// unknown.
+    /// unknown. Nothing before any batch time is known.
     pub fn queue_allowance(&self) -> Duration {
         match (self.frame_interval, self.batch_time) {
             (Some(i), Some(b)) => i.min(b),
-            (i, b) => i.or(b).unwrap_or(Duration::ZERO),
+            (None, Some(b)) => b,
+            (_, None) => Duration::ZERO,
         }
     }
 
     /// What a frame may spend in the element: the batch fill wait, the queue allowance and
     /// its own batch, with the batch time's recent jitter (a frame is not late because its
     /// batch was a little slower than the slowest recent one). Before any batch time is
-    /// known: the fill wait and the allowance.
+    /// known: the fill wait alone.
     pub fn latency(&self) -> Duration {
         let fill = if self.batch_size > 1 {
             self.max_latency
@@ -79,8 +80,9 @@ impl Pace {
     }
 
     /// Whether a live frame that would wait `wait` for the model is to be dropped: it would
-    /// leave later than [`Pace::latency`] says. An unknown wait (the model busy with its first
-    /// warm-up, no batch time known yet) thins too: such frames would leave late.
+    /// leave later than [`Pace::latency`] says. An unknown wait (frames already wait for the
+    /// model's first warm-up, no batch time known yet) thins too: such frames would leave
+    /// late.
     pub fn must_thin(&self, wait: Option<Duration>) -> bool {
         wait.is_none_or(|w| w > self.queue_allowance())
     }
@@ -112,6 +114,12 @@ mod tests {
         assert_eq!(pace(1, 55, Some(67)).latency(), ms(55 + 55));
         // Unknown rate: one batch time of queueing.
         assert_eq!(pace(1, 55, None).latency(), ms(110));
+        // Nothing measured yet: the fill wait alone.
+        let unknown = Pace {
+            batch_time: None,
+            ..pace(4, 0, Some(33))
+        };
+        assert_eq!(unknown.latency(), ms(50));
         // Larger batches wait up to max-latency to fill.
         assert_eq!(pace(4, 120, Some(33)).latency(), ms(50 + 120 + 33));
         // A machine whose batch times move: the spread on top.
