@@ -2,4 +2,31 @@ include!("build-support/libtorch_link.rs");
 
 fn main() {
     link_libtorch();
+    compile_conv_pointwise();
+}
+
+/// The C++ shim that reaches libtorch's fused oneDNN convolution operators
+/// (src/model/conv_pointwise.cpp), compiled against libtorch's headers the way torch-sys
+/// compiles its own shim (its lib dir comes as DEP_TCH_LIBTORCH_LIB; the headers sit beside it).
+fn compile_conv_pointwise() {
+    const SRC: &str = "src/model/conv_pointwise.cpp";
+    println!("cargo:rerun-if-changed={SRC}");
+    let lib = std::path::PathBuf::from(
+        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB"),
+    );
+    let include = lib
+        .parent()
+        .expect("libtorch lib dir has a parent")
+        .join("include");
+    cc::Build::new()
+        .cpp(true)
+        .file(SRC)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .compile("clipdenoise_conv_pointwise");
 }

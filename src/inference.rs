@@ -270,6 +270,22 @@ impl Denoiser {
         })
     }
 
+    /// Switch the convolutions between the fused oneDNN path (the default where it runs: see
+    /// [`ClipDenoise::prepare_inference`]) and the separate conv, activation and add passes.
+    pub fn set_fused(&mut self, fused: bool) {
+        let _guard = tch::no_grad_guard();
+        self.model.prepare_inference_with(
+            self.opts.precision.kind(),
+            self.opts.channels_last,
+            fused,
+        );
+    }
+
+    /// Whether the convolutions run fused (CPU, fp32 or bf16, libtorch with oneDNN).
+    pub fn is_fused(&self) -> bool {
+        self.model.is_fused()
+    }
+
     /// Check `interrupt` between the steps of every later call.
     pub fn set_interrupt(&mut self, interrupt: Interrupt) {
         self.interrupt = Some(interrupt);

@@ -4,7 +4,8 @@
 use tch::{nn, Kind, Tensor};
 
 use super::config::Config;
-use super::layers::{conv3x3, to_layout};
+use super::fused::{Act, InferConv};
+use super::layers::{conv3x3, infer_conv};
 
 pub const LEAKY_SLOPE: f64 = 0.2;
 
@@ -12,6 +13,8 @@ pub const LEAKY_SLOPE: f64 = 0.2;
 struct ConvBlock {
     conv0: nn::Conv2D,
     conv2: nn::Conv2D,
+    /// The inference copies of conv0 and conv2, each fused with its LeakyReLU ([`Decoder::prepare`]).
+    infer: Option<[InferConv; 2]>,
 }
 
 impl ConvBlock {
@@ -20,10 +23,15 @@ impl ConvBlock {
         ConvBlock {
             conv0: conv3x3(&b / "0", cin, cout),
             conv2: conv3x3(&b / "2", cout, cout),
+            infer: None,
         }
     }
 
     fn forward(&self, x: &Tensor, slope: &Tensor) -> Tensor {
+        if let Some([c0, c2]) = &self.infer {
+            let act = Act::Leaky(LEAKY_SLOPE);
+            return c2.forward(&c0.forward(x, act), act);
+        }
         let h = x.apply(&self.conv0).prelu(slope);
         h.apply(&self.conv2).prelu(slope)
     }
@@ -33,6 +41,7 @@ impl ConvBlock {
 pub struct Decoder {
     up_path: Vec<ConvBlock>,
     last: nn::Conv2D,
+    last_infer: Option<InferConv>,
 }
 
 impl Decoder {
@@ -56,6 +65,7 @@ impl Decoder {
         Decoder {
             up_path,
             last: conv3x3(p / "last", w, 3),
+            last_infer: None,
         }
     }
 
@@ -70,18 +80,29 @@ impl Decoder {
             let up = x.upsample_bilinear2d([h * 2, w * 2], true, None::<f64>, None::<f64>);
             x = block.forward(&Tensor::cat(&[&up, skip], 1), &slope);
         }
-        x.apply(&self.last)
+        match &self.last_infer {
+            Some(last) => last.forward(&x, Act::None),
+            None => x.apply(&self.last),
+        }
     }
 
-    /// Inference copies of the weights in `kind` and layout (the var store keeps f32 masters).
-    pub fn prepare(&mut self, kind: Kind, channels_last: bool) {
-        let _guard = tch::no_grad_guard();
-        let convs = self
-            .up_path
-            .iter_mut()
-            .flat_map(|b| [&mut b.conv0, &mut b.conv2]);
-        for conv in convs.chain(std::iter::once(&mut self.last)) {
-            conv.ws = to_layout(&conv.ws.to_kind(kind), channels_last);
+    /// Inference copies of the weights in `kind` and layout (the var store keeps f32 masters),
+    /// each conv fused with its activation where that runs (`fuse`).
+    pub fn prepare(&mut self, kind: Kind, channels_last: bool, fuse: bool) {
+        for b in &mut self.up_path {
+            b.infer = Some([
+                infer_conv(&b.conv0, kind, channels_last, fuse),
+                infer_conv(&b.conv2, kind, channels_last, fuse),
+            ]);
         }
+        self.last_infer = Some(infer_conv(&self.last, kind, channels_last, fuse));
+    }
+
+    /// Whether [`Decoder::prepare`] made fused convs.
+    pub fn is_fused(&self) -> bool {
+        self.up_path[0]
+            .infer
+            .as_ref()
+            .is_some_and(|[c0, _]| c0.is_fused())
     }
 }

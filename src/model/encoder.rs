@@ -4,6 +4,7 @@
 use tch::{nn, Tensor};
 
 use super::config::Config;
+use super::fused::Act;
 use super::layers::ConvBn;
 
 /// CLIP Bottleneck (expansion 4) with anti-aliased striding: the 3x3 conv has stride 1 and an
@@ -31,18 +32,18 @@ impl Bottleneck {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut out = self.c1.forward_t(x, train).relu();
-        out = self.c2.forward_t(&out, train).relu();
+        let mut out = self.c1.forward_act(x, train, Act::Relu);
+        out = self.c2.forward_act(&out, train, Act::Relu);
         if self.stride > 1 {
             out = avg_pool(&out, self.stride);
         }
-        let out = self.c3.forward_t(&out, train);
         let identity = match &self.downsample {
             Some(ds) if self.stride > 1 => ds.forward_t(&avg_pool(x, self.stride), train),
             Some(ds) => ds.forward_t(x, train),
             None => x.shallow_clone(),
         };
-        (out + identity).relu()
+        // relu(c3(out) + identity): the add and the ReLU fused into c3 once folded.
+        self.c3.forward_add_act(&out, &identity, train, Act::Relu)
     }
 
     fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
@@ -92,7 +93,7 @@ impl Encoder {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Vec<Tensor> {
         let mut h = x.shallow_clone();
         for cb in &self.stem {
-            h = cb.forward_t(&h, train).relu();
+            h = cb.forward_act(&h, train, Act::Relu);
         }
         let mut feats = vec![h.shallow_clone()];
         h = avg_pool(&h, 2);

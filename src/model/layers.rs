@@ -2,6 +2,8 @@
 
 use tch::{nn, Kind, Tensor};
 
+use super::fused::{Act, InferConv};
+
 /// BatchNorm2d with the PyTorch buffers, `num_batches_tracked` included, so that state dicts
 /// round-trip key for key. Uses running statistics unless `train`.
 #[derive(Debug)]
@@ -56,7 +58,8 @@ pub struct ConvBn {
     pub bn: BatchNorm,
     stride: i64,
     padding: i64,
-    fused: Option<(Tensor, Tensor)>,
+    /// The folded conv for inference ([`ConvBn::fuse`]).
+    fused: Option<InferConv>,
 }
 
 impl ConvBn {
@@ -85,22 +88,40 @@ impl ConvBn {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_act(x, train, Act::None)
+    }
+
+    /// act(BN(conv(x))); once folded ([`ConvBn::fuse`]) and not training, one fused conv.
+    pub fn forward_act(&self, x: &Tensor, train: bool, act: Act) -> Tensor {
         match &self.fused {
-            Some((w, b)) if !train => {
-                x.conv2d(w, Some(b), [self.stride; 2], [self.padding; 2], [1, 1], 1)
-            }
-            _ => self.bn.forward_t(&x.apply(&self.conv), train),
+            Some(conv) if !train => conv.forward(x, act),
+            _ => act.apply(self.bn.forward_t(&x.apply(&self.conv), train)),
         }
     }
 
-    /// Fold the BN running statistics into the conv (computed in f32, stored as `kind`).
-    pub fn fuse(&mut self, kind: Kind, channels_last: bool) {
+    /// act(BN(conv(x)) + residual); once folded and not training, one fused conv.
+    pub fn forward_add_act(&self, x: &Tensor, residual: &Tensor, train: bool, act: Act) -> Tensor {
+        match &self.fused {
+            Some(conv) if !train => conv.forward_add(x, residual, act),
+            _ => act.apply(self.bn.forward_t(&x.apply(&self.conv), train) + residual),
+        }
+    }
+
+    /// Fold the BN running statistics into the conv (computed in f32, stored as `kind`);
+    /// `fuse`: run it as one fused oneDNN conv with its activation where that runs.
+    pub fn fuse(&mut self, kind: Kind, channels_last: bool, fuse: bool) {
         let _guard = tch::no_grad_guard();
         let f = |t: &Tensor| t.to_kind(Kind::Float);
         let scale = f(&self.bn.weight) / (f(&self.bn.running_var) + BN_EPS).sqrt();
         let w = f(&self.conv.ws) * scale.view([-1, 1, 1, 1]);
         let b = f(&self.bn.bias) - f(&self.bn.running_mean) * &scale;
-        self.fused = Some((to_layout(&w.to_kind(kind), channels_last), b.to_kind(kind)));
+        self.fused = Some(InferConv::new(
+            to_layout(&w.to_kind(kind), channels_last),
+            Some(b.to_kind(kind)),
+            self.stride,
+            self.padding,
+            fuse,
+        ));
     }
 }
 
@@ -121,4 +142,14 @@ pub fn conv3x3(p: nn::Path, cin: i64, cout: i64) -> nn::Conv2D {
         ..Default::default()
     };
     nn::conv2d(p, cin, cout, 3, cfg)
+}
+
+/// The inference copy of a bias-free conv (stride 1, "same" padding) such as the decoder's:
+/// weights in `kind` and layout, fused with its activation where that runs.
+pub fn infer_conv(conv: &nn::Conv2D, kind: Kind, channels_last: bool, fuse: bool) -> InferConv {
+    let _guard = tch::no_grad_guard();
+    let w = to_layout(&conv.ws.to_kind(kind), channels_last);
+    let padding = w.size()[2] / 2;
+    let bias = conv.bs.as_ref().map(|b| b.to_kind(kind));
+    InferConv::new(w, bias, 1, padding, fuse)
 }

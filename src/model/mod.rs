@@ -5,6 +5,7 @@
 mod config;
 mod decoder;
 mod encoder;
+mod fused;
 mod layers;
 
 pub(crate) use layers::to_layout;
@@ -12,6 +13,7 @@ pub(crate) use layers::to_layout;
 pub use config::{Config, AUG_LEVEL, PRESETS};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
+pub use fused::{fusion_runs, Act, InferConv};
 
 use tch::{nn, Kind, Tensor};
 
@@ -69,12 +71,27 @@ impl ClipDenoise {
     }
 
     /// Turn this instance into an inference engine: BatchNorm folded into the encoder convs,
-    /// weights copied to `kind` and, if asked, channels_last layout. Training must not use it.
+    /// weights copied to `kind` and, if asked, channels_last layout, and on the CPU every conv
+    /// fused with its bias, activation and residual add into one oneDNN primitive with
+    /// prepacked weights ([`InferConv`]), unless the environment sets `CLIPDENOISE_FUSED=0`
+    /// (the unfused ops, for comparisons). Training must not use it.
     pub fn prepare_inference(&mut self, kind: Kind, channels_last: bool) {
+        let fuse = std::env::var("CLIPDENOISE_FUSED").map_or(true, |v| v.trim() != "0");
+        self.prepare_inference_with(kind, channels_last, fuse);
+    }
+
+    /// [`ClipDenoise::prepare_inference`] with fusion chosen by the caller (`fuse` false: the
+    /// separate conv, activation and add passes). Can be called again to switch.
+    pub fn prepare_inference_with(&mut self, kind: Kind, channels_last: bool, fuse: bool) {
         for cb in self.encoder.conv_bns_mut() {
-            cb.fuse(kind, channels_last);
+            cb.fuse(kind, channels_last, fuse);
         }
-        self.decoder.prepare(kind, channels_last);
+        self.decoder.prepare(kind, channels_last, fuse);
+    }
+
+    /// Whether the prepared network runs fused convolutions (all of them or none).
+    pub fn is_fused(&self) -> bool {
+        self.decoder.is_fused()
     }
 }
 

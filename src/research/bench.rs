@@ -51,6 +51,9 @@ pub struct BenchReport {
     pub upload_ms_per_frame: f64,
     pub model_ms_per_frame: f64,
     pub download_ms_per_frame: f64,
+    /// CPU time (user + system, all threads of the process) per measured frame: the work a
+    /// frame costs, steadier than the frame rate on a machine that others load too.
+    pub cpu_ms_per_frame: f64,
     pub peak_rss_mb: f64,
     pub peak_gpu_mb: Option<f64>,
 }
@@ -166,6 +169,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
         upload_ms_per_frame: upload / n,
         model_ms_per_frame: model / n,
         download_ms_per_frame: download / n,
+        cpu_ms_per_frame: m.cpu_seconds * 1e3 / n,
         peak_rss_mb: peak_rss_mb(),
         peak_gpu_mb: peak_gpu,
     })
@@ -179,7 +183,28 @@ struct Measured {
     model: f64,
     download: f64,
     seconds: f64,
+    /// Process CPU time over the same span as `seconds`.
+    cpu_seconds: f64,
     peak_gpu: Option<f64>,
+}
+
+/// CPU time this process has used so far (user + system, all threads), in seconds.
+fn process_cpu_seconds() -> f64 {
+    // /proc/self/stat: fields 14 and 15 (utime, stime) in clock ticks, after the `(comm)`.
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            (f.len() == 2).then(|| f[0] + f[1])
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
 }
 
 /// Take `total` frames from the engine; the clock starts after the first `warmup`.
@@ -196,9 +221,11 @@ fn receive(
         model: 0.0,
         download: 0.0,
         seconds: 0.0,
+        cpu_seconds: 0.0,
         peak_gpu: gpu.and_then(gpu_used_mb),
     };
     let mut t0 = Instant::now();
+    let mut cpu0 = process_cpu_seconds();
     let mut received = 0;
     while received < total {
         match rx.recv() {
@@ -206,6 +233,7 @@ fn receive(
                 received += 1;
                 if received == warmup {
                     t0 = Instant::now();
+                    cpu0 = process_cpu_seconds();
                 } else if received > warmup {
                     m.latencies
                         .push(f.timing.submitted.elapsed().as_secs_f64() * 1e3);
@@ -230,6 +258,7 @@ fn receive(
         }
     }
     m.seconds = t0.elapsed().as_secs_f64();
+    m.cpu_seconds = process_cpu_seconds() - cpu0;
     m.latencies.sort_by(f64::total_cmp);
     Ok(m)
 }

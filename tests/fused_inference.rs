@@ -1,0 +1,132 @@
+//! The fused inference path (conv + bias + activation + residual add as one oneDNN primitive,
+//! weights prepacked at load: src/model/fused.rs) against the separate passes the network ran
+//! before: at most 1 LSB apart on u8 frames, in fp32 and bf16, on the shipped default model
+//! and on the paper-size clip-rn50 shape (random weights), on a real noisy photo.
+
+use std::path::Path;
+
+use clipdenoise::frame::{FrameFormat, PixelFormat};
+use clipdenoise::inference::{Denoiser, Options, Precision};
+use clipdenoise::model::{fusion_runs, ClipDenoise, Config};
+use clipdenoise::weights::{LoadedModel, ModelSource, Provenance};
+use tch::{Device, Kind, Tensor};
+
+/// A (w x h) crop of the fixture photo with gaussian noise (sigma 25), as packed u8 RGB.
+fn noisy_frame(w: i64, h: i64) -> Vec<u8> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/wiki001-1024x576.jpg");
+    let img = image::open(path).unwrap().to_rgb8();
+    let (iw, ih) = (img.width() as i64, img.height() as i64);
+    let clean = Tensor::from_slice(img.as_raw())
+        .view([ih, iw, 3])
+        .narrow(0, 0, h)
+        .narrow(1, 0, w)
+        .to_kind(Kind::Float)
+        / 255.0;
+    let mut rng = clipdenoise::research::noise::TorchRng::new(7);
+    let noisy = clipdenoise::research::noise::gaussian(&clean, 25.0, &mut rng).unwrap();
+    let u8s = (noisy * 255.0)
+        .round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .contiguous();
+    Vec::<u8>::try_from(u8s.view([-1])).unwrap()
+}
+
+/// The model's u8 output on `frame` in `precision`, fused or not.
+fn run(
+    load: &dyn Fn() -> LoadedModel,
+    precision: Precision,
+    fused: bool,
+    frame: &[u8],
+    fmt: &FrameFormat,
+) -> Vec<u8> {
+    let opts = Options {
+        precision,
+        ..Options::default()
+    };
+    let mut d = Denoiser::new(load(), opts).unwrap();
+    d.set_fused(fused);
+    if fused {
+        // The comparison is vacuous unless the fused path really runs here; on this project's
+        // machines (libtorch from PyPI: oneDNN; AVX512-BF16) it does in both precisions.
+        assert!(
+            fusion_runs(Device::Cpu, precision.kind()),
+            "{precision}: fusion does not run"
+        );
+    }
+    assert_eq!(
+        d.is_fused(),
+        fused,
+        "{precision}: fused path taken: {}",
+        d.is_fused()
+    );
+    let out = d.denoise_frames(&[frame], fmt, 1.0).unwrap().remove(0);
+    // The network did something: most of the output is not the input.
+    assert!(out.iter().zip(frame).filter(|(x, y)| x != y).count() > out.len() / 2);
+    out
+}
+
+/// Largest and mean absolute difference in u8 levels.
+fn diff(a: &[u8], b: &[u8]) -> (u8, f64) {
+    assert_eq!(a.len(), b.len());
+    let max = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    (max, sum as f64 / a.len() as f64)
+}
+
+/// fp32: fused within 1 LSB of the unfused path. bf16: the unfused path rounds to bf16 after
+/// the conv, again after the activation and after the add, the fused one once, so they
+/// differ by about one bf16 step (up to `bf16_max` LSB); the fused output must be at least as
+/// close to the fp32 result as the unfused one.
+fn check(name: &str, load: &dyn Fn() -> LoadedModel, w: i64, h: i64, bf16_max: u8) {
+    let frame = noisy_frame(w, h);
+    let fmt = FrameFormat::new(PixelFormat::Rgb, w as usize, h as usize);
+    let f32_fused = run(load, Precision::Fp32, true, &frame, &fmt);
+    let f32_plain = run(load, Precision::Fp32, false, &frame, &fmt);
+    let (max, mean) = diff(&f32_fused, &f32_plain);
+    eprintln!("{name} {w}x{h} fp32 fused vs unfused: max {max} LSB, mean {mean:.5}");
+    assert!(
+        max <= 1,
+        "{name} fp32: fused output is {max} LSB off the unfused one"
+    );
+    let bf16_fused = run(load, Precision::Bf16, true, &frame, &fmt);
+    let bf16_plain = run(load, Precision::Bf16, false, &frame, &fmt);
+    let (max, mean) = diff(&bf16_fused, &bf16_plain);
+    let (max_f, err_f) = diff(&bf16_fused, &f32_plain);
+    let (max_p, err_p) = diff(&bf16_plain, &f32_plain);
+    eprintln!(
+        "{name} {w}x{h} bf16 fused vs unfused: max {max} LSB, mean {mean:.4}; vs fp32: fused max \
+         {max_f} mean {err_f:.4}, unfused max {max_p} mean {err_p:.4}"
+    );
+    assert!(
+        max <= bf16_max,
+        "{name} bf16: fused output is {max} LSB off the unfused one"
+    );
+    assert!(
+        err_f <= err_p * 1.05,
+        "{name} bf16: fused is farther from fp32 ({err_f}) than unfused ({err_p})"
+    );
+}
+
+#[test]
+fn fused_default_model_matches_the_unfused_path() {
+    let load = || ModelSource::Default.load(Device::Cpu).unwrap();
+    check("default", &load, 640, 360, 2);
+}
+
+#[test]
+fn fused_clip_rn50_matches_the_unfused_path() {
+    // The paper's shape with seeded random weights (the CLIP weights cannot be shipped).
+    let load = || {
+        tch::manual_seed(0);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = ClipDenoise::new(&vs.root(), &Config::clip_rn50());
+        LoadedModel {
+            vs,
+            model,
+            provenance: Provenance::default(),
+        }
+    };
+    check("clip-rn50", &load, 320, 192, 255);
+}
