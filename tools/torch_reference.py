@@ -7,7 +7,7 @@ benchmarks/run-cpu.sh right after `clipdenoise bench`, so that every figure is a
 ours / PyTorch on the same machine, batch, size and precision.
 
     python tools/torch_reference.py --model W.safetensors --size 640x360 --batch-size 4 \
-        --frames 20 --precision fp32 [--autocast bf16] [--device cpu|cuda] [--json]
+        --frames 20 --precision fp32 [--autocast bf16] [--device cpu|cuda] [--channels-last] [--json]
 
 Frames are synthetic u8 RGB, uploaded, converted to float, padded to multiples of 32,
 denoised, clamped, converted back to u8 and downloaded: the same work as the Rust worker.
@@ -144,6 +144,8 @@ def main():
     ap.add_argument("--autocast", default=None, choices=[None, "fp16", "bf16"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="weights and activations in channels_last (NHWC strides), as ours runs")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.threads:
@@ -153,6 +155,8 @@ def main():
     model, cfg = load(a.model, dev)
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     model = model.to(dtypes[a.precision])
+    layout = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     frames = torch.randint(0, 256, (a.batch_size, h, w, 3), dtype=torch.uint8)
     ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
 
@@ -164,7 +168,7 @@ def main():
         x = frames.to(dev).permute(0, 3, 1, 2).float() / 255.0
         if (ph, pw) != (h, w):
             x = F.pad(x, (0, pw - w, 0, ph - h), mode="reflect")
-        x = x.to(dtypes[a.precision])
+        x = x.to(dtypes[a.precision]).contiguous(memory_format=layout)
         with torch.no_grad():
             if a.autocast:
                 with torch.autocast(dev.type, dtype=dtypes[a.autocast]):
@@ -180,18 +184,19 @@ def main():
     sync()
     batches = max(1, a.frames // a.batch_size)
     lat = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(batches):
         t = time.perf_counter()
         run_batch()
         sync()
         lat.append(time.perf_counter() - t)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     n = batches * a.batch_size
     res = {
         "impl": "pytorch-eager", "model": cfg, "size": a.size, "batch_size": a.batch_size,
         "precision": a.precision, "autocast": a.autocast, "device": a.device, "frames": n,
-        "fps": n / total, "batch_ms_p50": 1000 * float(np.percentile(lat, 50)),
+        "channels_last": a.channels_last, "fps": n / total, "cpu_ms_per_frame": 1000 * cpu / n,
+        "batch_ms_p50": 1000 * float(np.percentile(lat, 50)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
