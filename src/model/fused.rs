@@ -43,12 +43,8 @@ impl Act {
         match self {
             Act::None => x,
             Act::Relu => x.relu(),
-            Act::Leaky(s) => {
-                let slope = Tensor::from_slice(&[s])
-                    .to_kind(x.kind())
-                    .to_device(x.device());
-                x.prelu(&slope)
-            }
+            // Made on the device (no host-to-device copy, which would wait for the GPU).
+            Act::Leaky(s) => x.prelu(&Tensor::full([1], s, (x.kind(), x.device()))),
         }
     }
 }
@@ -174,7 +170,8 @@ impl InferConv {
         if let Some(w) = &self.packed {
             // The fused op wants the residual in the output's layout and kind.
             let res = residual.map(|r| super::layers::to_layout(r, is_channels_last(x)));
-            match conv_pointwise(
+            // A shape or layout the op refuses falls through to the unfused ops (same result).
+            if let Ok(y) = conv_pointwise(
                 x,
                 w,
                 self.bias.as_ref(),
@@ -183,9 +180,7 @@ impl InferConv {
                 self.padding,
                 act,
             ) {
-                Ok(y) => return y,
-                // A shape or layout the op refuses: the unfused ops give the same result.
-                Err(_) => {}
+                return y;
             }
         }
         let y = x.conv2d(
