@@ -11,6 +11,7 @@
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
 //! - [`temporal`]: motion-adaptive temporal smoothing of the denoised frames (video only).
 //!
+//! With the `job` feature, [`job`]: plans of segmented offline jobs, done records, locks.
 //! With the `research` feature, [`research`]: training, noise synthesis, metrics, evaluation,
 //! image files and the worker benchmark.
 
@@ -18,6 +19,8 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod inference;
+#[cfg(feature = "job")]
+pub mod job;
 pub mod model;
 pub mod pixel_shuffle;
 #[cfg(feature = "research")]

@@ -18,6 +18,29 @@ use crate::error::Result;
 /// evaluation's dumps (weights/README.md).
 pub const THRESHOLD: f64 = 16.0 / 255.0;
 
+/// Frames the filter must run before a cut so that its output from the cut on is what an
+/// uninterrupted run gives (segmented jobs start each segment this many frames early). The
+/// filter remembers geometrically: an old frame's weight shrinks by at most `amount` per frame
+/// where the scene is still, so after `k` frames with `amount^k` below 2^-32 the difference is
+/// far under what f32 arithmetic and the 8-bit output can show. None when it never forgets
+/// (`amount` 1, or so close that the warm-up would exceed 100,000 frames): run from the first
+/// frame. `amount` 0 (off) needs none.
+pub fn warmup_frames(amount: f64) -> Option<u64> {
+    if !(amount > 0.0) {
+        return Some(0);
+    }
+    if amount >= 1.0 {
+        return None;
+    }
+    let k = (32.0 / -amount.log2()).ceil();
+    (k <= 100_000.0).then_some(k as u64)
+}
+
+/// Frames the filter reads after a frame before it outputs it: none (it is causal).
+pub fn lookahead_frames(_amount: f64) -> u64 {
+    0
+}
+
 /// The recursive filter's state: the previous output frame, `[1, 3, H, W]` float.
 #[derive(Default)]
 pub struct TemporalFilter {
@@ -140,6 +163,16 @@ mod tests {
             let one = single.apply(&frames.narrow(0, i, 1), 0.6).unwrap();
             assert!(max_abs(&one, &together.narrow(0, i, 1)) < 1e-7);
         }
+    }
+
+    #[test]
+    fn the_warm_up_grows_with_the_memory() {
+        assert_eq!(warmup_frames(0.0), Some(0));
+        assert_eq!(warmup_frames(0.5), Some(32));
+        assert!(warmup_frames(0.9).unwrap() > warmup_frames(0.5).unwrap());
+        assert_eq!(warmup_frames(1.0), None);
+        assert_eq!(warmup_frames(0.999_999), None);
+        assert_eq!(lookahead_frames(0.5), 0);
     }
 
     #[test]
