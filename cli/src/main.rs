@@ -29,6 +29,8 @@ mod info;
 #[cfg(feature = "gst")]
 mod interrupt;
 #[cfg(feature = "gst")]
+mod job;
+#[cfg(feature = "gst")]
 mod label;
 mod models;
 mod paths;
@@ -59,6 +61,15 @@ enum Command {
     /// Denoise a video file through a GStreamer pipeline around the clipdenoise element
     #[cfg(feature = "gst")]
     Video(video::Args),
+    /// Plan an offline job in segments for many machines (or --status of one)
+    #[cfg(feature = "gst")]
+    Plan(job::plan::Args),
+    /// Run one segment of a planned job (the index from the job array by default)
+    #[cfg(feature = "gst")]
+    Segment(job::segment::Args),
+    /// Join a job's done segments into one file, without re-encoding
+    #[cfg(feature = "gst")]
+    Join(job::join::Args),
     /// Denoise still images (PNG 8/16-bit, JPEG, TIFF)
     Image(image::Args),
     /// Show versions, devices and the models found
@@ -84,6 +95,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         #[cfg(feature = "gst")]
         Command::Video(a) => video::run(a),
+        #[cfg(feature = "gst")]
+        Command::Plan(a) => job::plan::run(a),
+        #[cfg(feature = "gst")]
+        Command::Segment(a) => job::segment::run(a),
+        #[cfg(feature = "gst")]
+        Command::Join(a) => job::join::run(a),
         Command::Image(a) => image::run(a),
         Command::Info(a) => info::run(a),
         Command::Import(c) => import::run(c),

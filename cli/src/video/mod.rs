@@ -25,10 +25,11 @@
 
 mod errors;
 mod format;
+pub(crate) mod keep;
 mod pipeline;
-mod plan;
-mod quality;
-mod range;
+pub(crate) mod plan;
+pub(crate) mod quality;
+pub(crate) mod range;
 mod readback;
 mod report;
 mod state;
@@ -47,7 +48,7 @@ use gst::prelude::*;
 use crate::interrupt;
 use crate::models::ModelArgs;
 use crate::progress::{Progress, Speed};
-use pipeline::ELEMENT;
+pub(crate) use pipeline::ELEMENT;
 use plan::{Codec, Plan};
 use watch::{VideoEvent, Watch};
 
@@ -177,7 +178,11 @@ pub fn with_encoder_ranges(cmd: clap::Command) -> clap::Command {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     init_gstreamer()?;
-    let plan = Plan::new(&args)?;
+    run_plan(Plan::new(&args)?)
+}
+
+/// Run a checked plan (`video`'s, or a job segment's).
+pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<()> {
     for name in [
         ELEMENT,
         plan.codec.encoder(),

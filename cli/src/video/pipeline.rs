@@ -80,6 +80,12 @@ pub fn build(
     let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
     format::follow_input(&pre_sink, &chain.filter, plan.codec, shared);
     install_probes(&chain, shared, plan);
+    if let Some(k) = plan.keep {
+        k.install(
+            &chain.post.static_pad("src").expect("videoconvert has src"),
+            &chain.filter.static_pad("src").expect("capsfilter has src"),
+        );
+    }
     streams::connect(pipeline, &parse, &chain.pre, &mux, plan, shared);
     Ok(())
 }

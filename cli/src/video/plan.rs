@@ -173,6 +173,8 @@ pub struct Plan {
     pub no_audio: bool,
     /// The part to denoise (--start, --duration, --to); None for all of it.
     pub range: Option<Range>,
+    /// A job segment: the frames written, of those denoised (`keep.rs`).
+    pub keep: Option<super::keep::Keep>,
     pub element: ElementProps,
 }
 
@@ -229,6 +231,7 @@ impl Plan {
                 args.duration.as_deref(),
                 args.to.as_deref(),
             )?,
+            keep: None,
             element: element_props(args)?,
         })
     }

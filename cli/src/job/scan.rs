@@ -1,0 +1,120 @@
+//! A video file's frames without decoding them: its first video stream through parsebin into
+//! an appsink, each packet's timestamp and keyframe flag. Used to plan (the frame table) and
+//! to check a written segment (its frame count, first packet a keyframe).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use clipdenoise::job::FrameTime;
+use gst::prelude::*;
+
+/// No packet for this long: the pipeline is stuck.
+const STALL: Duration = Duration::from_secs(120);
+
+pub struct Scan {
+    /// Display order (sorted by timestamp).
+    pub frames: Vec<FrameTime>,
+    /// End of the last frame, ns.
+    pub duration_ns: u64,
+    /// Whether the first packet in decoding order is a keyframe.
+    pub first_is_keyframe: bool,
+}
+
+pub fn scan(path: &Path) -> anyhow::Result<Scan> {
+    crate::video::init_gstreamer()?;
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path.to_string_lossy().as_ref())
+        .build()?;
+    let parse = gst::ElementFactory::make("parsebin").build()?;
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline.add_many([&src, &parse, sink.upcast_ref()])?;
+    src.link(&parse)?;
+    let weak = pipeline.downgrade();
+    let sink_pad = sink.static_pad("sink").expect("appsink has sink");
+    parse.connect_pad_added(move |_, pad| {
+        let is_video = pad
+            .current_caps()
+            .unwrap_or_else(|| pad.query_caps(None))
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("video/"));
+        if is_video && !sink_pad.is_linked() {
+            let _ = pad.link(&sink_pad);
+        } else if let Some(p) = weak.upgrade() {
+            if let Ok(f) = gst::ElementFactory::make("fakesink").build() {
+                let _ = p.add(&f);
+                let _ = f.sync_state_with_parent();
+                let _ = pad.link(&f.static_pad("sink").expect("fakesink has sink"));
+            }
+        }
+    });
+    let result = run(&pipeline, &sink, path);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow::Result<Scan> {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| error_of(&bus, path).unwrap_or_else(|| anyhow!("{}: cannot be read", path.display())))?;
+    let mut frames = Vec::new();
+    let mut end = 0u64;
+    let mut first_is_keyframe = None;
+    let mut last = Instant::now();
+    loop {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            last = Instant::now();
+            let buf = s.buffer().ok_or_else(|| anyhow!("a sample without a buffer"))?;
+            let Some(pts) = buf.pts() else {
+                bail!(
+                    "{}: a video packet has no timestamp; remux it first (ffmpeg -i IN -c copy OUT.mkv)",
+                    path.display()
+                );
+            };
+            let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            first_is_keyframe.get_or_insert(keyframe);
+            frames.push(FrameTime {
+                pts_ns: pts.nseconds(),
+                keyframe,
+            });
+            end = end.max((pts + buf.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds());
+            continue;
+        }
+        if sink.is_eos() {
+            break;
+        }
+        if let Some(e) = error_of(&bus, path) {
+            return Err(e);
+        }
+        if bus
+            .pop_filtered(&[gst::MessageType::Eos])
+            .is_some()
+        {
+            // EOS on the bus but not at the appsink: it was never linked.
+            bail!("{}: the file has no video stream", path.display());
+        }
+        if last.elapsed() > STALL {
+            bail!("{}: no packet for {} s", path.display(), STALL.as_secs());
+        }
+    }
+    if frames.is_empty() {
+        bail!("{}: the file has no video frames", path.display());
+    }
+    frames.sort_by_key(|f| f.pts_ns);
+    Ok(Scan {
+        frames,
+        duration_ns: end,
+        first_is_keyframe: first_is_keyframe.unwrap_or(false),
+    })
+}
+
+fn error_of(bus: &gst::Bus, path: &Path) -> Option<anyhow::Error> {
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(e) = msg.view() {
+            return Some(anyhow!("{}: {}", path.display(), e.error()));
+        }
+    }
+    None
+}

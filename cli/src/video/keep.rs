@@ -1,0 +1,51 @@
+//! The frames a segment of a job writes (`clipdenoise segment`): the chain denoises from the
+//! warm-up's first frame (the [`super::range::Range`] selects those, before the element), and
+//! only the frames in `[start, end)` (by their timestamps) go on to the encoder, which thus
+//! starts on the segment's first frame (a keyframe) at running time 0.
+
+use gst::prelude::*;
+
+/// Frames kept after the element, by timestamp: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub start: gst::ClockTime,
+    pub end: Option<gst::ClockTime>,
+}
+
+impl Keep {
+    /// Drop the other frames on `pad` (after the element, before the encoder's filter), and
+    /// offset `out` (the filter's output) so that the first kept frame runs at time 0
+    /// whatever the demuxer's segment and the range's shift made of it. The offset is set
+    /// here, upstream of `out`, so that it applies to that first frame already.
+    pub fn install(self, pad: &gst::Pad, out: &gst::Pad) {
+        let out = out.clone();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let pts = match &info.data {
+                Some(gst::PadProbeData::Buffer(buf)) => buf.pts(),
+                _ => None,
+            };
+            let Some(p) = pts else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if p < self.start || self.end.is_some_and(|e| p >= e) {
+                // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
+                drop(info.take_buffer());
+                return gst::PadProbeReturn::Handled;
+            }
+            if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                let running = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|e| e.segment().clone().downcast::<gst::ClockTime>().ok())
+                    .and_then(|s| s.to_running_time_full(p));
+                let ns = match running {
+                    Some(gst::format::Signed::Positive(t)) => t.nseconds() as i64,
+                    Some(gst::format::Signed::Negative(t)) => -(t.nseconds() as i64),
+                    None => 0,
+                };
+                out.set_offset(-ns);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+}
