@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod hostile;
+pub mod job;
 pub mod pipeline;
 pub mod playable;
 

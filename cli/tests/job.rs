@@ -1,0 +1,126 @@
+//! `clipdenoise plan`, `segment` and `join` on one machine: the joined file equals one
+//! `clipdenoise video` pass frame for frame (FFV1) on both sides of every seam, with the
+//! temporal stage's warm-up; a done segment exits at once; bad input (a missing or corrupted
+//! segment, a changed source, a second worker on a segment, a broken plan) gets one line and
+//! leaves nothing half-written. Every child runs under the watchdog.
+
+mod support;
+
+use std::fs::OpenOptions;
+use std::path::Path;
+
+use support::job::{assert_same_frames, fails, gst_decoded_frames, ok, packets, sample, segments};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Temporal 0.3 needs 19 warm-up frames: segments 1 and 2 start denoising 19 frames early,
+/// from frames that are not their first, so the seams are real.
+#[test]
+fn a_joined_job_equals_one_pass_on_both_sides_of_every_seam() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job");
+    let src = sample();
+    ok(&[
+        "plan", s(&src), "-o", s(&job), "--segments", "3", "--codec", "ffv1", "--temporal", "0.3",
+    ]);
+    let seams = segments(&job);
+    assert_eq!(seams, [(0, 25), (25, 50), (50, 75)]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["settings"]["warmup"], 19);
+    assert_eq!(plan["segments"][2]["decode_start"], 31);
+    // Out of order, as a scheduler may run them.
+    for i in ["2", "0", "1"] {
+        ok(&["segment", s(&job), i]);
+    }
+    let done = job.join("segments/seg-00001.done.json");
+    let before = std::fs::metadata(&done).unwrap().modified().unwrap();
+    let out = support::child::clipdenoise()
+        .args(["segment", s(&job)])
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("segment 1: already done"));
+    assert_eq!(std::fs::metadata(&done).unwrap().modified().unwrap(), before);
+    let status = ok(&["plan", "--status", s(&job)]);
+    assert!(status.contains("3 of 3 segments done"), "{status}");
+
+    let joined = dir.path().join("joined.mkv");
+    ok(&["join", s(&job), s(&joined)]);
+    let single = dir.path().join("single.mkv");
+    ok(&["video", s(&src), s(&single), "--codec", "ffv1", "--temporal", "0.3"]);
+    assert_eq!(packets(&joined), (75, true));
+    assert_eq!(gst_decoded_frames(&joined), 75);
+    assert_same_frames(&joined, &single, &seams);
+}
+
+#[test]
+fn bad_input_gets_one_line_and_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job");
+    // A copy of the source, to change it after planning.
+    let src = dir.path().join("in.mp4");
+    std::fs::copy(sample(), &src).unwrap();
+    ok(&[
+        "plan", s(&src), "-o", s(&job), "--segments", "2", "--codec", "ffv1", "--temporal", "0",
+    ]);
+    fails(&["plan", s(&src), "-o", s(&job), "--segments", "2"], "already there");
+    fails(&["plan", s(&src), "-o", s(&dir.path().join("j2")), "--segments", "76"], "at most 75");
+    let out = dir.path().join("out.mkv");
+    fails(&["join", s(&job), s(&out)], "missing: 0, 1");
+    fails(&["segment", s(&job), "2"], "the plan has 2 segments");
+    fails(&["segment", s(&job)], "no segment index");
+
+    // A second worker on a segment another one holds.
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(job.join("segments/seg-00000.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    fails(&["segment", s(&job), "0"], "being written by another worker");
+    assert!(!job.join("segments/seg-00000.mkv").exists());
+    drop(lock);
+
+    ok(&["segment", s(&job), "0"]);
+    ok(&["segment", s(&job), "1"]);
+    // Corrupt segment 1: same size, one byte changed.
+    let f = job.join("segments/seg-00001.mkv");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&f, &bytes).unwrap();
+    fails(&["join", s(&job), s(&out)], "segment 1");
+    let status = ok(&["plan", "--status", s(&job)]);
+    assert!(status.contains("segment 1: bad (checksum mismatch)"), "{status}");
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    // Run again, it is redone and joins.
+    ok(&["segment", s(&job), "1"]);
+    ok(&["join", s(&job), s(&out)]);
+    assert_eq!(packets(&out), (75, true));
+    fails(&["join", s(&job), s(&out)], "already exists");
+    fails(&["join", s(&job), s(&dir.path().join("o.mp4"))], "cannot go into .mp4");
+
+    // The source changed since the plan: refused.
+    std::fs::remove_file(job.join("segments/seg-00000.done.json")).unwrap();
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&src, &bytes).unwrap();
+    fails(&["segment", s(&job), "0"], "the source changed since the plan was made");
+
+    // A broken or foreign plan.
+    std::fs::write(job.join("plan.json"), b"{\"version\": 1, \"frames\": 3").unwrap();
+    fails(&["segment", s(&job), "0"], "not a valid job plan");
+    std::fs::write(job.join("plan.json"), b"{\"version\": 9}").unwrap();
+    fails(&["plan", "--status", s(&job)], "version 9");
+}

@@ -1,0 +1,186 @@
+//! What the segmented-job tests share: running `plan`/`segment`/`join` and reading what they
+//! wrote back as users play it (ffmpeg's per-frame MD5 and timestamps, ffprobe's packets),
+//! each external program under the watchdog.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::child::{clipdenoise, RunExt};
+use super::watchdog;
+
+/// The demo clip (480x270, 30 fps, 75 frames; samples/README.md).
+pub fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/bedroom-noisy.mp4")
+}
+
+/// Run the binary with `args`; returns (exit ok, stderr).
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = clipdenoise().args(args).run();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    (out.status.success(), err)
+}
+
+/// Run the binary, which must succeed; its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = clipdenoise().args(args).run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} failed: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the binary, which must fail with one line on stderr containing `want`.
+pub fn fails(args: &[&str], want: &str) -> String {
+    let (success, err) = cli(args);
+    assert!(!success, "{args:?} should fail; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one line expected, got: {err}");
+    assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+    err
+}
+
+fn run(cmd: &mut Command, what: &str) -> Output {
+    let out = watchdog::output(cmd, what);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Each decoded frame of `path`'s first video stream: (timestamp, MD5 of its pixels), by
+/// ffmpeg's framemd5 muxer (in the stream's own pixel format).
+pub fn frame_md5s(path: &Path) -> Vec<(String, String)> {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"]);
+    let out = run(&mut c, "ffmpeg framemd5");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            (f[2].to_string(), f[5].to_string())
+        })
+        .collect()
+}
+
+/// Decoded frames of `path` as 8-bit RGB, ffmpeg decoding (for PSNR).
+pub fn frames_rgb(path: &Path) -> Vec<Vec<u8>> {
+    let (w, h) = size(path);
+    let mut c = Command::new("ffmpeg");
+    c.args(["-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]);
+    let out = run(&mut c, "ffmpeg rawvideo");
+    out.stdout.chunks(w * h * 3).map(|c| c.to_vec()).collect()
+}
+
+fn probe(path: &Path, args: &[&str]) -> String {
+    let mut c = Command::new("ffprobe");
+    c.args(["-v", "error"]).args(args).arg(path);
+    String::from_utf8_lossy(&run(&mut c, "ffprobe").stdout)
+        .trim()
+        .to_string()
+}
+
+fn size(path: &Path) -> (usize, usize) {
+    let s = probe(
+        path,
+        &["-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"],
+    );
+    let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
+/// Video packets and whether the first one is a keyframe, as ffprobe reads them.
+pub fn packets(path: &Path) -> (usize, bool) {
+    let n = probe(
+        path,
+        &["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"],
+    );
+    let first = probe(
+        path,
+        &["-select_streams", "v:0", "-read_intervals", "%+#1", "-show_entries", "packet=flags", "-of", "csv=p=0"],
+    );
+    (n.parse().unwrap(), first.starts_with('K'))
+}
+
+/// The codec of each stream ("h264", "aac", ...).
+pub fn streams(path: &Path) -> Vec<String> {
+    probe(path, &["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Frames GStreamer decodes from `path` (decodebin to a fakesink, counted).
+pub fn gst_decoded_frames(path: &Path) -> usize {
+    use gst::prelude::*;
+    super::pipeline::init();
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! video/x-raw ! fakesink name=sink",
+        path.display()
+    ))
+    .unwrap();
+    let bin = p.clone().downcast::<gst::Bin>().unwrap();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m = n.clone();
+    bin.by_name("sink")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            m.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        });
+    p.set_state(gst::State::Playing).unwrap();
+    super::pipeline::wait_eos(&p, "decoding the joined file");
+    p.set_state(gst::State::Null).unwrap();
+    n.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// PSNR (dB) between two equally long lists of equally sized 8-bit frames, over all of them.
+pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut se, mut n) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.iter().zip(y) {
+            let d = *p as f64 - *q as f64;
+            se += d * d;
+        }
+        n += x.len() as f64;
+    }
+    10.0 * (255.0f64 * 255.0 / (se / n).max(1e-12)).log10()
+}
+
+/// The segments' (start, end) from plan.json.
+pub fn segments(job: &Path) -> Vec<(u64, u64)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(job.join("plan.json")).unwrap()).unwrap();
+    v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["start"].as_u64().unwrap(), s["end"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Assert two files decode to the same frames with the same timestamps, naming the first
+/// frame that differs and checking both sides of every seam explicitly.
+pub fn assert_same_frames(joined: &Path, single: &Path, seams: &[(u64, u64)]) {
+    let a = frame_md5s(joined);
+    let b = frame_md5s(single);
+    assert_eq!(a.len(), b.len(), "frame counts differ");
+    for &(start, _) in seams.iter().skip(1) {
+        for i in [start - 1, start] {
+            assert_eq!(a[i as usize], b[i as usize], "frame {i} at a seam differs");
+        }
+    }
+    if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+        panic!("frame {i} differs: {:?} vs {:?}", a[i], b[i]);
+    }
+}
