@@ -27,7 +27,8 @@ def segment(clipdenoise, job_dir, index):
     )
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip() or f"segment {index}: exit {r.returncode}")
-    return r.stderr.strip()
+    lines = r.stderr.strip().splitlines()
+    return lines[-1] if lines else f"segment {index}: done"
 
 
 def main():
