@@ -77,16 +77,41 @@ fn valid_plan(rng: &mut Rng) -> JobPlan {
 }
 
 const HOSTILE: &[&str] = &[
-    "null", "true", "-1", "0", "1", "2", "18446744073709551615", "18446744073709551616",
-    "4294967297", "1e308", "-1e308", "0.5", "\"\"", "\"x\"", "[]", "{}", "[1,2]",
-    "\"\\u0000\"", "\"ffv1\"", "\"h264\"", "99999999999999999999999",
+    "null",
+    "true",
+    "-1",
+    "0",
+    "1",
+    "2",
+    "18446744073709551615",
+    "18446744073709551616",
+    "4294967297",
+    "1e308",
+    "-1e308",
+    "0.5",
+    "\"\"",
+    "\"x\"",
+    "[]",
+    "{}",
+    "[1,2]",
+    "\"\\u0000\"",
+    "\"ffv1\"",
+    "\"h264\"",
+    "99999999999999999999999",
 ];
 
 /// JSON pointers to every value below the root of `v`.
 fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
     let kids: Vec<(String, &Value)> = match v {
-        Value::Object(m) => m.iter().map(|(k, x)| (k.replace('~', "~0").replace('/', "~1"), x)).collect(),
-        Value::Array(a) => a.iter().enumerate().map(|(i, x)| (i.to_string(), x)).collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| (k.replace('~', "~0").replace('/', "~1"), x))
+            .collect(),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i.to_string(), x))
+            .collect(),
         _ => Vec::new(),
     };
     for (k, x) in kids {
@@ -104,7 +129,10 @@ fn mutate_json(rng: &mut Rng, plan: &JobPlan) -> Vec<u8> {
         let p = all[rng.below(all.len())].clone();
         let new = match rng.below(4) {
             // A neighbour's value: plausible, wrong.
-            0 => v.pointer(&all[rng.below(all.len())]).cloned().unwrap_or(Value::Null),
+            0 => v
+                .pointer(&all[rng.below(all.len())])
+                .cloned()
+                .unwrap_or(Value::Null),
             1 => match v.pointer(&p) {
                 Some(Value::Number(n)) => Value::from(
                     n.as_u64()
@@ -180,7 +208,10 @@ fn mutated_plans_are_refused_in_one_line_or_hold_every_invariant() {
     for case in 0..cases {
         let plan = valid_plan(&mut rng);
         let json = plan.to_json().into_bytes();
-        assert!(JobPlan::parse(&json, Path::new("p")).is_ok(), "a valid plan refused");
+        assert!(
+            JobPlan::parse(&json, Path::new("p")).is_ok(),
+            "a valid plan refused"
+        );
         let bytes = if case % 2 == 0 {
             mutate_json(&mut rng, &plan)
         } else {
@@ -203,5 +234,8 @@ fn mutated_plans_are_refused_in_one_line_or_hold_every_invariant() {
     }
     // The mutations reach both sides: some survive (harmless edits), most are refused.
     assert!(refused > cases / 2, "{refused} of {cases} refused");
-    assert!(accepted > 0, "no mutated plan was accepted: the mutations are too blunt");
+    assert!(
+        accepted > 0,
+        "no mutated plan was accepted: the mutations are too blunt"
+    );
 }

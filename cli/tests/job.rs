@@ -23,7 +23,16 @@ fn a_joined_job_equals_one_pass_on_both_sides_of_every_seam() {
     let job = dir.path().join("job");
     let src = sample();
     ok(&[
-        "plan", s(&src), "-o", s(&job), "--segments", "3", "--codec", "ffv1", "--temporal", "0.3",
+        "plan",
+        s(&src),
+        "-o",
+        s(&job),
+        "--segments",
+        "3",
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
     ]);
     let seams = segments(&job);
     assert_eq!(seams, [(0, 25), (25, 50), (50, 75)]);
@@ -44,14 +53,25 @@ fn a_joined_job_equals_one_pass_on_both_sides_of_every_seam() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("segment 1: already done"));
-    assert_eq!(std::fs::metadata(&done).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&done).unwrap().modified().unwrap(),
+        before
+    );
     let status = ok(&["plan", "--status", s(&job)]);
     assert!(status.contains("3 of 3 segments done"), "{status}");
 
     let joined = dir.path().join("joined.mkv");
     ok(&["join", s(&job), s(&joined)]);
     let single = dir.path().join("single.mkv");
-    ok(&["video", s(&src), s(&single), "--codec", "ffv1", "--temporal", "0.3"]);
+    ok(&[
+        "video",
+        s(&src),
+        s(&single),
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
+    ]);
     assert_eq!(packets(&joined), (75, true));
     assert_eq!(gst_decoded_frames(&joined), 75);
     assert_same_frames(&joined, &single, &seams);
@@ -65,10 +85,32 @@ fn bad_input_gets_one_line_and_nothing_half_written() {
     let src = dir.path().join("in.mp4");
     std::fs::copy(sample(), &src).unwrap();
     ok(&[
-        "plan", s(&src), "-o", s(&job), "--segments", "2", "--codec", "ffv1", "--temporal", "0",
+        "plan",
+        s(&src),
+        "-o",
+        s(&job),
+        "--segments",
+        "2",
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0",
     ]);
-    fails(&["plan", s(&src), "-o", s(&job), "--segments", "2"], "already there");
-    fails(&["plan", s(&src), "-o", s(&dir.path().join("j2")), "--segments", "76"], "at most 75");
+    fails(
+        &["plan", s(&src), "-o", s(&job), "--segments", "2"],
+        "already there",
+    );
+    fails(
+        &[
+            "plan",
+            s(&src),
+            "-o",
+            s(&dir.path().join("j2")),
+            "--segments",
+            "76",
+        ],
+        "at most 75",
+    );
     let out = dir.path().join("out.mkv");
     fails(&["join", s(&job), s(&out)], "missing: 0, 1");
     fails(&["segment", s(&job), "2"], "the plan has 2 segments");
@@ -82,7 +124,10 @@ fn bad_input_gets_one_line_and_nothing_half_written() {
         .open(job.join("segments/seg-00000.lock"))
         .unwrap();
     lock.lock().unwrap();
-    fails(&["segment", s(&job), "0"], "being written by another worker");
+    fails(
+        &["segment", s(&job), "0"],
+        "being written by another worker",
+    );
     assert!(!job.join("segments/seg-00000.mkv").exists());
     drop(lock);
 
@@ -96,7 +141,10 @@ fn bad_input_gets_one_line_and_nothing_half_written() {
     std::fs::write(&f, &bytes).unwrap();
     fails(&["join", s(&job), s(&out)], "segment 1");
     let status = ok(&["plan", "--status", s(&job)]);
-    assert!(status.contains("segment 1: bad (checksum mismatch)"), "{status}");
+    assert!(
+        status.contains("segment 1: bad (checksum mismatch)"),
+        "{status}"
+    );
     assert!(!out.exists());
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -109,14 +157,20 @@ fn bad_input_gets_one_line_and_nothing_half_written() {
     ok(&["join", s(&job), s(&out)]);
     assert_eq!(packets(&out), (75, true));
     fails(&["join", s(&job), s(&out)], "already exists");
-    fails(&["join", s(&job), s(&dir.path().join("o.mp4"))], "cannot go into .mp4");
+    fails(
+        &["join", s(&job), s(&dir.path().join("o.mp4"))],
+        "cannot go into .mp4",
+    );
 
     // The source changed since the plan: refused.
     std::fs::remove_file(job.join("segments/seg-00000.done.json")).unwrap();
     let mut bytes = std::fs::read(&src).unwrap();
     bytes[1000] ^= 1;
     std::fs::write(&src, &bytes).unwrap();
-    fails(&["segment", s(&job), "0"], "the source changed since the plan was made");
+    fails(
+        &["segment", s(&job), "0"],
+        "the source changed since the plan was made",
+    );
 
     // A broken or foreign plan.
     std::fs::write(job.join("plan.json"), b"{\"version\": 1, \"frames\": 3").unwrap();

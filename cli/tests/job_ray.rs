@@ -54,7 +54,10 @@ impl Head {
 
 impl Drop for Head {
     fn drop(&mut self) {
-        let _ = watchdog::output(Command::new(ray_bin("ray")).args(["stop", "--force"]), "ray stop");
+        let _ = watchdog::output(
+            Command::new(ray_bin("ray")).args(["stop", "--force"]),
+            "ray stop",
+        );
         let _ = std::fs::remove_dir_all(&self.temp);
     }
 }
@@ -64,7 +67,18 @@ fn a_ray_job_retries_a_killed_segment_and_joins_to_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     let src = sample();
     let job = dir.path().join("job");
-    ok(&["plan", s(&src), "-o", s(&job), "--segments", "3", "--codec", "ffv1", "--temporal", "0.3"]);
+    ok(&[
+        "plan",
+        s(&src),
+        "-o",
+        s(&job),
+        "--segments",
+        "3",
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
+    ]);
     let wrapper = dir.path().join("clipdenoise-kill-1-once.sh");
     let real = assert_cmd::cargo::cargo_bin("clipdenoise");
     std::fs::write(
@@ -88,21 +102,42 @@ exec "$CLIPDENOISE_REAL" "$@"
         .replace("@BIN@", s(&real)),
     )
     .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     let _head = Head::start(port);
     let out = dir.path().join("joined.mkv");
     let mut c = Command::new(ray_bin("python"));
     c.arg(root().join("deploy/ray/run_job.py"))
-        .args([s(&job), s(&out), "--max-retries", "2", "--clipdenoise", s(&wrapper)])
+        .args([
+            s(&job),
+            s(&out),
+            "--max-retries",
+            "2",
+            "--clipdenoise",
+            s(&wrapper),
+        ])
         .arg(format!("--address=127.0.0.1:{port}"));
     let run = watchdog::output(&mut c, "deploy/ray/run_job.py");
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "the Ray job failed: {err}");
-    assert!(job.join("killed-once").exists(), "segment 1 was never killed");
+    assert!(
+        job.join("killed-once").exists(),
+        "segment 1 was never killed"
+    );
     let single = dir.path().join("single.mkv");
-    ok(&["video", s(&src), s(&single), "--codec", "ffv1", "--temporal", "0.3"]);
+    ok(&[
+        "video",
+        s(&src),
+        s(&single),
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
+    ]);
     assert_eq!(packets(&out), (75, true));
     assert_same_frames(&out, &single, &segments(&job));
 }

@@ -73,7 +73,10 @@ impl Cluster {
             if String::from_utf8_lossy(&out.stdout).trim().is_empty() {
                 return;
             }
-            assert!(Instant::now() < deadline, "Slurm jobs still queued after the limit");
+            assert!(
+                Instant::now() < deadline,
+                "Slurm jobs still queued after the limit"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -103,7 +106,18 @@ fn slurm_arrays_join_to_one_pass_and_redo_only_the_killed_segment() {
 
     // FFV1, segment 2 killed on its first attempt.
     let job = dir.path().join("ffv1");
-    ok(&["plan", s(&src), "-o", s(&job), "--segments", "4", "--codec", "ffv1", "--temporal", "0.3"]);
+    ok(&[
+        "plan",
+        s(&src),
+        "-o",
+        s(&job),
+        "--segments",
+        "4",
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
+    ]);
     let seams = segments(&job);
     assert_eq!(seams.len(), 4);
     let wrapper = dir.path().join("kill-2-once.sh");
@@ -136,10 +150,16 @@ exec "$CLIPDENOISE" segment "$JOB"
             .args([s(&wrapper), s(&job)]),
         "sbatch --wait (first attempt)",
     );
-    assert!(!first.status.success(), "the array with a killed task must fail");
+    assert!(
+        !first.status.success(),
+        "the array with a killed task must fail"
+    );
     let status = ok(&["plan", "--status", s(&job)]);
     assert!(status.contains("segment 2: missing"), "{status}");
-    assert!(status.contains("3 of 4 segments done; missing: 2"), "{status}");
+    assert!(
+        status.contains("3 of 4 segments done; missing: 2"),
+        "{status}"
+    );
     let done: Vec<PathBuf> = [0, 1, 3]
         .iter()
         .map(|i| job.join(format!("segments/seg-{i:05}.done.json")))
@@ -155,18 +175,33 @@ exec "$CLIPDENOISE" segment "$JOB"
             .arg(&job),
         "sbatch --wait (again)",
     );
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     for (i, p) in [0, 1, 3].iter().zip(&done) {
         let log = read(&logs.join(format!("again-{i}.log")));
         assert!(log.contains(&format!("segment {i}: already done")), "{log}");
-        assert_eq!(mtime(p), times[[0, 1, 3].iter().position(|x| x == i).unwrap()]);
+        assert_eq!(
+            mtime(p),
+            times[[0, 1, 3].iter().position(|x| x == i).unwrap()]
+        );
     }
     let log2 = read(&logs.join("again-2.log"));
     assert!(log2.contains("segment 2: done"), "{log2}");
     let joined = dir.path().join("ffv1.mkv");
     ok(&["join", s(&job), s(&joined)]);
     let single = dir.path().join("single-ffv1.mkv");
-    ok(&["video", s(&src), s(&single), "--codec", "ffv1", "--temporal", "0.3"]);
+    ok(&[
+        "video",
+        s(&src),
+        s(&single),
+        "--codec",
+        "ffv1",
+        "--temporal",
+        "0.3",
+    ]);
     assert_eq!(packets(&joined), (75, true));
     assert_same_frames(&joined, &single, &seams);
 
@@ -175,12 +210,36 @@ exec "$CLIPDENOISE" segment "$JOB"
     let mut c = Command::new("ffmpeg");
     c.args(["-v", "error", "-nostdin", "-i"])
         .arg(&src)
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=5"])
-        .args(["-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=5",
+        ])
+        .args([
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&with_audio);
     assert!(watchdog::output(&mut c, "ffmpeg (audio)").status.success());
     let job = dir.path().join("h264");
-    ok(&["plan", s(&with_audio), "-o", s(&job), "--segments", "4", "--preset", "fast"]);
+    ok(&[
+        "plan",
+        s(&with_audio),
+        "-o",
+        s(&job),
+        "--segments",
+        "4",
+        "--preset",
+        "fast",
+    ]);
     let out = dir.path().join("h264.mp4");
     let submit = watchdog::output(
         cluster
@@ -188,19 +247,40 @@ exec "$CLIPDENOISE" segment "$JOB"
             .args([s(&job), s(&out), "4"]),
         "submit.sh",
     );
-    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    assert!(
+        submit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submit.stderr)
+    );
     cluster.drain();
-    assert!(out.exists(), "join log: {}", read(&job.join("logs/join.log")));
+    assert!(
+        out.exists(),
+        "join log: {}",
+        read(&job.join("logs/join.log"))
+    );
     let single = dir.path().join("single-h264.mp4");
     ok(&["video", s(&with_audio), s(&single), "--preset", "fast"]);
     let lossless = dir.path().join("single-lossless.mkv");
-    ok(&["video", s(&with_audio), s(&lossless), "--codec", "ffv1", "--no-audio"]);
+    ok(&[
+        "video",
+        s(&with_audio),
+        s(&lossless),
+        "--codec",
+        "ffv1",
+        "--no-audio",
+    ]);
     assert_eq!(packets(&out), (75, true));
     let (a, b) = (frame_md5s(&out), frame_md5s(&single));
     let ts = |v: &[(String, String)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(ts(&a), ts(&b), "timestamps differ");
     let reference = frames_rgb(&lossless);
-    let (pj, ps) = (psnr(&frames_rgb(&out), &reference), psnr(&frames_rgb(&single), &reference));
-    assert!((pj - ps).abs() <= 0.05, "PSNR joined {pj:.3} dB, one pass {ps:.3} dB");
+    let (pj, ps) = (
+        psnr(&frames_rgb(&out), &reference),
+        psnr(&frames_rgb(&single), &reference),
+    );
+    assert!(
+        (pj - ps).abs() <= 0.05,
+        "PSNR joined {pj:.3} dB, one pass {ps:.3} dB"
+    );
     assert_eq!(streams(&out), ["h264", "aac"]);
 }

@@ -147,7 +147,9 @@ pub fn split(
         return Err(JobError::Split("the source has no video frames".into()));
     }
     if n > MAX_FRAMES {
-        return Err(JobError::Split(format!("{n} frames is more than a plan takes")));
+        return Err(JobError::Split(format!(
+            "{n} frames is more than a plan takes"
+        )));
     }
     if let Some(w) = frames.windows(2).find(|w| w[1].pts_ns <= w[0].pts_ns) {
         return Err(JobError::Split(format!(
@@ -237,7 +239,9 @@ impl JobPlan {
             Some(x) => {
                 return Err(JobError::bad_plan(
                     path,
-                    format!("version {x}; this clipdenoise reads version {VERSION}: make a new plan"),
+                    format!(
+                        "version {x}; this clipdenoise reads version {VERSION}: make a new plan"
+                    ),
                 ))
             }
             None => return Err(JobError::bad_plan(path, "no version")),

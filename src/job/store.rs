@@ -65,8 +65,7 @@ impl JobDir {
     }
     /// The segment's video file.
     pub fn segment_file(&self, plan: &JobPlan, index: usize) -> PathBuf {
-        self.stem(index)
-            .with_extension(plan.settings.segment_ext())
+        self.stem(index).with_extension(plan.settings.segment_ext())
     }
     pub fn done_path(&self, index: usize) -> PathBuf {
         self.stem(index).with_extension("done.json")
@@ -285,7 +284,10 @@ mod tests {
         std::fs::write(job.segment_file(&p, 0), b"twenty framez").unwrap();
         assert!(matches!(job.state(&p, 0, false), SegmentState::Done(_)));
         assert!(matches!(job.state(&p, 0, true), SegmentState::Bad(_)));
-        assert!(matches!(job.complete(&p), Err(JobError::Corrupt { index: 0, .. })));
+        assert!(matches!(
+            job.complete(&p),
+            Err(JobError::Corrupt { index: 0, .. })
+        ));
         // A record made for another plan.
         std::fs::write(job.segment_file(&p, 0), b"twenty frames").unwrap();
         let mut q = p.clone();
@@ -303,7 +305,10 @@ mod tests {
         let job = JobDir::new(dir.path());
         job.create(&plan(40, 2, Some(4), 0), false).unwrap();
         let held = job.lock(1).unwrap();
-        assert!(matches!(job.lock(1), Err(JobError::Locked { index: 1, .. })));
+        assert!(matches!(
+            job.lock(1),
+            Err(JobError::Locked { index: 1, .. })
+        ));
         assert!(job.lock(0).is_ok());
         drop(held);
         assert!(job.lock(1).is_ok());

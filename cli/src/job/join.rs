@@ -77,7 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut text = String::from("ffconcat version 1.0\n");
     for f in &files {
         let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
-        text.push_str(&format!("file '{}'\n", abs.to_string_lossy().replace('\'', "'\\''")));
+        text.push_str(&format!(
+            "file '{}'\n",
+            abs.to_string_lossy().replace('\'', "'\\''")
+        ));
     }
     write_atomic(&list, text.as_bytes())?;
     let mut cmd = Command::new("ffmpeg");
@@ -113,7 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "wrote {}: {frames} frames from {} segments{}",
         args.output.display(),
         files.len(),
-        if audio { ", the source's audio (if any) copied" } else { "" }
+        if audio {
+            ", the source's audio (if any) copied"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -142,7 +149,9 @@ fn probe(path: &Path) -> anyhow::Result<(u64, bool)> {
         "-of",
         "csv=p=0",
     ])?;
-    let frames = n.parse().with_context(|| format!("ffprobe's packet count '{n}'"))?;
+    let frames = n
+        .parse()
+        .with_context(|| format!("ffprobe's packet count '{n}'"))?;
     let first = run(&[
         "-read_intervals",
         "%+#1",

@@ -30,7 +30,12 @@ pub struct Args {
     #[arg(required_unless_present = "status")]
     input: Option<PathBuf>,
     /// The job directory to create (plan.json, segments/)
-    #[arg(long, short, value_name = "JOB_DIR", required_unless_present = "status")]
+    #[arg(
+        long,
+        short,
+        value_name = "JOB_DIR",
+        required_unless_present = "status"
+    )]
     output: Option<PathBuf>,
     /// Instead of planning, list JOB_DIR's done and missing segments
     #[arg(long, value_name = "JOB_DIR", conflicts_with_all = ["input", "output"])]

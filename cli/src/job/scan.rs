@@ -56,9 +56,9 @@ pub fn scan(path: &Path) -> anyhow::Result<Scan> {
 
 fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow::Result<Scan> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| error_of(&bus, path).unwrap_or_else(|| anyhow!("{}: cannot be read", path.display())))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| {
+        error_of(&bus, path).unwrap_or_else(|| anyhow!("{}: cannot be read", path.display()))
+    })?;
     let mut frames = Vec::new();
     let mut end = 0u64;
     let mut first_is_keyframe = None;
@@ -66,7 +66,9 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
     loop {
         if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
             last = Instant::now();
-            let buf = s.buffer().ok_or_else(|| anyhow!("a sample without a buffer"))?;
+            let buf = s
+                .buffer()
+                .ok_or_else(|| anyhow!("a sample without a buffer"))?;
             let Some(pts) = buf.pts() else {
                 bail!(
                     "{}: a video packet has no timestamp; remux it first (ffmpeg -i IN -c copy OUT.mkv)",
@@ -88,10 +90,7 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
         if let Some(e) = error_of(&bus, path) {
             return Err(e);
         }
-        if bus
-            .pop_filtered(&[gst::MessageType::Eos])
-            .is_some()
-        {
+        if bus.pop_filtered(&[gst::MessageType::Eos]).is_some() {
             // EOS on the bus but not at the appsink: it was never linked.
             bail!("{}: the file has no video stream", path.display());
         }

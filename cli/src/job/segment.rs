@@ -36,7 +36,10 @@ fn index_from_env() -> anyhow::Result<u64> {
                 .with_context(|| format!("{v}='{s}' is not a segment index"));
         }
     }
-    bail!("no segment index: give I, or run under a job array ({})", INDEX_VARS.join(", "))
+    bail!(
+        "no segment index: give I, or run under a job array ({})",
+        INDEX_VARS.join(", ")
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

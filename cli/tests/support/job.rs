@@ -89,7 +89,14 @@ fn probe(path: &Path, args: &[&str]) -> String {
 fn size(path: &Path) -> (usize, usize) {
     let s = probe(
         path,
-        &["-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"],
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ],
     );
     let v: Vec<usize> = s.split(',').map(|x| x.parse().unwrap()).collect();
     (v[0], v[1])
@@ -99,21 +106,41 @@ fn size(path: &Path) -> (usize, usize) {
 pub fn packets(path: &Path) -> (usize, bool) {
     let n = probe(
         path,
-        &["-select_streams", "v:0", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"],
+        &[
+            "-select_streams",
+            "v:0",
+            "-count_packets",
+            "-show_entries",
+            "stream=nb_read_packets",
+            "-of",
+            "csv=p=0",
+        ],
     );
     let first = probe(
         path,
-        &["-select_streams", "v:0", "-read_intervals", "%+#1", "-show_entries", "packet=flags", "-of", "csv=p=0"],
+        &[
+            "-select_streams",
+            "v:0",
+            "-read_intervals",
+            "%+#1",
+            "-show_entries",
+            "packet=flags",
+            "-of",
+            "csv=p=0",
+        ],
     );
     (n.parse().unwrap(), first.starts_with('K'))
 }
 
 /// The codec of each stream ("h264", "aac", ...).
 pub fn streams(path: &Path) -> Vec<String> {
-    probe(path, &["-show_entries", "stream=codec_name", "-of", "csv=p=0"])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    probe(
+        path,
+        &["-show_entries", "stream=codec_name", "-of", "csv=p=0"],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 /// Frames GStreamer decodes from `path` (decodebin to a fakesink, counted).
