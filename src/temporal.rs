@@ -26,7 +26,7 @@ pub const THRESHOLD: f64 = 16.0 / 255.0;
 /// (`amount` 1, or so close that the warm-up would exceed 100,000 frames): run from the first
 /// frame. `amount` 0 (off) needs none.
 pub fn warmup_frames(amount: f64) -> Option<u64> {
-    if !(amount > 0.0) {
+    if amount.is_nan() || amount <= 0.0 {
         return Some(0);
     }
     if amount >= 1.0 {

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
 use support::job::{assert_same_frames, fails, gst_decoded_frames, ok, packets, sample, segments};
@@ -117,19 +116,31 @@ fn bad_input_gets_one_line_and_nothing_half_written() {
     fails(&["segment", s(&job)], "no segment index");
 
     // A second worker on a segment another one holds.
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(job.join("segments/seg-00000.lock"))
-        .unwrap();
-    lock.lock().unwrap();
+    // flock(1) holds the lock (-o: itself, not its command) until its command ends; the
+    // command marks that the lock is held, then waits for its stdin to close.
+    let lock = job.join("segments/seg-00000.lock");
+    let ready = dir.path().join("locked");
+    let (mut holder, dog) = support::watchdog::spawn(
+        std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&lock)
+            .args(["sh", "-c", &format!("touch {}; exec cat", s(&ready))])
+            .stdin(std::process::Stdio::piped()),
+        support::watchdog::hang(),
+        "flock",
+    );
+    while !ready.exists() {
+        assert!(holder.try_wait().unwrap().is_none(), "flock ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     fails(
         &["segment", s(&job), "0"],
         "being written by another worker",
     );
     assert!(!job.join("segments/seg-00000.mkv").exists());
-    drop(lock);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    dog.disarm("flock");
 
     ok(&["segment", s(&job), "0"]);
     ok(&["segment", s(&job), "1"]);

@@ -7,6 +7,7 @@
 //! - H.264 with audio through `deploy/slurm/submit.sh` (the array, then the join as a job
 //!   with `--dependency=afterok`): the same frame count and timestamps as one pass, PSNR
 //!   against the lossless pass within 0.05 dB of the single pass's, the audio copied.
+//!
 //! Every child runs under the watchdog.
 
 mod support;

@@ -119,11 +119,17 @@ impl JobDir {
             .write(true)
             .open(&p)
             .map_err(|e| JobError::io(&p, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(SegmentLock { _file: f }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(JobError::Locked { index, lock: p }),
-            Err(std::fs::TryLockError::Error(e)) => Err(JobError::io(&p, e)),
+        use std::os::fd::AsRawFd;
+        // flock(2), not File::try_lock: the workspace's MSRV (1.85) predates it.
+        // SAFETY: the descriptor is open for the whole call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(SegmentLock { _file: f });
         }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(JobError::Locked { index, lock: p });
+        }
+        Err(JobError::io(&p, e))
     }
 
     /// The segment's state; `verify` hashes its file (else size and record only).
