@@ -5,7 +5,8 @@
 //! frames `[start, end)` are written; denoising starts `warm-up` frames earlier at
 //! `decode_start` (decoding at the `keyframe` at or before it) and runs to `stop` (the
 //! lookahead), so that the temporal stage's output on `[start, end)` is what one pass gives.
-//! Every index comes with the frame's timestamp (ns), by which the pipeline selects frames.
+//! Every index comes with the frame's time (ns; the `*_pts` fields): its running time, edit
+//! lists applied, as players show it and as `video`'s ranges select frames.
 //!
 //! A plan file is untrusted input (it crosses machines, people edit it): [`JobPlan::parse`]
 //! bounds its size, refuses unknown fields and other versions, and checks every index and

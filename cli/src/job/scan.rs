@@ -13,7 +13,7 @@ use gst::prelude::*;
 const STALL: Duration = Duration::from_secs(120);
 
 pub struct Scan {
-    /// Display order (sorted by timestamp).
+    /// Display order (sorted by running time, which `pts_ns` holds).
     pub frames: Vec<FrameTime>,
     /// End of the last frame, ns.
     pub duration_ns: u64,
@@ -77,11 +77,20 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
             };
             let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
             first_is_keyframe.get_or_insert(keyframe);
+            // The running time (edit lists applied: what players show and `video`'s ranges
+            // use); a packet outside the segment is not shown, and not counted.
+            let running = s
+                .segment()
+                .and_then(|g| g.downcast_ref::<gst::ClockTime>().cloned())
+                .map_or(Some(pts), |g| g.to_running_time(pts));
+            let Some(rt) = running else {
+                continue;
+            };
             frames.push(FrameTime {
-                pts_ns: pts.nseconds(),
+                pts_ns: rt.nseconds(),
                 keyframe,
             });
-            end = end.max((pts + buf.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds());
+            end = end.max((rt + buf.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds());
             continue;
         }
         if sink.is_eos() {

@@ -92,8 +92,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             end: seg.stop_pts.map(ns),
         }),
         keep: Some(Keep {
-            start: ns(seg.start_pts),
-            end: seg.end_pts.map(ns),
+            start: ns(seg.start_pts - seg.decode_start_pts),
+            end: seg.end_pts.map(|e| ns(e - seg.decode_start_pts)),
         }),
         element: ElementProps {
             model: t.model.clone(),

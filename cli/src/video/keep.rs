@@ -1,11 +1,12 @@
 //! The frames a segment of a job writes (`clipdenoise segment`): the chain denoises from the
-//! warm-up's first frame (the [`super::range::Range`] selects those, before the element), and
-//! only the frames in `[start, end)` (by their timestamps) go on to the encoder, which thus
-//! starts on the segment's first frame (a keyframe) at running time 0.
+//! warm-up's first frame (the [`super::range::Range`] selects those, before the element, and
+//! restamps them from 0), and only the frames in `[start, end)` of that timeline go on to the
+//! encoder, which thus starts on the segment's first frame (a keyframe) at running time 0.
 
 use gst::prelude::*;
 
-/// Frames kept after the element, by timestamp: `[start, end)`.
+/// Frames kept after the element, by timestamp (the range's timeline: 0 is the warm-up's
+/// first frame): `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keep {
     pub start: gst::ClockTime,
@@ -13,7 +14,8 @@ pub struct Keep {
 }
 
 impl Keep {
-    /// Drop the other frames on `pad` (after the element, before the encoder's filter), and
+    /// Drop the other frames on `pad` (after the element, before anything counts them as
+    /// encoded), and
     /// offset `out` (the filter's output) so that the first kept frame runs at time 0
     /// whatever the demuxer's segment and the range's shift made of it. The offset is set
     /// here, upstream of `out`, so that it applies to that first frame already.

@@ -79,13 +79,17 @@ pub fn build(
     let chain = video_chain(pipeline, plan, &mux)?;
     let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
     format::follow_input(&pre_sink, &chain.filter, plan.codec, shared);
-    install_probes(&chain, shared, plan);
+    // Before install_probes: the frames it counts out of the element are those encoded.
     if let Some(k) = plan.keep {
         k.install(
-            &chain.post.static_pad("src").expect("videoconvert has src"),
+            &chain
+                .post
+                .static_pad("sink")
+                .expect("videoconvert has sink"),
             &chain.filter.static_pad("src").expect("capsfilter has src"),
         );
     }
+    install_probes(&chain, shared, plan);
     streams::connect(pipeline, &parse, &chain.pre, &mux, plan, shared);
     Ok(())
 }

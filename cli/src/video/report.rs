@@ -64,7 +64,8 @@ pub fn finish(
     if let Some(w) = short {
         eprintln!("warning: {w}");
     }
-    if frames_in != frames_out {
+    // A job segment's warm-up frames go through the denoiser, not to the encoder.
+    if frames_in != frames_out && plan.keep.is_none() {
         eprintln!("warning: {frames_in} frames went into the denoiser but {frames_out} came out");
     }
     if written != frames_out {
