@@ -449,7 +449,7 @@ impl Denoiser {
         self.synchronize();
         let t1 = Instant::now();
         let y = match &x {
-            Some(x) => Some(self.denoise(&prepared(x, groups)?)?),
+            Some(x) => Some(self.denoise(&prepared(x, fmt, groups)?)?),
             None => None,
         };
         let mut outs = Vec::with_capacity(groups.len());
@@ -469,10 +469,6 @@ impl Denoiser {
                 y
             } else {
                 &x + (y - &x) * g.strength
-            };
-            let y = match g.temporal.as_mut() {
-                Some((filter, amount)) => filter.apply(&y, *amount)?,
-                None => y,
             };
             self.synchronize();
             let t = Instant::now();
@@ -497,8 +493,9 @@ impl Denoiser {
 }
 
 /// The network's input: each active group's frames through its temporal filter's input
-/// stage ([`TemporalFilter::prepare`]), the others as they are.
-fn prepared(x: &Tensor, groups: &mut [FrameGroup<'_>]) -> Result<Tensor> {
+/// stage ([`TemporalFilter::prepare_window`], with the frames that follow them in offline
+/// mode), the others as they are.
+fn prepared(x: &Tensor, fmt: &FrameFormat, groups: &mut [FrameGroup<'_>]) -> Result<Tensor> {
     if groups.iter().all(|g| g.temporal.is_none()) {
         return Ok(x.shallow_clone());
     }
@@ -509,7 +506,15 @@ fn prepared(x: &Tensor, groups: &mut [FrameGroup<'_>]) -> Result<Tensor> {
         let part = x.f_narrow(0, offset, n)?;
         offset += n;
         parts.push(match g.temporal.as_mut() {
-            Some((filter, amount)) => filter.prepare(&part, *amount)?,
+            Some((filter, amount)) => {
+                let future = filter.take_future();
+                let future: Vec<&[u8]> = future.iter().map(Vec::as_slice).collect();
+                let future = match future.is_empty() {
+                    true => None,
+                    false => Some(frames_to_tensor(&future, fmt, x.device())?),
+                };
+                filter.prepare_window(&part, future.as_ref(), *amount)?
+            }
             None => part,
         });
     }

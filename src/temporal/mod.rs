@@ -1,21 +1,26 @@
-//! Motion-compensated temporal denoising of the model's output (a recursive filter, as
+//! Motion-compensated temporal denoising of the network's input (a recursive filter, as
 //! V-BM4D- and EMVD-style video denoisers do), causal (no latency) or with lookahead.
 //!
-//! The network denoises each frame on its own, so what it leaves behind changes from frame to
-//! frame. Each new per-frame result is fused with the previous fused frame moved onto it:
+//! The camera noise of consecutive frames is independent, so a short motion-aligned average
+//! of the input leaves the network less to remove while it still sees every detail. Each new
+//! frame is fused with the previous fused input moved onto it:
 //! - [`motion`]: block motion on luma, coarse to fine over a 3-level pyramid, integer vectors,
 //!   warping by copying pixels (tch ops: runs on CUDA too);
 //! - [`fusion`]: the per-pixel confidence from the aligned difference relative to the frame's
 //!   noise level, a per-pixel count of averaged frames (capped: [`cap`]), scene cuts;
-//! - [`offline`]: past and future frames, a forward and a backward recursion over a window of
-//!   `lookahead` frames ([`Lookahead`]);
-//! - this module: the stream's causal state ([`TemporalFilter`]), which a flush, a new frame
-//!   size, a scene cut or `amount = 0` drops.
+//! - [`offline`]: with a lookahead, a backward recursion over the later frames combined with
+//!   the forward one (the engine's offline mode, [`TemporalFilter::set_future`]);
+//! - this module: the stream's state ([`TemporalFilter`]), which a flush, a new frame size,
+//!   a scene cut or `amount = 0` drops.
+//!
+//! Fusing the network's output as well (a second recursion of up to 8 frames after it) was
+//! tried and lost: -0.45 dB on the compressed-video evaluation next to the input fusion alone,
+//! -0.0 to +0.2 dB alone (weights/README.md).
 //!
 //! `amount` (the element's `temporal`, 0..1) sets how many frames a still pixel averages:
 //! [`cap`]. A segment of a stream processed on its own equals one pass over the stream once
-//! [`warmup_frames`] frames have gone through the filter before the segment's first output
-//! (and, offline, its last output has [`Lookahead::lookahead`] frames after it).
+//! [`warmup_frames`] frames have gone through the filter before the segment's first output,
+//! and, offline, [`lookahead_frames`] after its last.
 
 pub mod fusion;
 pub mod motion;
@@ -26,53 +31,33 @@ mod tests;
 use tch::Tensor;
 
 use crate::error::Result;
-pub use offline::Lookahead;
 
-/// Frames a still pixel of the network's output averages at the element's default
-/// `temporal=0.5`.
-pub const DEFAULT_FRAMES: f64 = 8.0;
-/// Frames a still pixel of the network's input averages at `temporal=0.5` (more removes
-/// detail the network would have kept: 2.4 was the best of 2, 2.4, 3.1, 4.5 and 8 on the
-/// compressed-video evaluation, weights/README.md).
-pub const DEFAULT_INPUT_FRAMES: f64 = 2.4;
+/// Frames a still pixel of the network's input averages at the element's default
+/// `temporal=0.5` (more removes detail the network would have kept: 2.4 was the best of 2,
+/// 2.4, 3.1, 4.5 and 8 on the compressed-video evaluation, weights/README.md).
+pub const DEFAULT_FRAMES: f64 = 2.4;
 
-/// The most frames one pixel of the output averages at `amount` (0..1): 1 at 0,
-/// [`DEFAULT_FRAMES`] at 0.5, `2 * DEFAULT_FRAMES - 1` at 1.
+/// The most frames one pixel averages at `amount` (0..1): 1 at 0, [`DEFAULT_FRAMES`] at 0.5,
+/// `2 * DEFAULT_FRAMES - 1` at 1.
 pub fn cap(amount: f64) -> f64 {
     1.0 + 2.0 * amount.clamp(0.0, 1.0) * (DEFAULT_FRAMES - 1.0)
 }
 
-/// [`cap`] for the network's input: [`DEFAULT_INPUT_FRAMES`] at 0.5.
-pub fn input_cap(amount: f64) -> f64 {
-    1.0 + 2.0 * amount.clamp(0.0, 1.0) * (DEFAULT_INPUT_FRAMES - 1.0)
-}
-
-/// Frames after which the recursive states' weight in the output is below half a level of
-/// 255 (each step keeps at most `(cap - 1) / cap` of a state; the output stage has the larger
-/// cap): a segment started that many frames early (its first outputs discarded) matches one
-/// pass over the whole stream to within half an LSB, as long as the motion and scene-cut
-/// decisions match (they look at the same frames; a near tie between two block vectors can
-/// still go the other way). 0 when `amount` is 0 (no state).
+/// Frames after which the recursive state's weight in the output is below half a level of
+/// 255 (each step keeps at most `(cap - 1) / cap` of it): a segment started that many frames
+/// early (its first outputs discarded) matches one pass over the whole stream to within half
+/// an LSB, as long as the motion and scene-cut decisions match (they look at the same frames;
+/// a near tie between two block vectors can still go the other way). 0 when `amount` is 0.
 pub fn warmup_frames(amount: f64) -> usize {
-    let c = cap(amount).max(input_cap(amount));
+    let c = cap(amount);
     if c <= 1.0 {
         return 0;
     }
-    let keep = (c - 1.0) / c;
-    // The input stage's remainder passes through the output stage too: count both.
-    let input = {
-        let ci = input_cap(amount);
-        if ci <= 1.0 {
-            0.0
-        } else {
-            ((0.5f64 / 255.0).ln() / ((ci - 1.0) / ci).ln()).ceil()
-        }
-    };
-    ((0.5f64 / 255.0).ln() / keep.ln()).ceil() as usize + input as usize
+    ((0.5f64 / 255.0).ln() / ((c - 1.0) / c).ln()).ceil() as usize
 }
 
-/// Frames of lookahead [`Lookahead`] needs for `lookahead` (the window itself): a segment's
-/// last output equals one pass once this many frames after it went in.
+/// Frames after a segment's last output that must go in for it to equal one pass, at the
+/// element's `lookahead` (the window itself: the backward recursion starts afresh there).
 pub fn lookahead_frames(lookahead: usize) -> usize {
     lookahead
 }
@@ -117,14 +102,19 @@ impl Recursion {
     }
 }
 
-/// The causal filter of one stream: a recursion over the network's input
-/// ([`TemporalFilter::prepare`]: the camera noise of consecutive frames is independent, so a
-/// short aligned average leaves the network less to remove) and one over its output
-/// ([`TemporalFilter::apply`]: what the network leaves changes from frame to frame).
+/// The temporal filter of one stream: a recursion over the network's input
+/// ([`TemporalFilter::prepare`]).
+///
+/// With a lookahead (offline mode, [`TemporalFilter::set_future`]) the input stage also sees
+/// up to that many later frames: a backward recursion over them, combined with the forward
+/// one ([`offline::combine`]).
 #[derive(Default)]
 pub struct TemporalFilter {
     input: Recursion,
-    output: Recursion,
+    /// Packed frames that follow the next call's frames (offline mode), set by the engine.
+    future: Vec<Vec<u8>>,
+    /// Later frames each frame looks at (0: causal).
+    lookahead: usize,
 }
 
 impl std::fmt::Debug for TemporalFilter {
@@ -144,38 +134,78 @@ impl TemporalFilter {
     /// Forget the previous frames (after a flush or seek: the next frame starts afresh).
     pub fn reset(&mut self) {
         self.input.reset();
-        self.output.reset();
     }
 
     /// Whether a previous frame is held.
     pub fn is_primed(&self) -> bool {
-        self.input.state.is_some() || self.output.state.is_some()
+        self.input.state.is_some()
     }
 
-    /// Scene cuts detected so far on the output (each dropped the state).
+    /// Scene cuts detected so far (each dropped the state).
     pub fn scene_cuts(&self) -> u64 {
-        self.output.cuts
+        self.input.cuts
+    }
+
+    /// Offline mode: each frame of the next call also looks at up to `lookahead` later frames,
+    /// the call's own and then `future` (packed frames of the call's format that follow it).
+    pub fn set_future(&mut self, lookahead: usize, future: Vec<Vec<u8>>) {
+        self.lookahead = lookahead;
+        self.future = future;
+    }
+
+    /// The packed frames [`TemporalFilter::set_future`] left for this call (taken).
+    pub fn take_future(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.future)
+    }
+
+    /// Later frames each frame looks at (0: causal).
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
     }
 
     /// The network's input `frames` (`[N, 3, H, W]`, float, 0..1, display order) fused with
-    /// the motion-aligned earlier inputs, up to [`input_cap`] frames; `amount` 0 returns them
+    /// the motion-aligned earlier inputs, up to [`cap`] frames; `amount` 0 returns them
     /// unchanged and drops the state.
     pub fn prepare(&mut self, frames: &Tensor, amount: f64) -> Result<Tensor> {
+        self.prepare_window(frames, None, amount)
+    }
+
+    /// [`TemporalFilter::prepare`] in offline mode: frame `i` is also fused with up to
+    /// [`TemporalFilter::lookahead`] frames after it (`frames` after `i`, then `future`,
+    /// `[M, 3, H, W]`), by a backward recursion combined with the forward one.
+    pub fn prepare_window(
+        &mut self,
+        frames: &Tensor,
+        future: Option<&Tensor>,
+        amount: f64,
+    ) -> Result<Tensor> {
         if amount <= 0.0 || frames.dim() != 4 {
             self.input.reset();
             return Ok(frames.shallow_clone());
         }
-        self.input.run(frames, input_cap(amount))
-    }
-
-    /// Fuse `frames` (`[N, 3, H, W]`, float, 0..1, in display order) with the motion-aligned
-    /// earlier output, frame after frame, up to [`cap`] frames; `amount` in [0, 1] (0:
-    /// unchanged, and the state is dropped). The output has the input's kind and device.
-    pub fn apply(&mut self, frames: &Tensor, amount: f64) -> Result<Tensor> {
-        if amount <= 0.0 || frames.dim() != 4 {
-            self.output.reset();
-            return Ok(frames.shallow_clone());
+        let c = cap(amount);
+        if self.lookahead == 0 {
+            return self.input.run(frames, c);
         }
-        self.output.run(frames, cap(amount))
+        let all = match future {
+            Some(f) if f.size()[1..] == frames.size()[1..] => Tensor::f_cat(&[frames, f], 0)?,
+            _ => frames.shallow_clone(),
+        };
+        let (n, total) = (frames.size()[0], all.size()[0]);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let cur = frames.f_narrow(0, i, 1)?;
+            let (f, nf) = self.input.step(&cur, c)?;
+            let ahead = (self.lookahead as i64).min(total - 1 - i);
+            let y = match ahead {
+                0 => f,
+                _ => {
+                    let (b, nb) = offline::backward(&all.f_narrow(0, i, ahead + 1)?, c)?;
+                    offline::combine(&cur.f_to_kind(tch::Kind::Float)?, &f, &nf, &b, &nb)?
+                }
+            };
+            out.push(y.f_to_kind(cur.kind())?);
+        }
+        Ok(Tensor::f_cat(&out, 0)?)
     }
 }
