@@ -98,8 +98,13 @@ fn a_flushing_seek_keeps_every_frame_after_it() {
         sink.try_pull_sample(gst::ClockTime::from_seconds(20))
             .expect("frames before the seek");
     }
-    let held = d.property::<gst::Structure>("stats").get::<u64>("frames-in").unwrap()
-        - d.property::<gst::Structure>("stats").get::<u64>("frames-out").unwrap();
+    let held = d
+        .property::<gst::Structure>("stats")
+        .get::<u64>("frames-in")
+        .unwrap()
+        - d.property::<gst::Structure>("stats")
+            .get::<u64>("frames-out")
+            .unwrap();
     assert!(held > 0, "nothing held at the seek");
     pipeline
         .seek(

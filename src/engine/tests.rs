@@ -716,7 +716,10 @@ fn lookahead_holds_frames_for_their_future_and_empties_in_order_at_the_end() {
         .denoise_frames_smoothed(&[frames[0].as_slice()], &f, 1.0, Some((&mut t, 1.0)))
         .unwrap()
         .0;
-    assert!(first.data == want[0], "frame 0 differs from its offline run");
+    assert!(
+        first.data == want[0],
+        "frame 0 differs from its offline run"
+    );
     let causal = d.denoise_frames(&[frames[0].as_slice()], &f, 1.0).unwrap();
     assert!(first.data != causal[0], "the future changed nothing");
 }
