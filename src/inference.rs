@@ -464,7 +464,10 @@ impl Denoiser {
         };
         self.synchronize();
         let t1 = Instant::now();
-        let y = x.as_ref().map(|x| self.denoise(x)).transpose()?;
+        let y = match &x {
+            Some(x) => Some(self.denoise(&prepared(x, fmt, groups)?)?),
+            None => None,
+        };
         let mut outs = Vec::with_capacity(groups.len());
         let (mut offset, mut convert) = (0, Duration::ZERO);
         for g in groups.iter_mut() {
@@ -482,10 +485,6 @@ impl Denoiser {
                 y
             } else {
                 &x + (y - &x) * g.strength
-            };
-            let y = match g.temporal.as_mut() {
-                Some((filter, amount)) => filter.apply(&y, *amount)?,
-                None => y,
             };
             self.synchronize();
             let t = Instant::now();
@@ -507,6 +506,35 @@ impl Denoiser {
             tch::Cuda::synchronize(i as i64);
         }
     }
+}
+
+/// The network's input: each active group's frames through its temporal filter's input
+/// stage ([`TemporalFilter::prepare_window`], with the frames that follow them in offline
+/// mode), the others as they are.
+fn prepared(x: &Tensor, fmt: &FrameFormat, groups: &mut [FrameGroup<'_>]) -> Result<Tensor> {
+    if groups.iter().all(|g| g.temporal.is_none()) {
+        return Ok(x.shallow_clone());
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut offset = 0;
+    for g in groups.iter_mut().filter(|g| g.strength > 0.0) {
+        let n = g.frames.len() as i64;
+        let part = x.f_narrow(0, offset, n)?;
+        offset += n;
+        parts.push(match g.temporal.as_mut() {
+            Some((filter, amount)) => {
+                let future = filter.take_future();
+                let future: Vec<&[u8]> = future.iter().map(Vec::as_slice).collect();
+                let future = match future.is_empty() {
+                    true => None,
+                    false => Some(frames_to_tensor(&future, fmt, x.device())?),
+                };
+                filter.prepare_window(&part, future.as_ref(), *amount)?
+            }
+            None => part,
+        });
+    }
+    Ok(Tensor::f_cat(&parts, 0)?)
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

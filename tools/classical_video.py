@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Classical video denoisers (FFmpeg's hqdn3d, nlmeans, bm3d) on the exact inputs of
+"""Classical video denoisers (FFmpeg's hqdn3d, nlmeans, bm3d, atadenoise, fftdnoiz) on the exact inputs of
 `clipdenoise eval-video`: the baseline the model must beat on compressed camera noise.
 
 How to run
@@ -22,7 +22,10 @@ Exact handling
   converted here in float64 as in tools/classical_baseline.py; output rounded to 8 bit RGB.
 - Families: `hqdn3d` (spatial S, chroma S, temporal 1.5 S: its default ratio), `nlmeans`
   (s=S, p=7, r=15; spatial), `bm3d` (sigma=S, 16x16 blocks (block=4 is log2), step 8,
-  groups of up to 8, range 9, basic estimate; spatial).
+  groups of up to 8, range 9, basic estimate; spatial), and the temporal ones of issue 22:
+  `atadenoise` (adaptive temporal averaging over 9 frames, thresholds a = 0.01 S and
+  b = 0.02 S on every plane; its defaults are S = 2) and `fftdnoiz` (sigma=S with the
+  previous and the next frame, prev=1:next=1).
 - Results per (clip, CRF, filter, strength, frames) are cached in DUMP/classical_cache.jsonl,
   so an interrupted run resumes.
 - Scores as `clipdenoise eval-video`: mean over frames of PSNR (RGB), PSNR of BT.601 luma,
@@ -47,6 +50,8 @@ STRENGTHS = {
     "hqdn3d": [2, 3, 4, 6, 8, 11, 15],
     "nlmeans": [1, 1.5, 2, 3, 4, 6, 8],
     "bm3d": [3, 5, 8, 12],
+    "atadenoise": [1, 2, 3, 4, 6, 8],
+    "fftdnoiz": [2, 4, 6, 8, 12, 16],
 }
 
 
@@ -78,6 +83,8 @@ def filter_clip(frames, family, strength):
         "hqdn3d": f"hqdn3d=luma_spatial={s:g}:chroma_spatial={s:g}:luma_tmp={1.5 * s:g}:chroma_tmp={1.5 * s:g}",
         "nlmeans": f"nlmeans=s={s:g}:p=7:r=15",
         "bm3d": f"bm3d=sigma={s:g}:block=4:bstep=8:group=8:range=9",
+        "atadenoise": "atadenoise=" + ":".join(f"{p}a={0.01 * s:g}:{p}b={0.02 * s:g}" for p in "012") + ":s=9",
+        "fftdnoiz": f"fftdnoiz=sigma={s:g}:prev=1:next=1",
     }[family]
     pix = "yuv444p16le" if deep else "yuv444p"
     r = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "rawvideo", "-pix_fmt", pix,

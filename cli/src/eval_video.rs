@@ -70,6 +70,14 @@ pub struct Args {
     /// The element's temporal smoothing, 0..1 (default: the element's default)
     #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
     temporal: Option<f64>,
+    /// The element's lookahead (offline mode: frames each frame waits for; 0: causal)
+    #[arg(
+        long,
+        value_name = "FRAMES",
+        default_value_t = 0,
+        help_heading = "Model"
+    )]
+    lookahead: u32,
     /// Also remove coarse grain (low light, phones): a first pass on the frame's four
     /// pixel-shuffled half-size sub-images, then the usual one. Twice the compute; on
     /// fine-grained noise it loses detail (weights/README.md)
@@ -326,6 +334,7 @@ fn encode_and_denoise(
         den.set_property("temporal", t);
     }
     den.set_property("coarse-grain", args.coarse_grain);
+    den.set_property("lookahead", args.lookahead);
     let src = gst_frames::appsrc(&pipeline, "src")?;
     let noisy_sink = gst_frames::appsink(&pipeline, "noisy")?;
     let out_sink = gst_frames::appsink(&pipeline, "out")?;

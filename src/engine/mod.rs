@@ -227,6 +227,10 @@ pub struct EngineConfig {
     /// Temporal smoothing of the output ([`crate::temporal`]; 0 = off), changeable while
     /// running.
     pub temporal: Strength,
+    /// Offline mode: each frame waits for this many later frames, which its temporal
+    /// filter also looks at (0: causal). At the end of the stream, a drain or a new format
+    /// the frames held run with the later frames there are.
+    pub lookahead: usize,
 }
 
 impl Default for EngineConfig {
@@ -237,6 +241,7 @@ impl Default for EngineConfig {
             queue_size: 16,
             strength: Strength::default(),
             temporal: Strength::new(0.0),
+            lookahead: 0,
         }
     }
 }

@@ -666,3 +666,60 @@ fn one_call_on_several_streams_gives_each_its_own_result() {
     );
     assert!(u1.is_primed() && !u2.is_primed());
 }
+
+/// `base` with a small pseudo-random change per byte (a still scene's next noisy frame).
+fn near(base: &[u8], seed: usize) -> Vec<u8> {
+    base.iter()
+        .enumerate()
+        .map(|(i, &b)| (b as i32 + ((i * 7 + seed * 13) % 9) as i32 - 4).clamp(0, 255) as u8)
+        .collect()
+}
+
+#[test]
+fn lookahead_holds_frames_for_their_future_and_empties_in_order_at_the_end() {
+    let f = fmt(32, 24);
+    let base = frame(&f, 3);
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| near(&base, i)).collect();
+    let c = EngineConfig {
+        temporal: Strength::new(1.0),
+        lookahead: 2,
+        ..cfg(1, 3_600_000, 16)
+    };
+    let (tx, rx) = start_real(c);
+    tx.send(frames[0].clone(), f, 0).unwrap();
+    tx.send(frames[1].clone(), f, 1).unwrap();
+    // Frame 0 waits for two later frames.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(300)).unwrap_err(),
+        RecvError::Timeout
+    );
+    tx.send(frames[2].clone(), f, 2).unwrap();
+    let first = next_frame(&rx);
+    assert_eq!(first.payload, 0);
+    tx.marker(100).unwrap();
+    tx.send(frames[3].clone(), f, 3).unwrap();
+    assert_eq!(next_frame(&rx).payload, 1);
+    // The end of the stream runs the held frames, in order, the marker in its place.
+    drop(tx);
+    assert_eq!(next_frame(&rx).payload, 2);
+    assert!(matches!(rx.recv_timeout(T), Ok(Output::Marker(100))));
+    assert_eq!(next_frame(&rx).payload, 3);
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+    let s = rx.control().stats();
+    assert_eq!((s.frames_in, s.frames_out, s.frames_dropped), (4, 4, 0));
+
+    // Frame 0 is the denoiser's on frame 0 with frames 1-2 as its future, not the causal one.
+    let d = Denoiser::new(fixture().load(Device::Cpu).unwrap(), Options::default()).unwrap();
+    let mut t = TemporalFilter::new();
+    t.set_future(2, vec![frames[1].clone(), frames[2].clone()]);
+    let want = d
+        .denoise_frames_smoothed(&[frames[0].as_slice()], &f, 1.0, Some((&mut t, 1.0)))
+        .unwrap()
+        .0;
+    assert!(
+        first.data == want[0],
+        "frame 0 differs from its offline run"
+    );
+    let causal = d.denoise_frames(&[frames[0].as_slice()], &f, 1.0).unwrap();
+    assert!(first.data != causal[0], "the future changed nothing");
+}

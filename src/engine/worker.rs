@@ -47,6 +47,8 @@ pub(super) struct Worker<T, M> {
     last_run_format: Option<FrameFormat>,
     /// The previous output frame, for temporal smoothing; dropped on a flush or a failure.
     temporal: TemporalFilter,
+    /// Offline mode: the frames held after the batch about to run (its frames' future).
+    future: Vec<Vec<u8>>,
 }
 
 impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
@@ -78,6 +80,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             oldest: None,
             last_run_format: None,
             temporal: TemporalFilter::new(),
+            future: Vec::new(),
         }
     }
 
@@ -95,8 +98,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let input = self.input.clone();
         loop {
             self.sync_epoch();
-            if self.pending_frames >= self.cfg.batch_size {
-                self.run_batch()?;
+            if self.pending_frames >= self.cfg.batch_size + self.cfg.lookahead {
+                self.run_ready()?;
                 continue;
             }
             let deadline = self.oldest.map(|t| t + self.cfg.max_latency);
@@ -104,7 +107,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 // Overdue: take what is already queued (up to a full batch), then run.
                 match input.try_recv() {
                     Ok(m) => self.accept(m)?,
-                    Err(cb::TryRecvError::Empty) => self.run_batch()?,
+                    Err(cb::TryRecvError::Empty) => self.run_ready()?,
                     Err(cb::TryRecvError::Disconnected) => return self.finish(),
                 }
                 continue;
@@ -185,8 +188,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                     submitted,
                 });
                 self.pending_frames += 1;
-                if self.pending_frames >= self.cfg.batch_size {
-                    self.run_batch()?;
+                if self.pending_frames >= self.cfg.batch_size + self.cfg.lookahead {
+                    self.run_ready()?;
                 }
             }
             InItem::WarmUp { format } => {
@@ -235,6 +238,48 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
     fn finish(&mut self) -> Result<(), ReceiversGone> {
         self.sync_epoch();
         self.run_batch()
+    }
+
+    /// Run the pending frames but the last `lookahead` (they are the first ones' future, and
+    /// stay pending), or all of them when there are no more than that.
+    fn run_ready(&mut self) -> Result<(), ReceiversGone> {
+        let keep = self.cfg.lookahead;
+        if keep == 0 || self.pending_frames <= keep {
+            return self.run_batch();
+        }
+        let mut seen = 0;
+        let split = self
+            .pending
+            .iter()
+            .position(|p| {
+                seen += matches!(p, Pending::Frame { .. }) as usize;
+                seen > self.pending_frames - keep
+            })
+            .unwrap_or(self.pending.len());
+        let rest = self.pending.split_off(split);
+        let future = rest
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Frame { data, .. } => Some(data.clone()),
+                Pending::Marker(_) => None,
+            })
+            .collect();
+        let (format, ran) = (self.format, self.pending_frames - keep);
+        let oldest = rest.iter().find_map(|p| match p {
+            Pending::Frame { submitted, .. } => Some(*submitted),
+            Pending::Marker(_) => None,
+        });
+        self.pending_frames = ran;
+        self.future = future;
+        let ran = self.run_batch();
+        self.future.clear();
+        ran?;
+        // The held frames (and the markers after them) are pending again.
+        self.pending = rest;
+        self.pending_frames = keep;
+        self.format = format;
+        self.oldest = oldest;
+        Ok(())
     }
 
     /// Run the pending frames as one batch and emit everything pending in order.
@@ -312,6 +357,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         self.running_epoch.store(self.epoch, Ordering::Release);
         let strength = self.shared.strength.get();
         let amount = self.cfg.temporal.get();
+        self.temporal
+            .set_future(self.cfg.lookahead, std::mem::take(&mut self.future));
         let frames: Vec<&[u8]> = items
             .iter()
             .filter_map(|p| match p {

@@ -76,7 +76,8 @@ pub struct Settings {
     /// Frames denoised before each segment's start; None: from the source's first frame
     /// (a temporal stage that never forgets).
     pub warmup: Option<u64>,
-    /// Frames denoised after each segment's end.
+    /// The element's `lookahead` (the temporal stage's offline window, in frames); each
+    /// segment also denoises this many frames after its end.
     pub lookahead: u64,
 }
 
@@ -314,8 +315,16 @@ impl JobPlan {
         {
             return Err("settings.preset".into());
         }
-        if t.warmup.is_some_and(|w| w > MAX_FRAMES) || t.lookahead > MAX_FRAMES {
-            return Err("settings.warmup/lookahead too large".into());
+        if t.warmup.is_some_and(|w| w > MAX_FRAMES) {
+            return Err("settings.warmup too large".into());
+        }
+        if t.lookahead > u64::from(crate::temporal::MAX_LOOKAHEAD) {
+            return Err(format!(
+                "settings.lookahead {} is above {}",
+                t.lookahead,
+                crate::temporal::MAX_LOOKAHEAD
+            )
+            .into());
         }
         let n = self.frames;
         if n == 0 || n > MAX_FRAMES {

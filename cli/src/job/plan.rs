@@ -60,6 +60,11 @@ pub struct Args {
     /// Temporal smoothing, 0..1 (default: the element's)
     #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
     temporal: Option<f64>,
+    /// Later frames each frame's temporal denoising also uses (as for `video`); each segment
+    /// also denoises this many frames after its end
+    #[arg(long, value_name = "FRAMES", default_value_t = crate::video::DEFAULT_LOOKAHEAD,
+          value_parser = clap::value_parser!(u32).range(0..=clipdenoise::temporal::MAX_LOOKAHEAD as i64), help_heading = "Model")]
+    lookahead: u32,
     /// Video codec of the segments and the joined file
     #[arg(long, value_enum, default_value = "h264", help_heading = "Output")]
     codec: Codec,
@@ -158,8 +163,8 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         codec: args.codec.name().to_string(),
         crf,
         preset: args.preset.clone(),
-        warmup: clipdenoise::temporal::warmup_frames(temporal),
-        lookahead: clipdenoise::temporal::lookahead_frames(temporal),
+        warmup: Some(clipdenoise::temporal::warmup_frames(temporal) as u64),
+        lookahead: clipdenoise::temporal::lookahead_frames(args.lookahead as usize) as u64,
     })
 }
 

@@ -106,6 +106,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             batch_size: t.batch_size,
             max_pixels: t.max_pixels,
             temporal: Some(t.temporal),
+            lookahead: u32::try_from(t.lookahead).context("settings.lookahead is too large")?,
             coarse_grain: t.coarse_grain,
         },
     };

@@ -163,6 +163,7 @@ fn configure_element(element: &gst::Element, props: &ElementProps) {
         element.set_property("temporal", t);
     }
     element.set_property("coarse-grain", props.coarse_grain);
+    element.set_property("lookahead", props.lookahead);
 }
 
 fn configure_encoder(

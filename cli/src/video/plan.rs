@@ -156,6 +156,7 @@ pub struct ElementProps {
     pub batch_size: Option<u32>,
     pub max_pixels: Option<u64>,
     pub temporal: Option<f64>,
+    pub lookahead: u32,
     pub coarse_grain: bool,
 }
 
@@ -257,6 +258,7 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         batch_size: args.batch_size,
         max_pixels: args.max_pixels,
         temporal: args.temporal,
+        lookahead: args.lookahead,
         coarse_grain: args.model.coarse_grain,
     })
 }

@@ -1,0 +1,215 @@
+//! Motion-compensated temporal denoising of the network's input (a recursive filter, as
+//! V-BM4D- and EMVD-style video denoisers do), causal (no latency) or with lookahead.
+//!
+//! The camera noise of consecutive frames is independent, so a short motion-aligned average
+//! of the input leaves the network less to remove while it still sees every detail. Each new
+//! frame is fused with the previous fused input moved onto it:
+//! - [`motion`]: block motion on luma, coarse to fine over a 3-level pyramid, integer vectors,
+//!   warping by copying pixels (tch ops: runs on CUDA too);
+//! - [`fusion`]: the per-pixel confidence from the aligned difference relative to the frame's
+//!   noise level, a per-pixel count of averaged frames (capped: [`cap`]), scene cuts;
+//! - [`offline`]: with a lookahead, a backward recursion over the later frames combined with
+//!   the forward one (the engine's offline mode, [`TemporalFilter::set_future`]);
+//! - this module: the stream's state ([`TemporalFilter`]), which a flush, a new frame size,
+//!   a scene cut or `amount = 0` drops.
+//!
+//! Fusing the network's output as well (a second recursion of up to 8 frames after it) was
+//! tried and lost: -0.45 dB on the compressed-video evaluation next to the input fusion alone,
+//! -0.0 to +0.2 dB alone (weights/README.md).
+//!
+//! `amount` (the element's `temporal`, 0..1) sets how many frames a still pixel averages:
+//! [`cap`]. A segment of a stream processed on its own equals one pass over the stream once
+//! [`warmup_frames`] frames have gone through the filter before the segment's first output,
+//! and, offline, [`lookahead_frames`] after its last.
+
+pub mod fusion;
+pub mod motion;
+pub mod offline;
+#[cfg(test)]
+mod tests;
+
+use tch::Tensor;
+
+use crate::error::Result;
+
+/// Frames a still pixel of the network's input averages at the element's default
+/// `temporal=0.5` (more removes detail the network would have kept: 2.4 was the best of 2,
+/// 2.4, 3.1, 4.5 and 8 on the compressed-video evaluation, weights/README.md).
+pub const DEFAULT_FRAMES: f64 = 2.4;
+
+/// The most frames one pixel averages at `amount` (0..1): 1 at 0, [`DEFAULT_FRAMES`] at 0.5,
+/// `2 * DEFAULT_FRAMES - 1` at 1.
+pub fn cap(amount: f64) -> f64 {
+    1.0 + 2.0 * amount.clamp(0.0, 1.0) * (DEFAULT_FRAMES - 1.0)
+}
+
+/// Frames after which the recursive state's weight in the output is below half a level of
+/// 255 (each step keeps at most `(cap - 1) / cap` of it): a segment started that many frames
+/// early (its first outputs discarded) matches one pass over the whole stream to within half
+/// an LSB, as long as the motion and scene-cut decisions match (they look at the same frames;
+/// a near tie between two block vectors can still go the other way). 0 when `amount` is 0.
+pub fn warmup_frames(amount: f64) -> usize {
+    let c = cap(amount);
+    if c <= 1.0 {
+        return 0;
+    }
+    ((0.5f64 / 255.0).ln() / ((c - 1.0) / c).ln()).ceil() as usize
+}
+
+/// The largest offline window (`lookahead`, frames) the element and the CLI accept: each held
+/// frame is a full-size frame in memory.
+pub const MAX_LOOKAHEAD: u32 = 8;
+
+/// Frames after a segment's last output that must go in for it to equal one pass, at the
+/// element's `lookahead` (the window itself: the backward recursion starts afresh there).
+pub fn lookahead_frames(lookahead: usize) -> usize {
+    lookahead
+}
+
+/// One recursion: the last fused frame and its per-pixel counts.
+#[derive(Default)]
+pub(crate) struct Recursion {
+    state: Option<fusion::State>,
+    cuts: u64,
+}
+
+impl Recursion {
+    /// One frame `[1, 3, H, W]` through the recursion at `cap`: the fused frame and its
+    /// per-pixel count of frames (`[1, 1, H, W]` float).
+    pub(crate) fn step(&mut self, cur: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
+        let step = match self.state.take() {
+            Some(prev) if prev.fits(cur) => {
+                let step = fusion::step(cur, &prev, cap)?;
+                self.cuts += step.cut as u64;
+                step
+            }
+            _ => fusion::Step::fresh(cur)?,
+        };
+        let count = step.state.count.shallow_clone();
+        self.state = Some(step.state);
+        Ok((step.out, count))
+    }
+
+    /// `frames` (`[N, 3, H, W]`) through the recursion frame after frame, in their kind.
+    fn run(&mut self, frames: &Tensor, cap: f64) -> Result<Tensor> {
+        let n = frames.size()[0];
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let cur = frames.f_narrow(0, i, 1)?;
+            out.push(self.step(&cur, cap)?.0.f_to_kind(cur.kind())?);
+        }
+        Ok(Tensor::f_cat(&out, 0)?)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.state = None;
+    }
+}
+
+/// The temporal filter of one stream: a recursion over the network's input
+/// ([`TemporalFilter::prepare`]).
+///
+/// With a lookahead (offline mode, [`TemporalFilter::set_future`]) the input stage also sees
+/// up to that many later frames: a backward recursion over them, combined with the forward
+/// one ([`offline::combine`]).
+#[derive(Default)]
+pub struct TemporalFilter {
+    input: Recursion,
+    /// Packed frames that follow the next call's frames (offline mode), set by the engine.
+    future: Vec<Vec<u8>>,
+    /// Later frames each frame looks at (0: causal).
+    lookahead: usize,
+}
+
+impl std::fmt::Debug for TemporalFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporalFilter")
+            .field("primed", &self.is_primed())
+            .field("scene_cuts", &self.scene_cuts())
+            .finish()
+    }
+}
+
+impl TemporalFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forget the previous frames (after a flush or seek: the next frame starts afresh).
+    pub fn reset(&mut self) {
+        self.input.reset();
+    }
+
+    /// Whether a previous frame is held.
+    pub fn is_primed(&self) -> bool {
+        self.input.state.is_some()
+    }
+
+    /// Scene cuts detected so far (each dropped the state).
+    pub fn scene_cuts(&self) -> u64 {
+        self.input.cuts
+    }
+
+    /// Offline mode: each frame of the next call also looks at up to `lookahead` later frames,
+    /// the call's own and then `future` (packed frames of the call's format that follow it).
+    pub fn set_future(&mut self, lookahead: usize, future: Vec<Vec<u8>>) {
+        self.lookahead = lookahead;
+        self.future = future;
+    }
+
+    /// The packed frames [`TemporalFilter::set_future`] left for this call (taken).
+    pub fn take_future(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.future)
+    }
+
+    /// Later frames each frame looks at (0: causal).
+    pub fn lookahead(&self) -> usize {
+        self.lookahead
+    }
+
+    /// The network's input `frames` (`[N, 3, H, W]`, float, 0..1, display order) fused with
+    /// the motion-aligned earlier inputs, up to [`cap`] frames; `amount` 0 returns them
+    /// unchanged and drops the state.
+    pub fn prepare(&mut self, frames: &Tensor, amount: f64) -> Result<Tensor> {
+        self.prepare_window(frames, None, amount)
+    }
+
+    /// [`TemporalFilter::prepare`] in offline mode: frame `i` is also fused with up to
+    /// [`TemporalFilter::lookahead`] frames after it (`frames` after `i`, then `future`,
+    /// `[M, 3, H, W]`), by a backward recursion combined with the forward one.
+    pub fn prepare_window(
+        &mut self,
+        frames: &Tensor,
+        future: Option<&Tensor>,
+        amount: f64,
+    ) -> Result<Tensor> {
+        if amount <= 0.0 || frames.dim() != 4 {
+            self.input.reset();
+            return Ok(frames.shallow_clone());
+        }
+        let c = cap(amount);
+        if self.lookahead == 0 {
+            return self.input.run(frames, c);
+        }
+        let all = match future {
+            Some(f) if f.size()[1..] == frames.size()[1..] => Tensor::f_cat(&[frames, f], 0)?,
+            _ => frames.shallow_clone(),
+        };
+        let (n, total) = (frames.size()[0], all.size()[0]);
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let cur = frames.f_narrow(0, i, 1)?;
+            let (f, nf) = self.input.step(&cur, c)?;
+            let ahead = (self.lookahead as i64).min(total - 1 - i);
+            let y = match ahead {
+                0 => f,
+                _ => {
+                    let (b, nb) = offline::backward(&all.f_narrow(0, i, ahead + 1)?, c)?;
+                    offline::combine(&cur.f_to_kind(tch::Kind::Float)?, &f, &nf, &b, &nb)?
+                }
+            };
+            out.push(y.f_to_kind(cur.kind())?);
+        }
+        Ok(Tensor::f_cat(&out, 0)?)
+    }
+}

@@ -1,0 +1,33 @@
+//! Offline mode: every frame also sees up to `lookahead` later frames.
+//!
+//! The forward recursion (the causal filter) runs as frames arrive. For each frame, a backward
+//! recursion (the same filter, started afresh on the last frame of its window and run back to
+//! the frame) gives the future's estimate of it, and the two are combined by their per-pixel
+//! counts, the frame itself counted once: `(f * nf + b * nb - y) / (nf + nb - 1)`. Where the
+//! future does not match (motion, occlusion, a cut) `nb` is 1 and the frame is the causal
+//! result; where the past does not, the future's alone. Work: `lookahead + 1` motion searches
+//! per frame; memory: the `lookahead` frames the engine holds.
+
+use tch::Tensor;
+
+use super::Recursion;
+use crate::error::Result;
+
+/// The backward recursion over `window` (`[M, 3, H, W]`, display order), from its last frame
+/// back to its first: the first frame's estimate from the frames after it, and its counts.
+pub fn backward(window: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
+    let mut r = Recursion::default();
+    let mut last = None;
+    for j in (0..window.size()[0]).rev() {
+        last = Some(r.step(&window.f_narrow(0, j, 1)?, cap)?);
+    }
+    last.ok_or_else(|| crate::Error::Input("an empty temporal window".into()))
+}
+
+/// The forward estimate `f` (count `nf`) and the backward one `b` (count `nb`) of the frame
+/// `y`, which both include once: `(f * nf + b * nb - y) / (nf + nb - 1)`.
+pub fn combine(y: &Tensor, f: &Tensor, nf: &Tensor, b: &Tensor, nb: &Tensor) -> Result<Tensor> {
+    let num = f.f_mul(nf)?.f_add(&b.f_mul(nb)?)?.f_sub(y)?;
+    let den = nf.f_add(nb)?.f_sub_scalar(1.0)?;
+    Ok(num.f_div(&den)?)
+}

@@ -1,0 +1,254 @@
+//! The temporal filter on synthetic sequences: a still scene, a pan, a moving object, a scene
+//! cut, causal and with lookahead; the warm-up contract.
+
+use tch::{Device, Kind, Tensor};
+
+use super::*;
+
+const SIGMA: f64 = 0.03;
+
+/// A smooth random texture `[1, 3, h, w]` in 0.1..0.9.
+fn texture(seed: i64, h: i64, w: i64) -> Tensor {
+    tch::manual_seed(seed);
+    let low = Tensor::rand([1, 3, h / 4 + 2, w / 4 + 2], (Kind::Float, Device::Cpu));
+    low.upsample_bilinear2d([h + 8, w + 8], false, None, None)
+        .narrow(2, 4, h)
+        .narrow(3, 4, w)
+        * 0.8
+        + 0.1
+}
+
+fn noisy(clean: &Tensor, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    clean + clean.randn_like() * SIGMA
+}
+
+fn psnr(a: &Tensor, b: &Tensor) -> f64 {
+    let mse = (a - b).square().mean(Kind::Double).double_value(&[]);
+    -10.0 * mse.log10()
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// A window `h` x `w` of `big` at (y, x).
+fn crop(big: &Tensor, y: i64, x: i64, h: i64, w: i64) -> Tensor {
+    big.narrow(2, y, h).narrow(3, x, w).contiguous()
+}
+
+/// `frames` through one filter, each frame with up to `lookahead` later ones (0: causal).
+fn run(frames: &[Tensor], lookahead: usize, amount: f64) -> (Vec<Tensor>, TemporalFilter) {
+    let mut f = TemporalFilter::new();
+    let out = (0..frames.len())
+        .map(|i| {
+            let later = &frames[i + 1..(i + 1 + lookahead).min(frames.len())];
+            f.set_future(lookahead, Vec::new());
+            let future = (!later.is_empty()).then(|| Tensor::cat(later, 0));
+            f.prepare_window(&frames[i], future.as_ref(), amount)
+                .unwrap()
+        })
+        .collect();
+    (out, f)
+}
+
+fn mean_psnr(out: &[Tensor], clean: &[Tensor]) -> f64 {
+    out.iter().zip(clean).map(|(y, c)| psnr(y, c)).sum::<f64>() / out.len() as f64
+}
+
+#[test]
+fn motion_finds_a_known_shift_exactly() {
+    let big = texture(1, 128, 160);
+    let prev = crop(&big, 20, 20, 64, 96);
+    let cur = crop(&big, 25, 13, 64, 96); // cur[y, x] = prev[y + 5, x - 7]
+    let v = motion::estimate(&motion::luma(&cur).unwrap(), &motion::luma(&prev).unwrap()).unwrap();
+    assert_eq!(v.size(), [2, 8, 12]);
+    // Blocks away from the border the shift leaves uncovered.
+    let inner = v.narrow(1, 0, 7).narrow(2, 1, 11);
+    assert_eq!(inner.get(0).min().int64_value(&[]), 5);
+    assert_eq!(inner.get(0).max().int64_value(&[]), 5);
+    assert_eq!(inner.get(1).min().int64_value(&[]), -7);
+    assert_eq!(inner.get(1).max().int64_value(&[]), -7);
+    let warped = motion::warp(&prev, &v, motion::FINE).unwrap();
+    let a = crop(&warped, 0, 16, 48, 80);
+    assert!(max_abs(&a, &crop(&cur, 0, 16, 48, 80)) < 1e-6);
+    assert!(motion::max_motion() >= 16);
+}
+
+#[test]
+fn a_still_scene_averages_and_amount_zero_is_the_identity() {
+    let clean = texture(2, 64, 96);
+    let frames: Vec<Tensor> = (0..10).map(|i| noisy(&clean, 100 + i)).collect();
+    let (out, mut f) = run(&frames, 0, 1.0);
+    assert!(
+        max_abs(&out[0], &frames[0]) == 0.0,
+        "the first frame passes unchanged"
+    );
+    let gain = psnr(&out[9], &clean) - psnr(&frames[9], &clean);
+    // 3.8 frames averaged: up to 5.8 dB; the confidence gives some of it up.
+    assert!(gain > 3.0, "still scene gained {gain:.2} dB");
+    let off = f.prepare(&frames[9], 0.0).unwrap();
+    assert!(max_abs(&off, &frames[9]) == 0.0 && !f.is_primed());
+}
+
+#[test]
+fn a_pan_is_followed() {
+    let big = texture(3, 160, 256);
+    // 3 pixels right and 2 down per frame.
+    let clean: Vec<Tensor> = (0..12)
+        .map(|i| crop(&big, 10 + 2 * i, 10 + 3 * i, 64, 96))
+        .collect();
+    let frames: Vec<Tensor> = clean.iter().zip(200..).map(|(c, s)| noisy(c, s)).collect();
+    for lookahead in [0, 2] {
+        let (out, _) = run(&frames, lookahead, 1.0);
+        // Away from the edges the pan uncovers, after the first frames.
+        let c = |t: &Tensor| crop(t, 8, 8, 48, 80);
+        let gain = (4..10)
+            .map(|i| psnr(&c(&out[i]), &c(&clean[i])) - psnr(&c(&frames[i]), &c(&clean[i])))
+            .sum::<f64>()
+            / 6.0;
+        assert!(
+            gain > 2.5,
+            "panning gained only {gain:.2} dB (lookahead {lookahead})"
+        );
+    }
+}
+
+#[test]
+fn a_moving_object_leaves_no_ghost() {
+    let bg = texture(4, 96, 128);
+    let obj = texture(5, 24, 24) * 0.3 + 0.6;
+    // A square moving 7 pixels right and 3 down per frame over a still background.
+    let at = |i: i64| (10 + 3 * i, 4 + 7 * i);
+    let clean: Vec<Tensor> = (0..14)
+        .map(|i| {
+            let c = bg.copy();
+            let (oy, ox) = at(i);
+            c.narrow(2, oy, 24).narrow(3, ox, 24).copy_(&obj);
+            c
+        })
+        .collect();
+    let frames: Vec<Tensor> = clean.iter().zip(300..).map(|(c, s)| noisy(c, s)).collect();
+    for lookahead in [0, 2] {
+        let (out, _) = run(&frames, lookahead, 1.0);
+        let (mut worst, mut gain_bg) = (f64::INFINITY, 0.0);
+        for i in 2..12 {
+            // The object where it was, is and will be (what it uncovers and covers).
+            let (oy, ox) = at(i as i64);
+            let region = |t: &Tensor| crop(t, oy - 3, ox - 7, 30, 38);
+            let d = psnr(&region(&out[i]), &region(&clean[i]))
+                - psnr(&region(&frames[i]), &region(&clean[i]));
+            worst = worst.min(d);
+            let corner = |t: &Tensor| crop(t, 70, 0, 26, 40);
+            gain_bg += psnr(&corner(&out[i]), &corner(&clean[i]))
+                - psnr(&corner(&frames[i]), &corner(&clean[i]));
+        }
+        assert!(
+            worst > -0.1,
+            "the moving region lost {worst:.2} dB (lookahead {lookahead})"
+        );
+        let gain_bg = gain_bg / 10.0;
+        assert!(
+            gain_bg > 2.5,
+            "the background gained only {gain_bg:.2} dB ({lookahead})"
+        );
+    }
+}
+
+#[test]
+fn a_scene_cut_leaves_no_trace() {
+    let (a, b) = (texture(6, 64, 96), texture(7, 64, 96));
+    let clean: Vec<&Tensor> = (0..10).map(|i| if i < 6 { &a } else { &b }).collect();
+    let frames: Vec<Tensor> = clean.iter().zip(400..).map(|(c, s)| noisy(c, s)).collect();
+    let (out, f) = run(&frames, 0, 1.0);
+    assert_eq!(f.scene_cuts(), 1);
+    assert!(
+        max_abs(&out[6], &frames[6]) == 0.0,
+        "the first frame after a cut is itself"
+    );
+    // The next ones average within the new scene only.
+    assert!(psnr(&out[8], &b) > psnr(&frames[8], &b) + 1.5);
+    // With lookahead: the frames before the cut see none of the next scene either.
+    let (out, _) = run(&frames, 2, 1.0);
+    for (i, y) in out.iter().enumerate() {
+        let (own, other) = if i < 6 { (&a, &b) } else { (&b, &a) };
+        assert!(psnr(y, own) > psnr(&frames[i], own) + 1.0, "frame {i}");
+        assert!(psnr(y, other) < 20.0, "frame {i}");
+    }
+    assert!(max_abs(&out[5], &run(&frames[..6], 2, 1.0).0[5]) < 1e-6);
+}
+
+#[test]
+fn a_batch_with_its_future_equals_frame_by_frame_and_a_new_size_starts_afresh() {
+    let clean = texture(8, 32, 48);
+    let frames: Vec<Tensor> = (0..6).map(|i| noisy(&clean, i)).collect();
+    for lookahead in [0, 2] {
+        let (single, _) = run(&frames, lookahead, 0.6);
+        let mut f = TemporalFilter::new();
+        // Frames 0-2 as one call with 3-4 as their future, then 3-5.
+        f.set_future(lookahead, Vec::new());
+        let first = f
+            .prepare_window(
+                &Tensor::cat(&frames[0..3], 0),
+                Some(&Tensor::cat(&frames[3..5], 0)),
+                0.6,
+            )
+            .unwrap();
+        let second = f
+            .prepare_window(&Tensor::cat(&frames[3..6], 0), None, 0.6)
+            .unwrap();
+        let together = Tensor::cat(&[first, second], 0);
+        for (i, one) in single.iter().enumerate() {
+            assert!(
+                max_abs(one, &together.narrow(0, i as i64, 1)) < 1e-6,
+                "frame {i}"
+            );
+        }
+    }
+    let mut f = TemporalFilter::new();
+    let _ = f.prepare(&frames[0], 1.0).unwrap();
+    let other = noisy(&texture(9, 32, 64), 4);
+    assert!(max_abs(&f.prepare(&other, 1.0).unwrap(), &other) == 0.0);
+    f.reset();
+    assert!(!f.is_primed());
+}
+
+#[test]
+fn offline_beats_causal_where_the_past_is_short() {
+    let clean = texture(11, 64, 96);
+    let frames: Vec<Tensor> = (0..9).map(|i| noisy(&clean, 700 + i)).collect();
+    let cleans: Vec<Tensor> = (0..9).map(|_| clean.shallow_clone()).collect();
+    let (causal, _) = run(&frames, 0, 0.5);
+    let (offline, _) = run(&frames, 2, 0.5);
+    let first = psnr(&offline[0], &clean) - psnr(&causal[0], &clean);
+    assert!(
+        first > 2.0,
+        "offline's first frame gained {first:.2} dB over causal"
+    );
+    let gain = mean_psnr(&offline, &cleans) - mean_psnr(&causal, &cleans);
+    assert!(gain > 1.0, "offline gained {gain:.2} dB over causal");
+}
+
+#[test]
+fn after_the_warm_up_a_late_start_matches_one_pass() {
+    let big = texture(10, 160, 256);
+    let amount = 0.5;
+    let warm = warmup_frames(amount);
+    assert!(warm > 0 && warm < 100 && warmup_frames(0.0) == 0);
+    assert_eq!(lookahead_frames(3), 3);
+    let frames: Vec<Tensor> = (0..40i64)
+        .map(|i| noisy(&crop(&big, 10 + (i % 7), 10 + i % 11, 48, 64), 600 + i))
+        .collect();
+    let start = 5;
+    for lookahead in [0, 2] {
+        let (whole, _) = run(&frames, lookahead, amount);
+        let (late, _) = run(&frames[start..], lookahead, amount);
+        for i in start + warm..frames.len() {
+            let d = max_abs(&whole[i], &late[i - start]);
+            assert!(
+                d < 0.5 / 255.0,
+                "frame {i} differs by {d} (lookahead {lookahead})"
+            );
+        }
+    }
+}
