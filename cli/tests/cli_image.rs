@@ -338,12 +338,22 @@ fn grayscale_float_tiff_stays_grayscale_float() {
         panic!("the output's samples are not 32-bit float");
     };
     assert_eq!(back.len(), noisy.len());
-    assert!(back.iter().all(|v| (0.0..=1.0).contains(v)), "out of [0, 1]");
-    let changed = back.iter().zip(&noisy).filter(|(a, b)| (*a - *b).abs() > 1e-4);
+    assert!(
+        back.iter().all(|v| (0.0..=1.0).contains(v)),
+        "out of [0, 1]"
+    );
+    let changed = back
+        .iter()
+        .zip(&noisy)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-4);
     assert!(changed.count() > back.len() / 2, "most samples changed");
     // Denoised: nearer the clean ramp than the noisy input was.
     let mse = |v: &[f32]| {
-        v.iter().zip(&clean).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / v.len() as f32
+        v.iter()
+            .zip(&clean)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            / v.len() as f32
     };
     let (before, after) = (mse(&noisy), mse(&back));
     eprintln!("MSE to the clean ramp: noisy {before:.6}, denoised {after:.6}");

@@ -486,7 +486,8 @@ pub fn write_with_extras(
         // The image crate has no grayscale float type: the tiff crate writes it.
         let gray: Vec<f32> = v
             .chunks_exact(3)
-            .map(|p| (p[0] + p[1] + p[2]) / 3.0)
+            // In f64: three equal samples give that sample back exactly.
+            .map(|p| ((p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0) as f32)
             .collect();
         tiff::encoder::TiffEncoder::new(std::io::Cursor::new(&mut buf))
             .and_then(|mut enc| {
@@ -625,6 +626,60 @@ mod tests {
         let (y, d) = load(&p).unwrap();
         assert_eq!(d, BitDepth::F32);
         assert_eq!((&y - &x).abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn quantising_in_bands_equals_the_whole_frame_conversion() {
+        // 1000x400: 1.2 M samples, two bands of rows; values beyond [0, 1] are clamped.
+        let (h, w) = (400i64, 1000i64);
+        let x = Tensor::randn([1, 3, h, w], (Kind::Float, Device::Cpu)) * 0.6 + 0.5;
+        let whole: Vec<f64> = Vec::try_from(
+            x.to_kind(Kind::Double)
+                .reshape([3, h, w])
+                .permute([1, 2, 0])
+                .clamp(0.0, 1.0)
+                .contiguous()
+                .view([-1]),
+        )
+        .unwrap();
+        for depth in [BitDepth::U8, BitDepth::U16, BitDepth::F32] {
+            let img = RgbImage::from_tensor(&x, depth).unwrap();
+            let max = depth.max_value();
+            let expect = match depth {
+                BitDepth::U8 => {
+                    Samples::U8(whole.iter().map(|&s| (s * max).round() as u8).collect())
+                }
+                BitDepth::U16 => {
+                    Samples::U16(whole.iter().map(|&s| (s * max).round() as u16).collect())
+                }
+                BitDepth::F32 => Samples::F32(whole.iter().map(|&s| s as f32).collect()),
+            };
+            assert_eq!((img.width, img.height), (w as usize, h as usize));
+            assert!(img.samples == expect, "{depth}");
+        }
+    }
+
+    #[test]
+    fn grayscale_float_tiff_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.tif");
+        let gray: Vec<f32> = (0..35).map(|i| i as f32 / 34.0 * 0.9 + 0.01).collect();
+        let img = RgbImage {
+            width: 7,
+            height: 5,
+            samples: Samples::F32(gray.iter().flat_map(|&g| [g, g, g]).collect()),
+        };
+        let extras = Extras {
+            gray: true,
+            alpha: None,
+        };
+        write_with_extras(&p, &img, &extras, 95).unwrap();
+        let e = read_extras(&p).unwrap();
+        assert!(e.gray && e.alpha.is_none());
+        assert_eq!(read(&p).unwrap(), img);
+        // Written as one float sample per pixel (a third of an RGB float file's data).
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len < 35 * 4 + 400, "{len} bytes");
     }
 
     #[test]
