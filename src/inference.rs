@@ -352,12 +352,13 @@ impl Denoiser {
     /// clamped to [0, 1].
     fn denoise_once(&self, x: &Tensor) -> Result<Tensor> {
         let (h, w) = (x.size()[2], x.size()[3]);
-        let out = if self.opts.max_pixels > 0 && h * w > self.opts.max_pixels {
+        let mut out = if self.opts.max_pixels > 0 && h * w > self.opts.max_pixels {
             self.denoise_tiled(x)?
         } else {
             self.forward_any(x)?
         };
-        Ok(out.f_clamp(0.0, 1.0)?)
+        // In place: `out` is this call's own result, and a large image gets no second copy.
+        Ok(out.f_clamp_(0.0, 1.0)?)
     }
 
     fn forward_any(&self, x: &Tensor) -> Result<Tensor> {
@@ -382,7 +383,7 @@ impl Denoiser {
         let xs = tile_starts(w, side, overlap);
         let dev = self.opts.device;
         let x = x.f_to_device(dev)?;
-        let acc = Tensor::f_zeros([n, 3, h, w], (Kind::Float, dev))?;
+        let mut acc = Tensor::f_zeros([n, 3, h, w], (Kind::Float, dev))?;
         let wsum = Tensor::f_zeros([1, 1, h, w], (Kind::Float, dev))?;
         for &y0 in &ys {
             let th = side.min(h - y0);
@@ -400,7 +401,10 @@ impl Denoiser {
                 let _ = wsum.f_narrow(2, y0, th)?.f_narrow(3, x0, tw)?.f_add_(&wt)?;
             }
         }
-        Ok(acc.f_div(&wsum)?)
+        // In place, and the weights freed before the caller's next step.
+        let _ = acc.f_div_(&wsum)?;
+        drop(wsum);
+        Ok(acc)
     }
 
     /// Denoise packed u8 frames of one format; `strength` blends input (0) and output (1).

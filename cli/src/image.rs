@@ -75,9 +75,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let depth_in = img.depth();
         let fmt = Format::from_path(output).expect("checked in plan");
         let depth_out = fmt.fit_depth(depth_in);
-        let out = denoise_image(&denoiser, &img, args.model.strength)
+        let x = img.to_tensor(Kind::Float)?;
+        // Large images: neither the input samples nor full-size tensors are held longer than
+        // needed (the bound on memory that --max-pixels gives is for the model's tiles).
+        drop(img);
+        let y = denoise_image(&denoiser, x, args.model.strength)
             .with_context(|| format!("{}: denoising failed", input.display()))?;
-        let out = RgbImage::from_tensor(&out, depth_out)?;
+        let out = RgbImage::from_tensor(&y, depth_out)?;
+        drop(y);
         // Upright as viewers show the input (the written file carries no orientation tag).
         let meta = image_meta::read(input);
         let (out, extras) = match meta.orientation {
@@ -113,19 +118,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Denoise one image at full precision; (1, 3, H, W) f32 in [0, 1] on the model's device.
+/// Denoise one image, (1, 3, H, W) f32 on the CPU, at full precision; (1, 3, H, W) f32 in
+/// [0, 1] on the model's device.
 fn denoise_image(
     denoiser: &Denoiser,
-    img: &RgbImage,
+    x: tch::Tensor,
     strength: f64,
 ) -> anyhow::Result<tch::Tensor> {
-    let x = img.to_tensor(Kind::Float)?.f_to_device(denoiser.device())?;
-    let y = denoiser.denoise(&x)?;
-    Ok(if strength >= 1.0 {
-        y
-    } else {
-        (&x + (y - &x) * strength).f_clamp(0.0, 1.0)?
-    })
+    let x = x.f_to_device(denoiser.device())?;
+    let mut y = denoiser.denoise(&x)?;
+    if strength < 1.0 {
+        // x + (y - x) * strength, in place in y (no full-size temporaries).
+        let _ = y
+            .f_sub_(&x)?
+            .f_mul_scalar_(strength)?
+            .f_add_(&x)?
+            .f_clamp_(0.0, 1.0)?;
+    }
+    Ok(y)
 }
 
 /// The (input, output) pairs, checked before the model loads: inputs exist and are images,

@@ -291,3 +291,101 @@ fn exif_orientation_is_applied_and_the_exif_loss_said() {
         "upright, sample for sample"
     );
 }
+
+/// A grayscale 32-bit float TIFF (written with the tiff crate: the image crate cannot hold
+/// one) comes out grayscale float, same size, denoised, its samples in [0, 1], its tags those
+/// of a grayscale float TIFF.
+#[test]
+fn grayscale_float_tiff_stays_grayscale_float() {
+    use tiff::decoder::{Decoder, DecodingResult};
+    use tiff::encoder::{colortype::Gray32Float, TiffEncoder};
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (96u32, 64u32);
+    // A smooth ramp with deterministic noise (+-0.1), within [0.05, 0.95].
+    let clean: Vec<f32> = (0..w * h)
+        .map(|i| 0.2 + 0.5 * (i % w) as f32 / w as f32 + 0.1 * (i / w) as f32 / h as f32)
+        .collect();
+    let mut seed = 12345u32;
+    let noisy: Vec<f32> = clean
+        .iter()
+        .map(|c| {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let n = ((seed >> 16) as f32 / 65536.0 - 0.5) * 0.2;
+            (c + n).clamp(0.05, 0.95)
+        })
+        .collect();
+    let input = dir.path().join("gray-float.tif");
+    let mut bytes = Vec::new();
+    TiffEncoder::new(std::io::Cursor::new(&mut bytes))
+        .unwrap()
+        .write_image::<Gray32Float>(w, h, &noisy)
+        .unwrap();
+    std::fs::write(&input, &bytes).unwrap();
+    let out = dir.path().join("out.tif");
+    // The shipped model (the test fixture's random weights do not denoise).
+    let run = clipdenoise()
+        .arg("image")
+        .args([input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    assert!(err.contains("32-bit float, gray"), "{err}");
+
+    let mut dec = Decoder::new(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(dec.colortype().unwrap(), tiff::ColorType::Gray(32));
+    assert_eq!(dec.dimensions().unwrap(), (w, h));
+    let DecodingResult::F32(back) = dec.read_image().unwrap() else {
+        panic!("the output's samples are not 32-bit float");
+    };
+    assert_eq!(back.len(), noisy.len());
+    assert!(
+        back.iter().all(|v| (0.0..=1.0).contains(v)),
+        "out of [0, 1]"
+    );
+    let changed = back
+        .iter()
+        .zip(&noisy)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-4);
+    assert!(changed.count() > back.len() / 2, "most samples changed");
+    // Denoised: nearer the clean ramp than the noisy input was.
+    let mse = |v: &[f32]| {
+        v.iter()
+            .zip(&clean)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            / v.len() as f32
+    };
+    let (before, after) = (mse(&noisy), mse(&back));
+    eprintln!("MSE to the clean ramp: noisy {before:.6}, denoised {after:.6}");
+    assert!(after < before * 0.9, "MSE {before} -> {after}");
+    // Not stored as 8 or 16 bits in disguise.
+    let off_grid = back
+        .iter()
+        .filter(|&&v| ((v * 65535.0) - (v * 65535.0).round()).abs() > 1e-3)
+        .count();
+    assert!(off_grid > back.len() / 2, "float samples on a 16-bit grid");
+
+    // The tags as any TIFF reader sees them, read here byte by byte (FFmpeg 5.1 cannot
+    // decode float TIFF): one sample per pixel, 32 bits, IEEE float, black is zero.
+    let tags = tiff_tags(&std::fs::read(&out).unwrap());
+    for (tag, value) in [(256, w), (257, h), (258, 32), (262, 1), (277, 1), (339, 3)] {
+        assert_eq!(tags.get(&tag), Some(&value), "TIFF tag {tag}");
+    }
+}
+
+/// The first IFD's one-valued SHORT/LONG tags of a little-endian TIFF file.
+fn tiff_tags(b: &[u8]) -> std::collections::HashMap<u16, u32> {
+    assert_eq!(&b[..4], b"II*\0", "a little-endian TIFF");
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let ifd = u32_at(4) as usize;
+    (0..u16_at(ifd) as usize)
+        .map(|k| ifd + 2 + 12 * k)
+        .filter(|&e| u32_at(e + 4) == 1)
+        .filter_map(|e| match u16_at(e + 2) {
+            3 => Some((u16_at(e), u16_at(e + 8) as u32)),
+            4 => Some((u16_at(e), u32_at(e + 8))),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,8 +1,8 @@
 //! Image files <-> tensors, keeping the bit depth.
 //!
-//! Reading: PNG (8/16-bit), JPEG (8-bit), TIFF (8/16-bit integer, 32-bit float). Grey images
-//! are replicated to RGB; alpha channels are dropped. [`read`] keeps the exact samples
-//! ([`RgbImage`]); [`load`] gives the usual model input, a (1, 3, H, W) f32 tensor of
+//! Reading: PNG (8/16-bit), JPEG (8-bit), TIFF (8/16-bit integer, 32-bit float, the latter
+//! also grayscale). Grey images are replicated to RGB; alpha channels are dropped. [`read`]
+//! keeps the exact samples ([`RgbImage`]); [`load`] gives the usual model input, a (1, 3, H, W) f32 tensor of
 //! `sample / max` (max = 255 or 65535; float TIFF samples as stored) and the file's depth.
 //!
 //! Writing ([`save`]): the format follows the extension (`png`, `jpg`/`jpeg`, `tif`/`tiff`);
@@ -150,7 +150,7 @@ impl RgbImage {
             }
             Samples::F32(v) => Tensor::f_from_slice(v)?,
         };
-        let t = t
+        let mut t = t
             .f_view([h, w, 3])?
             .f_permute([2, 0, 1])?
             .f_unsqueeze(0)?
@@ -159,9 +159,13 @@ impl RgbImage {
         Ok(if max == 1.0 {
             t.contiguous()
         } else {
-            t.f_div_scalar(max)?
+            // In place: `t` is a fresh copy (the kind conversion), no second full-size one.
+            t.f_div_scalar_(max)?
         })
     }
+
+    /// Samples converted at a time by [`RgbImage::from_tensor`] (8 MB of f64).
+    const BAND_SAMPLES: i64 = 1 << 20;
 
     /// Quantise a (1, 3, H, W) or (3, H, W) image in [0, 1] (any float kind, any device) to
     /// `depth`: clamp to [0, 1], scale by the depth's max, round half away from zero (f64).
@@ -176,22 +180,37 @@ impl RgbImage {
             }
         };
         let (h, w) = chw;
-        let hwc = x
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Double)?
-            .f_reshape([3, h, w])?
-            .f_permute([1, 2, 0])?
-            .f_clamp(0.0, 1.0)?
-            .contiguous();
+        let chw = x.f_reshape([3, h, w])?;
         let n = (h * w * 3) as usize;
-        let mut v = vec![0f64; n];
-        hwc.f_copy_data(&mut v, n)?;
         let max = depth.max_value();
-        let samples = match depth {
-            BitDepth::U8 => Samples::U8(v.iter().map(|&s| (s * max).round() as u8).collect()),
-            BitDepth::U16 => Samples::U16(v.iter().map(|&s| (s * max).round() as u16).collect()),
-            BitDepth::F32 => Samples::F32(v.iter().map(|&s| s as f32).collect()),
+        let mut samples = match depth {
+            BitDepth::U8 => Samples::U8(Vec::with_capacity(n)),
+            BitDepth::U16 => Samples::U16(Vec::with_capacity(n)),
+            BitDepth::F32 => Samples::F32(Vec::with_capacity(n)),
         };
+        // In bands of rows, so that a large image never has a whole-frame f64 copy (a
+        // 6000x4000 one would take 576 MB per copy); each sample is converted as a whole-frame
+        // conversion would.
+        let band = (Self::BAND_SAMPLES / (3 * w)).clamp(1, h.max(1));
+        let mut v = Vec::new();
+        for y0 in (0..h).step_by(band as usize) {
+            let rows = band.min(h - y0);
+            let hwc = chw
+                .f_narrow(1, y0, rows)?
+                .f_to_device(Device::Cpu)?
+                .f_to_kind(Kind::Double)?
+                .f_permute([1, 2, 0])?
+                .f_clamp(0.0, 1.0)?
+                .contiguous();
+            let len = (rows * w * 3) as usize;
+            v.resize(len, 0f64);
+            hwc.f_copy_data(&mut v, len)?;
+            match &mut samples {
+                Samples::U8(o) => o.extend(v.iter().map(|&s| (s * max).round() as u8)),
+                Samples::U16(o) => o.extend(v.iter().map(|&s| (s * max).round() as u16)),
+                Samples::F32(o) => o.extend(v.iter().map(|&s| s as f32)),
+            }
+        }
         Ok(RgbImage {
             width: w as usize,
             height: h as usize,
@@ -227,6 +246,15 @@ impl RgbImage {
 /// Read an image file as exact RGB samples.
 pub fn read(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if let Some((width, height, gray)) = read_gray_f32_tiff(path, &bytes, true)? {
+        // The grey samples replicated to RGB, as for the other grey images.
+        let samples = Samples::F32(gray.iter().flat_map(|&g| [g, g, g]).collect());
+        return Ok(RgbImage {
+            width,
+            height,
+            samples,
+        });
+    }
     let fmt = Format::from_path(path).map(Format::image_format);
     let img = match fmt {
         Some(f) => image::load_from_memory_with_format(&bytes, f),
@@ -254,6 +282,43 @@ pub fn read(path: &Path) -> Result<RgbImage> {
     })
 }
 
+/// A grayscale 32-bit float TIFF (one IEEE float sample per pixel, no alpha), which the
+/// image crate refuses ("color type Unknown(32)"), read with the tiff crate: `Some((width,
+/// height, samples))` (`samples` empty unless `decode`), or `None` when `bytes` are anything
+/// else (left to the image crate, which reads them or says why not).
+fn read_gray_f32_tiff(
+    path: &Path,
+    bytes: &[u8],
+    decode: bool,
+) -> Result<Option<(usize, usize, Vec<f32>)>> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    use tiff::tags::{SampleFormat, Tag};
+    if Format::from_path(path) != Some(Format::Tiff) {
+        return Ok(None);
+    }
+    let Ok(mut dec) = Decoder::new(std::io::Cursor::new(bytes)) else {
+        return Ok(None);
+    };
+    let float = matches!(
+        dec.find_tag_unsigned_vec::<u16>(Tag::SampleFormat),
+        Ok(Some(f)) if f.first().copied().map(SampleFormat::from_u16) == Some(Some(SampleFormat::IEEEFP))
+    );
+    if !float || !matches!(dec.colortype(), Ok(tiff::ColorType::Gray(32))) {
+        return Ok(None);
+    }
+    let bad = |e: String| Error::format(path, format!("cannot decode image: {e}"));
+    let (w, h) = dec.dimensions().map_err(|e| bad(e.to_string()))?;
+    if !decode {
+        return Ok(Some((w as usize, h as usize, Vec::new())));
+    }
+    match dec.read_image().map_err(|e| bad(e.to_string()))? {
+        DecodingResult::F32(v) if v.len() == w as usize * h as usize => {
+            Ok(Some((w as usize, h as usize, v)))
+        }
+        _ => Err(bad("grayscale float TIFF with unexpected samples".into())),
+    }
+}
+
 /// What an RGB read leaves out: whether the file is grayscale, and its alpha channel (at the
 /// image's depth), so that a denoised image can be written back the same way.
 #[derive(Debug, Clone, Default)]
@@ -265,6 +330,12 @@ pub struct Extras {
 /// The grayscale flag and alpha channel of an image file.
 pub fn read_extras(path: &Path) -> Result<Extras> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if read_gray_f32_tiff(path, &bytes, false)?.is_some() {
+        return Ok(Extras {
+            gray: true,
+            alpha: None,
+        });
+    }
     let fmt = Format::from_path(path).map(Format::image_format);
     let img = match fmt {
         Some(f) => image::load_from_memory_with_format(&bytes, f),
@@ -408,8 +479,28 @@ pub fn write_with_extras(
     if fmt == Format::Jpeg {
         extras.alpha = None;
     }
-    let dynimg = with_extras(&img, &extras)?;
     let mut buf = Vec::new();
+    if let (Format::Tiff, Samples::F32(v), true, None) =
+        (fmt, &img.samples, extras.gray, &extras.alpha)
+    {
+        // The image crate has no grayscale float type: the tiff crate writes it.
+        let gray: Vec<f32> = v
+            .chunks_exact(3)
+            // In f64: three equal samples give that sample back exactly.
+            .map(|p| ((p[0] as f64 + p[1] as f64 + p[2] as f64) / 3.0) as f32)
+            .collect();
+        tiff::encoder::TiffEncoder::new(std::io::Cursor::new(&mut buf))
+            .and_then(|mut enc| {
+                enc.write_image::<tiff::encoder::colortype::Gray32Float>(
+                    img.width as u32,
+                    img.height as u32,
+                    &gray,
+                )
+            })
+            .map_err(|e| Error::format(path, format!("cannot encode image: {e}")))?;
+        return crate::weights::write_atomic(path, &buf);
+    }
+    let dynimg = with_extras(&img, &extras)?;
     match fmt {
         Format::Jpeg => {
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(
@@ -535,6 +626,60 @@ mod tests {
         let (y, d) = load(&p).unwrap();
         assert_eq!(d, BitDepth::F32);
         assert_eq!((&y - &x).abs().max().double_value(&[]), 0.0);
+    }
+
+    #[test]
+    fn quantising_in_bands_equals_the_whole_frame_conversion() {
+        // 1000x400: 1.2 M samples, two bands of rows; values beyond [0, 1] are clamped.
+        let (h, w) = (400i64, 1000i64);
+        let x = Tensor::randn([1, 3, h, w], (Kind::Float, Device::Cpu)) * 0.6 + 0.5;
+        let whole: Vec<f64> = Vec::try_from(
+            x.to_kind(Kind::Double)
+                .reshape([3, h, w])
+                .permute([1, 2, 0])
+                .clamp(0.0, 1.0)
+                .contiguous()
+                .view([-1]),
+        )
+        .unwrap();
+        for depth in [BitDepth::U8, BitDepth::U16, BitDepth::F32] {
+            let img = RgbImage::from_tensor(&x, depth).unwrap();
+            let max = depth.max_value();
+            let expect = match depth {
+                BitDepth::U8 => {
+                    Samples::U8(whole.iter().map(|&s| (s * max).round() as u8).collect())
+                }
+                BitDepth::U16 => {
+                    Samples::U16(whole.iter().map(|&s| (s * max).round() as u16).collect())
+                }
+                BitDepth::F32 => Samples::F32(whole.iter().map(|&s| s as f32).collect()),
+            };
+            assert_eq!((img.width, img.height), (w as usize, h as usize));
+            assert!(img.samples == expect, "{depth}");
+        }
+    }
+
+    #[test]
+    fn grayscale_float_tiff_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.tif");
+        let gray: Vec<f32> = (0..35).map(|i| i as f32 / 34.0 * 0.9 + 0.01).collect();
+        let img = RgbImage {
+            width: 7,
+            height: 5,
+            samples: Samples::F32(gray.iter().flat_map(|&g| [g, g, g]).collect()),
+        };
+        let extras = Extras {
+            gray: true,
+            alpha: None,
+        };
+        write_with_extras(&p, &img, &extras, 95).unwrap();
+        let e = read_extras(&p).unwrap();
+        assert!(e.gray && e.alpha.is_none());
+        assert_eq!(read(&p).unwrap(), img);
+        // Written as one float sample per pixel (a third of an RGB float file's data).
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len < 35 * 4 + 400, "{len} bytes");
     }
 
     #[test]
