@@ -77,12 +77,7 @@ impl std::fmt::Display for PrecisionChoice {
             if let Some((w, h)) = self.size {
                 write!(f, " at {w}x{h}")?;
             }
-            write!(
-                f,
-                ": fp32 {}, bf16 {}",
-                ms(self.fp32_ms),
-                ms(self.bf16_ms)
-            )?;
+            write!(f, ": fp32 {}, bf16 {}", ms(self.fp32_ms), ms(self.bf16_ms))?;
             if let Some(l) = self.bf16_loss_db {
                 write!(f, ", bf16 loss {l:.4} dB")?;
             }
@@ -101,6 +96,36 @@ pub fn untimed(device: Device) -> Option<Precision> {
     }
 }
 
+/// What `auto` does on `device`, in one line (`clipdenoise info`): what it would pick needs a
+/// frame size, so on the CPU this says how it decides and which matrix units the CPU reports.
+pub fn describe(device: Device) -> String {
+    if let Some(p) = untimed(device) {
+        return format!("precision auto (the default): {p} on {device:?}");
+    }
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("flags"))
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        })
+        .unwrap_or_default();
+    let has = |f: &str| {
+        if flags.iter().any(|x| x == f) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    format!(
+        "precision auto (the default): on the CPU, fp32 or bf16, whichever is faster on the \
+         frame size, timed when the model loads for it (bf16 only within {MAX_LOSS_DB} dB of \
+         fp32); this CPU reports avx512_bf16: {}, amx_bf16: {}",
+        has("avx512_bf16"),
+        has("amx_bf16")
+    )
+}
+
 /// A deterministic (1, 3, h, w) frame in [0, 1]: smooth gradients plus stripes and checks of
 /// several frequencies (texture), and its noisy copy (xorshift, about sigma 25 / 255).
 pub fn synthetic_pair(height: i64, width: i64) -> Result<(Tensor, Tensor)> {
@@ -113,8 +138,13 @@ pub fn synthetic_pair(height: i64, width: i64) -> Result<(Tensor, Tensor)> {
             for x in 0..w {
                 let (fx, fy) = (x as f32, y as f32);
                 let v = 0.5
-                    + 0.2 * ((fx * 0.05 + c as f32) .sin() * (fy * 0.03).cos())
-                    + 0.15 * if ((x / 8) + (y / 8)) % 2 == 0 { 1.0 } else { -1.0 }
+                    + 0.2 * ((fx * 0.05 + c as f32).sin() * (fy * 0.03).cos())
+                    + 0.15
+                        * if ((x / 8) + (y / 8)) % 2 == 0 {
+                            1.0
+                        } else {
+                            -1.0
+                        }
                     + 0.1 * (fx * 0.7 + fy * 0.2).sin();
                 let v = v.clamp(0.0, 1.0);
                 // Sum of four uniforms: roughly Gaussian, sigma about 25 / 255.
@@ -153,7 +183,12 @@ fn time(model: &Denoiser, x: &Tensor) -> Result<(f64, Tensor)> {
 
 /// Time `fp32` and `bf16` (the same model prepared in each) on a `width` x `height` frame and
 /// choose.
-pub fn choose(fp32: &Denoiser, bf16: &Denoiser, width: i64, height: i64) -> Result<PrecisionChoice> {
+pub fn choose(
+    fp32: &Denoiser,
+    bf16: &Denoiser,
+    width: i64,
+    height: i64,
+) -> Result<PrecisionChoice> {
     let (clean, noisy) = synthetic_pair(height, width)?;
     let noisy = noisy.f_to_device(fp32.device())?;
     let (fp32_ms, out32) = time(fp32, &noisy)?;

@@ -68,7 +68,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut denoiser = match opts.precision {
         // `auto`: a second copy, timed against the first on the first image's size.
-        Precision::Auto if !device.is_cuda() => Denoiser::new_auto(loaded, source.load(device)?, opts)?,
+        Precision::Auto if !device.is_cuda() => {
+            Denoiser::new_auto(loaded, source.load(device)?, opts)?
+        }
         _ => Denoiser::new(loaded, opts)?,
     };
     for (input, output) in &jobs {

@@ -13,10 +13,12 @@ fn bench_auto(env: &[(&str, &str)]) -> serde_json::Value {
         "/../tests/fixtures/tiny-w8/official_state_dict.safetensors"
     );
     let mut cmd = clipdenoise();
-    cmd.args(["bench", "--model", model, "--size", "64x48", "--frames", "2"])
-        .args(["--device", "cpu", "--precision", "auto", "--json"])
-        .env_remove("CLIPDENOISE_AUTO_PRECISION_FORCE")
-        .env_remove("CLIPDENOISE_AUTO_PRECISION_MAX_LOSS_DB");
+    cmd.args([
+        "bench", "--model", model, "--size", "64x48", "--frames", "2",
+    ])
+    .args(["--device", "cpu", "--precision", "auto", "--json"])
+    .env_remove("CLIPDENOISE_AUTO_PRECISION_FORCE")
+    .env_remove("CLIPDENOISE_AUTO_PRECISION_MAX_LOSS_DB");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -71,12 +73,12 @@ fn quality_check_refuses_bf16_above_the_loss() {
         ("CLIPDENOISE_AUTO_PRECISION_MAX_LOSS_DB", "0"),
     ]);
     let loss = v["auto_bf16_loss_db"].as_f64().unwrap();
-    assert!(loss > 0.0, "bf16 matches fp32 exactly on the synthetic frame: {v}");
-    assert_eq!(v["precision"], "fp32", "{v}");
     assert!(
-        v["auto_reason"].as_str().unwrap().contains("loses"),
-        "{v}"
+        loss > 0.0,
+        "bf16 matches fp32 exactly on the synthetic frame: {v}"
     );
+    assert_eq!(v["precision"], "fp32", "{v}");
+    assert!(v["auto_reason"].as_str().unwrap().contains("loses"), "{v}");
 }
 
 #[test]
@@ -87,7 +89,9 @@ fn explicit_precisions_are_set_not_chosen() {
     );
     for p in ["fp32", "bf16"] {
         let out = clipdenoise()
-            .args(["bench", "--model", model, "--size", "64x48", "--frames", "2"])
+            .args([
+                "bench", "--model", model, "--size", "64x48", "--frames", "2",
+            ])
             .args(["--device", "cpu", "--precision", p, "--json"])
             .env("CLIPDENOISE_AUTO_PRECISION_FORCE", "bf16")
             .run();
@@ -106,7 +110,9 @@ fn bench_text_prints_the_choice_and_both_timings() {
         "/../tests/fixtures/tiny-w8/official_state_dict.safetensors"
     );
     let out = clipdenoise()
-        .args(["bench", "--model", model, "--size", "64x48", "--frames", "2"])
+        .args([
+            "bench", "--model", model, "--size", "64x48", "--frames", "2",
+        ])
         .args(["--device", "cpu", "--precision", "auto"])
         .env("CLIPDENOISE_AUTO_PRECISION_FORCE", "fp32")
         .run();
@@ -115,5 +121,20 @@ fn bench_text_prints_the_choice_and_both_timings() {
     assert!(
         text.contains("precision auto chose fp32: fp32 ") && text.contains(" ms, bf16 "),
         "{text}"
+    );
+}
+
+#[test]
+fn info_says_what_auto_does() {
+    let out = clipdenoise().arg("info").run();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("precision auto (the default): "))
+        .unwrap_or_else(|| panic!("no precision auto line:\n{text}"));
+    assert!(
+        line.contains("fp32 or bf16, whichever is faster") || line.contains("bf16 on Cuda"),
+        "{line}"
     );
 }

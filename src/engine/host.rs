@@ -22,9 +22,9 @@ use tch::Device;
 
 use super::exit_guard::{self, GUARD};
 use super::{load_model, FrameModel};
+use crate::auto_precision::PrecisionChoice;
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
-use crate::auto_precision::PrecisionChoice;
 use crate::inference::{Denoiser, FrameGroup, Interrupt, Options, Precision, StageTimes};
 use crate::model::Config;
 use crate::temporal::TemporalFilter;

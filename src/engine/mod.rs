@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use tch::Device;
 
+use crate::auto_precision::{self, PrecisionChoice};
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
-use crate::auto_precision::{self, PrecisionChoice};
 use crate::inference::{auto_max_pixels, Denoiser, Interrupt, Options, Precision, StageTimes};
 use crate::model::Config;
 use crate::temporal::TemporalFilter;

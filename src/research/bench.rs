@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tch::Device;
 
+use crate::auto_precision::PrecisionChoice;
 use crate::engine::{self, EngineConfig, Output};
 use crate::error::{Error, Result};
 use crate::frame::{FrameFormat, PixelFormat};
-use crate::auto_precision::PrecisionChoice;
 use crate::inference::{Options, Precision};
 use crate::weights::ModelSource;
 

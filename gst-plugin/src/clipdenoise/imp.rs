@@ -10,12 +10,12 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_video::prelude::*;
 
+use clipdenoise::auto_precision::PrecisionChoice;
 use clipdenoise::engine::{
     self, DenoisedFrame, EngineConfig, EngineControl, EngineReceiver, EngineSender, Output,
     RecvError, SendError, Strength,
 };
 use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
-use clipdenoise::auto_precision::PrecisionChoice;
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::weights::ModelSource;
 
