@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 
+use crate::auto_precision::{self, PrecisionChoice};
 use crate::error::{Error, Result};
 use crate::frame::{frames_to_tensor, tensor_to_frames, FrameFormat};
 use crate::model::{ClipDenoise, Config};
@@ -16,13 +17,16 @@ use crate::pixel_shuffle;
 use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
 
-/// Arithmetic the model runs in. fp16/bf16 weights are copies of the f32 masters.
+/// Arithmetic the model runs in. fp16/bf16 weights are copies of the f32 masters. `Auto` is a
+/// request, resolved where the model is loaded ([`crate::auto_precision`]): on CUDA bf16, on
+/// the CPU the faster of fp32 and bf16 on the frame size (fp32 until a size is known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     #[default]
     Fp32,
     Fp16,
     Bf16,
+    Auto,
 }
 
 impl Precision {
@@ -31,6 +35,7 @@ impl Precision {
             Precision::Fp32 => Kind::Float,
             Precision::Fp16 => Kind::Half,
             Precision::Bf16 => Kind::BFloat16,
+            Precision::Auto => Kind::Float,
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -38,6 +43,7 @@ impl Precision {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
             Precision::Bf16 => "bf16",
+            Precision::Auto => "auto",
         }
     }
 }
@@ -49,8 +55,9 @@ impl FromStr for Precision {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "auto" => Ok(Precision::Auto),
             _ => Err(Error::Input(format!(
-                "unknown precision '{s}' (expected fp32, fp16 or bf16)"
+                "unknown precision '{s}' (expected auto, fp32, fp16 or bf16)"
             ))),
         }
     }
@@ -219,6 +226,11 @@ pub struct Denoiser {
     opts: Options,
     provenance: Provenance,
     interrupt: Option<Interrupt>,
+    /// How `opts.precision` came about (set, or chosen by `auto`).
+    choice: PrecisionChoice,
+    /// `auto` on the CPU before a frame size was timed: the same model prepared in bf16
+    /// (`self` runs fp32 meanwhile).
+    bf16_candidate: Option<Box<Denoiser>>,
 }
 
 /// Asked between the steps of a call (before and after the network, between tiles): true
@@ -236,7 +248,24 @@ impl std::fmt::Debug for Denoiser {
 }
 
 impl Denoiser {
+    /// `opts.precision` `Auto` resolves here on CUDA; on the CPU it runs fp32 (no second copy
+    /// to time bf16 against: see [`Denoiser::new_auto`]).
     pub fn new(loaded: LoadedModel, opts: Options) -> Result<Self> {
+        let mut opts = opts;
+        let mut choice = PrecisionChoice::set(opts.precision);
+        if opts.precision == Precision::Auto {
+            let p = auto_precision::untimed(opts.device).unwrap_or(Precision::Fp32);
+            opts.precision = p;
+            choice = PrecisionChoice {
+                precision: p,
+                chosen: true,
+                reason: match opts.device.is_cuda() {
+                    true => "bf16 on CUDA".into(),
+                    false => "fp32 (no bf16 copy to time)".into(),
+                },
+                ..PrecisionChoice::set(p)
+            };
+        }
         if opts.precision == Precision::Fp16 && opts.device == Device::Cpu {
             return Err(Error::Input(
                 "fp16 needs a CUDA device; use fp32 or bf16 on the CPU".into(),
@@ -267,6 +296,8 @@ impl Denoiser {
             opts,
             provenance,
             interrupt: None,
+            choice,
+            bf16_candidate: None,
         })
     }
 
@@ -279,11 +310,73 @@ impl Denoiser {
             self.opts.channels_last,
             fused,
         );
+        if let Some(bf16) = self.bf16_candidate.as_mut() {
+            bf16.set_fused(fused);
+        }
     }
 
     /// Whether the convolutions run fused (CPU, fp32 or bf16, libtorch with oneDNN).
     pub fn is_fused(&self) -> bool {
         self.model.is_fused()
+    }
+
+    /// `precision` `Auto`: `loaded` and `again` are two loads of the same model. On the CPU the
+    /// first runs fp32 and the second is kept in bf16 until [`Denoiser::resolve_auto`] times
+    /// them on a frame size; on CUDA `again` is dropped. Other precisions: [`Denoiser::new`].
+    pub fn new_auto(loaded: LoadedModel, again: LoadedModel, opts: Options) -> Result<Self> {
+        if opts.precision != Precision::Auto || auto_precision::untimed(opts.device).is_some() {
+            return Denoiser::new(loaded, opts);
+        }
+        let mut fp32 = Denoiser::new(
+            loaded,
+            Options {
+                precision: Precision::Fp32,
+                ..opts.clone()
+            },
+        )?;
+        let bf16 = Denoiser::new(
+            again,
+            Options {
+                precision: Precision::Bf16,
+                ..opts
+            },
+        )?;
+        fp32.choice = PrecisionChoice {
+            chosen: true,
+            reason: "fp32 until a frame size is timed".into(),
+            ..PrecisionChoice::set(Precision::Fp32)
+        };
+        fp32.bf16_candidate = Some(Box::new(bf16));
+        Ok(fp32)
+    }
+
+    /// `auto` on the CPU, the first time a frame size is known: time fp32 and bf16 on a
+    /// `width` x `height` frame and keep the faster that passes the quality check
+    /// ([`crate::auto_precision::choose`]). Returns the choice when one was made now; None
+    /// when there was nothing to choose (a set precision, or already chosen).
+    pub fn resolve_auto(&mut self, width: i64, height: i64) -> Result<Option<PrecisionChoice>> {
+        let Some(bf16) = self.bf16_candidate.take() else {
+            return Ok(None);
+        };
+        let choice = match auto_precision::choose(self, &bf16, width, height) {
+            Ok(c) => c,
+            Err(e) => {
+                self.choice.reason = format!("fp32: timing bf16 failed: {e}");
+                return Err(e);
+            }
+        };
+        if choice.precision == Precision::Bf16 {
+            let interrupt = self.interrupt.take();
+            *self = *bf16;
+            self.interrupt = interrupt;
+        }
+        self.choice = choice.clone();
+        Ok(Some(choice))
+    }
+
+    /// How the precision came about: set, or chosen by `auto` (and on what).
+    pub fn precision_choice(&self) -> &PrecisionChoice {
+        &self.choice
     }
 
     /// Check `interrupt` between the steps of every later call.
@@ -301,7 +394,12 @@ impl Denoiser {
 
     /// Load a weights file and prepare it for inference.
     pub fn load(path: &Path, opts: Options) -> Result<Self> {
-        Denoiser::new(weights::load_model(path, opts.device)?, opts)
+        let loaded = weights::load_model(path, opts.device)?;
+        if opts.precision == Precision::Auto && auto_precision::untimed(opts.device).is_none() {
+            let again = weights::load_model(path, opts.device)?;
+            return Denoiser::new_auto(loaded, again, opts);
+        }
+        Denoiser::new(loaded, opts)
     }
 
     pub fn config(&self) -> &Config {

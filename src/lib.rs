@@ -15,6 +15,7 @@
 //! With the `research` feature, [`research`]: training, noise synthesis, metrics, evaluation,
 //! image files and the worker benchmark.
 
+pub mod auto_precision;
 pub mod engine;
 pub mod error;
 pub mod frame;

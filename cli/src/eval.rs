@@ -34,7 +34,8 @@ pub struct Args {
     /// Device: auto, cpu, cuda, cuda:N
     #[arg(long, default_value = "auto", help_heading = "Model")]
     device: DeviceRequest,
-    /// Arithmetic: fp32, bf16, fp16 (CUDA only)
+    /// Arithmetic: fp32, bf16, fp16 (CUDA only), auto (the faster; fp32 stays the default
+    /// here so that quality figures do not depend on the machine's speed)
     #[arg(long, default_value = "fp32", help_heading = "Model")]
     precision: Precision,
     /// Also remove coarse grain (low light, phones): a first pass on the frame's four

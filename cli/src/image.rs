@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use clipdenoise::inference::{Denoiser, Options};
+use clipdenoise::inference::{Denoiser, Options, Precision};
 use clipdenoise::research::imageio::{self, Format, RgbImage};
 use tch::Kind;
 
@@ -66,10 +66,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         coarse_grain: args.model.coarse_grain,
         ..Options::default()
     };
-    let denoiser = Denoiser::new(loaded, opts)?;
+    let mut denoiser = match opts.precision {
+        // `auto`: a second copy, timed against the first on the first image's size.
+        Precision::Auto if !device.is_cuda() => {
+            Denoiser::new_auto(loaded, source.load(device)?, opts)?
+        }
+        _ => Denoiser::new(loaded, opts)?,
+    };
     for (input, output) in &jobs {
         let t0 = Instant::now();
         let img = imageio::read(input)?;
+        let (h, w) = (img.height as i64, img.width as i64);
+        if let Some(choice) = denoiser.resolve_auto(w, h)? {
+            eprintln!("precision {choice}");
+        }
         // The model sees RGB; grayscale and alpha are put back as they were.
         let extras = imageio::read_extras(input)?;
         let depth_in = img.depth();

@@ -39,6 +39,10 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     } else {
         println!("CUDA: not available (the model runs on the CPU)");
     }
+    let device = clipdenoise::inference::DeviceRequest::Auto
+        .resolve()
+        .unwrap_or(tch::Device::Cpu);
+    println!("{}", clipdenoise::auto_precision::describe(device));
     #[cfg(feature = "gst")]
     for line in crate::video::gstreamer_report() {
         println!("{line}");

@@ -22,6 +22,7 @@ use tch::Device;
 
 use super::exit_guard::{self, GUARD};
 use super::{load_model, FrameModel};
+use crate::auto_precision::PrecisionChoice;
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
 use crate::inference::{Denoiser, FrameGroup, Interrupt, Options, Precision, StageTimes};
@@ -101,8 +102,9 @@ struct ModelFacts {
     config: Config,
     provenance: Provenance,
     device: Device,
-    precision: Precision,
     max_pixels: i64,
+    /// How the precision came about; `auto` on the CPU chooses at the first call's size.
+    choice: Arc<Mutex<PrecisionChoice>>,
 }
 
 /// A running host: the job channel (its thread ends when the last handle is dropped).
@@ -265,7 +267,10 @@ impl FrameModel for SharedModel {
         self.host.facts.device
     }
     fn precision(&self) -> Precision {
-        self.host.facts.precision
+        lock(&self.host.facts.choice).precision
+    }
+    fn precision_choice(&self) -> PrecisionChoice {
+        lock(&self.host.facts.choice).clone()
     }
     fn max_pixels(&self) -> i64 {
         self.host.facts.max_pixels
@@ -308,9 +313,10 @@ where
                 config: model.config().clone(),
                 provenance: model.provenance().clone(),
                 device: model.device(),
-                precision: model.options().precision,
                 max_pixels: model.options().max_pixels,
+                choice: Arc::new(Mutex::new(model.precision_choice().clone())),
             };
+            let choice = facts.choice.clone();
             let running: Arc<Mutex<Vec<Interrupt>>> = Arc::default();
             let seen = running.clone();
             // Stop a call only when every stream in it was flushed (or the process exits).
@@ -319,7 +325,7 @@ where
                 GUARD.exiting() || (!calls.is_empty() && calls.iter().all(|stop| stop()))
             }));
             if ready_tx.send(Ok(facts)).is_ok() {
-                serve(&model, &jobs_rx, &running);
+                serve(&mut model, &jobs_rx, &running, &choice);
             }
             // Jobs still queued carry streams' temporal filters (tensors): they go with the
             // model, under a token, or are left alone when the process is exiting.
@@ -344,7 +350,12 @@ where
 
 /// Run jobs until every handle is gone: each call takes the oldest job and the jobs queued
 /// behind it of the same format, as long as they fit the smallest batch bound among them.
-fn serve(model: &Denoiser, jobs: &cb::Receiver<Job>, running: &Mutex<Vec<Interrupt>>) {
+fn serve(
+    model: &mut Denoiser,
+    jobs: &cb::Receiver<Job>,
+    running: &Mutex<Vec<Interrupt>>,
+    choice: &Mutex<PrecisionChoice>,
+) {
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
@@ -377,6 +388,11 @@ fn serve(model: &Denoiser, jobs: &cb::Receiver<Job>, running: &Mutex<Vec<Interru
         call.retain(|j| !j.interrupted());
         if call.is_empty() {
             continue;
+        }
+        // `auto`: choose on the first size (a failure leaves fp32, said in the choice).
+        let (w, h) = (call[0].format.width as i64, call[0].format.height as i64);
+        if let Ok(Some(_)) | Err(_) = model.resolve_auto(w, h) {
+            *lock(choice) = model.precision_choice().clone();
         }
         *running.lock().unwrap_or_else(|e| e.into_inner()) =
             call.iter().filter_map(|j| j.interrupt.clone()).collect();
@@ -433,4 +449,8 @@ fn run_call(model: &Denoiser, mut call: Vec<Job>) {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

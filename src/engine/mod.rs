@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel as cb;
 use tch::Device;
 
+use crate::auto_precision::{self, PrecisionChoice};
 use crate::error::{Error, Result};
 use crate::frame::FrameFormat;
 use crate::inference::{auto_max_pixels, Denoiser, Interrupt, Options, Precision, StageTimes};
@@ -97,6 +98,15 @@ pub trait FrameModel {
     fn sharing(&self) -> Option<Sharing> {
         None
     }
+    /// `precision` `auto`: choose on a `width` x `height` frame, once (the worker asks before
+    /// the first run of each size). The choice when one was made now.
+    fn resolve_precision(&mut self, _width: i64, _height: i64) -> Result<Option<PrecisionChoice>> {
+        Ok(None)
+    }
+    /// How the precision the model runs in came about.
+    fn precision_choice(&self) -> PrecisionChoice {
+        PrecisionChoice::set(self.precision())
+    }
 }
 
 impl FrameModel for Denoiser {
@@ -135,6 +145,12 @@ impl FrameModel for Denoiser {
     }
     fn set_interrupt(&mut self, interrupt: Interrupt) {
         Denoiser::set_interrupt(self, interrupt)
+    }
+    fn resolve_precision(&mut self, width: i64, height: i64) -> Result<Option<PrecisionChoice>> {
+        self.resolve_auto(width, height)
+    }
+    fn precision_choice(&self) -> PrecisionChoice {
+        Denoiser::precision_choice(self).clone()
     }
 }
 
@@ -177,6 +193,12 @@ impl<M: FrameModel + ?Sized> FrameModel for Box<M> {
     }
     fn sharing(&self) -> Option<Sharing> {
         (**self).sharing()
+    }
+    fn resolve_precision(&mut self, width: i64, height: i64) -> Result<Option<PrecisionChoice>> {
+        (**self).resolve_precision(width, height)
+    }
+    fn precision_choice(&self) -> PrecisionChoice {
+        (**self).precision_choice()
     }
 }
 
@@ -381,6 +403,10 @@ fn load_denoiser(model: &ModelSource, mut opts: Options, batch: usize) -> Result
     let loaded = model.load(opts.device)?;
     if opts.max_pixels < 0 {
         opts.max_pixels = auto_max_pixels(&loaded.model.config, opts.device, batch);
+    }
+    if opts.precision == Precision::Auto && auto_precision::untimed(opts.device).is_none() {
+        // `auto` on the CPU: a second copy to keep in bf16 until a frame size is timed.
+        return Denoiser::new_auto(loaded, model.load(opts.device)?, opts);
     }
     Denoiser::new(loaded, opts)
 }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::auto_precision::PrecisionChoice;
 use crate::inference::StageTimes;
 
 /// How many recent per-frame latencies the p99 is computed over.
@@ -55,6 +56,12 @@ pub struct Stats {
     pub recent_max_latency_ms: f64,
     /// How long the last warm-up run took ([`super::EngineSender::warm_up`]); 0: none ran.
     pub warm_up_ms: f64,
+    /// What the model runs in ("fp32", "bf16", "fp16") and whether `auto` chose it (false:
+    /// set, or `auto` before its first frame size, running fp32).
+    pub precision: String,
+    pub precision_chosen: bool,
+    /// The whole choice: timings and quality check when `auto` chose.
+    pub precision_choice: Option<PrecisionChoice>,
 }
 
 /// The counters behind [`Stats`], updated by the worker and the receiver.
@@ -87,6 +94,7 @@ pub(super) struct StatsAcc {
     per_frame_typical: Option<Duration>,
     recent_per_frame: VecDeque<Duration>,
     warm_up: Duration,
+    precision: Option<PrecisionChoice>,
     /// Frames sent and not yet started in the model (in the input channel or in the batch
     /// being assembled), nor dropped.
     pub(super) waiting: u64,
@@ -131,6 +139,13 @@ impl StatsAcc {
             last_batch_ms: ms(self.last_batch),
             max_batch_ms: ms(self.max_batch),
             warm_up_ms: ms(self.warm_up),
+            precision: self
+                .precision
+                .as_ref()
+                .map(|c| c.precision.to_string())
+                .unwrap_or_default(),
+            precision_chosen: self.precision.as_ref().is_some_and(|c| c.chosen),
+            precision_choice: self.precision.clone(),
             ..self.recent_snapshot()
         }
     }
@@ -227,6 +242,11 @@ impl StatsAcc {
 
     /// A warm-up run took `took`: until real batches ran, the estimate is that (pessimistic:
     /// a first run allocates).
+    /// The model runs in `choice` from now on.
+    pub(super) fn set_precision(&mut self, choice: PrecisionChoice) {
+        self.precision = Some(choice);
+    }
+
     pub(super) fn warmed_up(&mut self, took: Duration) {
         self.warm_up = took;
         if self.per_frame_estimate.is_none() {

@@ -65,6 +65,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         model.set_interrupt(Arc::new(move || {
             flushes.epoch() != running.load(Ordering::Acquire) || GUARD.exiting()
         }));
+        shared.stats().set_precision(model.precision_choice());
         Worker {
             model,
             cfg,
@@ -218,6 +219,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             return;
         };
         self.running_epoch.store(self.epoch, Ordering::Release);
+        self.resolve_precision(&format);
         let blank = vec![0u8; format.frame_len()];
         let start = Instant::now();
         // Busy like a batch: frames arriving meanwhile wait for it.
@@ -232,6 +234,16 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             self.last_run_format = Some(format);
             self.shared.stats().warmed_up(start.elapsed());
         }
+    }
+
+    /// `precision` `auto`: choose on the first frame size (a no-op once chosen or when set).
+    /// A failed choice leaves the model in fp32.
+    fn resolve_precision(&mut self, format: &FrameFormat) {
+        let (w, h) = (format.width as i64, format.height as i64);
+        // The choice (or why it failed) is in the model's `precision_choice`.
+        let _ = catch_unwind(AssertUnwindSafe(|| self.model.resolve_precision(w, h)));
+        let choice = self.model.precision_choice();
+        self.shared.stats().set_precision(choice);
     }
 
     /// Input is closed: run what is pending, then stop.
@@ -355,6 +367,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             return Err(Error::Interrupted);
         };
         self.running_epoch.store(self.epoch, Ordering::Release);
+        self.resolve_precision(format);
         let strength = self.shared.strength.get();
         let amount = self.cfg.temporal.get();
         self.temporal

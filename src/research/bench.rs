@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tch::Device;
 
+use crate::auto_precision::PrecisionChoice;
 use crate::engine::{self, EngineConfig, Output};
 use crate::error::{Error, Result};
 use crate::frame::{FrameFormat, PixelFormat};
-use crate::inference::Options;
+use crate::inference::{Options, Precision};
 use crate::weights::ModelSource;
 
 #[derive(Debug, Clone)]
@@ -34,7 +35,16 @@ pub struct BenchReport {
     pub model: String,
     pub preset: String,
     pub device: String,
+    /// What the model ran in (`auto` resolved).
     pub precision: String,
+    /// `auto` when precision=auto chose it, `set` otherwise.
+    pub precision_source: String,
+    /// precision=auto on the CPU: its timings on this size (best of its runs, ms per frame),
+    /// the implied PSNR loss of bf16 against fp32 (dB) and why it chose.
+    pub auto_fp32_ms: Option<f64>,
+    pub auto_bf16_ms: Option<f64>,
+    pub auto_bf16_loss_db: Option<f64>,
+    pub auto_reason: Option<String>,
     /// Activations and weights in channels_last (NHWC strides) rather than contiguous NCHW.
     pub channels_last: bool,
     pub size: String,
@@ -128,6 +138,11 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     };
     let (tx, rx) = engine::spawn::<usize>(cfg.model.clone(), cfg.opts.clone(), engine_cfg)?;
     let info = tx.control().info().clone();
+    if cfg.opts.precision == Precision::Auto {
+        // Choose before the measured frames (the worker runs it ahead of them).
+        tx.warm_up(fmt)
+            .map_err(|_| Error::Input("the model worker stopped".into()))?;
+    }
     let frames = synthetic_frames(&fmt, 4.min(cfg.batch_size.max(2)));
     let total = warmup + measured;
     let producer = {
@@ -150,12 +165,19 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     let (latencies, seconds, peak_gpu) = (m.latencies, m.seconds, m.peak_gpu);
     let (upload, model, download) = (m.upload, m.model, m.download);
     let _ = producer.join();
+    let choice = rx.control().stats().precision_choice;
+    let choice = choice.unwrap_or_else(|| PrecisionChoice::set(info.precision));
     let n = measured as f64;
     Ok(BenchReport {
         model: info.model.clone(),
         preset: info.config.name(),
         device: format!("{:?}", info.device).to_lowercase(),
-        precision: info.precision.to_string(),
+        precision: choice.precision.to_string(),
+        precision_source: choice.source().into(),
+        auto_fp32_ms: choice.fp32_ms,
+        auto_bf16_ms: choice.bf16_ms,
+        auto_bf16_loss_db: choice.bf16_loss_db,
+        auto_reason: choice.chosen.then(|| choice.reason.clone()),
         channels_last: cfg.opts.channels_last,
         size: format!("{}x{}", cfg.width, cfg.height),
         format: format!("{:?}", cfg.format).to_lowercase(),
