@@ -18,7 +18,9 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod inference;
+pub mod lowpass;
 pub mod model;
+pub mod pad;
 pub mod pixel_shuffle;
 #[cfg(feature = "research")]
 pub mod research;

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::folders::{file_name, folder_name, list_folder, list_pairs, unique_names, Folder};
 use super::{
     image_seed, noise_slug, noisy_input, reference_255, DatasetReport, DumpCase, DumpManifest,
-    EvalConfig, EvalReport, Event, ImageScore, NoiseRow, PairsReport, Scores,
+    EvalConfig, EvalReport, Event, ImageScore, NoiseRow, PairsReport, Scores, Shift,
 };
 use crate::error::{Error, Result};
 use crate::inference::Denoiser;
@@ -329,6 +329,7 @@ fn score(
         ssim: metrics::ssim(out255, reference)?,
         input_psnr: metrics::psnr(noisy255, reference)?,
         input_ssim: None,
+        shift: Shift::measure(out255, noisy255)?,
     })
 }
 
