@@ -70,6 +70,19 @@ pub fn keep_input_lowpass(out: &Tensor, input: &Tensor, sigma: f64) -> Result<Te
     Ok(out - shift)
 }
 
+/// A `keep_input_lowpass` setting as users write it: a sigma in pixels (> 0), or `off`.
+pub fn parse_setting(s: &str) -> Result<Option<f64>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1024.0 => Ok(Some(v)),
+        _ => Err(Error::Input(format!(
+            "'{s}': expected a low-pass sigma in (0, 1024] pixels, or off"
+        ))),
+    }
+}
+
 /// Per channel, the output's shift against its input on the 0..255 scale: the signed mean
 /// over the image (`mean`) and the mean absolute low-pass shift `mean |G_sigma(out - input)|`
 /// (`lowpass`), averaged over the batch. `out` and `input` are (N, 3, H, W) on the 0..1 scale.
@@ -95,6 +108,15 @@ pub fn shift_255(out: &Tensor, input: &Tensor, sigma: f64) -> Result<([f64; 3], 
 mod tests {
     use super::*;
     use tch::Device;
+
+    #[test]
+    fn settings_parse() {
+        assert_eq!(parse_setting("off").unwrap(), None);
+        assert_eq!(parse_setting("12").unwrap(), Some(12.0));
+        for bad in ["0", "-3", "nan", "x", "2000"] {
+            assert!(parse_setting(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn blur_keeps_constants_and_the_mean_and_smooths() {

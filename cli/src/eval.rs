@@ -10,6 +10,7 @@ use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::weights::ModelSource;
 
 use crate::progress::Progress;
+use crate::weights::{parse_lowpass, LowpassSetting};
 
 /// The paper's synthetic grid, used when no `--noise` is given.
 const DEFAULT_NOISE: [&str; 3] = [
@@ -175,20 +176,6 @@ fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
         args.precision
     );
     Ok((source, denoiser))
-}
-
-/// `--keep-input-lowpass`: a sigma, or `off` (none).
-#[derive(Debug, Clone, Copy)]
-struct LowpassSetting(Option<f64>);
-
-fn parse_lowpass(s: &str) -> Result<LowpassSetting, String> {
-    if s == "off" {
-        return Ok(LowpassSetting(None));
-    }
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(LowpassSetting(Some(v))),
-        _ => Err(format!("'{s}': expected a sigma > 0 in pixels, or off")),
-    }
 }
 
 /// The evaluation's events on stderr: a bar over the cases on a terminal, the folder lines
