@@ -20,6 +20,7 @@ pub mod frame;
 pub mod inference;
 pub mod lowpass;
 pub mod model;
+pub mod noise_level;
 pub mod pad;
 pub mod pixel_shuffle;
 #[cfg(feature = "research")]

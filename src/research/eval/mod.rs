@@ -111,6 +111,37 @@ pub struct ImageScore {
     /// The output's shift against its own input: [`Shift`].
     #[serde(default)]
     pub shift: Shift,
+    /// Real pairs: the noise per channel (0..255), estimated from the noisy image alone
+    /// ([`crate::noise_level::estimate_sigma`]) and true (std of noisy - clean).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub noise_level: Option<NoiseLevel>,
+}
+
+/// The noise of a real pair per RGB channel, on the 0..255 scale.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct NoiseLevel {
+    pub estimated: [f64; 3],
+    pub actual: [f64; 3],
+}
+
+impl NoiseLevel {
+    /// Estimated from `noisy255` alone, and measured against `clean255` ((1, 3, H, W)).
+    pub fn measure(noisy255: &Tensor, clean255: &Tensor) -> Result<NoiseLevel> {
+        let three = |v: Vec<f64>| -> Result<[f64; 3]> {
+            v.try_into()
+                .map_err(|_| Error::Input("noise level: expected 3 channels".into()))
+        };
+        let est = three(crate::noise_level::estimate_sigma(noisy255)?)?;
+        let d = (noisy255 - clean255).f_to_kind(Kind::Double)?;
+        let std = d
+            .f_transpose(0, 1)?
+            .f_reshape([3, -1])?
+            .f_std_correction(Some([1i64].as_slice()), 0, false)?;
+        Ok(NoiseLevel {
+            estimated: est,
+            actual: three(Vec::<f64>::try_from(std)?)?,
+        })
+    }
 }
 
 /// How far the output moved from its input, per RGB channel, on the 0..255 scale: `mean` is

@@ -84,7 +84,7 @@ impl EvalReport {
                 "", "PSNR", "SSIM", "input PSNR", "mean shift R/G/B", "low-pass shift"
             ));
             s.push_str(&format!(
-                "  {:<16} {:>8.2} {:>8.4} {:>11.2} {:>20} {:>20}\n\n",
+                "  {:<16} {:>8.2} {:>8.4} {:>11.2} {:>20} {:>20}\n",
                 "real",
                 p.mean.psnr,
                 p.mean.ssim,
@@ -92,6 +92,24 @@ impl EvalReport {
                 signed3(&p.mean.shift.mean),
                 plain3(&p.mean.shift.lowpass)
             ));
+            let levels: Vec<_> = p.images.iter().filter_map(|i| i.noise_level).collect();
+            if !levels.is_empty() {
+                let n = levels.len() as f64;
+                let mean = |f: &dyn Fn(&super::NoiseLevel, usize) -> f64| -> [f64; 3] {
+                    [0, 1, 2].map(|c| levels.iter().map(|l| f(l, c)).sum::<f64>() / n)
+                };
+                let est = mean(&|l, c| l.estimated[c]);
+                let act = mean(&|l, c| l.actual[c]);
+                let err = mean(&|l, c| (l.estimated[c] / l.actual[c] - 1.0).abs() * 100.0);
+                s.push_str(&format!(
+                    "  noise sigma R/G/B: true {}, estimated {}, mean |error| {:.0}/{:.0}/{:.0} %\n\n",
+                    plain3(&act),
+                    plain3(&est),
+                    err[0],
+                    err[1],
+                    err[2]
+                ));
+            }
         }
         s
     }
