@@ -14,7 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = clipdenoise::research::imageio::list_images(std::path::Path::new(&args[2]))?;
     let crops: usize = args.get(3).map_or(Ok(64), |s| s.parse())?;
     let p = cfg.data.patch;
-    let names = ["gaussian", "correlated", "poisson", "camera", "isp (camera and codec)"];
+    let names = [
+        "gaussian",
+        "correlated",
+        "poisson",
+        "camera",
+        "isp (camera and codec)",
+    ];
     for (which, name) in names.iter().enumerate().take(cfg.noise.weights.len()) {
         let mut mix = cfg.noise.clone();
         for (i, w) in mix.weights.iter_mut().enumerate() {
@@ -28,7 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let img = clipdenoise::research::train::load_rgb8(&files[k % files.len()])?;
             let (h, w) = (img.size()[1], img.size()[2]);
             let (y, x) = (rng.random_range(0..=h - p), rng.random_range(0..=w - p));
-            let clean = img.narrow(1, y, p).narrow(2, x, p).to_kind(Kind::Float).unsqueeze(0) / 255.0;
+            let clean = img
+                .narrow(1, y, p)
+                .narrow(2, x, p)
+                .to_kind(Kind::Float)
+                .unsqueeze(0)
+                / 255.0;
             let (noisy, target) = mix.apply(&clean, &mut rng, &mut noise_rng)?;
             let d = (&noisy - &target) * 255.0;
             for (c, s) in sum.iter_mut().enumerate() {

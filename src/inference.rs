@@ -623,7 +623,9 @@ mod tests {
         tch::manual_seed(3);
         let x = Tensor::rand([2, 3, 37, 50], (Kind::Float, Device::Cpu));
         let first = plain.denoise(&pixel_shuffle::split(&x).unwrap()).unwrap();
-        let want = plain.denoise(&pixel_shuffle::merge(&first, 37, 50).unwrap()).unwrap();
+        let want = plain
+            .denoise(&pixel_shuffle::merge(&first, 37, 50).unwrap())
+            .unwrap();
         let got = coarse.denoise(&x).unwrap();
         assert_eq!(got.size(), [2, 3, 37, 50]);
         let diff = (&got - &want).abs().max().double_value(&[]);

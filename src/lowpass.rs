@@ -39,9 +39,14 @@ pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
         .f_view([1, 1, 1, n])?
         .f_repeat([c, 1, 1, 1])?;
     let kv = kh.f_view([c, 1, n, 1])?;
-    let x = x
-        .f_pad([r, r, 0, 0], mode, None)?
-        .f_conv2d(&kh, None::<Tensor>, [1, 1], [0, 0], [1, 1], c)?;
+    let x = x.f_pad([r, r, 0, 0], mode, None)?.f_conv2d(
+        &kh,
+        None::<Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        c,
+    )?;
     Ok(x.f_pad([0, 0, r, r], mode, None)?.f_conv2d(
         &kv,
         None::<Tensor>,
@@ -141,7 +146,10 @@ mod tests {
         let (mean, low) = shift_255(&kept, &input, 8.0).unwrap();
         let (mean0, _) = shift_255(&shifted, &input, 8.0).unwrap();
         for c in 0..3 {
-            assert!((mean0[c] - 0.03 * 255.0 - 0.05 * 255.0).abs() < 0.5, "{mean0:?}");
+            assert!(
+                (mean0[c] - 0.03 * 255.0 - 0.05 * 255.0).abs() < 0.5,
+                "{mean0:?}"
+            );
             assert!(mean[c].abs() < 0.3, "mean shift left: {mean:?}");
             assert!(low[c] < 0.3, "low-pass shift left: {low:?}");
         }

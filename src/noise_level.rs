@@ -23,10 +23,12 @@ pub fn estimate_sigma(x: &Tensor) -> Result<Vec<f64>> {
         )));
     }
     let (c, h, w) = (size[1], size[2] / 2 * 2, size[3] / 2 * 2);
-    let x = x.f_to_kind(Kind::Double)?.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?;
-    let px = |dy: i64, dx: i64| -> Result<Tensor> {
-        Ok(x.f_slice(2, dy, h, 2)?.f_slice(3, dx, w, 2)?)
-    };
+    let x = x
+        .f_to_kind(Kind::Double)?
+        .f_narrow(2, 0, h)?
+        .f_narrow(3, 0, w)?;
+    let px =
+        |dy: i64, dx: i64| -> Result<Tensor> { Ok(x.f_slice(2, dy, h, 2)?.f_slice(3, dx, w, 2)?) };
     let hh = (px(0, 0)? - px(0, 1)? - px(1, 0)? + px(1, 1)?) / 2.0;
     let per_channel = hh.f_abs()?.f_transpose(0, 1)?.f_reshape([c, -1])?;
     let (median, _) = per_channel.f_median_dim(1, false)?;

@@ -10,7 +10,8 @@ use tch::{Device, Kind, Tensor};
 
 /// The fixture photo, a 256x384 crop, on the 0..1 scale.
 fn photo() -> Tensor {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/wiki001-1024x576.jpg");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/wiki001-1024x576.jpg");
     let img = image::open(path).unwrap().to_rgb8();
     let (w, h) = (img.width() as i64, img.height() as i64);
     (Tensor::from_slice(img.as_raw())
@@ -45,9 +46,13 @@ fn kept_low_pass_holds_a_clean_picture_level_and_still_denoises() {
         assert!(low[c] <= 0.2, "channel {c}: low-pass shift {low:?}");
     }
     // Without it the same network moves this picture more (the measured default's shift).
-    let (mean_raw, low_raw) = shift_255(&denoiser(None).denoise(&clean).unwrap(), &clean, 8.0).unwrap();
+    let (mean_raw, low_raw) =
+        shift_255(&denoiser(None).denoise(&clean).unwrap(), &clean, 8.0).unwrap();
     let sum = |v: [f64; 3]| v.iter().map(|x| x.abs()).sum::<f64>();
-    assert!(sum(low_raw) > sum(low), "raw {low_raw:?} kept {low:?} (mean {mean_raw:?})");
+    assert!(
+        sum(low_raw) > sum(low),
+        "raw {low_raw:?} kept {low:?} (mean {mean_raw:?})"
+    );
     // Noise is still removed.
     let mut rng = clipdenoise::research::noise::TorchRng::new(7);
     let noisy = clipdenoise::research::noise::gaussian(&clean, 25.0, &mut rng).unwrap();

@@ -248,14 +248,20 @@ fn a_kernel_head_warm_starts_from_a_pixel_model_trains_and_keeps_flat_areas() {
     t.export(&file).unwrap();
     let (tensors, _) = clipdenoise::weights::read_safetensors(&file).unwrap();
     assert!(tensors.contains_key("head.logits.weight"));
-    assert!(!tensors.contains_key("last.weight"), "the pixel head came along");
+    assert!(
+        !tensors.contains_key("last.weight"),
+        "the pixel head came along"
+    );
     // The warm start took the pixel model's decoder (it trained on from there, so compare the
     // first trainer step's file: the encoder stem moved only by a few small AdamW steps).
     let px = weights_of(&tmp.path().join("px"));
     let name = "up_path.0.conv_block.block.0.weight";
     let moved = (&tensors[name] - &px[name]).abs().max().double_value(&[]);
     let scale = px[name].abs().max().double_value(&[]);
-    assert!(moved < 0.5 * scale, "not warm-started: moved {moved} of {scale}");
+    assert!(
+        moved < 0.5 * scale,
+        "not warm-started: moved {moved} of {scale}"
+    );
     // The weights say which head they have; a flat picture comes out as it went in.
     let d = Denoiser::load(&file, Options::default()).unwrap();
     assert_eq!(d.config().head, Head::Kernel);

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(old.head, Head::Pixels);
         // ... and the paper's config writes neither field, so its metadata is unchanged.
         let json = serde_json::to_string(&Config::clip_rn50()).unwrap();
-        assert!(!json.contains("head") && !json.contains("lowpass"), "{json}");
+        assert!(
+            !json.contains("head") && !json.contains("lowpass"),
+            "{json}"
+        );
         let mut c = Config::preset("tiny").unwrap();
         c.head = Head::Kernel;
         c.keep_input_lowpass = Some(12.0);

@@ -176,7 +176,10 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let head = Output::new(&vs.root(), Head::Kernel, 8);
         let names: Vec<String> = vs.variables().into_keys().collect();
-        assert!(names.contains(&"head.logits.weight".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"head.logits.weight".to_string()),
+            "{names:?}"
+        );
         assert!(names.contains(&"head.logits.bias".to_string()), "{names:?}");
         tch::manual_seed(2);
         let feat = Tensor::randn([1, 8, 16, 16], (Kind::Float, Device::Cpu));

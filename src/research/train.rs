@@ -21,8 +21,8 @@ use rand::{RngExt, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pad::pad_to_multiple;
 use crate::model::{ClipDenoise, Config};
+use crate::pad::pad_to_multiple;
 use crate::pixel_shuffle::{self, Pass};
 use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{

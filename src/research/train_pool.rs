@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::research::isp_noise::{Camera, IspNoise};
 use crate::research::camera_ops::{is_range, lerp};
+use crate::research::isp_noise::{Camera, IspNoise};
 
 /// `[pool]` of a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -465,7 +465,11 @@ pub fn save_model(
 
 /// Copy a model file with its config changed by `change` (tensors and the other metadata kept
 /// byte for byte); the new config is validated against the tensors before anything is written.
-pub fn reconfigure(input: &Path, output: &Path, change: impl FnOnce(&mut Config)) -> Result<Config> {
+pub fn reconfigure(
+    input: &Path,
+    output: &Path,
+    change: impl FnOnce(&mut Config),
+) -> Result<Config> {
     let (tensors, mut meta) = read_safetensors(input)?;
     let mut config = match config_from_metadata(&meta, input)? {
         Some(c) => c,

@@ -133,10 +133,11 @@ impl NoiseLevel {
         };
         let est = three(crate::noise_level::estimate_sigma(noisy255)?)?;
         let d = (noisy255 - clean255).f_to_kind(Kind::Double)?;
-        let std = d
-            .f_transpose(0, 1)?
-            .f_reshape([3, -1])?
-            .f_std_correction(Some([1i64].as_slice()), 0, false)?;
+        let std = d.f_transpose(0, 1)?.f_reshape([3, -1])?.f_std_correction(
+            Some([1i64].as_slice()),
+            0,
+            false,
+        )?;
         Ok(NoiseLevel {
             estimated: est,
             actual: three(Vec::<f64>::try_from(std)?)?,
