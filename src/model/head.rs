@@ -95,8 +95,7 @@ impl KernelHead {
                         }
                     })
                     .collect::<Vec<f32>>();
-                let _ = b
-                    .shallow_clone()
+                b.shallow_clone()
                     .copy_(&Tensor::from_slice(&centre).to_device(b.device()));
             }
         });

@@ -277,7 +277,8 @@ pub enum Event {
         folder: String,
         image: String,
         noise: Option<NoiseSpec>,
-        score: Option<ImageScore>,
+        /// Boxed: the scores are much larger than the other events.
+        score: Option<Box<ImageScore>>,
         done: usize,
         total: usize,
     },

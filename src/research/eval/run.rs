@@ -299,7 +299,7 @@ impl<F: FnMut(&Event)> Run<'_, F> {
             folder: folder.to_string(),
             image,
             noise,
-            score,
+            score: score.map(Box::new),
             done: self.done,
             total: self.total,
         });
