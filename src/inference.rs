@@ -12,7 +12,9 @@ use tch::{Device, Kind, Tensor};
 use crate::auto_precision::{self, PrecisionChoice};
 use crate::error::{Error, Result};
 use crate::frame::{frames_to_tensor, tensor_to_frames, FrameFormat};
+use crate::lowpass::keep_input_lowpass;
 use crate::model::{ClipDenoise, Config};
+use crate::pad::pad_to_multiple;
 use crate::pixel_shuffle;
 use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
@@ -432,7 +434,9 @@ impl Denoiser {
     }
 
     /// Denoise an RGB batch (N, 3, H, W) f32 in [0, 1] (noisy values may be outside) of any size:
-    /// pad, tile if above the pixel budget, crop back, clamp to [0, 1]. Output on the model's device.
+    /// pad, tile if above the pixel budget, crop back, clamp to [0, 1]; if the model's config
+    /// says so, its low-pass replaced by the input's ([`Config::keep_input_lowpass`]) on the
+    /// whole frame. Output on the model's device.
     pub fn denoise(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || size[2] < 1 || size[3] < 1 {
@@ -440,10 +444,15 @@ impl Denoiser {
                 "expected an (N, 3, H, W) batch, got {size:?}"
             )));
         }
-        if !self.opts.coarse_grain {
-            return self.denoise_once(x);
+        let out = if self.opts.coarse_grain {
+            pixel_shuffle::two_passes(x, |t, _| self.denoise_once(t))?
+        } else {
+            self.denoise_once(x)?
+        };
+        match self.model.config.keep_input_lowpass {
+            Some(sigma) => Ok(keep_input_lowpass(&out, x, sigma)?.f_clamp(0.0, 1.0)?),
+            None => Ok(out),
         }
-        pixel_shuffle::two_passes(x, |t, _| self.denoise_once(t))
     }
 
     /// One pass of the network over a batch of any size (tiled above the pixel budget),
@@ -683,34 +692,6 @@ fn ramp(len: i64, overlap: i64, ramp_start: bool, ramp_end: bool, dev: Device) -
     Ok(Tensor::f_from_slice(&v)?.f_to_device(dev)?)
 }
 
-/// Reflect-pad bottom and right to the next multiple of `m` (only where the side is not one
-/// already), as the reference test script does. Sides shorter than the pad reflect repeatedly
-/// (a 1-pixel side replicates).
-pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
-    let mut t = x.shallow_clone();
-    for dim in [2usize, 3] {
-        let len = x.size()[dim];
-        let mut need = (m - len % m) % m;
-        while need > 0 {
-            let cur = t.size()[dim];
-            let step = need.min(cur - 1);
-            let (mode, step) = if step == 0 {
-                ("replicate", need)
-            } else {
-                ("reflect", step)
-            };
-            let pad = if dim == 3 {
-                [0, step, 0, 0]
-            } else {
-                [0, 0, 0, step]
-            };
-            t = t.f_pad(pad, mode, None)?;
-            need -= step;
-        }
-    }
-    Ok(t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,16 +736,34 @@ mod tests {
     }
 
     #[test]
-    fn padding_reflects_to_multiples_of_32() {
-        for (h, w) in [(1, 1), (2, 3), (33, 97), (50, 70), (64, 64)] {
-            let x = Tensor::rand([1, 3, h, w], (Kind::Float, Device::Cpu));
-            let p = pad_to_multiple(&x, 32).unwrap();
-            let (ph, pw) = (p.size()[2], p.size()[3]);
-            assert_eq!(ph % 32, 0);
-            assert_eq!(pw % 32, 0);
-            assert!(ph >= h && ph < h + 32 && pw >= w && pw < w + 32);
-            let crop = p.narrow(2, 0, h).narrow(3, 0, w);
-            assert_eq!((crop - &x).abs().max().double_value(&[]), 0.0);
-        }
+    fn coarse_grain_mode_runs_the_network_on_the_sub_images_then_on_their_merge() {
+        use crate::weights::ModelSource;
+        let fixture = ModelSource::File(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tiny-w8/official_state_dict.safetensors"),
+        );
+        let load = |coarse_grain| {
+            let opts = Options {
+                coarse_grain,
+                ..Options::default()
+            };
+            Denoiser::new(fixture.load(Device::Cpu).unwrap(), opts).unwrap()
+        };
+        let (plain, coarse) = (load(false), load(true));
+        tch::manual_seed(3);
+        let x = Tensor::rand([2, 3, 37, 50], (Kind::Float, Device::Cpu));
+        let first = plain.denoise(&pixel_shuffle::split(&x).unwrap()).unwrap();
+        let want = plain
+            .denoise(&pixel_shuffle::merge(&first, 37, 50).unwrap())
+            .unwrap();
+        let got = coarse.denoise(&x).unwrap();
+        assert_eq!(got.size(), [2, 3, 37, 50]);
+        let diff = (&got - &want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "not the two passes: {diff}");
+        let from_plain = (&got - plain.denoise(&x).unwrap()).abs().mean(Kind::Float);
+        assert!(
+            from_plain.double_value(&[]) > 1e-3,
+            "the same as one plain pass"
+        );
     }
 }

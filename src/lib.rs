@@ -22,7 +22,10 @@ pub mod frame;
 pub mod inference;
 #[cfg(feature = "job")]
 pub mod job;
+pub mod lowpass;
 pub mod model;
+pub mod noise_level;
+pub mod pad;
 pub mod pixel_shuffle;
 #[cfg(feature = "research")]
 pub mod research;

@@ -10,7 +10,7 @@
 use tch::Tensor;
 
 use crate::error::Result;
-use crate::inference::pad_to_multiple;
+use crate::pad::pad_to_multiple;
 
 /// `(N, C, H, W)` to `(4N, C, ceil(H/2), ceil(W/2))`: for each frame its sub-images at phases
 /// (0,0), (0,1), (1,0), (1,1). Odd sides are reflect-padded by one first.
@@ -80,36 +80,5 @@ mod tests {
             let back = merge(&s, h, w).unwrap();
             assert!(back.equal(&x), "{h}x{w}: not the input");
         }
-    }
-
-    #[test]
-    fn coarse_grain_mode_runs_the_network_on_the_sub_images_then_on_their_merge() {
-        use crate::inference::{Denoiser, Options};
-        use crate::weights::ModelSource;
-        let fixture = ModelSource::File(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/tiny-w8/official_state_dict.safetensors"),
-        );
-        let load = |coarse_grain| {
-            let opts = Options {
-                coarse_grain,
-                ..Options::default()
-            };
-            Denoiser::new(fixture.load(Device::Cpu).unwrap(), opts).unwrap()
-        };
-        let (plain, coarse) = (load(false), load(true));
-        tch::manual_seed(3);
-        let x = Tensor::rand([2, 3, 37, 50], (Kind::Float, Device::Cpu));
-        let first = plain.denoise(&split(&x).unwrap()).unwrap();
-        let want = plain.denoise(&merge(&first, 37, 50).unwrap()).unwrap();
-        let got = coarse.denoise(&x).unwrap();
-        assert_eq!(got.size(), [2, 3, 37, 50]);
-        let diff = (&got - &want).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "not the two passes: {diff}");
-        let from_plain = (&got - plain.denoise(&x).unwrap()).abs().mean(Kind::Float);
-        assert!(
-            from_plain.double_value(&[]) > 1e-3,
-            "the same as one plain pass"
-        );
     }
 }

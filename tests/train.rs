@@ -219,3 +219,58 @@ fn bad_configs_are_refused_with_a_clear_error() {
     let err = TrainConfig::from_file(&path).unwrap_err().to_string();
     assert!(err.contains("color_prob"), "{err}");
 }
+
+#[test]
+fn a_kernel_head_warm_starts_from_a_pixel_model_trains_and_keeps_flat_areas() {
+    use clipdenoise::inference::{Denoiser, Options};
+    use clipdenoise::model::Head;
+    use tch::{Device, Kind, Tensor};
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    write_images(&tmp.path().join("data"));
+    // A pixel-head model to start from.
+    let mut p = Trainer::new(config(tmp.path(), "px")).unwrap();
+    p.train_step().unwrap();
+    p.save_checkpoint().unwrap();
+    let init = tmp.path().join("px/model.safetensors");
+    p.export(&init).unwrap();
+    let lines = format!("head = \"kernel\"\ninit = \"{}\"", init.display());
+    let mut t = Trainer::new(config_with(tmp.path(), "k", &lines)).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..6 {
+        let loss = t.train_step().unwrap();
+        assert!(loss.is_finite() && loss > 0.0, "{loss}");
+        losses.push(loss);
+    }
+    assert!(t.validate().unwrap().is_finite());
+    t.save_checkpoint().unwrap();
+    let file = tmp.path().join("k/model.safetensors");
+    t.export(&file).unwrap();
+    let (tensors, _) = clipdenoise::weights::read_safetensors(&file).unwrap();
+    assert!(tensors.contains_key("head.logits.weight"));
+    assert!(
+        !tensors.contains_key("last.weight"),
+        "the pixel head came along"
+    );
+    // The warm start took the pixel model's decoder (it trained on from there, so compare the
+    // first trainer step's file: the encoder stem moved only by a few small AdamW steps).
+    let px = weights_of(&tmp.path().join("px"));
+    let name = "up_path.0.conv_block.block.0.weight";
+    let moved = (&tensors[name] - &px[name]).abs().max().double_value(&[]);
+    let scale = px[name].abs().max().double_value(&[]);
+    assert!(
+        moved < 0.5 * scale,
+        "not warm-started: moved {moved} of {scale}"
+    );
+    // The weights say which head they have; a flat picture comes out as it went in.
+    let d = Denoiser::load(&file, Options::default()).unwrap();
+    assert_eq!(d.config().head, Head::Kernel);
+    let flat = Tensor::ones([1, 3, 40, 52], (Kind::Float, Device::Cpu))
+        * Tensor::from_slice(&[0.1f32, 0.45, 0.8]).view([1, 3, 1, 1]);
+    let out = d.denoise(&flat).unwrap();
+    let err = (&out - &flat).abs().max().double_value(&[]);
+    assert!(err < 1e-5, "a flat picture changed by {err}");
+    // The checkpoint resumes into the same head.
+    let resumed = Trainer::new(config_with(tmp.path(), "k", &lines)).unwrap();
+    assert_eq!(resumed.step(), 6);
+}

@@ -10,6 +10,7 @@ use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::weights::ModelSource;
 
 use crate::progress::Progress;
+use crate::weights::{parse_lowpass, LowpassSetting};
 
 /// The paper's synthetic grid, used when no `--noise` is given.
 const DEFAULT_NOISE: [&str; 3] = [
@@ -26,7 +27,10 @@ const DEFAULT_NOISE: [&str; 3] = [
     FNV-1a-64(\"SEED/SPEC/INDEX\") and drawn on the CPU; gaussian and correlated inputs are not\n\
     clipped; the whole image is denoised, clamped to [0,1], scaled by 255 without rounding;\n\
     PSNR (RGB, no crop) and MATLAB-style SSIM in float64, averaged per set. Real pairs\n\
-    (--pairs DIR with noisy/ and clean/ inside, matched by file name) round the output to uint8.")]
+    (--pairs DIR with noisy/ and clean/ inside, matched by file name) round the output to uint8.\n\
+    Every row also shows the output's shift against its input per channel (0..255): the mean\n\
+    over the image, and the mean absolute Gaussian (sigma 8) low-pass of the difference. Clean\n\
+    images in, shift out: --dataset data/Kodak24 --noise gaussian:0")]
 pub struct Args {
     /// Weights file, or `default` for the built-in model
     #[arg(long, short, default_value = "default", help_heading = "Model")]
@@ -43,6 +47,10 @@ pub struct Args {
     /// fine-grained noise it loses detail (weights/README.md)
     #[arg(long, help_heading = "Model")]
     coarse_grain: bool,
+    /// Replace the output's low-pass (Gaussian, this sigma in pixels) by the input's, or
+    /// `off`; default: what the model's config says (keep_input_lowpass)
+    #[arg(long, value_name = "SIGMA|off", value_parser = parse_lowpass, help_heading = "Model")]
+    keep_input_lowpass: Option<LowpassSetting>,
 
     /// Folder of clean images (PNG, JPEG, TIFF); repeat for several sets
     #[arg(long = "dataset", value_name = "DIR", help_heading = "Data")]
@@ -143,9 +151,13 @@ fn config(args: &Args) -> anyhow::Result<EvalConfig> {
 fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
     let device = args.device.resolve()?;
     let source = ModelSource::parse(&args.model);
-    let loaded = source
+    let mut loaded = source
         .load(device)
         .with_context(|| format!("cannot load model {source}"))?;
+    if let Some(LowpassSetting(sigma)) = args.keep_input_lowpass {
+        loaded.model.config.keep_input_lowpass = sigma;
+        loaded.model.config.validate()?;
+    }
     let opts = Options {
         device,
         precision: args.precision,
@@ -154,8 +166,12 @@ fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
         ..Options::default()
     };
     let denoiser = Denoiser::new(loaded, opts)?;
+    let lowpass = match denoiser.config().keep_input_lowpass {
+        Some(s) => format!(", input low-pass kept (sigma {s})"),
+        None => String::new(),
+    };
     eprintln!(
-        "model {source}: {} on {}, {}",
+        "model {source}: {} on {}, {}{lowpass}",
         denoiser.config().name(),
         format!("{device:?}").to_lowercase(),
         args.precision

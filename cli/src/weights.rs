@@ -45,6 +45,35 @@ pub enum Command {
         when it is loaded for inference. The output records its inputs in its provenance."
     )]
     Average(AverageArgs),
+    /// Copy a weights file with inference settings of its config changed (tensors unchanged)
+    #[command(
+        after_help = "Example (the shipped default keeps its input's low-pass, sigma 12):\n  \
+        clipdenoise weights configure weights/clipdenoise-tiny.safetensors --keep-input-lowpass 12 -o out.safetensors"
+    )]
+    Configure(ConfigureArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ConfigureArgs {
+    /// The weights file to copy
+    input: PathBuf,
+    /// Output weights file (written atomically; may be the input)
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Inference replaces the output's low-pass (Gaussian, this sigma in pixels) by the
+    /// input's, or `off`
+    #[arg(long, value_name = "SIGMA|off", value_parser = parse_lowpass)]
+    keep_input_lowpass: Option<LowpassSetting>,
+}
+
+/// A `--keep-input-lowpass` value: a sigma, or `off` (none).
+#[derive(Debug, Clone, Copy)]
+pub struct LowpassSetting(pub Option<f64>);
+
+pub fn parse_lowpass(s: &str) -> Result<LowpassSetting, String> {
+    clipdenoise::lowpass::parse_setting(s)
+        .map(LowpassSetting)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -83,7 +112,26 @@ pub fn run(c: Command) -> anyhow::Result<()> {
     match c {
         Command::Fetch(a) => fetch_cmd(a),
         Command::Average(a) => average_cmd(a),
+        Command::Configure(a) => configure_cmd(a),
     }
+}
+
+fn configure_cmd(a: ConfigureArgs) -> anyhow::Result<()> {
+    let Some(LowpassSetting(keep)) = a.keep_input_lowpass else {
+        anyhow::bail!("nothing to change: give --keep-input-lowpass SIGMA|off");
+    };
+    let config = clipdenoise::weights::reconfigure(&a.input, &a.output, |c| {
+        c.keep_input_lowpass = keep;
+    })?;
+    eprintln!(
+        "wrote {} ({}, keep_input_lowpass {})",
+        a.output.display(),
+        config.name(),
+        config
+            .keep_input_lowpass
+            .map_or("off".to_string(), |s| s.to_string())
+    );
+    Ok(())
 }
 
 fn average_cmd(a: AverageArgs) -> anyhow::Result<()> {

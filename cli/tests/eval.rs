@@ -389,3 +389,96 @@ fn cli_errors_are_one_line() {
         .unwrap()
         .contains("clipdenoise eval --dataset"));
 }
+
+#[test]
+fn shift_is_reported_and_a_configured_model_keeps_the_input_low_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.safetensors");
+    // The shipped model (the tiny-w8 fixture is not a denoiser: its output leaves [0, 1]).
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../weights/clipdenoise-tiny.safetensors");
+    let out = bin()
+        .args(["weights", "configure"])
+        .arg(&shipped)
+        .args(["--keep-input-lowpass", "8", "-o"])
+        .arg(&kept)
+        .run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = Denoiser::load(&kept, Options::default()).unwrap();
+    assert_eq!(d.config().keep_input_lowpass, Some(8.0));
+    // Clean pictures in (gaussian:0), with the file's setting and with it overridden.
+    let eval_json = |model: &Path, extra: &[&str]| -> EvalReport {
+        let out = bin()
+            .args([
+                "eval",
+                "--device",
+                "cpu",
+                "--json",
+                "--noise",
+                "gaussian:0",
+                "--dataset",
+            ])
+            .arg(fixture("eval"))
+            .arg("--model")
+            .arg(model)
+            .args(extra)
+            .run();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let with = eval_json(&kept, &[]);
+    let without = eval_json(&kept, &["--keep-input-lowpass", "off"]);
+    let (a, b) = (
+        &with.datasets[0].rows[0].mean,
+        &without.datasets[0].rows[0].mean,
+    );
+    for c in 0..3 {
+        assert!(a.shift.mean[c].abs() < 0.1, "kept: {:?}", a.shift);
+        assert!(
+            a.shift.lowpass[c] < b.shift.lowpass[c],
+            "{:?} vs {:?}",
+            a.shift,
+            b.shift
+        );
+    }
+    assert!(
+        a.psnr > b.psnr,
+        "keeping the input's level lost on clean pictures"
+    );
+    // A bad setting is one line and a failure.
+    let out = bin()
+        .args(["weights", "configure"])
+        .arg(model_path())
+        .args(["--keep-input-lowpass", "0", "-o"])
+        .arg(dir.path().join("bad.safetensors"))
+        .run();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keep-input-lowpass") || err.contains("sigma"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad.safetensors").exists());
+    // PolyU's naming (NAME_real beside NAME_mean) pairs up; each pair reports its noise level.
+    let polyu = tempfile::tempdir().unwrap();
+    let src = &images()[0];
+    std::fs::copy(src, polyu.path().join("cam_1_real.png")).unwrap();
+    std::fs::copy(src, polyu.path().join("cam_1_mean.png")).unwrap();
+    let cfg = EvalConfig {
+        pairs: vec![polyu.path().to_path_buf()],
+        ..Default::default()
+    };
+    let r = eval::evaluate(&d, &cfg, |_| {}).unwrap();
+    assert_eq!(r.pairs[0].images.len(), 1);
+    let level = r.pairs[0].images[0].noise_level.unwrap();
+    assert_eq!(level.actual, [0.0; 3], "a clean pair has no noise");
+    assert!(r.to_text().contains("noise sigma R/G/B"), "{}", r.to_text());
+}

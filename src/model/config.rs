@@ -20,6 +20,47 @@ pub struct Config {
     /// sub-images, then on their merge: [`crate::pixel_shuffle`]): inference always runs it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub coarse_grain: bool,
+    /// What the decoder outputs: pixels (the paper's `last` conv), or per-pixel kernels applied
+    /// to the noisy input ([`Head::Kernel`]).
+    #[serde(default, skip_serializing_if = "Head::is_pixels")]
+    pub head: Head,
+    /// Inference replaces the denoised frame's low-pass (Gaussian, this sigma in pixels) by the
+    /// input's, so that the picture's brightness and colour stay the input's
+    /// ([`crate::lowpass::keep_input_lowpass`]); none: the network's output as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_input_lowpass: Option<f64>,
+}
+
+/// The decoder's output head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    /// A 3x3 conv to RGB (the paper's `last`): the network outputs pixels.
+    #[default]
+    Pixels,
+    /// Per pixel and channel, softmax weights over 3x3 neighbourhoods of the noisy input, at
+    /// dilation 1 then 2 ([`super::head::KernelHead`]): every output is a convex combination
+    /// of input pixels, so a flat area keeps its level and colour.
+    Kernel,
+}
+
+impl Head {
+    pub fn is_pixels(&self) -> bool {
+        *self == Head::Pixels
+    }
+}
+
+impl std::str::FromStr for Head {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Head> {
+        match s {
+            "pixels" => Ok(Head::Pixels),
+            "kernel" => Ok(Head::Kernel),
+            _ => Err(Error::Config(format!(
+                "unknown head '{s}' (known: pixels, kernel)"
+            ))),
+        }
+    }
 }
 
 /// The paper's progressive feature augmentation level.
@@ -46,6 +87,8 @@ impl Config {
             blocks,
             aug_level: AUG_LEVEL,
             coarse_grain: false,
+            head: Head::Pixels,
+            keep_input_lowpass: None,
         }
     }
 
@@ -100,6 +143,13 @@ impl Config {
                 self.aug_level
             )));
         }
+        if let Some(s) = self.keep_input_lowpass {
+            if !(s.is_finite() && s > 0.0 && s <= 1024.0) {
+                return Err(Error::Config(format!(
+                    "keep_input_lowpass must be a sigma in (0, 1024] pixels, got {s}"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -135,5 +185,35 @@ mod tests {
         let mut c = Config::clip_rn50();
         c.aug_level = f64::NAN;
         assert!(c.validate().unwrap_err().to_string().contains("aug_level"));
+        let mut c = Config::clip_rn50();
+        c.keep_input_lowpass = Some(0.0);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("keep_input_lowpass"));
+    }
+
+    #[test]
+    fn head_and_lowpass_round_trip_and_default_to_the_paper() {
+        // A config without the fields (every file written before them) is the paper's head.
+        let old: Config =
+            serde_json::from_str(r#"{"width":64,"blocks":[3,4,6],"aug_level":0.025}"#).unwrap();
+        assert_eq!(old, Config::clip_rn50());
+        assert_eq!(old.head, Head::Pixels);
+        // ... and the paper's config writes neither field, so its metadata is unchanged.
+        let json = serde_json::to_string(&Config::clip_rn50()).unwrap();
+        assert!(
+            !json.contains("head") && !json.contains("lowpass"),
+            "{json}"
+        );
+        let mut c = Config::preset("tiny").unwrap();
+        c.head = Head::Kernel;
+        c.keep_input_lowpass = Some(12.0);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""head":"kernel""#), "{json}");
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+        assert_eq!("kernel".parse::<Head>().unwrap(), Head::Kernel);
+        assert!("pixel".parse::<Head>().is_err());
     }
 }

@@ -1,10 +1,12 @@
 //! The learned U-Net decoder: depth 5, 3x3 convs without bias, LeakyReLU(0.2), bilinear x2
-//! upsampling (align_corners), concatenation [upsampled, skip]. Keys: `up_path.{i}.conv_block.block.{0,2}.weight`, `last.weight`.
+//! upsampling (align_corners), concatenation [upsampled, skip]. Keys: `up_path.{i}.conv_block.block.{0,2}.weight`, `last.weight` (or the kernel head's
+//! `head.logits.*`).
 
 use tch::{nn, Kind, Tensor};
 
 use super::config::Config;
 use super::fused::{Act, InferConv};
+use super::head::Output;
 use super::layers::{conv3x3, infer_conv};
 
 pub const LEAKY_SLOPE: f64 = 0.2;
@@ -40,8 +42,8 @@ impl ConvBlock {
 #[derive(Debug)]
 pub struct Decoder {
     up_path: Vec<ConvBlock>,
-    last: nn::Conv2D,
-    last_infer: Option<InferConv>,
+    /// The output head (`last`, or the kernel head: [`super::head`]).
+    last: Output,
 }
 
 impl Decoder {
@@ -64,8 +66,7 @@ impl Decoder {
             .collect();
         Decoder {
             up_path,
-            last: conv3x3(p / "last", w, 3),
-            last_infer: None,
+            last: Output::new(p, cfg.head, w),
         }
     }
 
@@ -80,10 +81,7 @@ impl Decoder {
             let up = x.upsample_bilinear2d([h * 2, w * 2], true, None::<f64>, None::<f64>);
             x = block.forward(&Tensor::cat(&[&up, skip], 1), &slope);
         }
-        match &self.last_infer {
-            Some(last) => last.forward(&x, Act::None),
-            None => x.apply(&self.last),
-        }
+        self.last.forward(&x, &feats[0])
     }
 
     /// Inference copies of the weights in `kind` and layout (the var store keeps f32 masters),
@@ -95,7 +93,7 @@ impl Decoder {
                 infer_conv(&b.conv2, kind, channels_last, fuse),
             ]);
         }
-        self.last_infer = Some(infer_conv(&self.last, kind, channels_last, fuse));
+        self.last.prepare(kind, channels_last, fuse);
     }
 
     /// Whether [`Decoder::prepare`] made fused convs.

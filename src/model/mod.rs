@@ -6,14 +6,16 @@ mod config;
 mod decoder;
 mod encoder;
 mod fused;
+mod head;
 mod layers;
 
 pub(crate) use layers::to_layout;
 
-pub use config::{Config, AUG_LEVEL, PRESETS};
+pub use config::{Config, Head, AUG_LEVEL, PRESETS};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use fused::{fusion_runs, Act, InferConv};
+pub use head::{KernelHead, Output};
 
 use tch::{nn, Kind, Tensor};
 

@@ -5,10 +5,11 @@
 
 use rand::rngs::StdRng;
 use rand::RngExt;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
+pub use crate::lowpass::gaussian_blur;
 
 /// Rec. 601 luma weights (full-range YCbCr).
 const KR: f64 = ColorMatrix::Bt601.kr_kb().0;
@@ -125,41 +126,6 @@ pub(crate) fn from_ycbcr(x: &Tensor) -> Result<Tensor> {
     )
 }
 
-/// Separable Gaussian blur per channel, reflect borders, radius 3 sigma.
-pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
-    if sigma <= 0.0 {
-        return Ok(x.shallow_clone());
-    }
-    let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
-    let r = ((3.0 * sigma).ceil() as i64).clamp(1, h.min(w) - 1);
-    let taps: Vec<f64> = (-r..=r)
-        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let s: f64 = taps.iter().sum();
-    let taps: Vec<f32> = taps.iter().map(|t| (t / s) as f32).collect();
-    let n = taps.len() as i64;
-    let kh = Tensor::from_slice(&taps)
-        .view([1, 1, 1, n])
-        .repeat([c, 1, 1, 1]);
-    let kv = kh.view([c, 1, n, 1]);
-    let x = x.f_pad([r, r, 0, 0], "reflect", None)?.f_conv2d(
-        &kh,
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        c,
-    )?;
-    Ok(x.f_pad([0, 0, r, r], "reflect", None)?.f_conv2d(
-        &kv,
-        None::<Tensor>,
-        [1, 1],
-        [0, 0],
-        [1, 1],
-        c,
-    )?)
-}
-
 /// Antialiased bilinear resize to (h, w).
 pub(crate) fn area_resize(x: &Tensor, h: i64, w: i64) -> Result<Tensor> {
     Ok(x.f_internal_upsample_bilinear2d_aa([h, w], false, None, None)?)
@@ -175,6 +141,46 @@ pub fn subsample_420(x: &Tensor) -> Result<Tensor> {
         .f_avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>)?
         .f_upsample_bilinear2d([h, w], false, None, None)?;
     from_ycbcr(&Tensor::f_cat(&[ycc.narrow(1, 0, 1), c], 1)?)
+}
+
+/// Whether `r` is a usable config range: finite, 0 <= lo <= hi.
+pub(crate) fn is_range(r: [f64; 2]) -> bool {
+    r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()
+}
+
+/// The point `t` in [0, 1] of the way through range `r`.
+pub(crate) fn lerp(r: [f64; 2], t: f64) -> f64 {
+    r[0] + (r[1] - r[0]) * t
+}
+
+/// JPEG re-compression of a (1, 3, H, W) image (values clipped to [0, 1], 8-bit), on the CPU.
+pub fn jpeg(x: &Tensor, quality: u8) -> Result<Tensor> {
+    let (h, w) = (x.size()[2] as u32, x.size()[3] as u32);
+    let dev = x.device();
+    let q = (x.clamp(0.0, 1.0) * 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .squeeze_dim(0)
+        .permute([1, 2, 0])
+        .contiguous()
+        .to_device(tch::Device::Cpu);
+    let mut px = vec![0u8; (h * w * 3) as usize];
+    let len = px.len();
+    q.f_copy_data_u8(&mut px, len)?;
+    let mut buf = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
+        .encode(&px, w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Input(format!("jpeg encode: {e}")))?;
+    let img = image::load_from_memory_with_format(&buf, image::ImageFormat::Jpeg)
+        .map_err(|e| Error::Input(format!("jpeg decode: {e}")))?
+        .to_rgb8();
+    let t = Tensor::f_from_slice(img.as_raw())?
+        .view([h as i64, w as i64, 3])
+        .permute([2, 0, 1])
+        .unsqueeze(0)
+        .to_kind(Kind::Float)
+        / 255.0;
+    Ok(t.to_device(dev))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::research::camera_ops::{is_range, jpeg, lerp};
 pub use crate::research::isp_noise::IspNoise;
 pub use crate::research::torch_rng::TorchRng;
 
@@ -128,16 +129,6 @@ impl std::fmt::Display for NoiseSpec {
             NoiseSpec::Poisson(a) => write!(f, "poisson:{a}"),
         }
     }
-}
-
-/// Whether `r` is a usable config range: finite, 0 <= lo <= hi.
-pub(crate) fn is_range(r: [f64; 2]) -> bool {
-    r[0] >= 0.0 && r[1] >= r[0] && r[1].is_finite()
-}
-
-/// The point `t` in [0, 1] of the way through range `r`.
-pub(crate) fn lerp(r: [f64; 2], t: f64) -> f64 {
-    r[0] + (r[1] - r[0]) * t
 }
 
 /// The training noise mix: one model drawn per image, levels drawn uniformly from ranges.
@@ -307,36 +298,6 @@ impl NoiseMix {
         }
         Ok((Tensor::cat(&noisy, 0), Tensor::cat(&target, 0)))
     }
-}
-
-/// JPEG re-compression of a (1, 3, H, W) image (values clipped to [0, 1], 8-bit), on the CPU.
-pub fn jpeg(x: &Tensor, quality: u8) -> Result<Tensor> {
-    let (h, w) = (x.size()[2] as u32, x.size()[3] as u32);
-    let dev = x.device();
-    let q = (x.clamp(0.0, 1.0) * 255.0)
-        .round()
-        .to_kind(Kind::Uint8)
-        .squeeze_dim(0)
-        .permute([1, 2, 0])
-        .contiguous()
-        .to_device(tch::Device::Cpu);
-    let mut px = vec![0u8; (h * w * 3) as usize];
-    let len = px.len();
-    q.f_copy_data_u8(&mut px, len)?;
-    let mut buf = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, quality.clamp(1, 100))
-        .encode(&px, w, h, image::ExtendedColorType::Rgb8)
-        .map_err(|e| Error::Input(format!("jpeg encode: {e}")))?;
-    let img = image::load_from_memory_with_format(&buf, image::ImageFormat::Jpeg)
-        .map_err(|e| Error::Input(format!("jpeg decode: {e}")))?
-        .to_rgb8();
-    let t = Tensor::f_from_slice(img.as_raw())?
-        .view([h as i64, w as i64, 3])
-        .permute([2, 0, 1])
-        .unsqueeze(0)
-        .to_kind(Kind::Float)
-        / 255.0;
-    Ok(t.to_device(dev))
 }
 
 #[cfg(test)]

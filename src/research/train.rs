@@ -21,8 +21,8 @@ use rand::{RngExt, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::inference::pad_to_multiple;
 use crate::model::{ClipDenoise, Config};
+use crate::pad::pad_to_multiple;
 use crate::pixel_shuffle::{self, Pass};
 use crate::research::noise::TorchRng;
 pub use crate::research::train_config::{
@@ -225,7 +225,11 @@ impl Trainer {
         tch::manual_seed(cfg.run.seed as i64);
         let model = ClipDenoise::new(&vs.root(), &model_cfg);
         if let Some(init) = &cfg.model.init {
-            let (t, _) = weights::read_safetensors(init)?;
+            let (mut t, _) = weights::read_safetensors(init)?;
+            if !model_cfg.head.is_pixels() {
+                // Warm start of another head: all but the pixel head's conv.
+                t.retain(|name, _| !name.starts_with("last."));
+            }
             weights::load_into(&vs, &t, init, Missing::DecoderMayBeMissing)?;
         }
         let adam = AdamW::new(trainable_params(&vs, cfg.model.freeze_encoder));

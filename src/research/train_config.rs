@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::Config;
-use crate::research::noise::{self, NoiseMix};
+use crate::model::{Config, Head};
+use crate::research::camera_ops::is_range;
+use crate::research::noise::NoiseMix;
 use crate::research::train_pool::PoolSection;
 
 /// The TOML training config (see configs/).
@@ -48,6 +49,11 @@ pub struct ModelSection {
     /// model's config, so inference runs the same two passes).
     #[serde(default)]
     pub coarse_grain: bool,
+    /// The output head: `"pixels"` (the paper's) or `"kernel"` (per-pixel kernels on the
+    /// noisy input, see [`crate::model::Head`]). Starting a kernel head from a pixel model's
+    /// `init` keeps everything but the pixel head's `last.weight`.
+    #[serde(default)]
+    pub head: Head,
 }
 
 fn default_aug() -> f64 {
@@ -196,6 +202,7 @@ impl TrainConfig {
         };
         c.aug_level = self.model.aug_level;
         c.coarse_grain = self.model.coarse_grain;
+        c.head = self.model.head;
         c.validate()?;
         Ok(c)
     }
@@ -212,7 +219,7 @@ impl TrainConfig {
             return bad("[data] patch must be a multiple of 32 (>= 32) and batch >= 1");
         }
         let d = &self.data;
-        if !((0.0..=1.0).contains(&d.color_prob) && noise::is_range(d.saturation)) {
+        if !((0.0..=1.0).contains(&d.color_prob) && is_range(d.saturation)) {
             return bad("[data] color_prob must be in [0, 1] and saturation 0 <= lo <= hi");
         }
         if let Some(pool) = &self.pool {

@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
-use crate::research::noise;
+use crate::research::camera_ops::lerp;
 use crate::research::train_config::DataSection;
 
 /// Clean training images held in memory as u8 (3, H, W), sampled in proportion to their area.
@@ -111,7 +111,7 @@ pub(crate) fn color_augment(x: &Tensor, d: &DataSection, rng: &mut StdRng) -> Te
             if rng.random::<f64>() >= d.color_prob {
                 return c;
             }
-            let s = noise::lerp(d.saturation, rng.random::<f64>());
+            let s = lerp(d.saturation, rng.random::<f64>());
             let gray = (&c * &luma).sum_dim_intlist(1, true, Kind::Float);
             let c = (&gray + (&c - &gray) * s).clamp(0.0, 1.0);
             if !d.channel_shuffle {

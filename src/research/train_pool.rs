@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::research::camera_ops::{is_range, lerp};
 use crate::research::isp_noise::{Camera, IspNoise};
-use crate::research::noise::{is_range, lerp};
 
 /// `[pool]` of a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,8 +238,8 @@ impl PairPool {
             };
             let clean = dir.join(format!("{stem}_clean.png"));
             let (n, c) = (
-                crate::research::train::load_rgb8(&noisy)?,
-                crate::research::train::load_rgb8(&clean)?,
+                crate::research::train_data::load_rgb8(&noisy)?,
+                crate::research::train_data::load_rgb8(&clean)?,
             );
             if n.size() != c.size() {
                 return Err(Error::format(&noisy, "its clean partner has another size"));

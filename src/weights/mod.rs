@@ -463,6 +463,30 @@ pub fn save_model(
     write_safetensors(path, &tensors, model_metadata(config, prov))
 }
 
+/// Copy a model file with its config changed by `change` (tensors and the other metadata kept
+/// byte for byte); the new config is validated against the tensors before anything is written.
+pub fn reconfigure(
+    input: &Path,
+    output: &Path,
+    change: impl FnOnce(&mut Config),
+) -> Result<Config> {
+    let (tensors, mut meta) = read_safetensors(input)?;
+    let mut config = match config_from_metadata(&meta, input)? {
+        Some(c) => c,
+        None => infer_config(&tensors, input)?,
+    };
+    change(&mut config);
+    config.validate()?;
+    let specs = model_tensor_specs(&config);
+    check_tensors(&specs, &tensors, input, Missing::Error)?;
+    meta.insert(
+        META_CONFIG.to_string(),
+        serde_json::to_string(&config).expect("config serialises"),
+    );
+    write_safetensors(output, &tensors, meta)?;
+    Ok(config)
+}
+
 /// Name of the shipped default model (trained by this project; see weights/README.md).
 pub const DEFAULT_MODEL_NAME: &str = "clipdenoise-tiny";
 

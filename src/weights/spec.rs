@@ -4,7 +4,7 @@
 
 use tch::Kind;
 
-use crate::model::Config;
+use crate::model::{Config, Head, KernelHead};
 
 /// One variable of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub fn model_tensor_specs(config: &Config) -> Vec<TensorSpec> {
             inplanes = planes * 4;
         }
     }
-    // Decoder: five blocks of two 3x3 convs, then the last conv.
+    // Decoder: five blocks of two 3x3 convs, then the output head (src/model/head.rs).
     let blocks = [
         (16 * w, 8 * w),
         (16 * w, 4 * w),
@@ -67,7 +67,14 @@ pub fn model_tensor_specs(config: &Config) -> Vec<TensorSpec> {
         out.push(spec(format!("{p}.0.weight"), vec![cout, cin, 3, 3]));
         out.push(spec(format!("{p}.2.weight"), vec![cout, cout, 3, 3]));
     }
-    out.push(spec("last.weight".into(), vec![3, w, 3, 3]));
+    match config.head {
+        Head::Pixels => out.push(spec("last.weight".into(), vec![3, w, 3, 3])),
+        Head::Kernel => {
+            let n = KernelHead::LOGITS;
+            out.push(spec("head.logits.weight".into(), vec![n, w, 1, 1]));
+            out.push(spec("head.logits.bias".into(), vec![n]));
+        }
+    }
     out
 }
 
@@ -88,14 +95,17 @@ mod tests {
     /// The specs are exactly the variables of a built model (names, shapes, dtypes).
     #[test]
     fn specs_match_the_built_model() {
-        for (width, blocks) in [
-            (8, [1, 1, 1]),
-            (16, [2, 2, 2]),
-            (6, [3, 1, 2]),
-            (2, [1, 2, 1]),
+        for (width, blocks, head) in [
+            (8, [1, 1, 1], Head::Pixels),
+            (16, [2, 2, 2], Head::Pixels),
+            (6, [3, 1, 2], Head::Pixels),
+            (2, [1, 2, 1], Head::Pixels),
+            (8, [1, 1, 1], Head::Kernel),
+            (16, [1, 2, 1], Head::Kernel),
         ] {
             let config = Config {
                 aug_level: 0.0,
+                head,
                 ..Config::new(width, blocks)
             };
             let vs = nn::VarStore::new(Device::Cpu);
@@ -112,7 +122,7 @@ mod tests {
             built.sort_by(|a, b| a.name.cmp(&b.name));
             let mut specs = model_tensor_specs(&config);
             specs.sort_by(|a, b| a.name.cmp(&b.name));
-            assert_eq!(specs, built, "width {width}, blocks {blocks:?}");
+            assert_eq!(specs, built, "width {width}, blocks {blocks:?}, {head:?}");
         }
     }
 }

@@ -46,7 +46,8 @@ pub(super) fn list_folder(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBu
 }
 
 /// The (noisy, clean) files of a pairs folder: `noisy/` and `clean/` subfolders matched by
-/// file name (or stem), or one flat folder of `NAME_noisy.EXT` with `NAME_clean.EXT`.
+/// file name (or stem), or one flat folder of `NAME_noisy.EXT` with `NAME_clean.EXT` (or `NAME_real` with
+/// `NAME_mean`).
 pub(super) fn list_pairs(
     dir: &Path,
     limit: Option<usize>,
@@ -75,6 +76,10 @@ pub(super) fn list_pairs(
         .collect()
 }
 
+/// The (noisy, clean) name suffixes of a flat pairs folder: `NAME_noisy` / `NAME_clean`, or
+/// PolyU's `NAME_real` / `NAME_mean` (one shot / the mean of many shots).
+const FLAT_SUFFIXES: [(&str, &str); 2] = [("_noisy", "_clean"), ("_real", "_mean")];
+
 fn list_flat_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
     let files = list_folder(dir, None)?;
     let mut pairs = Vec::new();
@@ -83,22 +88,23 @@ fn list_flat_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Opt
         let Some((stem, ext)) = name.rsplit_once('.') else {
             continue;
         };
-        let Some(base) = stem.strip_suffix("_noisy") else {
+        let Some((base, clean_suffix)) = FLAT_SUFFIXES
+            .iter()
+            .find_map(|(noisy, clean)| stem.strip_suffix(noisy).map(|b| (b, clean)))
+        else {
             continue;
         };
+        let want = format!("{base}{clean_suffix}");
         let clean = files
             .iter()
-            .find(|c| {
-                file_name(c).rsplit_once('.').map(|(s, _)| s) == Some(&format!("{base}_clean"))
-            })
-            .ok_or_else(|| {
-                Error::Input(format!("{}: no {base}_clean.{ext} beside it", n.display()))
-            })?;
+            .find(|c| file_name(c).rsplit_once('.').map(|(s, _)| s) == Some(want.as_str()))
+            .ok_or_else(|| Error::Input(format!("{}: no {want}.{ext} beside it", n.display())))?;
         pairs.push((n.clone(), Some(clean.clone())));
     }
     if pairs.is_empty() {
         return Err(Error::Input(format!(
-            "{}: no noisy/ and clean/ subfolders and no NAME_noisy / NAME_clean images",
+            "{}: no noisy/ and clean/ subfolders and no NAME_noisy / NAME_clean (or NAME_real / \
+             NAME_mean) images",
             dir.display()
         )));
     }

@@ -108,6 +108,83 @@ pub struct ImageScore {
     /// SSIM of the noisy input (real pairs only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub input_ssim: Option<f64>,
+    /// The output's shift against its own input: [`Shift`].
+    #[serde(default)]
+    pub shift: Shift,
+    /// Real pairs: the noise per channel (0..255), estimated from the noisy image alone
+    /// ([`crate::noise_level::estimate_sigma`]) and true (std of noisy - clean).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub noise_level: Option<NoiseLevel>,
+}
+
+/// The noise of a real pair per RGB channel, on the 0..255 scale.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct NoiseLevel {
+    pub estimated: [f64; 3],
+    pub actual: [f64; 3],
+}
+
+impl NoiseLevel {
+    /// Estimated from `noisy255` alone, and measured against `clean255` ((1, 3, H, W)).
+    pub fn measure(noisy255: &Tensor, clean255: &Tensor) -> Result<NoiseLevel> {
+        let three = |v: Vec<f64>| -> Result<[f64; 3]> {
+            v.try_into()
+                .map_err(|_| Error::Input("noise level: expected 3 channels".into()))
+        };
+        let est = three(crate::noise_level::estimate_sigma(noisy255)?)?;
+        let d = (noisy255 - clean255).f_to_kind(Kind::Double)?;
+        let std = d.f_transpose(0, 1)?.f_reshape([3, -1])?.f_std_correction(
+            Some([1i64].as_slice()),
+            0,
+            false,
+        )?;
+        Ok(NoiseLevel {
+            estimated: est,
+            actual: three(Vec::<f64>::try_from(std)?)?,
+        })
+    }
+}
+
+/// How far the output moved from its input, per RGB channel, on the 0..255 scale: `mean` is
+/// the signed mean of output - input over the image (a brightness or colour shift), `lowpass`
+/// the mean absolute Gaussian low-pass (sigma [`SHIFT_SIGMA`]) of output - input (a local
+/// shift at scales far above the noise; 0 for a model that keeps the input's local mean).
+/// Needs no ground truth: on clean images (`--noise gaussian:0`) any shift is a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Shift {
+    pub mean: [f64; 3],
+    pub lowpass: [f64; 3],
+}
+
+/// The low-pass of [`Shift::lowpass`], in pixels.
+pub const SHIFT_SIGMA: f64 = 8.0;
+
+impl Shift {
+    /// The shift of `out255` against `input255` (both (N, 3, H, W) on the 0..255 scale).
+    pub fn measure(out255: &Tensor, input255: &Tensor) -> Result<Shift> {
+        let (mean, lowpass) =
+            crate::lowpass::shift_255(&(out255 / 255.0), &(input255 / 255.0), SHIFT_SIGMA)?;
+        Ok(Shift { mean, lowpass })
+    }
+
+    fn mean_of<'a>(shifts: impl Iterator<Item = &'a Shift>) -> Shift {
+        let mut sum = Shift::default();
+        let mut n = 0.0;
+        for s in shifts {
+            for c in 0..3 {
+                sum.mean[c] += s.mean[c];
+                sum.lowpass[c] += s.lowpass[c];
+            }
+            n += 1.0;
+        }
+        if n > 0.0 {
+            for c in 0..3 {
+                sum.mean[c] /= n;
+                sum.lowpass[c] /= n;
+            }
+        }
+        sum
+    }
 }
 
 /// Means over a set of images.
@@ -118,6 +195,9 @@ pub struct Scores {
     pub input_psnr: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub input_ssim: Option<f64>,
+    /// The mean of the images' shifts.
+    #[serde(default)]
+    pub shift: Shift,
 }
 
 impl Scores {
@@ -132,6 +212,7 @@ impl Scores {
                 .map(|s| s.input_ssim)
                 .sum::<Option<f64>>()
                 .map(|t| t / n),
+            shift: Shift::mean_of(images.iter().map(|s| &s.shift)),
         }
     }
 }
@@ -196,7 +277,8 @@ pub enum Event {
         folder: String,
         image: String,
         noise: Option<NoiseSpec>,
-        score: Option<ImageScore>,
+        /// Boxed: the scores are much larger than the other events.
+        score: Option<Box<ImageScore>>,
         done: usize,
         total: usize,
     },

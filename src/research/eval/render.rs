@@ -1,5 +1,5 @@
-//! The report as text: one Markdown table of the synthetic grid (and one of real pairs), or
-//! plain per-folder tables.
+//! The report as text: one Markdown table of the synthetic grid (and one of real pairs, with
+//! the output's shift against its input), or plain per-folder tables (with the shift).
 
 use super::EvalReport;
 
@@ -34,18 +34,21 @@ impl EvalReport {
                 s.push('\n');
             }
             s.push_str(
-                "| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM |\n\
-                 |---|---:|---:|---:|---:|---:|\n",
+                "| Real pairs | Images | noisy PSNR | PSNR | noisy SSIM | SSIM | mean shift R/G/B | \
+                 low-pass shift R/G/B |\n\
+                 |---|---:|---:|---:|---:|---:|---:|---:|\n",
             );
             for p in &self.pairs {
                 s.push_str(&format!(
-                    "| {} | {} | {:.2} | {:.2} | {:.4} | {:.4} |\n",
+                    "| {} | {} | {:.2} | {:.2} | {:.4} | {:.4} | {} | {} |\n",
                     p.name,
                     p.images.len(),
                     p.mean.input_psnr,
                     p.mean.psnr,
                     p.mean.input_ssim.unwrap_or(f64::NAN),
-                    p.mean.ssim
+                    p.mean.ssim,
+                    signed3(&p.mean.shift.mean),
+                    plain3(&p.mean.shift.lowpass),
                 ));
             }
         }
@@ -58,13 +61,18 @@ impl EvalReport {
         for d in &self.datasets {
             s.push_str(&format!("{} ({} images)\n", d.name, d.images));
             s.push_str(&format!(
-                "  {:<16} {:>8} {:>8} {:>11}\n",
-                "noise", "PSNR", "SSIM", "input PSNR"
+                "  {:<16} {:>8} {:>8} {:>11} {:>20} {:>20}\n",
+                "noise", "PSNR", "SSIM", "input PSNR", "mean shift R/G/B", "low-pass shift"
             ));
             for r in &d.rows {
                 s.push_str(&format!(
-                    "  {:<16} {:>8.2} {:>8.4} {:>11.2}\n",
-                    r.label, r.mean.psnr, r.mean.ssim, r.mean.input_psnr
+                    "  {:<16} {:>8.2} {:>8.4} {:>11.2} {:>20} {:>20}\n",
+                    r.label,
+                    r.mean.psnr,
+                    r.mean.ssim,
+                    r.mean.input_psnr,
+                    signed3(&r.mean.shift.mean),
+                    plain3(&r.mean.shift.lowpass)
                 ));
             }
             s.push('\n');
@@ -72,13 +80,36 @@ impl EvalReport {
         for p in &self.pairs {
             s.push_str(&format!("{} ({} real pairs)\n", p.name, p.images.len()));
             s.push_str(&format!(
-                "  {:<16} {:>8} {:>8} {:>11}\n",
-                "", "PSNR", "SSIM", "input PSNR"
+                "  {:<16} {:>8} {:>8} {:>11} {:>20} {:>20}\n",
+                "", "PSNR", "SSIM", "input PSNR", "mean shift R/G/B", "low-pass shift"
             ));
             s.push_str(&format!(
-                "  {:<16} {:>8.2} {:>8.4} {:>11.2}\n\n",
-                "real", p.mean.psnr, p.mean.ssim, p.mean.input_psnr
+                "  {:<16} {:>8.2} {:>8.4} {:>11.2} {:>20} {:>20}\n",
+                "real",
+                p.mean.psnr,
+                p.mean.ssim,
+                p.mean.input_psnr,
+                signed3(&p.mean.shift.mean),
+                plain3(&p.mean.shift.lowpass)
             ));
+            let levels: Vec<_> = p.images.iter().filter_map(|i| i.noise_level).collect();
+            if !levels.is_empty() {
+                let n = levels.len() as f64;
+                let mean = |f: &dyn Fn(&super::NoiseLevel, usize) -> f64| -> [f64; 3] {
+                    [0, 1, 2].map(|c| levels.iter().map(|l| f(l, c)).sum::<f64>() / n)
+                };
+                let est = mean(&|l, c| l.estimated[c]);
+                let act = mean(&|l, c| l.actual[c]);
+                let err = mean(&|l, c| (l.estimated[c] / l.actual[c] - 1.0).abs() * 100.0);
+                s.push_str(&format!(
+                    "  noise sigma R/G/B: true {}, estimated {}, mean |error| {:.0}/{:.0}/{:.0} %\n\n",
+                    plain3(&act),
+                    plain3(&est),
+                    err[0],
+                    err[1],
+                    err[2]
+                ));
+            }
         }
         s
     }
@@ -93,4 +124,14 @@ impl EvalReport {
         }
         v
     }
+}
+
+/// `+1.02/+2.16/+0.95`: a signed shift per channel.
+fn signed3(v: &[f64; 3]) -> String {
+    format!("{:+.2}/{:+.2}/{:+.2}", v[0], v[1], v[2])
+}
+
+/// `0.84/1.90/0.71`: a magnitude per channel.
+fn plain3(v: &[f64; 3]) -> String {
+    format!("{:.2}/{:.2}/{:.2}", v[0], v[1], v[2])
 }

@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 use super::folders::{file_name, folder_name, list_folder, list_pairs, unique_names, Folder};
 use super::{
     image_seed, noise_slug, noisy_input, reference_255, DatasetReport, DumpCase, DumpManifest,
-    EvalConfig, EvalReport, Event, ImageScore, NoiseRow, PairsReport, Scores,
+    EvalConfig, EvalReport, Event, ImageScore, NoiseLevel, NoiseRow, PairsReport, Scores, Shift,
 };
 use crate::error::{Error, Result};
 use crate::inference::Denoiser;
@@ -282,6 +282,7 @@ impl<F: FnMut(&Event)> Run<'_, F> {
         let noisy255 = reference_255(&noisy_img)?;
         let mut s = score(name, None, &out, &noisy255, &reference)?;
         s.input_ssim = Some(metrics::ssim(&noisy255, &reference)?);
+        s.noise_level = Some(NoiseLevel::measure(&noisy255, &reference)?);
         Ok(Some(s))
     }
 
@@ -298,7 +299,7 @@ impl<F: FnMut(&Event)> Run<'_, F> {
             folder: folder.to_string(),
             image,
             noise,
-            score,
+            score: score.map(Box::new),
             done: self.done,
             total: self.total,
         });
@@ -329,6 +330,8 @@ fn score(
         ssim: metrics::ssim(out255, reference)?,
         input_psnr: metrics::psnr(noisy255, reference)?,
         input_ssim: None,
+        shift: Shift::measure(out255, noisy255)?,
+        noise_level: None,
     })
 }
 
