@@ -323,8 +323,7 @@ impl JobPlan {
                 "settings.lookahead {} is above {}",
                 t.lookahead,
                 crate::temporal::MAX_LOOKAHEAD
-            )
-            .into());
+            ));
         }
         let n = self.frames;
         if n == 0 || n > MAX_FRAMES {
