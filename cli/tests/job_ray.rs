@@ -77,7 +77,7 @@ fn a_ray_job_retries_a_killed_segment_and_joins_to_one_pass() {
         "--codec",
         "ffv1",
         "--temporal",
-        "0.3",
+        "0",
     ]);
     let wrapper = dir.path().join("clipdenoise-kill-1-once.sh");
     let real = assert_cmd::cargo::cargo_bin("clipdenoise");
@@ -133,10 +133,12 @@ exec "$CLIPDENOISE_REAL" "$@"
         "video",
         s(&src),
         s(&single),
+        "--precision",
+        "fp32",
         "--codec",
         "ffv1",
         "--temporal",
-        "0.3",
+        "0",
     ]);
     assert_eq!(packets(&out), (75, true));
     assert_same_frames(&out, &single, &segments(&job));

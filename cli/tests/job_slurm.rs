@@ -1,5 +1,7 @@
 //! Segmented jobs on a real Slurm cluster: one node on this machine (`scripts/slurm-local.sh`,
 //! started here and stopped when the test ends, even when it fails), Debian's Slurm 22.05.
+//! Both jobs run without the temporal stage (`--temporal 0`), where a joined job is one pass
+//! bit for bit (its seams with the temporal stage: tests/job.rs).
 //! - FFV1, four segments as one `sbatch --wait --array=0-3`; segment 2 is SIGKILLed on its
 //!   first attempt: `plan --status` names it, re-running the array redoes only it (the others
 //!   exit at once, their done records untouched), and the joined file equals one
@@ -117,7 +119,7 @@ fn slurm_arrays_join_to_one_pass_and_redo_only_the_killed_segment() {
         "--codec",
         "ffv1",
         "--temporal",
-        "0.3",
+        "0",
     ]);
     let seams = segments(&job);
     assert_eq!(seams.len(), 4);
@@ -198,10 +200,12 @@ exec "$CLIPDENOISE" segment "$JOB"
         "video",
         s(&src),
         s(&single),
+        "--precision",
+        "fp32",
         "--codec",
         "ffv1",
         "--temporal",
-        "0.3",
+        "0",
     ]);
     assert_eq!(packets(&joined), (75, true));
     assert_same_frames(&joined, &single, &seams);
@@ -240,6 +244,8 @@ exec "$CLIPDENOISE" segment "$JOB"
         "4",
         "--preset",
         "fast",
+        "--temporal",
+        "0",
     ]);
     let out = dir.path().join("h264.mp4");
     let submit = watchdog::output(
@@ -260,12 +266,26 @@ exec "$CLIPDENOISE" segment "$JOB"
         read(&job.join("logs/join.log"))
     );
     let single = dir.path().join("single-h264.mp4");
-    ok(&["video", s(&with_audio), s(&single), "--preset", "fast"]);
+    ok(&[
+        "video",
+        s(&with_audio),
+        s(&single),
+        "--preset",
+        "fast",
+        "--precision",
+        "fp32",
+        "--temporal",
+        "0",
+    ]);
     let lossless = dir.path().join("single-lossless.mkv");
     ok(&[
         "video",
         s(&with_audio),
         s(&lossless),
+        "--precision",
+        "fp32",
+        "--temporal",
+        "0",
         "--codec",
         "ffv1",
         "--no-audio",

@@ -43,17 +43,20 @@ pub fn cap(amount: f64) -> f64 {
     1.0 + 2.0 * amount.clamp(0.0, 1.0) * (DEFAULT_FRAMES - 1.0)
 }
 
-/// Frames after which the recursive state's weight in the output is below half a level of
-/// 255 (each step keeps at most `(cap - 1) / cap` of it): a segment started that many frames
-/// early (its first outputs discarded) matches one pass over the whole stream to within half
-/// an LSB, as long as the motion and scene-cut decisions match (they look at the same frames;
-/// a near tie between two block vectors can still go the other way). 0 when `amount` is 0.
+/// Frames after which the recursive state's weight in the output is below 2^-24 (each step
+/// keeps at most `(cap - 1) / cap` of it), under f32's resolution: a segment started that many
+/// frames early (its first outputs discarded) gives the same 8-bit frames as one pass over the
+/// whole stream. Half a level of 255 is not enough: a difference that small still moves
+/// values that sit near a rounding boundary (a segmented job's seam test saw frames 57-64 dB
+/// apart at the seam with that bound). The motion and scene-cut decisions look at the same
+/// frames; a near tie between two block vectors can still go the other way while the states
+/// differ, and is forgotten the same way. 0 when `amount` is 0.
 pub fn warmup_frames(amount: f64) -> usize {
     let c = cap(amount);
     if c <= 1.0 {
         return 0;
     }
-    ((0.5f64 / 255.0).ln() / ((c - 1.0) / c).ln()).ceil() as usize
+    ((2f64.powi(-24)).ln() / ((c - 1.0) / c).ln()).ceil() as usize
 }
 
 /// The largest offline window (`lookahead`, frames) the element and the CLI accept: each held

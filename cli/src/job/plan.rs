@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use clipdenoise::inference::DeviceRequest;
+use clipdenoise::inference::{DeviceRequest, Precision};
 use clipdenoise::job::{self, JobDir, JobPlan, SegmentState, Settings, SourceId, Split};
 use gst::prelude::*;
 
@@ -24,7 +24,9 @@ use crate::video::{init_gstreamer, quality};
     JOB_DIR must be on a file system every worker sees, and the source at the same path on each. \
     Segments cut at frame boundaries; each one is denoised from a few frames earlier (the temporal \
     stage's warm-up, from the keyframe before) so that the joined file equals one `clipdenoise video` \
-    pass (identical frames with --codec ffv1).")]
+    pass at the same settings (identical frames with --codec ffv1 and --temporal 0; with the temporal \
+    stage on, close but not bit for bit: its motion-compensated gain depends on the state it carries). A plan fixes one precision for \
+    every machine: --precision auto (the default) is recorded as fp32; give --precision bf16 for bf16.")]
 pub struct Args {
     /// Input video
     #[arg(required_unless_present = "status")]
@@ -154,7 +156,14 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         model,
         model_sha256,
         device: args.model.device.clone(),
-        precision: args.model.precision.as_str().to_string(),
+        // One concrete precision for every segment: `auto` chooses by timing on each machine,
+        // and segments computed in different precisions would not join into one pass.
+        precision: match args.model.precision {
+            Precision::Auto => Precision::Fp32,
+            p => p,
+        }
+        .as_str()
+        .to_string(),
         strength: args.model.strength,
         coarse_grain: args.model.coarse_grain,
         batch_size: args.batch_size,

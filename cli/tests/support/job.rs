@@ -184,6 +184,31 @@ pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
     10.0 * (255.0f64 * 255.0 / (se / n).max(1e-12)).log10()
 }
 
+/// Assert two files decode to the same timestamps and to frames at least `min_db` apart (PSNR
+/// per frame), naming the worst frame; both sides of every seam are among those checked. For
+/// the motion-compensated temporal stage, whose per-pixel gain depends on the state it
+/// carries: a segment's warm-up brings it close to one pass, not bit for bit.
+pub fn assert_close_frames(joined: &Path, single: &Path, seams: &[(u64, u64)], min_db: f64) {
+    let ts = |v: Vec<(String, String)>| v.into_iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(
+        ts(frame_md5s(joined)),
+        ts(frame_md5s(single)),
+        "timestamps differ"
+    );
+    let (a, b) = (frames_rgb(joined), frames_rgb(single));
+    assert_eq!(a.len(), b.len(), "frame counts differ");
+    for &(start, _) in seams.iter().skip(1) {
+        assert!(start > 0 && (start as usize) < a.len(), "seam {start}");
+    }
+    let (worst, db) = (0..a.len())
+        .map(|i| (i, psnr(&a[i..=i], &b[i..=i])))
+        .fold((0, f64::INFINITY), |m, x| if x.1 < m.1 { x } else { m });
+    assert!(
+        db >= min_db,
+        "frame {worst} is {db:.2} dB from one pass (< {min_db})"
+    );
+}
+
 /// The segments' (start, end) from plan.json.
 pub fn segments(job: &Path) -> Vec<(u64, u64)> {
     let v: serde_json::Value =
