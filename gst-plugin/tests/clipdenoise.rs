@@ -20,11 +20,14 @@ use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::temporal::TemporalFilter;
 use clipdenoise::weights::ModelSource;
 
+/// An element on the fixture model in fp32 (the core denoiser's precision these tests compare
+/// with: `auto`, the default, may choose bf16 on a CPU where it is faster), then `props`.
 fn element(props: &[(&str, &dyn ToValue)]) -> gst::Element {
     let el = gst::ElementFactory::make("clipdenoise")
         .property("model", fixture())
         .build()
         .expect("clipdenoise element");
+    el.set_property_from_str("precision", "fp32");
     for (k, v) in props {
         el.set_property_from_value(k, &v.to_value());
     }

@@ -103,7 +103,12 @@ fn new_formats_keep_frames_and_timestamps_and_equal_the_core_denoiser() {
     for (name, f, w, h) in FORMATS {
         let fmt = format_of(f, w, h);
         let frames: Vec<Vec<u8>> = (0..4).map(|i| frame(&fmt, i)).collect();
-        let out = run(name, &fmt, "batch-size=1 strength=0.75 temporal=0", &frames);
+        let out = run(
+            name,
+            &fmt,
+            "batch-size=1 strength=0.75 temporal=0 precision=fp32",
+            &frames,
+        );
         assert_eq!(out.len(), frames.len(), "{name}: frames in != frames out");
         for (i, ((pts, got), input)) in out.iter().zip(&frames).enumerate() {
             assert_eq!(*pts, 40 * i as u64, "{name} frame {i}: timestamp");

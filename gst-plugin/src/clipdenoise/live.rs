@@ -6,7 +6,9 @@
 //! own batch. The element allows one frame interval (at most one batch time) for the middle
 //! part, the queueing of a source at or above the device's rate, and reports
 //!
-//!     latency = batch fill wait + batch time + jitter + min(frame interval, batch time)
+//! ```text
+//! latency = batch fill wait + batch time + jitter + min(frame interval, batch time)
+//! ```
 //!
 //! (batch time: the largest per-frame time of the last 8 batches; jitter: how far those 8
 //! spread, near zero on an idle machine, what a loaded machine adds on a bad frame).
