@@ -22,7 +22,8 @@
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
 //! prints the summary (with the count [`readback`] reads from the written file), [`temp`] owns the temporary output; [`state`] is what the streaming threads record; [`mp4_tracks`] reads what
-//! GStreamer's MP4 reader does not tell (timecode tracks, the packets an edit list trims).
+//! GStreamer's MP4 reader does not tell (timecode tracks, the packets an edit list trims),
+//! [`timecode`] keeps the timecode or notes its loss.
 
 mod errors;
 mod format;
@@ -38,6 +39,7 @@ mod state;
 mod stop;
 mod streams;
 mod temp;
+mod timecode;
 mod watch;
 
 use std::path::PathBuf;
@@ -213,16 +215,6 @@ pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<()> {
         mp4: mp4_tracks::read(&plan.input),
         ..Default::default()
     });
-    for t in shared.mp4.iter().filter(|t| t.handler == "tmcd") {
-        let at = t
-            .timecode
-            .as_deref()
-            .map(|c| format!(", {c}"))
-            .unwrap_or_default();
-        shared.note(format!(
-            "timecode track (tmcd{at}) left out: GStreamer does not carry it into the output"
-        ));
-    }
     let pipeline = gst::Pipeline::new();
     let result = pipeline::build(&pipeline, &plan, &temp.path, &shared)
         .and_then(|()| Watch::start(&pipeline, &plan, &shared))

@@ -23,8 +23,60 @@ pub struct Track {
     pub samples: u32,
     /// The first edit's media time (in `timescale` units), when an edit list skips the start.
     pub media_time: Option<u64>,
-    /// A timecode track's first timecode ("01:00:00:00"; ';' before the frames when drop-frame).
-    pub timecode: Option<String>,
+    /// A timecode track's first timecode.
+    pub timecode: Option<Timecode>,
+}
+
+/// The first sample of a `tmcd` track with its sample description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timecode {
+    /// The frame number the sample holds.
+    pub frame: u32,
+    /// Whole frames per second (30 for 29.97).
+    pub fps: u32,
+    /// The frame rate as a fraction: timescale / frame duration (30000/1001).
+    pub rate: (u32, u32),
+    pub drop_frame: bool,
+}
+
+impl Timecode {
+    /// Hours, minutes, seconds and frames (drop-frame: the first two frame numbers of each
+    /// minute but every tenth are skipped, per 30 frames).
+    pub fn fields(&self) -> Option<(u32, u32, u32, u32)> {
+        if self.fps == 0 {
+            return None;
+        }
+        let mut n = u64::from(self.frame);
+        if self.drop_frame {
+            let drop = u64::from(self.fps / 15);
+            let per_10min = u64::from(self.fps) * 600 - 9 * drop;
+            let per_min = u64::from(self.fps) * 60 - drop;
+            let (tens, rest) = (n / per_10min, n % per_10min);
+            n += 9 * drop * tens;
+            if rest > drop {
+                n += drop * ((rest - drop) / per_min);
+            }
+        }
+        let fps = u64::from(self.fps);
+        let (ff, secs) = (n % fps, n / fps);
+        Some((
+            (secs / 3600 % 24) as u32,
+            (secs / 60 % 60) as u32,
+            (secs % 60) as u32,
+            ff as u32,
+        ))
+    }
+
+    /// "01:00:00:00" (';' before the frames when drop-frame).
+    pub fn text(&self) -> String {
+        match self.fields() {
+            Some((h, m, s, f)) => {
+                let sep = if self.drop_frame { ';' } else { ':' };
+                format!("{h:02}:{m:02}:{s:02}{sep}{f:02}")
+            }
+            None => format!("frame {}", self.frame),
+        }
+    }
 }
 
 /// The tracks of `path`; empty when it is not an MP4/MOV file (or not a readable one).
@@ -170,9 +222,9 @@ fn first_media_time(elst: &[u8]) -> Option<u64> {
     })
 }
 
-/// A `tmcd` track's first timecode: its sample description (flags, frames per second) and its
-/// first sample (a frame number), read from the file.
-fn first_timecode(stbl: &[u8], f: &mut File) -> Option<String> {
+/// A `tmcd` track's first timecode: its sample description (flags, rate, frames per second)
+/// and its first sample (a frame number), read from the file.
+fn first_timecode(stbl: &[u8], f: &mut File) -> Option<Timecode> {
     let stsd = child(stbl, &[b"stsd"])?;
     // Full box header (4), entry count (4), then the first sample entry: size, 'tmcd',
     // 6 reserved, data reference index (2), 4 reserved, flags (4), timescale (4),
@@ -182,6 +234,7 @@ fn first_timecode(stbl: &[u8], f: &mut File) -> Option<String> {
         return None;
     }
     let flags = u32_at(entry, 20)?;
+    let rate = (u32_at(entry, 24)?, u32_at(entry, 28)?);
     let fps = u32::from(*entry.get(32)?);
     let offset = match child(stbl, &[b"stco"]) {
         Some(stco) => u64::from(u32_at(stco, 8)?),
@@ -190,35 +243,12 @@ fn first_timecode(stbl: &[u8], f: &mut File) -> Option<String> {
     f.seek(SeekFrom::Start(offset)).ok()?;
     let mut b = [0u8; 4];
     f.read_exact(&mut b).ok()?;
-    timecode_text(u32::from_be_bytes(b), fps, flags & 1 == 1)
-}
-
-/// HH:MM:SS:FF of frame number `n` at `fps` frames a second (drop-frame: the first two frame
-/// numbers of each minute but every tenth are skipped, per 30 frames; HH:MM:SS;FF).
-pub fn timecode_text(n: u32, fps: u32, drop_frame: bool) -> Option<String> {
-    if fps == 0 {
-        return None;
-    }
-    let mut n = u64::from(n);
-    if drop_frame {
-        let drop = u64::from(fps / 15);
-        let per_10min = u64::from(fps) * 600 - 9 * drop;
-        let per_min = u64::from(fps) * 60 - drop;
-        let (tens, rest) = (n / per_10min, n % per_10min);
-        n += 9 * drop * tens;
-        if rest > drop {
-            n += drop * ((rest - drop) / per_min);
-        }
-    }
-    let fps = u64::from(fps);
-    let (ff, secs) = (n % fps, n / fps);
-    let sep = if drop_frame { ';' } else { ':' };
-    Some(format!(
-        "{:02}:{:02}:{:02}{sep}{ff:02}",
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    ))
+    Some(Timecode {
+        frame: u32::from_be_bytes(b),
+        fps,
+        rate,
+        drop_frame: flags & 1 == 1,
+    })
 }
 
 #[cfg(test)]
@@ -227,13 +257,22 @@ mod tests {
 
     #[test]
     fn timecodes_from_frame_numbers() {
-        assert_eq!(timecode_text(90_000, 25, false).unwrap(), "01:00:00:00");
-        assert_eq!(timecode_text(90_001, 25, false).unwrap(), "01:00:00:01");
+        let tc = |frame, fps, drop_frame| {
+            Timecode {
+                frame,
+                fps,
+                rate: (fps, 1),
+                drop_frame,
+            }
+            .text()
+        };
+        assert_eq!(tc(90_000, 25, false), "01:00:00:00");
+        assert_eq!(tc(90_001, 25, false), "01:00:00:01");
         // 29.97 drop-frame: frame 1800 is 00:01:00;02 (00:01:00;00 and ;01 are skipped).
-        assert_eq!(timecode_text(1800, 30, true).unwrap(), "00:01:00;02");
-        assert_eq!(timecode_text(17982, 30, true).unwrap(), "00:10:00;00");
-        assert_eq!(timecode_text(107_892, 30, true).unwrap(), "01:00:00;00");
-        assert_eq!(timecode_text(5, 0, false), None);
+        assert_eq!(tc(1800, 30, true), "00:01:00;02");
+        assert_eq!(tc(17982, 30, true), "00:10:00;00");
+        assert_eq!(tc(107_892, 30, true), "01:00:00;00");
+        assert_eq!(tc(5, 0, false), "frame 5");
     }
 
     #[test]
