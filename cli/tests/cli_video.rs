@@ -631,6 +631,51 @@ fn subtitle_tracks_are_kept_where_the_container_holds_them_and_mp2_is_named() {
         "{got}"
     );
 
+    // Cues 11 s apart into MP4 (it stalled: qtmux waited for the next cue while the video
+    // filled the queues), and the last cue of a cut keeps its length (--start at frame 263,
+    // which the output shows at 0).
+    let srt = dir.path().join("far.srt");
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,000 --> 00:00:00,500\nfirst\n\n2\n00:00:11,000 --> 00:00:11,500\nlast\n",
+    )
+    .unwrap();
+    let far = dir.path().join("far.mkv");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=64x48:rate=25")
+        .arg("-i")
+        .arg(&srt)
+        .args([
+            "-map", "0", "-map", "1", "-t", "12", "-c:v", "libx264", "-c:s", "srt",
+        ])
+        .arg(&far);
+    let out = watchdog::output(&mut c, "ffmpeg (making a clip)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for (name, extra, want) in [
+        (
+            "far.mp4",
+            &[][..],
+            &[
+                "00:00:00,000 --> 00:00:00,500",
+                "00:00:11,000 --> 00:00:11,500",
+            ][..],
+        ),
+        (
+            "cut.mp4",
+            &["--start", "10.52", "--to", "11.8"][..],
+            &["00:00:00,480 --> 00:00:00,980"][..],
+        ),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&far, &output, extra);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        let got = subtitles_srt(&output);
+        let times: Vec<&str> = got.lines().filter(|l| l.contains(" --> ")).collect();
+        assert_eq!(times, want, "{name}: {got}");
+    }
+
     let output = dir.path().join("out.webm");
     let out = denoise_video(&input, &output, &[]);
     let err = stderr_of(&out);

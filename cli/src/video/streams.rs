@@ -408,9 +408,16 @@ impl Route<'_> {
             .static_pad("src")
             .expect("queue has src")
             .link(&mux_pad)?;
+        let qsink = queue.static_pad("sink").expect("queue has sink");
+        if matches!(self.container, Container::Mp4 | Container::Mov) {
+            end_cues(&mux_pad);
+        }
         if text {
             let strip = self.container != Container::Mkv;
             as_utf8(pad, out_caps, markup, strip);
+        }
+        if matches!(self.container, Container::Mp4 | Container::Mov) {
+            gaps_as_empty_cues(pad, &qsink);
         }
         cut_to_video(
             &queue.static_pad("src").expect("queue has src"),
@@ -418,7 +425,6 @@ impl Route<'_> {
             self.range,
         );
         queue.sync_state_with_parent()?;
-        let qsink = queue.static_pad("sink").expect("queue has sink");
         // The caps are checked by the probe's rewrite, not by the link (Pango markup in).
         pad.link_full(&qsink, gst::PadLinkCheck::empty())?;
         self.shared.heads.lock().unwrap().push(qsink);
@@ -463,6 +469,72 @@ fn as_utf8(pad: &gst::Pad, caps: gst::Caps, markup: bool, strip_tags: bool) {
                     info.data = Some(gst::PadProbeData::Buffer(nb));
                 }
                 _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}
+
+/// On `pad` (a subtitle stream into qtmux, linked to `qsink`): each GAP event (the demuxer's
+/// "no cue until then") sent on as an empty cue of its time and duration. qtmux 1.22 ignores
+/// GAP events and waits for the next cue, while the video it holds back fills the queues up to
+/// the demuxer: a file with a minute between cues stalls.
+fn gaps_as_empty_cues(pad: &gst::Pad, qsink: &gst::Pad) {
+    let qsink = qsink.downgrade();
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        let Some(gst::PadProbeData::Event(e)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Gap(gap) = e.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (ts, duration) = gap.get();
+        let Some(qsink) = qsink.upgrade() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut cue = gst::Buffer::new();
+        {
+            let b = cue.get_mut().expect("a new buffer is writable");
+            b.set_pts(ts);
+            b.set_duration(duration);
+        }
+        let _ = qsink.chain(cue);
+        // Taken and handled rather than Drop, which gst-rs unrefs twice (see range::Cut).
+        drop(info.take_event());
+        gst::PadProbeReturn::Handled
+    });
+}
+
+/// On `mux_pad` (qtmux's subtitle pad): an empty cue where each cue ends, unless the next one
+/// starts there, and before the end. qtmux times a sample until the next one: a cue followed
+/// by nothing (the last, or the last before a cut's end) would last 0 s.
+fn end_cues(mux_pad: &gst::Pad) {
+    let open_until = std::sync::Mutex::new(None::<gst::ClockTime>);
+    mux_pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |pad, info| {
+            let next = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    let start = b.pts();
+                    let end = start.zip(b.duration()).map(|(p, d)| p + d);
+                    let ending = open_until.lock().unwrap().take();
+                    if b.size() > 0 {
+                        *open_until.lock().unwrap() = end;
+                    }
+                    ending.filter(|e| start.is_some_and(|s| s > *e))
+                }
+                Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
+                    open_until.lock().unwrap().take()
+                }
+                _ => None,
+            };
+            if let Some(at) = next {
+                // With a length of its own: qtmux leaves out a last sample of none.
+                let mut cue = gst::Buffer::new();
+                let b = cue.get_mut().expect("a new buffer is writable");
+                b.set_pts(at);
+                b.set_duration(gst::ClockTime::MSECOND);
+                let _ = pad.chain(cue);
             }
             gst::PadProbeReturn::Ok
         },
