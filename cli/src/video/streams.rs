@@ -1,6 +1,7 @@
 //! Routing parsebin's streams as they appear: the first video stream to the denoising chain,
 //! audio to the mux (copied, or re-encoded when the container cannot take it), subtitles to
-//! the mux where the container holds them, anything else to a fakesink with a note. A file without video is an error.
+//! the mux where the container holds them ([`super::subtitles`]), anything else to a fakesink
+//! with a note. A file without video is an error.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::pipeline::make;
 use super::plan::{Container, Plan};
 use super::range::{Cut, Range};
 use super::state::{extend, Shared};
+use super::subtitles;
 
 /// Link parsebin's pads to the chain that starts at `pre` and to `mux` as they appear.
 pub fn connect(
@@ -410,14 +412,14 @@ impl Route<'_> {
             .link(&mux_pad)?;
         let qsink = queue.static_pad("sink").expect("queue has sink");
         if matches!(self.container, Container::Mp4 | Container::Mov) {
-            end_cues(&mux_pad);
+            subtitles::end_cues(&mux_pad);
         }
         if text {
             let strip = self.container != Container::Mkv;
-            as_utf8(pad, out_caps, markup, strip);
+            subtitles::as_utf8(pad, out_caps, markup, strip);
         }
         if matches!(self.container, Container::Mp4 | Container::Mov) {
-            gaps_as_empty_cues(pad, &qsink);
+            subtitles::gaps_as_empty_cues(pad, &qsink);
         }
         cut_to_video(
             &queue.static_pad("src").expect("queue has src"),
@@ -435,140 +437,6 @@ impl Route<'_> {
             .push(format!("{what} copied"));
         Ok(None)
     }
-}
-
-/// On `pad` (a text subtitle stream): caps as `caps` (UTF-8 text), and each cue given in Pango
-/// markup (`markup`) as the input file had it: the escapes the demuxer added undone (it
-/// escapes until a cue has a tag), and the tags left out when `strip_tags`.
-fn as_utf8(pad: &gst::Pad, caps: gst::Caps, markup: bool, strip_tags: bool) {
-    let seen_tag = std::sync::atomic::AtomicBool::new(false);
-    pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-        move |_, info| {
-            match &info.data {
-                Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Caps => {
-                    info.data = Some(gst::PadProbeData::Event(gst::event::Caps::new(&caps)));
-                }
-                Some(gst::PadProbeData::Buffer(b)) if markup => {
-                    let Ok(map) = b.map_readable() else {
-                        return gst::PadProbeReturn::Ok;
-                    };
-                    let text = String::from_utf8_lossy(&map).into_owned();
-                    drop(map);
-                    let tagged = seen_tag.fetch_or(text.contains('<'), Ordering::SeqCst)
-                        || text.contains('<');
-                    let out = cue_text(&text, tagged, strip_tags);
-                    let mut nb = gst::Buffer::from_slice(out.into_bytes());
-                    {
-                        let m = nb.get_mut().expect("a new buffer is writable");
-                        m.set_pts(b.pts());
-                        m.set_dts(b.dts());
-                        m.set_duration(b.duration());
-                        m.set_flags(b.flags());
-                    }
-                    info.data = Some(gst::PadProbeData::Buffer(nb));
-                }
-                _ => {}
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
-}
-
-/// On `pad` (a subtitle stream into qtmux, linked to `qsink`): each GAP event (the demuxer's
-/// "no cue until then") sent on as an empty cue of its time and duration. qtmux 1.22 ignores
-/// GAP events and waits for the next cue, while the video it holds back fills the queues up to
-/// the demuxer: a file with a minute between cues stalls.
-fn gaps_as_empty_cues(pad: &gst::Pad, qsink: &gst::Pad) {
-    let qsink = qsink.downgrade();
-    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-        let Some(gst::PadProbeData::Event(e)) = &info.data else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let gst::EventView::Gap(gap) = e.view() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let (ts, duration) = gap.get();
-        let Some(qsink) = qsink.upgrade() else {
-            return gst::PadProbeReturn::Ok;
-        };
-        let mut cue = gst::Buffer::new();
-        {
-            let b = cue.get_mut().expect("a new buffer is writable");
-            b.set_pts(ts);
-            b.set_duration(duration);
-        }
-        let _ = qsink.chain(cue);
-        // Taken and handled rather than Drop, which gst-rs unrefs twice (see range::Cut).
-        drop(info.take_event());
-        gst::PadProbeReturn::Handled
-    });
-}
-
-/// On `mux_pad` (qtmux's subtitle pad): an empty cue where each cue ends, unless the next one
-/// starts there, and before the end. qtmux times a sample until the next one: a cue followed
-/// by nothing (the last, or the last before a cut's end) would last 0 s.
-fn end_cues(mux_pad: &gst::Pad) {
-    let open_until = std::sync::Mutex::new(None::<gst::ClockTime>);
-    mux_pad.add_probe(
-        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-        move |pad, info| {
-            let next = match &info.data {
-                Some(gst::PadProbeData::Buffer(b)) => {
-                    let start = b.pts();
-                    let end = start.zip(b.duration()).map(|(p, d)| p + d);
-                    let ending = open_until.lock().unwrap().take();
-                    if b.size() > 0 {
-                        *open_until.lock().unwrap() = end;
-                    }
-                    ending.filter(|e| start.is_some_and(|s| s > *e))
-                }
-                Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
-                    open_until.lock().unwrap().take()
-                }
-                _ => None,
-            };
-            if let Some(at) = next {
-                // With a length of its own: qtmux leaves out a last sample of none.
-                let mut cue = gst::Buffer::new();
-                let b = cue.get_mut().expect("a new buffer is writable");
-                b.set_pts(at);
-                b.set_duration(gst::ClockTime::MSECOND);
-                let _ = pad.chain(cue);
-            }
-            gst::PadProbeReturn::Ok
-        },
-    );
-}
-
-/// A cue from Pango markup: escapes undone unless the stream has tags (`tagged`: then the text
-/// is the file's own), tags removed when `strip_tags` (and then the escapes too).
-fn cue_text(markup: &str, tagged: bool, strip_tags: bool) -> String {
-    let text = match strip_tags {
-        true => {
-            let mut out = String::with_capacity(markup.len());
-            let mut in_tag = false;
-            for c in markup.chars() {
-                match c {
-                    '<' => in_tag = true,
-                    '>' if in_tag => in_tag = false,
-                    c if !in_tag => out.push(c),
-                    _ => {}
-                }
-            }
-            out
-        }
-        false => markup.to_string(),
-    };
-    if tagged && !strip_tags {
-        return text;
-    }
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
 }
 
 /// Drop the audio outside --start/--duration/--to (its times then start at 0, as the video's
