@@ -28,6 +28,8 @@ pub fn connect(
     let sh = shared.clone();
     let (container, no_audio, range, mux) =
         (plan.container, plan.no_audio, plan.range, mux.clone());
+    // A job segment's subtitles would be dropped by `join` (it takes the video only).
+    let subtitles = plan.keep.is_none();
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {
@@ -39,6 +41,7 @@ pub fn connect(
             mux: &mux,
             container,
             no_audio,
+            subtitles,
             range,
             shared: &sh,
         };
@@ -91,6 +94,8 @@ struct Route<'a> {
     mux: &'a gst::Element,
     container: Container,
     no_audio: bool,
+    /// Whether subtitle tracks are kept where the container holds them.
+    subtitles: bool,
     range: Option<Range>,
     shared: &'a Arc<Shared>,
 }
@@ -126,7 +131,7 @@ impl Route<'_> {
             return self.audio(pad, &caps, &name);
         }
         let mut why = None;
-        if let Some(what) = subtitle(&name) {
+        if let Some(what) = subtitle(&name).filter(|_| self.subtitles) {
             match self.subtitle(pad, &caps, &name, what)? {
                 None => return Ok(()),
                 Some(w) => why = Some(w),
