@@ -472,32 +472,32 @@ fn finished_frames_waiting_for_the_receiver_are_no_backlog() {
 fn the_wait_estimate_counts_frames_queued_for_the_model() {
     let stats = control::Shared::new::<usize>(Strength::default(), cb::never(), cb::bounded(1).1);
     let mut s = stats.stats();
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO), "idle");
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO), "idle");
     s.set_running(Some((Instant::now(), 1)));
     assert_eq!(
-        s.wait_estimate(1),
+        s.wait_estimate(1, &[]),
         Some(Duration::ZERO),
         "the first behind the warm-up"
     );
     s.waiting = 1;
-    assert_eq!(s.wait_estimate(1), None, "busy, no batch time known");
+    assert_eq!(s.wait_estimate(1, &[]), None, "busy, no batch time known");
     s.waiting = 0;
     s.set_running(None);
-    s.warmed_up(Duration::from_millis(10));
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+    s.warmed_up(Duration::from_millis(25), Duration::from_millis(10));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO));
     s.waiting = 3;
-    assert_eq!(s.wait_estimate(1), Some(Duration::from_millis(30)));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::from_millis(30)));
     // Batches of 4: the three join the partial batch waiting.
-    assert_eq!(s.wait_estimate(4), Some(Duration::ZERO));
+    assert_eq!(s.wait_estimate(4, &[]), Some(Duration::ZERO));
     s.set_running(Some((Instant::now(), 1)));
-    let w = s.wait_estimate(1).unwrap();
+    let w = s.wait_estimate(1, &[]).unwrap();
     assert!(
         w > Duration::from_millis(30) && w <= Duration::from_millis(40),
         "{w:?}"
     );
     s.unqueue(5);
     s.set_running(None);
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO));
 }
 
 /// An engine on the process's shared model for the fixture; `key` (the pixel budget, far

@@ -7,11 +7,13 @@
 //! part, the queueing of a source at or above the device's rate, and reports
 //!
 //! ```text
-//! latency = batch fill wait + batch time + jitter + min(frame interval, batch time)
+//! latency = batch fill wait + batch time × (1 + other streams) + jitter
+//!           + min(frame interval, batch time)
 //! ```
 //!
 //! (batch time: the largest per-frame time of the last 8 batches; jitter: how far those 8
-//! spread, near zero on an idle machine, what a loaded machine adds on a bad frame).
+//! spread, near zero on an idle machine, what a loaded machine adds on a bad frame; other
+//! streams: those on the same shared model, which takes the streams' batches in turn).
 //!
 //! A live frame whose expected wait for the model is above that allowance would leave late,
 //! so it is dropped on arrival instead (thinned): below the device's rate nothing waits that
@@ -53,6 +55,8 @@ pub(super) struct Pace {
     pub batch_jitter: Duration,
     /// The stream's frame interval (None when unknown).
     pub frame_interval: Option<Duration>,
+    /// The other streams on the element's shared model (0: a model of its own).
+    pub other_streams: usize,
 }
 
 impl Pace {
@@ -70,7 +74,9 @@ impl Pace {
 
     /// What a frame may spend in the element: the batch fill wait, the queue allowance and
     /// its own batch, with the batch time's recent jitter (a frame is not late because its
-    /// batch was a little slower than the slowest recent one). Before any batch time is
+    /// batch was a little slower than the slowest recent one); on a shared model one batch
+    /// of each other stream too (the model takes the streams' batches in turn: one that
+    /// arrives after a frame was kept may still run before it). Before any batch time is
     /// known: the fill wait alone.
     pub fn latency(&self) -> Duration {
         let fill = if self.batch_size > 1 {
@@ -78,7 +84,8 @@ impl Pace {
         } else {
             Duration::ZERO
         };
-        fill + self.queue_allowance() + self.batch_time.unwrap_or_default() + self.batch_jitter
+        let batch = self.batch_time.unwrap_or_default();
+        fill + self.queue_allowance() + batch * (1 + self.other_streams as u32) + self.batch_jitter
     }
 
     /// Whether a live frame that would wait `wait` for the model is to be dropped: it would
@@ -105,6 +112,7 @@ mod tests {
             batch_time: Some(ms(batch_time)),
             batch_jitter: Duration::ZERO,
             frame_interval: interval.map(ms),
+            other_streams: 0,
         }
     }
 
@@ -130,6 +138,12 @@ mod tests {
             ..pace(1, 55, Some(33))
         };
         assert_eq!(jittery.latency(), ms(55 + 12 + 33));
+        // Two other streams on a shared model: a batch of each on top.
+        let shared = Pace {
+            other_streams: 2,
+            ..pace(1, 55, Some(33))
+        };
+        assert_eq!(shared.latency(), ms(3 * 55 + 33));
     }
 
     #[test]
