@@ -543,11 +543,13 @@ fn above_the_device_rate_a_live_source_is_thinned_evenly_and_on_time() {
     // The model's time is 3 frames at 20 ms: no two kept frames closer than 2 apart or
     // further than 5, and the typical gap is 3 or 4.
     assert_evenly_spread(&run, 2..=5, 3..=4);
-    // The reported latency: the model's 60 ms (and the jitter of its sleeps on a busy
-    // machine) and one 20 ms interval of queueing, not 2 batches and max-latency (170 ms);
-    // frames finish within it.
+    // The reported latency: the model's 60 ms (and twice the jitter of its sleeps) and one
+    // 20 ms interval of queueing, not 2 batches and max-latency (170 ms); frames finish
+    // within it.
+    // (A stalled machine's jitter raises it.)
     let latency = run.stats.get::<f64>("latency-ms").unwrap();
-    assert!((80.0..150.0).contains(&latency), "latency {latency} ms");
+    assert!(latency >= 80.0, "latency {latency} ms");
+    assert!(run.stalls > 0 || latency < 150.0, "latency {latency} ms");
     let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
     assert!(
         mean <= latency,
