@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use gst::prelude::*;
 use gst_check::Harness;
 

@@ -49,7 +49,10 @@ impl WarmingUp {
     /// Wait up to `timeout` for the warm-up (and what was sent before it) to be over: true
     /// when it is (or the worker stopped, or a flush discarded it), false on the timeout.
     pub fn wait(&self, timeout: Duration) -> bool {
-        !matches!(self.0.recv_timeout(timeout), Err(cb::RecvTimeoutError::Timeout))
+        !matches!(
+            self.0.recv_timeout(timeout),
+            Err(cb::RecvTimeoutError::Timeout)
+        )
     }
 }
 

@@ -291,7 +291,13 @@ impl StatsAcc {
         let Some(per_frame) = self.per_frame_typical else {
             return (self.waiting == 0).then_some(Duration::ZERO);
         };
-        Some(wait_ahead(per_frame, batch_size, &own, others, Instant::now()))
+        Some(wait_ahead(
+            per_frame,
+            batch_size,
+            &own,
+            others,
+            Instant::now(),
+        ))
     }
 
     /// A frame delivered by the receiver `latency` after it was sent.

@@ -237,7 +237,13 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             let mut second = Duration::ZERO;
             for _ in 0..2 {
                 let t = Instant::now();
-                model.denoise_sequence(&[blank.as_slice()], &format, strength, &mut scratch, amount)?;
+                model.denoise_sequence(
+                    &[blank.as_slice()],
+                    &format,
+                    strength,
+                    &mut scratch,
+                    amount,
+                )?;
                 second = t.elapsed();
             }
             Ok::<_, Error>(second)

@@ -607,7 +607,12 @@ impl ClipDenoise {
                 // its sinks first), so its first frames do not arrive while the model warms
                 // up (they would have to be thinned: they could only leave late).
                 if !warming.wait(WARM_UP_WAIT) {
-                    gst::warning!(CAT, imp = self, "Warm-up still running after {:?}", WARM_UP_WAIT);
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "Warm-up still running after {:?}",
+                        WARM_UP_WAIT
+                    );
                 }
             }
             Some((_, Err(e))) => gst::debug!(CAT, imp = self, "No warm-up: {}", e),

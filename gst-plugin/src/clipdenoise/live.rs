@@ -100,7 +100,9 @@ impl Pace {
             Duration::ZERO
         };
         let batch = self.batch_time.unwrap_or_default();
-        fill + self.queue_allowance() + batch * (1 + self.other_streams as u32) + self.batch_jitter * 2
+        fill + self.queue_allowance()
+            + batch * (1 + self.other_streams as u32)
+            + self.batch_jitter * 2
     }
 
     /// Whether a live frame that would wait `wait` for the model is to be dropped: it would

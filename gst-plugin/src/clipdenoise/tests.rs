@@ -512,10 +512,24 @@ fn below_the_device_rate_a_live_source_is_not_thinned_from_the_start() {
     // behind a stall of the machine (one a stall: the model at 25 ms catches up within the
     // next frame interval).
     let dropped = count(&run.stats, "frames-dropped");
-    assert!(dropped <= run.stalls, "{} stalls: {}", run.stalls, run.stats);
-    assert_eq!(count(&run.stats, "frames-out") + dropped, frames, "{}", run.stats);
+    assert!(
+        dropped <= run.stalls,
+        "{} stalls: {}",
+        run.stalls,
+        run.stats
+    );
+    assert_eq!(
+        count(&run.stats, "frames-out") + dropped,
+        frames,
+        "{}",
+        run.stats
+    );
     assert_eq!(run.kept.len() as u64, frames - dropped);
-    assert!(run.kept.windows(2).all(|w| w[0] < w[1]), "order: {:?}", run.kept);
+    assert!(
+        run.kept.windows(2).all(|w| w[0] < w[1]),
+        "order: {:?}",
+        run.kept
+    );
     assert_eq!(run.rendered + run.late, frames - dropped);
     assert_on_time(&run, "below");
 }
@@ -594,11 +608,7 @@ fn a_jittery_device_keeps_frames_on_time() {
 #[test]
 fn streams_on_a_shared_device_count_each_others_frames() {
     let (fps, frames) = (30, 90);
-    let runs = run_live(
-        fps,
-        &["paced-25-shared-a", "paced-25-shared-b"],
-        frames,
-    );
+    let runs = run_live(fps, &["paced-25-shared-a", "paced-25-shared-b"], frames);
     let mut total = 0;
     for (run, name) in runs.iter().zip(["a", "b"]) {
         eprintln!(
