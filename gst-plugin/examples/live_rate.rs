@@ -16,7 +16,10 @@
 //! events from the sink), delivered / possible (possible:
 //! min(rate, offline rate) over the source's duration), how busy the model was (frames run
 //! times their time per frame, over the source's duration: near 100 % above the device's
-//! rate when thinning keeps the model fed, whatever the load), the element's reported latency
+//! rate when thinning keeps the model fed, whatever the load), the model's time per frame
+//! (upload, model, download) offline and live (above the device's rate with the model busy,
+//! a live rate below the offline one is the model running slower live: the source renders
+//! and pushes every frame, thinned or not, on the same cores), the element's reported latency
 //! and its mean latency, and the pipeline's latency.
 
 use std::sync::{Arc, Mutex};
@@ -138,9 +141,9 @@ fn main() {
         a.width, a.height, a.offline_frames
     );
     println!(
-        "| source fps | offline fps | frames in | delivered | late | thinned | qos dropped | delivered fps | possible fps | delivered / possible | model busy | element latency ms | mean latency ms | pipeline latency ms |"
+        "| source fps | offline fps | frames in | delivered | late | thinned | qos dropped | delivered fps | possible fps | delivered / possible | model busy | ms/frame offline | ms/frame live | element latency ms | mean latency ms | pipeline latency ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &rate in &a.rates {
         let offline = run(
             &format!(
@@ -168,14 +171,19 @@ fn main() {
         let delivered_fps = r.rendered as f64 / seconds;
         let possible = (rate as f64).min(offline_fps);
         let f = |k: &str| r.stats.get::<f64>(k).unwrap_or(f64::NAN);
+        let per_frame = |s: &gst::Structure| {
+            ["upload-ms-per-frame", "model-ms-per-frame", "download-ms-per-frame"]
+                .iter()
+                .map(|k| s.get::<f64>(k).unwrap_or(f64::NAN))
+                .sum::<f64>()
+        };
         // The share of the run the model worked (the frames it ran times their upload, model
         // and download time): near 100 % above the device's rate, whatever the machine's load,
         // when the thinning keeps it fed.
-        let work_ms =
-            f("upload-ms-per-frame") + f("model-ms-per-frame") + f("download-ms-per-frame");
+        let work_ms = per_frame(&r.stats);
         let busy = r.stats.get::<u64>("batches").unwrap_or(0) as f64 * work_ms / (seconds * 1e3);
         println!(
-            "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {} |",
+            "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.rendered,
             r.late,
             thinned,
@@ -184,6 +192,8 @@ fn main() {
             possible,
             delivered_fps / possible,
             busy * 100.0,
+            per_frame(&offline.stats),
+            work_ms,
             f("latency-ms"),
             f("mean-latency-ms"),
             r.latency

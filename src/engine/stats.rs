@@ -54,7 +54,9 @@ pub struct Stats {
     pub recent_frames_dropped: u64,
     pub recent_mean_latency_ms: f64,
     pub recent_max_latency_ms: f64,
-    /// How long the last warm-up run took ([`super::EngineSender::warm_up`]); 0: none ran.
+    /// How long the last run of the last warm-up took (the second, steady one unless the
+    /// first took over a second; [`super::EngineSender::warm_up`]): what the batch time
+    /// estimate starts from; 0: none ran.
     pub warm_up_ms: f64,
     /// What the model runs in ("fp32", "bf16", "fp16") and whether `auto` chose it (false:
     /// set, or `auto` before its first frame size, running fp32).
@@ -316,10 +318,9 @@ impl StatsAcc {
         self.precision = Some(choice);
     }
 
-    /// A warm-up took `took`, and a frame in it `per_frame` (its second, steady run): until
-    /// real batches ran, that is the estimate.
-    pub(super) fn warmed_up(&mut self, took: Duration, per_frame: Duration) {
-        self.warm_up = took;
+    /// A warm-up's last run took `per_frame`: until real batches ran, that is the estimate.
+    pub(super) fn warmed_up(&mut self, per_frame: Duration) {
+        self.warm_up = per_frame;
         if self.per_frame_estimate.is_none() {
             self.per_frame_estimate = Some(per_frame);
             self.per_frame_typical = Some(per_frame);

@@ -483,7 +483,7 @@ fn the_wait_estimate_counts_frames_queued_for_the_model() {
     assert_eq!(s.wait_estimate(1, &[]), None, "busy, no batch time known");
     s.waiting = 0;
     s.set_running(None);
-    s.warmed_up(Duration::from_millis(25), Duration::from_millis(10));
+    s.warmed_up(Duration::from_millis(10));
     assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO));
     s.waiting = 3;
     assert_eq!(s.wait_estimate(1, &[]), Some(Duration::from_millis(30)));

@@ -17,6 +17,9 @@ use crate::frame::FrameFormat;
 use crate::inference::StageTimes;
 use crate::temporal::TemporalFilter;
 
+/// The longest first warm-up run after which a second one runs ([`Worker::warm_up`]).
+const WARM_UP_SECOND_RUN_AFTER: Duration = Duration::from_secs(1);
+
 enum Pending<T> {
     Frame {
         data: Vec<u8>,
@@ -210,7 +213,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
 
     /// Run the model on blank frames of `format` unless a frame of its size already ran (the
     /// network's time and memory follow the size; the pixel format only changes the
-    /// conversions around it): twice, through a scratch temporal filter at the stream's
+    /// conversions around it): twice (once when the first run took more than
+    /// [`WARM_UP_SECOND_RUN_AFTER`]), through a scratch temporal filter at the stream's
     /// amount, so that the second run is what a stream's frame costs (network and temporal
     /// stage, after the first run's allocations): the batch time estimate starts from it.
     /// An estimate from the first run alone (allocations, and no temporal stage) was too
@@ -234,25 +238,31 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let mut scratch = TemporalFilter::new();
         let model = &self.model;
         let ran = catch_unwind(AssertUnwindSafe(|| {
-            let mut second = Duration::ZERO;
+            // The model's own time (a shared model's call, not the wait for it), as batches
+            // are measured. A first run slower than WARM_UP_SECOND_RUN_AFTER is the estimate
+            // (pessimistic): such a model is no live one, and a second run would only double
+            // the wait (4K frames in small tiles on the CPU: minutes on a busy machine).
+            let mut last = Duration::ZERO;
             for _ in 0..2 {
-                let t = Instant::now();
-                model.denoise_sequence(
+                let (_, times) = model.denoise_sequence(
                     &[blank.as_slice()],
                     &format,
                     strength,
                     &mut scratch,
                     amount,
                 )?;
-                second = t.elapsed();
+                last = times.total();
+                if last > WARM_UP_SECOND_RUN_AFTER {
+                    break;
+                }
             }
-            Ok::<_, Error>(second)
+            Ok::<_, Error>(last)
         }));
         drop(scratch);
         self.shared.stats().set_running(None);
         if let Ok(Ok(per_frame)) = ran {
             self.last_run_format = Some(format);
-            self.shared.stats().warmed_up(start.elapsed(), per_frame);
+            self.shared.stats().warmed_up(per_frame);
         }
     }
 

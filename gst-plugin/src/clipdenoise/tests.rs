@@ -457,11 +457,16 @@ fn count(stats: &gst::Structure, field: &str) -> u64 {
     stats.get::<u64>(field).unwrap()
 }
 
-/// No frame late, but what the machine's stalls explain: two frames a stall (the one that
-/// waited and the one behind it), at most one in ten. A latency that leaves out the
-/// queueing, the model's time or its jitter, or a wait predicted too short, makes most
-/// frames late, stalls or not.
-fn assert_on_time(run: &LiveRun, what: &str) {
+/// Print `run`; no frame late but what the machine's stalls explain (two frames a stall:
+/// the one that waited and the one behind it), at most one in ten; the frames' mean time in
+/// the element within the latency it reported. A latency that leaves out the queueing, the
+/// model's time or its jitter, or a wait predicted too short, makes most frames late, stalls
+/// or not.
+fn check_run(run: &LiveRun, what: &str) {
+    eprintln!(
+        "{what}: {} rendered, {} late, {} stalls, kept {:?}; {}",
+        run.rendered, run.late, run.stalls, run.kept, run.stats
+    );
     assert!(
         run.late <= 2 * run.stalls && run.late * 10 <= run.rendered,
         "{what}: {} of {} frames reached the sink late, {} stalls: {}",
@@ -469,6 +474,12 @@ fn assert_on_time(run: &LiveRun, what: &str) {
         run.rendered,
         run.stalls,
         run.stats
+    );
+    let latency = run.stats.get::<f64>("latency-ms").unwrap();
+    let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
+    assert!(
+        mean <= latency,
+        "{what}: mean {mean} ms above the reported {latency} ms"
     );
 }
 
@@ -504,10 +515,7 @@ fn assert_evenly_spread(
 fn below_the_device_rate_a_live_source_is_not_thinned_from_the_start() {
     let frames = 60;
     let run = run_live_one(20, "paced-25", frames);
-    eprintln!(
-        "below: {} rendered, {} late, {} stalls; {}",
-        run.rendered, run.late, run.stalls, run.stats
-    );
+    check_run(&run, "below");
     // Nothing dropped (thinned, or late by the sink's QoS) but the frames that piled up
     // behind a stall of the machine (one a stall: the model at 25 ms catches up within the
     // next frame interval).
@@ -531,7 +539,6 @@ fn below_the_device_rate_a_live_source_is_not_thinned_from_the_start() {
         run.kept
     );
     assert_eq!(run.rendered + run.late, frames - dropped);
-    assert_on_time(&run, "below");
 }
 
 /// A source at 50 frames/s into a device that takes 60 ms a frame (16.7 frames/s): it is
@@ -541,11 +548,7 @@ fn below_the_device_rate_a_live_source_is_not_thinned_from_the_start() {
 fn above_the_device_rate_a_live_source_is_thinned_evenly_and_on_time() {
     let (fps, model_ms, frames) = (50, 60, 150);
     let run = run_live_one(fps, &format!("{PACED}{model_ms}"), frames);
-    eprintln!(
-        "above: {} rendered, {} late, {} stalls, kept {:?}; {}",
-        run.rendered, run.late, run.stalls, run.kept, run.stats
-    );
-    assert_on_time(&run, "above");
+    check_run(&run, "above");
     let thinned = count(&run.stats, "frames-thinned");
     let out = count(&run.stats, "frames-out");
     assert!(thinned > 0, "{}", run.stats);
@@ -559,16 +562,10 @@ fn above_the_device_rate_a_live_source_is_thinned_evenly_and_on_time() {
     assert_evenly_spread(&run, 2..=5, 3..=4);
     // The reported latency: the model's 60 ms (and twice the jitter of its sleeps) and one
     // 20 ms interval of queueing, not 2 batches and max-latency (170 ms); frames finish
-    // within it.
-    // (A stalled machine's jitter raises it.)
+    // within it (check_run). A stalled machine's jitter raises it.
     let latency = run.stats.get::<f64>("latency-ms").unwrap();
     assert!(latency >= 80.0, "latency {latency} ms");
     assert!(run.stalls > 0 || latency < 150.0, "latency {latency} ms");
-    let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
-    assert!(
-        mean <= latency,
-        "mean {mean} ms above the reported {latency} ms"
-    );
 }
 
 /// A device whose batch time moves by up to 20 % either way (40 ms a frame, 32 to 48 ms) under
@@ -579,11 +576,7 @@ fn above_the_device_rate_a_live_source_is_thinned_evenly_and_on_time() {
 fn a_jittery_device_keeps_frames_on_time() {
     let (fps, frames) = (50, 150);
     let run = run_live_one(fps, "paced-40-jitter20", frames);
-    eprintln!(
-        "jitter: {} rendered, {} late, {} stalls, kept {:?}; {}",
-        run.rendered, run.late, run.stalls, run.kept, run.stats
-    );
-    assert_on_time(&run, "jitter");
+    check_run(&run, "jitter");
     let out = count(&run.stats, "frames-out");
     assert_eq!(out + count(&run.stats, "frames-thinned"), frames);
     // 3 s at 40 ms a frame on average: 75 frames; at least 80 % of it.
@@ -591,12 +584,6 @@ fn a_jittery_device_keeps_frames_on_time() {
     // 40 ms is 2 frame intervals (32 to 48 ms: 2 or 3): every second or third frame (the
     // second frame may be kept too: the model is idle before the first), no holes.
     assert_evenly_spread(&run, 1..=4, 2..=3);
-    let latency = run.stats.get::<f64>("latency-ms").unwrap();
-    let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
-    assert!(
-        mean <= latency,
-        "mean {mean} ms above the reported {latency} ms"
-    );
 }
 
 /// Two live streams at 30 frames/s each on one shared device of 25 ms a frame (40 frames/s
@@ -611,18 +598,8 @@ fn streams_on_a_shared_device_count_each_others_frames() {
     let runs = run_live(fps, &["paced-25-shared-a", "paced-25-shared-b"], frames);
     let mut total = 0;
     for (run, name) in runs.iter().zip(["a", "b"]) {
-        eprintln!(
-            "shared {name}: {} rendered, {} late, {} stalls, kept {:?}; {}",
-            run.rendered, run.late, run.stalls, run.kept, run.stats
-        );
-        assert_on_time(run, name);
+        check_run(run, name);
         assert!(count(&run.stats, "frames-thinned") > 0, "{}", run.stats);
-        let latency = run.stats.get::<f64>("latency-ms").unwrap();
-        let mean = run.stats.get::<f64>("mean-latency-ms").unwrap();
-        assert!(
-            mean <= latency,
-            "{name}: mean {mean} ms above the reported {latency} ms"
-        );
         total += count(&run.stats, "frames-out");
     }
     // The device's rate over the sources' 3 s: 120 frames; at least 80 % of it, and each
