@@ -172,10 +172,14 @@ fn main() {
         let possible = (rate as f64).min(offline_fps);
         let f = |k: &str| r.stats.get::<f64>(k).unwrap_or(f64::NAN);
         let per_frame = |s: &gst::Structure| {
-            ["upload-ms-per-frame", "model-ms-per-frame", "download-ms-per-frame"]
-                .iter()
-                .map(|k| s.get::<f64>(k).unwrap_or(f64::NAN))
-                .sum::<f64>()
+            [
+                "upload-ms-per-frame",
+                "model-ms-per-frame",
+                "download-ms-per-frame",
+            ]
+            .iter()
+            .map(|k| s.get::<f64>(k).unwrap_or(f64::NAN))
+            .sum::<f64>()
         };
         // The share of the run the model worked (the frames it ran times their upload, model
         // and download time): near 100 % above the device's rate, whatever the machine's load,
