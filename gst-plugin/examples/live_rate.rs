@@ -178,7 +178,7 @@ fn main() {
                 "download-ms-per-frame",
             ]
             .iter()
-            .map(|k| s.get::<f64>(k).unwrap_or(f64::NAN))
+            .map(|&k| s.get::<f64>(k).unwrap_or(f64::NAN))
             .sum::<f64>()
         };
         // The share of the run the model worked (the frames it ran times their upload, model
