@@ -159,3 +159,49 @@ fn fused_clip_rn50_matches_the_unfused_path() {
     // levels: the largest difference says little there, the averages do.
     check("clip-rn50", &load, (320, 192), 255, 1.5);
 }
+
+/// The decoder's upsample + cat in one pass (src/model/upsample_cat.rs) against libtorch's
+/// two ops, on seeded random tensors: odd and even sizes, one image and two, a channels_last
+/// and an NCHW skip, 3 and 16 skip channels; f32 within float rounding, bf16 within one bf16
+/// step of the value (both round a float sum once). Everything it refuses runs the two ops.
+#[test]
+fn upsample_cat_matches_libtorch() {
+    use clipdenoise::model::{to_layout, upsample_cat};
+    let mut rng = clipdenoise::research::noise::TorchRng::new(5);
+    for &(n, c1, c2, h, w) in &[(1, 16, 3, 5, 7), (2, 32, 16, 6, 4), (1, 8, 8, 1, 3)] {
+        for skip_last in [true, false] {
+            let x = rng.randn_like(&Tensor::zeros([n, c1, h, w], (Kind::Float, Device::Cpu)));
+            let s = rng.randn_like(&Tensor::zeros([n, c2, 2 * h, 2 * w], (Kind::Float, Device::Cpu)));
+            let (x, s) = (x.unwrap(), s.unwrap());
+            for kind in [Kind::Float, Kind::BFloat16] {
+                let xk = to_layout(&x.to_kind(kind), true);
+                let sk = to_layout(&s.to_kind(kind), skip_last);
+                let want = upsample_cat::unfused(&xk, &sk).to_kind(Kind::Float);
+                let got = upsample_cat::fused(&xk, &sk).unwrap();
+                assert_eq!(got.size(), want.size());
+                assert_eq!(got.kind(), kind);
+                assert_eq!(got.stride()[1], 1, "channels_last output");
+                let got = got.to_kind(Kind::Float);
+                let tol = match kind {
+                    Kind::Float => 1e-6,
+                    _ => 2f64.powi(-7),
+                };
+                let excess = ((&got - &want).abs() - want.abs() * tol - 1e-6)
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    excess <= 0.0,
+                    "{kind:?} n{n} c{c1}+{c2} {h}x{w} skip channels_last {skip_last}: off by {excess} beyond tolerance"
+                );
+                // The skip's channels are copied exactly.
+                assert!(got.narrow(1, c1, c2).equal(&sk.to_kind(Kind::Float)));
+            }
+        }
+    }
+    // Refused (the caller runs the two ops): an NCHW x, a skip of the wrong size.
+    let x = Tensor::ones([1, 4, 3, 3], (Kind::Float, Device::Cpu));
+    let s = Tensor::ones([1, 2, 6, 6], (Kind::Float, Device::Cpu));
+    assert!(upsample_cat::fused(&x, &s).is_err());
+    assert!(upsample_cat::fused(&to_layout(&x, true), &s.narrow(2, 0, 5)).is_err());
+    assert!(upsample_cat::fused(&to_layout(&x, true), &s).is_ok());
+}

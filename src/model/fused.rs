@@ -96,23 +96,37 @@ fn conv_pointwise(
             act.slope(),
             &mut err,
         );
-        if out.is_null() {
-            let msg = if err.is_null() {
-                "mkldnn::_convolution_pointwise failed".to_string()
-            } else {
-                let m = CStr::from_ptr(err).to_string_lossy().into_owned();
-                libc_free(err);
-                m
-            };
-            return Err(msg);
-        }
-        Ok(Tensor::from_ptr(out))
+        shim_result(out, err, "mkldnn::_convolution_pointwise failed")
     }
 }
 
 unsafe extern "C" {
     #[link_name = "free"]
     fn libc_free(p: *mut c_char);
+}
+
+/// What a C++ shim of src/model/ returned: its new tensor, or the message it left in `err`
+/// (malloc'd by the shim, freed here; `default` when there is none).
+///
+/// # Safety
+/// `out` is null or a tensor the shim allocated for the caller; `err` is null or a
+/// NUL-terminated string from malloc.
+pub(super) unsafe fn shim_result(
+    out: *mut torch_sys::C_tensor,
+    err: *mut c_char,
+    default: &str,
+) -> Result<Tensor, String> {
+    if out.is_null() {
+        if err.is_null() {
+            return Err(default.to_string());
+        }
+        // SAFETY: as promised by the caller.
+        let m = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        unsafe { libc_free(err) };
+        return Err(m);
+    }
+    // SAFETY: a new tensor owned by the caller.
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// One convolution layer ready for inference: weights (and bias) in the inference precision,

@@ -8,8 +8,9 @@ mod encoder;
 mod fused;
 mod head;
 mod layers;
+pub mod upsample_cat;
 
-pub(crate) use layers::to_layout;
+pub use layers::to_layout;
 
 pub use config::{Config, Head, AUG_LEVEL, PRESETS};
 pub use decoder::Decoder;
