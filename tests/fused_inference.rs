@@ -171,7 +171,10 @@ fn upsample_cat_matches_libtorch() {
     for &(n, c1, c2, h, w) in &[(1, 16, 3, 5, 7), (2, 32, 16, 6, 4), (1, 8, 8, 1, 3)] {
         for skip_last in [true, false] {
             let x = rng.randn_like(&Tensor::zeros([n, c1, h, w], (Kind::Float, Device::Cpu)));
-            let s = rng.randn_like(&Tensor::zeros([n, c2, 2 * h, 2 * w], (Kind::Float, Device::Cpu)));
+            let s = rng.randn_like(&Tensor::zeros(
+                [n, c2, 2 * h, 2 * w],
+                (Kind::Float, Device::Cpu),
+            ));
             let (x, s) = (x.unwrap(), s.unwrap());
             for kind in [Kind::Float, Kind::BFloat16] {
                 let xk = to_layout(&x.to_kind(kind), true);

@@ -121,7 +121,9 @@ pub(super) unsafe fn shim_result(
             return Err(default.to_string());
         }
         // SAFETY: as promised by the caller.
-        let m = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+        let m = unsafe { CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
         unsafe { libc_free(err) };
         return Err(m);
     }
