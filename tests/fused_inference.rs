@@ -208,3 +208,49 @@ fn upsample_cat_matches_libtorch() {
     assert!(upsample_cat::fused(&to_layout(&x, true), &s.narrow(2, 0, 5)).is_err());
     assert!(upsample_cat::fused(&to_layout(&x, true), &s).is_ok());
 }
+
+/// The direct few-output 3x3 conv (src/model/conv_small_out.rs, the pixel head's last conv)
+/// against libtorch's conv2d on seeded random tensors: 1 to 4 outputs, 16 and 32 inputs, with
+/// and without bias, frames down to 1x1 (every border case); within float rounding.
+#[test]
+fn conv_small_out_matches_conv2d() {
+    use clipdenoise::model::{conv_small_out, to_layout};
+    let mut rng = clipdenoise::research::noise::TorchRng::new(9);
+    let randn = |rng: &mut clipdenoise::research::noise::TorchRng, s: &[i64]| {
+        rng.randn_like(&Tensor::zeros(s, (Kind::Float, Device::Cpu)))
+            .unwrap()
+    };
+    let mut ran = 0;
+    for &(n, ic, oc, h, w) in &[(1, 16, 3, 5, 7), (2, 32, 1, 3, 2), (1, 16, 4, 1, 1), (1, 16, 2, 8, 3)] {
+        let x = to_layout(&randn(&mut rng, &[n, ic, h, w]), true);
+        let wt = randn(&mut rng, &[oc, ic, 3, 3]);
+        let b = randn(&mut rng, &[oc]);
+        for bias in [None, Some(&b)] {
+            let Some(packed) = conv_small_out::prepare(&wt, 1, 1) else {
+                // Not an AVX-512 CPU: the usual conv runs; nothing to compare.
+                continue;
+            };
+            let got = conv_small_out::forward(&x, &packed, bias).unwrap();
+            let want = x.conv2d(&wt, bias, [1, 1], [1, 1], [1, 1], 1);
+            assert_eq!(got.size(), want.size());
+            assert_eq!(got.stride()[1], 1, "channels_last output");
+            let excess = ((&got - &want).abs() - want.abs() * 1e-5 - 1e-4)
+                .max()
+                .double_value(&[]);
+            assert!(excess <= 0.0, "n{n} {ic}->{oc} {h}x{w}: off by {excess} beyond rounding");
+            ran += 1;
+        }
+    }
+    let avx512 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512f"));
+    assert!(!avx512 || ran == 8, "the kernel ran {ran} of 8 cases on an AVX-512 CPU");
+    // Not taken: stride 2, 5 outputs, 8 inputs, bf16; refused at run time: an NCHW input.
+    let w3 = randn(&mut rng, &[3, 16, 3, 3]);
+    assert!(conv_small_out::prepare(&w3, 2, 1).is_none());
+    assert!(conv_small_out::prepare(&randn(&mut rng, &[5, 16, 3, 3]), 1, 1).is_none());
+    assert!(conv_small_out::prepare(&randn(&mut rng, &[3, 8, 3, 3]), 1, 1).is_none());
+    assert!(conv_small_out::prepare(&w3.to_kind(Kind::BFloat16), 1, 1).is_none());
+    if let Some(p) = conv_small_out::prepare(&w3, 1, 1) {
+        let nchw = randn(&mut rng, &[1, 16, 4, 4]);
+        assert!(conv_small_out::forward(&nchw, &p, None).is_err());
+    }
+}

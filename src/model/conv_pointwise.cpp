@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "shim_error.h"
+#include "shim.h"
 
 namespace {
 

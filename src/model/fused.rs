@@ -140,6 +140,9 @@ pub struct InferConv {
     bias: Option<Tensor>,
     /// oneDNN's blocked copy of `weight`, when the fused operator runs on this device and kind.
     packed: Option<Tensor>,
+    /// The direct kernel's copy of `weight`, for a fused 3x3 conv with 1 to 4 outputs in f32
+    /// ([`super::conv_small_out`]).
+    small_out: Option<Tensor>,
     stride: i64,
     padding: i64,
 }
@@ -158,10 +161,14 @@ impl InferConv {
         let packed = (fuse && fusion_runs(weight.device(), weight.kind()))
             .then(|| prepack(&weight, stride, padding).ok())
             .flatten();
+        let small_out = packed
+            .as_ref()
+            .and_then(|_| super::conv_small_out::prepare(&weight, stride, padding));
         InferConv {
             weight,
             bias,
             packed,
+            small_out,
             stride,
             padding,
         }
@@ -183,6 +190,11 @@ impl InferConv {
     }
 
     fn run(&self, x: &Tensor, residual: Option<&Tensor>, act: Act) -> Tensor {
+        if let (Some(w), None) = (&self.small_out, residual) {
+            if let Ok(y) = super::conv_small_out::forward(x, w, self.bias.as_ref()) {
+                return act.apply(y);
+            }
+        }
         if let Some(w) = &self.packed {
             // The fused op wants the residual in the output's layout and kind.
             let res = residual.map(|r| super::layers::to_layout(r, is_channels_last(x)));

@@ -3,6 +3,7 @@
 //! See `shared/reference/MODEL.md` for the specification this follows line by line.
 
 mod config;
+pub mod conv_small_out;
 mod decoder;
 mod encoder;
 mod fused;

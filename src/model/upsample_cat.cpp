@@ -10,7 +10,6 @@
 // four weights w00..w11 and the same sum order, accumulated in float, rounded to the tensor's
 // kind once (bf16: round to nearest even). Errors come back as a malloc'd message, never as a
 // C++ exception across the FFI boundary.
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 
@@ -24,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "shim_error.h"
+#include "shim.h"
 
 namespace {
 
@@ -118,9 +117,7 @@ void run(const at::Tensor &x, const at::Tensor &skip, at::Tensor &out) {
   T *op = static_cast<T *>(out.data_ptr());
   const int64_t sn = skip.stride(0), sc = skip.stride(1), sh = skip.stride(2), sw = skip.stride(3);
   const std::vector<Tap> th = taps(h, oh), tw = taps(w, ow);
-  // Rows of the output, all images, split evenly over libtorch's intra-op thread count (plain
-  // threads: libtorch's OpenMP pragma in at::parallel_for would need this file built with
-  // OpenMP and linked to libtorch's libgomp).
+  // Rows of the output, all images.
   auto rows = [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / oh, y = r % oh;
@@ -145,24 +142,7 @@ void run(const at::Tensor &x, const at::Tensor &skip, at::Tensor &out) {
       }
     }
   };
-  const int64_t total = n * oh;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), total / 8));
-  auto part = [&](int64_t p) { rows(total * p / parts, total * (p + 1) / parts); };
-  std::vector<std::thread> threads;
-  try {
-    for (int64_t p = 1; p < parts; ++p) {
-      threads.emplace_back(part, p);
-    }
-  } catch (...) {
-    // No more threads: the parts not started run on this one.
-  }
-  part(0);
-  for (int64_t p = 1 + static_cast<int64_t>(threads.size()); p < parts; ++p) {
-    part(p);
-  }
-  for (auto &t : threads) {
-    t.join();
-  }
+  clipdenoise_shim::parallel_rows(n * oh, 8, rows);
 }
 
 }  // namespace
