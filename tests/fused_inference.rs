@@ -221,7 +221,12 @@ fn conv_small_out_matches_conv2d() {
             .unwrap()
     };
     let mut ran = 0;
-    for &(n, ic, oc, h, w) in &[(1, 16, 3, 5, 7), (2, 32, 1, 3, 2), (1, 16, 4, 1, 1), (1, 16, 2, 8, 3)] {
+    for &(n, ic, oc, h, w) in &[
+        (1, 16, 3, 5, 7),
+        (2, 32, 1, 3, 2),
+        (1, 16, 4, 1, 1),
+        (1, 16, 2, 8, 3),
+    ] {
         let x = to_layout(&randn(&mut rng, &[n, ic, h, w]), true);
         let wt = randn(&mut rng, &[oc, ic, 3, 3]);
         let b = randn(&mut rng, &[oc]);
@@ -237,12 +242,18 @@ fn conv_small_out_matches_conv2d() {
             let excess = ((&got - &want).abs() - want.abs() * 1e-5 - 1e-4)
                 .max()
                 .double_value(&[]);
-            assert!(excess <= 0.0, "n{n} {ic}->{oc} {h}x{w}: off by {excess} beyond rounding");
+            assert!(
+                excess <= 0.0,
+                "n{n} {ic}->{oc} {h}x{w}: off by {excess} beyond rounding"
+            );
             ran += 1;
         }
     }
     let avx512 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512f"));
-    assert!(!avx512 || ran == 8, "the kernel ran {ran} of 8 cases on an AVX-512 CPU");
+    assert!(
+        !avx512 || ran == 8,
+        "the kernel ran {ran} of 8 cases on an AVX-512 CPU"
+    );
     // Not taken: stride 2, 5 outputs, 8 inputs, bf16; refused at run time: an NCHW input.
     let w3 = randn(&mut rng, &[3, 16, 3, 3]);
     assert!(conv_small_out::prepare(&w3, 2, 1).is_none());
