@@ -2,15 +2,23 @@ include!("build-support/libtorch_link.rs");
 
 fn main() {
     link_libtorch();
-    compile_conv_pointwise();
+    compile_shims();
 }
 
-/// The C++ shim that reaches libtorch's fused oneDNN convolution operators
-/// (src/model/conv_pointwise.cpp), compiled against libtorch's headers the way torch-sys
+/// The C++ shims of the fused CPU inference: libtorch's fused oneDNN convolution operators
+/// (src/model/conv_pointwise.cpp), the decoder's upsample + cat in one pass
+/// (src/model/upsample_cat.cpp) and the few-output-channel 3x3 conv
+/// (src/model/conv_small_out.cpp), compiled against libtorch's headers the way torch-sys
 /// compiles its own shim (its lib dir comes as DEP_TCH_LIBTORCH_LIB; the headers sit beside it).
-fn compile_conv_pointwise() {
-    const SRC: &str = "src/model/conv_pointwise.cpp";
-    println!("cargo:rerun-if-changed={SRC}");
+fn compile_shims() {
+    const SRCS: [&str; 3] = [
+        "src/model/conv_pointwise.cpp",
+        "src/model/upsample_cat.cpp",
+        "src/model/conv_small_out.cpp",
+    ];
+    for src in SRCS.iter().chain(&["src/model/shim.h"]) {
+        println!("cargo:rerun-if-changed={src}");
+    }
     let lib = std::path::PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB"),
     );
@@ -20,7 +28,7 @@ fn compile_conv_pointwise() {
         .join("include");
     cc::Build::new()
         .cpp(true)
-        .file(SRC)
+        .files(SRCS)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -7,6 +7,15 @@
 //! the bf16 output's squared difference from the fp32 output, bf16's errors add to fp32's, and
 //! the implied loss is `10 log10(1 + D / E)` dB.
 //!
+//! One choice per model load, on the first frame size: a later frame of another size keeps it
+//! (the element renegotiating caps, the CLI's next image). Choosing again would keep a second
+//! copy of the model in the other precision and pause the stream for six more runs at the new
+//! size (a warm-up and two timed runs of each), for what has been the same answer: which precision wins depends on the CPU's matrix
+//! units, not on the size (bf16 / fp32 on the default model: AMX Xeon 1.91x at 640x360 and
+//! 2.07x at 1920x1080; a Xeon with AVX512-BF16 and no AMX 0.67x, 0.68x and 0.69x at 640x360,
+//! 1280x720 and 1920x1080; benchmarks/README.md). A new model load (a new stream, the CLI's
+//! next run) chooses again.
+//!
 //! Test-only overrides (environment): `CLIPDENOISE_AUTO_PRECISION_FORCE=fp32|bf16` makes that
 //! one the faster whatever the timings say, `CLIPDENOISE_AUTO_PRECISION_MAX_LOSS_DB=x` replaces
 //! the 0.05 dB threshold. The quality check always runs.

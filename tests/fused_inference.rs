@@ -159,3 +159,109 @@ fn fused_clip_rn50_matches_the_unfused_path() {
     // levels: the largest difference says little there, the averages do.
     check("clip-rn50", &load, (320, 192), 255, 1.5);
 }
+
+/// The decoder's upsample + cat in one pass (src/model/upsample_cat.rs) against libtorch's
+/// two ops, on seeded random tensors: odd and even sizes, one image and two, a channels_last
+/// and an NCHW skip, 3 and 16 skip channels; f32 within float rounding, bf16 within one bf16
+/// step of the value (both round a float sum once). Everything it refuses runs the two ops.
+#[test]
+fn upsample_cat_matches_libtorch() {
+    use clipdenoise::model::{to_layout, upsample_cat};
+    let mut rng = clipdenoise::research::noise::TorchRng::new(5);
+    for &(n, c1, c2, h, w) in &[(1, 16, 3, 5, 7), (2, 32, 16, 6, 4), (1, 8, 8, 1, 3)] {
+        for skip_last in [true, false] {
+            let x = rng.randn_like(&Tensor::zeros([n, c1, h, w], (Kind::Float, Device::Cpu)));
+            let s = rng.randn_like(&Tensor::zeros(
+                [n, c2, 2 * h, 2 * w],
+                (Kind::Float, Device::Cpu),
+            ));
+            let (x, s) = (x.unwrap(), s.unwrap());
+            for kind in [Kind::Float, Kind::BFloat16] {
+                let xk = to_layout(&x.to_kind(kind), true);
+                let sk = to_layout(&s.to_kind(kind), skip_last);
+                let want = upsample_cat::unfused(&xk, &sk).to_kind(Kind::Float);
+                let got = upsample_cat::fused(&xk, &sk).unwrap();
+                assert_eq!(got.size(), want.size());
+                assert_eq!(got.kind(), kind);
+                assert_eq!(got.stride()[1], 1, "channels_last output");
+                let got = got.to_kind(Kind::Float);
+                let tol = match kind {
+                    Kind::Float => 1e-6,
+                    _ => 2f64.powi(-7),
+                };
+                let excess = ((&got - &want).abs() - want.abs() * tol - 1e-6)
+                    .max()
+                    .double_value(&[]);
+                assert!(
+                    excess <= 0.0,
+                    "{kind:?} n{n} c{c1}+{c2} {h}x{w} skip channels_last {skip_last}: off by {excess} beyond tolerance"
+                );
+                // The skip's channels are copied exactly.
+                assert!(got.narrow(1, c1, c2).equal(&sk.to_kind(Kind::Float)));
+            }
+        }
+    }
+    // Refused (the caller runs the two ops): an NCHW x, a skip of the wrong size.
+    let x = Tensor::ones([1, 4, 3, 3], (Kind::Float, Device::Cpu));
+    let s = Tensor::ones([1, 2, 6, 6], (Kind::Float, Device::Cpu));
+    assert!(upsample_cat::fused(&x, &s).is_err());
+    assert!(upsample_cat::fused(&to_layout(&x, true), &s.narrow(2, 0, 5)).is_err());
+    assert!(upsample_cat::fused(&to_layout(&x, true), &s).is_ok());
+}
+
+/// The direct few-output 3x3 conv (src/model/conv_small_out.rs, the pixel head's last conv)
+/// against libtorch's conv2d on seeded random tensors: 1 to 4 outputs, 16 and 32 inputs, with
+/// and without bias, frames down to 1x1 (every border case); within float rounding.
+#[test]
+fn conv_small_out_matches_conv2d() {
+    use clipdenoise::model::{conv_small_out, to_layout};
+    let mut rng = clipdenoise::research::noise::TorchRng::new(9);
+    let randn = |rng: &mut clipdenoise::research::noise::TorchRng, s: &[i64]| {
+        rng.randn_like(&Tensor::zeros(s, (Kind::Float, Device::Cpu)))
+            .unwrap()
+    };
+    let mut ran = 0;
+    for &(n, ic, oc, h, w) in &[
+        (1, 16, 3, 5, 7),
+        (2, 32, 1, 3, 2),
+        (1, 16, 4, 1, 1),
+        (1, 16, 2, 8, 3),
+    ] {
+        let x = to_layout(&randn(&mut rng, &[n, ic, h, w]), true);
+        let wt = randn(&mut rng, &[oc, ic, 3, 3]);
+        let b = randn(&mut rng, &[oc]);
+        for bias in [None, Some(&b)] {
+            let Some(packed) = conv_small_out::prepare(&wt, 1, 1) else {
+                // Not an AVX-512 CPU: the usual conv runs; nothing to compare.
+                continue;
+            };
+            let got = conv_small_out::forward(&x, &packed, bias).unwrap();
+            let want = x.conv2d(&wt, bias, [1, 1], [1, 1], [1, 1], 1);
+            assert_eq!(got.size(), want.size());
+            assert_eq!(got.stride()[1], 1, "channels_last output");
+            let excess = ((&got - &want).abs() - want.abs() * 1e-5 - 1e-4)
+                .max()
+                .double_value(&[]);
+            assert!(
+                excess <= 0.0,
+                "n{n} {ic}->{oc} {h}x{w}: off by {excess} beyond rounding"
+            );
+            ran += 1;
+        }
+    }
+    let avx512 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512f"));
+    assert!(
+        !avx512 || ran == 8,
+        "the kernel ran {ran} of 8 cases on an AVX-512 CPU"
+    );
+    // Not taken: stride 2, 5 outputs, 8 inputs, bf16; refused at run time: an NCHW input.
+    let w3 = randn(&mut rng, &[3, 16, 3, 3]);
+    assert!(conv_small_out::prepare(&w3, 2, 1).is_none());
+    assert!(conv_small_out::prepare(&randn(&mut rng, &[5, 16, 3, 3]), 1, 1).is_none());
+    assert!(conv_small_out::prepare(&randn(&mut rng, &[3, 8, 3, 3]), 1, 1).is_none());
+    assert!(conv_small_out::prepare(&w3.to_kind(Kind::BFloat16), 1, 1).is_none());
+    if let Some(p) = conv_small_out::prepare(&w3, 1, 1) {
+        let nchw = randn(&mut rng, &[1, 16, 4, 4]);
+        assert!(conv_small_out::forward(&nchw, &p, None).is_err());
+    }
+}

@@ -17,16 +17,11 @@
 #include <string>
 #include <vector>
 
+#include "shim.h"
+
 namespace {
 
-char *copy_message(const char *m) {
-  size_t n = std::strlen(m);
-  char *s = static_cast<char *>(std::malloc(n + 1));
-  if (s != nullptr) {
-    std::memcpy(s, m, n + 1);
-  }
-  return s;
-}
+using clipdenoise_shim::copy_message;
 
 std::optional<c10::OperatorHandle> find_op(const char *name, const char *overload) {
   return c10::Dispatcher::singleton().findSchema({name, overload});

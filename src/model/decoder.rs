@@ -1,5 +1,6 @@
 //! The learned U-Net decoder: depth 5, 3x3 convs without bias, LeakyReLU(0.2), bilinear x2
-//! upsampling (align_corners), concatenation [upsampled, skip]. Keys: `up_path.{i}.conv_block.block.{0,2}.weight`, `last.weight` (or the kernel head's
+//! upsampling (align_corners), concatenation [upsampled, skip] (one pass in fused inference:
+//! [`super::upsample_cat`]). Keys: `up_path.{i}.conv_block.block.{0,2}.weight`, `last.weight` (or the kernel head's
 //! `head.logits.*`).
 
 use tch::{nn, Kind, Tensor};
@@ -8,6 +9,7 @@ use super::config::Config;
 use super::fused::{Act, InferConv};
 use super::head::Output;
 use super::layers::{conv3x3, infer_conv};
+use super::upsample_cat;
 
 pub const LEAKY_SLOPE: f64 = 0.2;
 
@@ -75,11 +77,11 @@ impl Decoder {
         let slope = Tensor::from_slice(&[LEAKY_SLOPE])
             .to_kind(feats[4].kind())
             .to_device(feats[4].device());
+        // Fused inference also upsamples and concatenates in one pass.
+        let fuse = self.is_fused();
         let mut x = self.up_path[0].forward(&feats[4], &slope);
         for (block, skip) in self.up_path[1..].iter().zip(feats[..4].iter().rev()) {
-            let (h, w) = (x.size()[2], x.size()[3]);
-            let up = x.upsample_bilinear2d([h * 2, w * 2], true, None::<f64>, None::<f64>);
-            x = block.forward(&Tensor::cat(&[&up, skip], 1), &slope);
+            x = block.forward(&upsample_cat::upsample2x_cat(&x, skip, fuse), &slope);
         }
         self.last.forward(&x, &feats[0])
     }

@@ -96,23 +96,39 @@ fn conv_pointwise(
             act.slope(),
             &mut err,
         );
-        if out.is_null() {
-            let msg = if err.is_null() {
-                "mkldnn::_convolution_pointwise failed".to_string()
-            } else {
-                let m = CStr::from_ptr(err).to_string_lossy().into_owned();
-                libc_free(err);
-                m
-            };
-            return Err(msg);
-        }
-        Ok(Tensor::from_ptr(out))
+        shim_result(out, err, "mkldnn::_convolution_pointwise failed")
     }
 }
 
 unsafe extern "C" {
     #[link_name = "free"]
     fn libc_free(p: *mut c_char);
+}
+
+/// What a C++ shim of src/model/ returned: its new tensor, or the message it left in `err`
+/// (malloc'd by the shim, freed here; `default` when there is none).
+///
+/// # Safety
+/// `out` is null or a tensor the shim allocated for the caller; `err` is null or a
+/// NUL-terminated string from malloc.
+pub(super) unsafe fn shim_result(
+    out: *mut torch_sys::C_tensor,
+    err: *mut c_char,
+    default: &str,
+) -> Result<Tensor, String> {
+    if out.is_null() {
+        if err.is_null() {
+            return Err(default.to_string());
+        }
+        // SAFETY: as promised by the caller.
+        let m = unsafe { CStr::from_ptr(err) }
+            .to_string_lossy()
+            .into_owned();
+        unsafe { libc_free(err) };
+        return Err(m);
+    }
+    // SAFETY: a new tensor owned by the caller.
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// One convolution layer ready for inference: weights (and bias) in the inference precision,
@@ -124,6 +140,9 @@ pub struct InferConv {
     bias: Option<Tensor>,
     /// oneDNN's blocked copy of `weight`, when the fused operator runs on this device and kind.
     packed: Option<Tensor>,
+    /// The direct kernel's copy of `weight`, for a fused 3x3 conv with 1 to 4 outputs in f32
+    /// ([`super::conv_small_out`]).
+    small_out: Option<Tensor>,
     stride: i64,
     padding: i64,
 }
@@ -142,10 +161,14 @@ impl InferConv {
         let packed = (fuse && fusion_runs(weight.device(), weight.kind()))
             .then(|| prepack(&weight, stride, padding).ok())
             .flatten();
+        let small_out = packed
+            .as_ref()
+            .and_then(|_| super::conv_small_out::prepare(&weight, stride, padding));
         InferConv {
             weight,
             bias,
             packed,
+            small_out,
             stride,
             padding,
         }
@@ -167,6 +190,11 @@ impl InferConv {
     }
 
     fn run(&self, x: &Tensor, residual: Option<&Tensor>, act: Act) -> Tensor {
+        if let (Some(w), None) = (&self.small_out, residual) {
+            if let Ok(y) = super::conv_small_out::forward(x, w, self.bias.as_ref()) {
+                return act.apply(y);
+            }
+        }
         if let Some(w) = &self.packed {
             // The fused op wants the residual in the output's layout and kind.
             let res = residual.map(|r| super::layers::to_layout(r, is_channels_last(x)));

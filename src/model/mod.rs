@@ -3,13 +3,15 @@
 //! See `shared/reference/MODEL.md` for the specification this follows line by line.
 
 mod config;
+pub mod conv_small_out;
 mod decoder;
 mod encoder;
 mod fused;
 mod head;
 mod layers;
+pub mod upsample_cat;
 
-pub(crate) use layers::to_layout;
+pub use layers::to_layout;
 
 pub use config::{Config, Head, AUG_LEVEL, PRESETS};
 pub use decoder::Decoder;
