@@ -31,8 +31,13 @@ use tch::{Kind, Tensor};
     clipdenoise element. x264 read memory it had not written (past frames of other sizes, and\n\
     with two threads), so the same seeded clip coded differently from run to run; the padding\n\
     and the single threads remove most of that (weights/README.md says what is left).\n\
-    Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
-    MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
+    Scores are means over the frames against the reference frames: PSNR on RGB and on BT.601\n\
+    luma, MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
+    The reference (--reference unbiased, the default) is each clean frame plus the clip's mean\n\
+    of noisy - clean per channel and brightness, so that the noisy clip is unbiased (the\n\
+    camera's gamma and tone curve leave it 3-5 levels darker than the clean frames, which\n\
+    rewarded brightening); --reference clean scores against the clean frames, as before\n\
+    2026-12-07 (issue 23; weights/README.md says which tables used which).\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
     tools/classical_video.py; --keep-encoded DIR the encoded noisy clips (samples/make-sample.sh).")]
 pub struct Args {
@@ -58,6 +63,10 @@ pub struct Args {
     /// Scale the clips to this width first (Lanczos, aspect kept)
     #[arg(long, value_parser = clap::value_parser!(u32).range(16..=8192))]
     width: Option<u32>,
+    /// What the frames are scored against: `unbiased` (the clean frames plus the camera's
+    /// mean bias per channel and brightness) or `clean` (the clean frames, as before issue 23)
+    #[arg(long, value_enum, default_value = "unbiased")]
+    reference: Reference,
     /// Weights file, or `default` for the built-in model (as the element's `model`)
     #[arg(long, short, default_value = "default", help_heading = "Model")]
     model: String,
@@ -99,6 +108,14 @@ pub struct Args {
     keep_encoded: Option<PathBuf>,
 }
 
+/// The frames the clips are scored against.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Reference {
+    Unbiased,
+    Clean,
+}
+
 /// One clip at one CRF.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -115,6 +132,7 @@ struct Report {
     seed: u64,
     frames: u64,
     preset: String,
+    reference: Reference,
     rows: Vec<Row>,
     /// Means over the clips, per CRF.
     means: Vec<Row>,
@@ -142,6 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         frames: args.frames,
         preset: args.preset.clone(),
+        reference: args.reference,
         rows,
         means,
         seconds: start.elapsed().as_secs_f64(),
@@ -166,6 +185,10 @@ fn clip_rows(path: &Path, args: &Args, camera: &IspNoise) -> anyhow::Result<Vec<
         .with_context(|| format!("cannot read {}", path.display()))?;
     let seed = video_eval::seed_of(&format!("{}/{name}", args.seed));
     let noisy = video_eval::noisy_clip(&clean, camera, seed)?;
+    let clean = match args.reference {
+        Reference::Unbiased => video_eval::unbiased_reference(&clean, &noisy)?,
+        Reference::Clean => clean,
+    };
     if let Some(dir) = &args.dump {
         dump_frames(&dir.join(&name).join("clean"), &clean)?;
     }
@@ -230,8 +253,8 @@ fn to_markdown(r: &Report, markdown: bool) -> String {
     let mut s = String::new();
     if !markdown {
         s.push_str(&format!(
-            "model {}, camera shot {}, seed {}, {} frames, x264 {}\n",
-            r.model, r.shot, r.seed, r.frames, r.preset
+            "model {}, camera shot {}, seed {}, {} frames, x264 {}, reference {:?}\n",
+            r.model, r.shot, r.seed, r.frames, r.preset, r.reference
         ));
     }
     s.push_str(

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
 use crate::research::isp_noise::{Camera, IspNoise};
 use crate::research::metrics;
+use crate::research::unbias::BiasTable;
 
 /// The camera of the evaluation: a phone-like pipeline with a fixed shot-noise level `shot`
 /// (read noise from Brooks et al.'s fit), tone curve, random white balance and colour matrix
@@ -70,6 +71,32 @@ pub fn noisy_clip(frames: &[Tensor], camera: &IspNoise, seed: u64) -> Result<Vec
                 .f_round()?
                 .f_clamp(0.0, 255.0)?
                 .f_to_kind(Kind::Uint8)?
+                .f_squeeze_dim(0)?)
+        })
+        .collect()
+}
+
+/// The reference the denoised clip is scored against so that the noisy clip is unbiased
+/// (issue 23): each clean frame (u8 (3, H, W)) plus the clip's mean of noisy - clean per
+/// channel and brightness ([`crate::research::unbias::BiasTable`], over all its frames), as
+/// f32 on the 0..255 scale. The camera's gamma and tone curve leave its noisy frames darker
+/// than the clean ones (3-5 levels at `--shot 0.004`), so scored against the clean frames a
+/// model that brightens wins; real pairs' clean images are the mean of their noisy shots.
+pub fn unbiased_reference(clean: &[Tensor], noisy: &[Tensor]) -> Result<Vec<Tensor>> {
+    let unit = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0)
+    };
+    let mut table = BiasTable::new();
+    for (c, n) in clean.iter().zip(noisy) {
+        table.add(&unit(c)?, &unit(n)?)?;
+    }
+    clean
+        .iter()
+        .map(|c| {
+            Ok(table
+                .correct(&unit(c)?)?
+                .f_clamp(0.0, 1.0)?
+                .f_mul_scalar(255.0)?
                 .f_squeeze_dim(0)?)
         })
         .collect()
@@ -190,5 +217,32 @@ mod tests {
         assert!(!n0.equal(&n1));
         let s = score_clip(&c, &a).unwrap();
         assert!(s.psnr > 20.0 && s.psnr < 45.0, "noisy psnr {}", s.psnr);
+    }
+
+    #[test]
+    fn the_unbiased_reference_has_the_noisy_clips_mean_and_the_clean_one_does_not() {
+        let c: Vec<Tensor> = clip(6)
+            .iter()
+            .map(|f| (f.to_kind(Kind::Float) * 0.8 + 20.0).to_kind(Kind::Uint8))
+            .collect();
+        let noisy = noisy_clip(&c, &video_camera(0.01), 3).unwrap();
+        let reference = unbiased_reference(&c, &noisy).unwrap();
+        let gap = |r: &[Tensor]| {
+            let d: Vec<Tensor> = r
+                .iter()
+                .zip(&noisy)
+                .map(|(r, n)| n.to_kind(Kind::Double) - r.to_kind(Kind::Double))
+                .collect();
+            Tensor::stack(&d, 0)
+                .mean_dim(&[0i64, 2, 3][..], false, Kind::Double)
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        let clean_gap = gap(&c);
+        assert!(clean_gap > 0.5, "the camera's bias against the clean frames {clean_gap}");
+        let unbiased_gap = gap(&reference);
+        assert!(unbiased_gap < 0.05, "against the unbiased reference {unbiased_gap}");
+        assert_eq!(reference[0].size(), c[0].size());
     }
 }
