@@ -23,7 +23,6 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::research::camera_ops::{is_range, lerp};
 use crate::research::isp_noise::{Camera, IspNoise};
-use crate::research::unbias::BiasTable;
 
 /// `[pool]` of a training config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,22 +174,9 @@ pub fn make_clips(
         let cam = Camera::draw(&cfg.camera, &mut rng);
         let mut clean = Vec::with_capacity(frames.len());
         let mut noisy = Vec::with_capacity(frames.len());
-        // Mean-preserving targets: the clip's own frames measure its camera's bias.
-        let mut bias = (cfg.camera.unbiased_draws > 0).then(BiasTable::new);
-        let mut pairs = Vec::with_capacity(frames.len());
         for f in &frames {
             let x = f.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0;
             let (n, t) = cam.capture(&x, &mut rng)?;
-            if let Some(b) = bias.as_mut() {
-                b.add(&t, &n)?;
-            }
-            pairs.push((n, t));
-        }
-        for (n, t) in pairs {
-            let t = match &bias {
-                Some(b) => b.correct(&t)?.f_clamp(0.0, 1.0)?,
-                None => t,
-            };
             noisy.push(to_u8(&n)?);
             clean.push(to_u8(&t)?);
         }

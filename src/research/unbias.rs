@@ -100,6 +100,32 @@ pub fn unbiased_target(
     Ok(table.correct(target)?.f_clamp(0.0, 1.0)?)
 }
 
+/// Frames to score or train against so that `noisy` (u8 (3, H, W) frames of one clip, as
+/// delivered: after the camera, and the codec and colour conversions if any) is unbiased: each
+/// clean frame (u8 (3, H, W)) plus the clip's mean of noisy - clean per channel and brightness
+/// (over all its frames), as f32 on the 0..255 scale. Used by `eval-video` (the camera's gamma
+/// and tone curve leave its noisy frames darker than the clean ones, and GStreamer's
+/// YUV-to-RGB conversion darkens them by 2-4 levels more) and by the codec pool.
+pub fn unbiased_frames(clean: &[Tensor], noisy: &[Tensor]) -> Result<Vec<Tensor>> {
+    let unit = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0)
+    };
+    let mut table = BiasTable::new();
+    for (c, n) in clean.iter().zip(noisy) {
+        table.add(&unit(c)?, &unit(n)?)?;
+    }
+    clean
+        .iter()
+        .map(|c| {
+            Ok(table
+                .correct(&unit(c)?)?
+                .f_clamp(0.0, 1.0)?
+                .f_mul_scalar(255.0)?
+                .f_squeeze_dim(0)?)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

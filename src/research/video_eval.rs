@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::frame::ColorMatrix;
 use crate::research::isp_noise::{Camera, IspNoise};
 use crate::research::metrics;
-use crate::research::unbias::BiasTable;
 
 /// The camera of the evaluation: a phone-like pipeline with a fixed shot-noise level `shot`
 /// (read noise from Brooks et al.'s fit), tone curve, random white balance and colour matrix
@@ -71,32 +70,6 @@ pub fn noisy_clip(frames: &[Tensor], camera: &IspNoise, seed: u64) -> Result<Vec
                 .f_round()?
                 .f_clamp(0.0, 255.0)?
                 .f_to_kind(Kind::Uint8)?
-                .f_squeeze_dim(0)?)
-        })
-        .collect()
-}
-
-/// The reference the denoised clip is scored against so that the noisy clip is unbiased
-/// (issue 23): each clean frame (u8 (3, H, W)) plus the clip's mean of noisy - clean per
-/// channel and brightness ([`crate::research::unbias::BiasTable`], over all its frames), as
-/// f32 on the 0..255 scale. The camera's gamma and tone curve leave its noisy frames darker
-/// than the clean ones (3-5 levels at `--shot 0.004`), so scored against the clean frames a
-/// model that brightens wins; real pairs' clean images are the mean of their noisy shots.
-pub fn unbiased_reference(clean: &[Tensor], noisy: &[Tensor]) -> Result<Vec<Tensor>> {
-    let unit = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0)
-    };
-    let mut table = BiasTable::new();
-    for (c, n) in clean.iter().zip(noisy) {
-        table.add(&unit(c)?, &unit(n)?)?;
-    }
-    clean
-        .iter()
-        .map(|c| {
-            Ok(table
-                .correct(&unit(c)?)?
-                .f_clamp(0.0, 1.0)?
-                .f_mul_scalar(255.0)?
                 .f_squeeze_dim(0)?)
         })
         .collect()
@@ -226,7 +199,7 @@ mod tests {
             .map(|f| (f.to_kind(Kind::Float) * 0.8 + 20.0).to_kind(Kind::Uint8))
             .collect();
         let noisy = noisy_clip(&c, &video_camera(0.01), 3).unwrap();
-        let reference = unbiased_reference(&c, &noisy).unwrap();
+        let reference = crate::research::unbias::unbiased_frames(&c, &noisy).unwrap();
         let gap = |r: &[Tensor]| {
             let d: Vec<Tensor> = r
                 .iter()
