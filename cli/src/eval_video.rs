@@ -213,7 +213,10 @@ fn clip_rows(path: &Path, args: &Args, camera: &IspNoise) -> anyhow::Result<Vec<
             Reference::Clean => clean.iter().map(|t| t.shallow_clone()).collect(),
         };
         if let (Some(dir), Reference::Unbiased) = (&args.dump, args.reference) {
-            dump_frames(&dir.join(&name).join(format!("crf{crf}-reference")), &reference)?;
+            dump_frames(
+                &dir.join(&name).join(format!("crf{crf}-reference")),
+                &reference,
+            )?;
         }
         let row = Row {
             clip: name.clone(),

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::research::unbias::unbiased_target;
 use crate::research::camera_ops::{
     area_resize, bayer_mask, demosaic, even, from_ycbcr, gains_tensor, gaussian_blur, invert3,
     is_range, jpeg, lerp, mix, randn, subsample_420, to_ycbcr,
 };
+use crate::research::unbias::unbiased_target;
 
 /// The randomised camera: each field is a range drawn uniformly per crop (shot noise
 /// log-uniformly), or a probability.

@@ -288,9 +288,8 @@ impl NoiseMix {
                 2 => {
                     let alpha = lerp(self.poisson_alpha, u());
                     let y = poisson(&x, alpha, noise_rng)?;
-                    let t = unbiased_target(&x, self.unbiased_draws, || {
-                        poisson(&x, alpha, noise_rng)
-                    })?;
+                    let t =
+                        unbiased_target(&x, self.unbiased_draws, || poisson(&x, alpha, noise_rng))?;
                     (y, t)
                 }
                 3 => {

@@ -107,9 +107,8 @@ pub fn unbiased_target(
 /// and tone curve leave its noisy frames darker than the clean ones, and GStreamer's
 /// YUV-to-RGB conversion darkens them by 2-4 levels more) and by the codec pool.
 pub fn unbiased_frames(clean: &[Tensor], noisy: &[Tensor]) -> Result<Vec<Tensor>> {
-    let unit = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0)
-    };
+    let unit =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.f_to_kind(Kind::Float)?.f_unsqueeze(0)? / 255.0) };
     let mut table = BiasTable::new();
     for (c, n) in clean.iter().zip(noisy) {
         table.add(&unit(c)?, &unit(n)?)?;
@@ -141,7 +140,10 @@ mod tests {
         t.add(&reference, &noisy).unwrap();
         let corrected = t.correct(&reference).unwrap();
         let mean_gap = (&noisy - &corrected).mean_dim(&[0i64, 2, 3][..], false, Kind::Double);
-        assert!(mean_gap.abs().max().double_value(&[]) < 1e-6, "{mean_gap:?}");
+        assert!(
+            mean_gap.abs().max().double_value(&[]) < 1e-6,
+            "{mean_gap:?}"
+        );
         // Within a bin the correction is constant, so the pixel error is below the bias'
         // change over one bin (8 levels).
         let err = (&noisy - &corrected).abs().max().double_value(&[]);

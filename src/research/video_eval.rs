@@ -213,9 +213,15 @@ mod tests {
                 .double_value(&[])
         };
         let clean_gap = gap(&c);
-        assert!(clean_gap > 0.5, "the camera's bias against the clean frames {clean_gap}");
+        assert!(
+            clean_gap > 0.5,
+            "the camera's bias against the clean frames {clean_gap}"
+        );
         let unbiased_gap = gap(&reference);
-        assert!(unbiased_gap < 0.05, "against the unbiased reference {unbiased_gap}");
+        assert!(
+            unbiased_gap < 0.05,
+            "against the unbiased reference {unbiased_gap}"
+        );
         assert_eq!(reference[0].size(), c[0].size());
     }
 }
