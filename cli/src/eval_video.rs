@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clipdenoise::inference::Precision;
 use clipdenoise::research::imageio::{self, BitDepth};
 use clipdenoise::research::noise::IspNoise;
+use clipdenoise::research::unbias::unbiased_frames;
 use clipdenoise::research::video_eval::{self, VideoScore};
 
 use crate::gst_frames;
@@ -31,8 +32,14 @@ use tch::{Kind, Tensor};
     clipdenoise element. x264 read memory it had not written (past frames of other sizes, and\n\
     with two threads), so the same seeded clip coded differently from run to run; the padding\n\
     and the single threads remove most of that (weights/README.md says what is left).\n\
-    Scores are means over the frames against the clean frames: PSNR on RGB and on BT.601 luma,\n\
-    MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
+    Scores are means over the frames against the reference frames: PSNR on RGB and on BT.601\n\
+    luma, MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
+    The reference (--reference unbiased, the default) is each clean frame plus the mean of\n\
+    decoded noisy - clean of the clip at that CRF, per channel and brightness, so that the\n\
+    noisy clip is unbiased (the camera's gamma and tone curve and GStreamer's YUV-to-RGB\n\
+    conversion leave it 3-5 levels darker than the clean frames, which rewarded brightening);\n\
+    --reference clean scores against the clean frames, as before 2026-12-07 (issue 23;\n\
+    weights/README.md says which tables used which). --dump also writes crfN-reference/.\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
     tools/classical_video.py; --keep-encoded DIR the encoded noisy clips (samples/make-sample.sh).")]
 pub struct Args {
@@ -58,6 +65,11 @@ pub struct Args {
     /// Scale the clips to this width first (Lanczos, aspect kept)
     #[arg(long, value_parser = clap::value_parser!(u32).range(16..=8192))]
     width: Option<u32>,
+    /// What the frames are scored against: `unbiased` (the clean frames plus the decoded
+    /// noisy clip's mean bias per channel and brightness, per CRF) or `clean` (the clean
+    /// frames, as before issue 23)
+    #[arg(long, value_enum, default_value = "unbiased")]
+    reference: Reference,
     /// Weights file, or `default` for the built-in model (as the element's `model`)
     #[arg(long, short, default_value = "default", help_heading = "Model")]
     model: String,
@@ -99,6 +111,14 @@ pub struct Args {
     keep_encoded: Option<PathBuf>,
 }
 
+/// The frames the clips are scored against.
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Reference {
+    Unbiased,
+    Clean,
+}
+
 /// One clip at one CRF.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -115,6 +135,7 @@ struct Report {
     seed: u64,
     frames: u64,
     preset: String,
+    reference: Reference,
     rows: Vec<Row>,
     /// Means over the clips, per CRF.
     means: Vec<Row>,
@@ -142,6 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: args.seed,
         frames: args.frames,
         preset: args.preset.clone(),
+        reference: args.reference,
         rows,
         means,
         seconds: start.elapsed().as_secs_f64(),
@@ -184,11 +206,23 @@ fn clip_rows(path: &Path, args: &Args, camera: &IspNoise) -> anyhow::Result<Vec<
         if let Some(dir) = &args.dump {
             dump_frames(&dir.join(&name).join(format!("crf{crf}")), &decoded)?;
         }
+        // The unbiased reference: the clean frames plus the mean bias of this CRF's decoded
+        // noisy frames (camera, x264 and colour conversions), per channel and brightness.
+        let reference = match args.reference {
+            Reference::Unbiased => unbiased_frames(&clean, &decoded)?,
+            Reference::Clean => clean.iter().map(|t| t.shallow_clone()).collect(),
+        };
+        if let (Some(dir), Reference::Unbiased) = (&args.dump, args.reference) {
+            dump_frames(
+                &dir.join(&name).join(format!("crf{crf}-reference")),
+                &reference,
+            )?;
+        }
         let row = Row {
             clip: name.clone(),
             crf,
-            noisy: video_eval::score_clip(&clean, &decoded)?,
-            denoised: video_eval::score_clip(&clean, &denoised)?,
+            noisy: video_eval::score_clip(&reference, &decoded)?,
+            denoised: video_eval::score_clip(&reference, &denoised)?,
         };
         eprintln!(
             "  noisy {:.2} dB (Y {:.2}), clipdenoise {:.2} dB (Y {:.2})",
@@ -230,8 +264,8 @@ fn to_markdown(r: &Report, markdown: bool) -> String {
     let mut s = String::new();
     if !markdown {
         s.push_str(&format!(
-            "model {}, camera shot {}, seed {}, {} frames, x264 {}\n",
-            r.model, r.shot, r.seed, r.frames, r.preset
+            "model {}, camera shot {}, seed {}, {} frames, x264 {}, reference {:?}\n",
+            r.model, r.shot, r.seed, r.frames, r.preset, r.reference
         ));
     }
     s.push_str(

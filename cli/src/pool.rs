@@ -7,6 +7,7 @@ use anyhow::Context;
 use clipdenoise::research::imageio::{self, BitDepth};
 use clipdenoise::research::train::{load_rgb8, Trainer};
 use clipdenoise::research::train_pool::{self, PairPool, PoolSection};
+use clipdenoise::research::unbias::unbiased_frames;
 use tch::{Kind, Tensor};
 
 use crate::gst_frames;
@@ -76,9 +77,16 @@ fn generate(cfg: &PoolSection, seed: u64, g: u64, stills: &[Tensor]) -> anyhow::
     let mut n = 0usize;
     for clip in &clips {
         let decoded = round_trip(&clip.noisy, clip.crf, &clip.preset)?;
+        // Mean-preserving targets (issue 23): the clip's decoded frames measure the bias of
+        // its camera, of x264 and of GStreamer's colour conversions (YUV to RGB darkens).
+        let clean = if cfg.camera.unbiased_draws > 0 {
+            unbiased_frames(&clip.clean, &decoded)?
+        } else {
+            clip.clean.iter().map(|t| t.shallow_clone()).collect()
+        };
         for &k in &clip.keep {
             save(&part.join(format!("{n:05}_noisy.png")), &decoded[k])?;
-            save(&part.join(format!("{n:05}_clean.png")), &clip.clean[k])?;
+            save(&part.join(format!("{n:05}_clean.png")), &clean[k])?;
             n += 1;
         }
     }

@@ -71,7 +71,23 @@ fn eval_video_is_seeded_and_scores_every_crf_through_the_element() {
     // Another seed films other noise.
     let c = eval_video(&clip, &["--seed", "1"]);
     assert_ne!(a["rows"][0]["noisy"]["psnr"], c["rows"][0]["noisy"]["psnr"]);
-    for sub in ["clean", "crf20", "crf40"] {
+    // The default reference is unbiased: the clean frames plus the decoded noisy clip's mean
+    // bias (issue 23); `--reference clean` scores the same decoded frames against the clean
+    // ones, as before.
+    assert_eq!(a["reference"], "unbiased");
+    let old = eval_video(&clip, &["--reference", "clean"]);
+    assert_eq!(old["reference"], "clean");
+    assert_ne!(
+        a["rows"][0]["noisy"]["psnr"],
+        old["rows"][0]["noisy"]["psnr"]
+    );
+    for sub in [
+        "clean",
+        "crf20",
+        "crf40",
+        "crf20-reference",
+        "crf40-reference",
+    ] {
         let files: Vec<_> = std::fs::read_dir(dump.join("ball").join(sub))
             .unwrap()
             .map(|e| e.unwrap().path())

@@ -25,6 +25,7 @@ use crate::research::camera_ops::{
     area_resize, bayer_mask, demosaic, even, from_ycbcr, gains_tensor, gaussian_blur, invert3,
     is_range, jpeg, lerp, mix, randn, subsample_420, to_ycbcr,
 };
+use crate::research::unbias::unbiased_target;
 
 /// The randomised camera: each field is a range drawn uniformly per crop (shot noise
 /// log-uniformly), or a probability.
@@ -73,6 +74,12 @@ pub struct IspNoise {
     /// Share of crops saved as JPEG, and the quality range (1..=100).
     pub jpeg_prob: f64,
     pub jpeg_quality: [f64; 2],
+    /// Mean-preserving targets (issue 23; 0, the default, keeps the old, biased ones): the
+    /// target is corrected by the mean of noisy - target per channel and brightness
+    /// ([`crate::research::unbias`]) over this many extra noisy captures of the crop, so the
+    /// noisy input's expected value is the target. The codec pool corrects with its clip's own
+    /// frames instead (no extra captures) when this is above 0.
+    pub unbiased_draws: usize,
 }
 
 impl Default for IspNoise {
@@ -99,6 +106,7 @@ impl Default for IspNoise {
             subsample_prob: 0.8,
             jpeg_prob: 0.5,
             jpeg_quality: [40.0, 95.0],
+            unbiased_draws: 0,
         }
     }
 }
@@ -163,7 +171,15 @@ impl IspNoise {
     /// One (noisy, target) pair from a clean (1, 3, H, W) crop in [0, 1] (H, W even), both
     /// (1, 3, H, W) on the crop's device: a camera drawn for this crop captures it.
     pub fn apply(&self, clean: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
-        Camera::draw(self, rng).capture(clean, rng)
+        let cam = Camera::draw(self, rng);
+        let (noisy, target) = cam.capture(clean, rng)?;
+        if self.unbiased_draws == 0 {
+            return Ok((noisy, target));
+        }
+        let target = unbiased_target(&target, self.unbiased_draws, || {
+            Ok(cam.capture(clean, rng)?.0)
+        })?;
+        Ok((noisy, target))
     }
 }
 

@@ -18,4 +18,5 @@ pub mod train;
 pub mod train_config;
 pub mod train_data;
 pub mod train_pool;
+pub mod unbias;
 pub mod video_eval;

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::research::camera_ops::{is_range, jpeg, lerp};
 pub use crate::research::isp_noise::IspNoise;
 pub use crate::research::torch_rng::TorchRng;
+use crate::research::unbias::unbiased_target;
 
 /// Additive white Gaussian noise, sigma on the 0..255 scale; not clipped.
 pub fn gaussian(x: &Tensor, sigma: f64, rng: &mut TorchRng) -> Result<Tensor> {
@@ -163,6 +164,14 @@ pub struct NoiseMix {
     /// The randomised camera of the fifth noise type (`[noise.isp]` in a config).
     #[serde(default)]
     pub isp: IspNoise,
+    /// Mean-preserving targets for the poisson and camera types (issue 23; 0, the default,
+    /// keeps the clean crop as their target): the target is corrected by the mean of noisy -
+    /// clean per channel and brightness over this many extra noisy draws
+    /// ([`crate::research::unbias`]), so clipping and the camera's gamma no longer leave the
+    /// noisy input darker or brighter than its target. The camera-and-codec type has its own
+    /// (`isp.unbiased_draws`).
+    #[serde(default)]
+    pub unbiased_draws: usize,
 }
 
 fn default_weights() -> Vec<f64> {
@@ -199,6 +208,7 @@ impl Default for NoiseMix {
             jpeg_prob: 0.0,
             jpeg_quality: default_jpeg_quality(),
             isp: IspNoise::default(),
+            unbiased_draws: 0,
         }
     }
 }
@@ -275,10 +285,20 @@ impl NoiseMix {
                     correlated(&x, lerp(self.correlated_sigma, u()), noise_rng)?,
                     x,
                 ),
-                2 => (poisson(&x, lerp(self.poisson_alpha, u()), noise_rng)?, x),
+                2 => {
+                    let alpha = lerp(self.poisson_alpha, u());
+                    let y = poisson(&x, alpha, noise_rng)?;
+                    let t =
+                        unbiased_target(&x, self.unbiased_draws, || poisson(&x, alpha, noise_rng))?;
+                    (y, t)
+                }
                 3 => {
                     let (shot, read) = (lerp(self.camera_shot, u()), lerp(self.camera_read, u()));
-                    (camera(&x, shot, read, noise_rng)?, x)
+                    let y = camera(&x, shot, read, noise_rng)?;
+                    let t = unbiased_target(&x, self.unbiased_draws, || {
+                        camera(&x, shot, read, noise_rng)
+                    })?;
+                    (y, t)
                 }
                 _ => {
                     // The camera draws its own JPEG; the mix's applies to the old types.

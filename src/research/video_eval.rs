@@ -191,4 +191,37 @@ mod tests {
         let s = score_clip(&c, &a).unwrap();
         assert!(s.psnr > 20.0 && s.psnr < 45.0, "noisy psnr {}", s.psnr);
     }
+
+    #[test]
+    fn the_unbiased_reference_has_the_noisy_clips_mean_and_the_clean_one_does_not() {
+        let c: Vec<Tensor> = clip(6)
+            .iter()
+            .map(|f| (f.to_kind(Kind::Float) * 0.8 + 20.0).to_kind(Kind::Uint8))
+            .collect();
+        let noisy = noisy_clip(&c, &video_camera(0.01), 3).unwrap();
+        let reference = crate::research::unbias::unbiased_frames(&c, &noisy).unwrap();
+        let gap = |r: &[Tensor]| {
+            let d: Vec<Tensor> = r
+                .iter()
+                .zip(&noisy)
+                .map(|(r, n)| n.to_kind(Kind::Double) - r.to_kind(Kind::Double))
+                .collect();
+            Tensor::stack(&d, 0)
+                .mean_dim(&[0i64, 2, 3][..], false, Kind::Double)
+                .abs()
+                .max()
+                .double_value(&[])
+        };
+        let clean_gap = gap(&c);
+        assert!(
+            clean_gap > 0.5,
+            "the camera's bias against the clean frames {clean_gap}"
+        );
+        let unbiased_gap = gap(&reference);
+        assert!(
+            unbiased_gap < 0.05,
+            "against the unbiased reference {unbiased_gap}"
+        );
+        assert_eq!(reference[0].size(), c[0].size());
+    }
 }
