@@ -22,6 +22,7 @@
 //! [`warmup_frames`] frames have gone through the filter before the segment's first output,
 //! and, offline, [`lookahead_frames`] after its last.
 
+pub mod cpu;
 pub mod fusion;
 pub mod motion;
 pub mod offline;
