@@ -82,13 +82,23 @@ pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> 
                 let sy = (y as i64 + dy as i64).clamp(0, h as i64 - 1) as usize;
                 let s = &src[sy * w..(sy + 1) * w];
                 let (x0, x1) = (bx * bs, ((bx + 1) * bs).min(w));
-                for (x, o) in (x0..x1).zip(&mut d[x0..x1]) {
-                    *o = s[(x as i64 + dx as i64).clamp(0, w as i64 - 1) as usize];
-                }
+                copy_shifted(&mut d[x0..x1], s, x0, dx);
             }
         }
     }
     out
+}
+
+/// `dst[i] = src[clamp(x0 + i + dx)]`: a copy where the span lies inside `src`.
+fn copy_shifted(dst: &mut [f32], src: &[f32], x0: usize, dx: i32) {
+    let start = x0 as i64 + dx as i64;
+    if start >= 0 && start as usize + dst.len() <= src.len() {
+        dst.copy_from_slice(&src[start as usize..start as usize + dst.len()]);
+        return;
+    }
+    for (i, o) in dst.iter_mut().enumerate() {
+        *o = src[(start + i as i64).clamp(0, src.len() as i64 - 1) as usize];
+    }
 }
 
 /// `x` with its border replicated `r` pixels out: `(h + 2r) x (w + 2r)`.
@@ -126,30 +136,47 @@ fn best_shift(
     radius: usize,
     bs: usize,
 ) -> Vectors {
-    let k = 2 * radius + 1;
+    const K: usize = 2 * SEARCH as usize + 1;
+    const KK: usize = K * K;
+    match radius {
+        1 => search::<3, 9>(cur, warped, h, w, bs),
+        r if r == SEARCH as usize => search::<K, KK>(cur, warped, h, w, bs),
+        r => unreachable!("a search radius of {r}"),
+    }
+}
+
+/// [`best_shift`] over the `K` x `K` shifts (`KK` of them): one accumulator per shift, each
+/// summing its block's differences in row-major order (libtorch's average pool).
+fn search<const K: usize, const KK: usize>(
+    cur: &[f32],
+    warped: &[f32],
+    h: usize,
+    w: usize,
+    bs: usize,
+) -> Vectors {
+    let radius = K / 2;
     let padded = pad(warped, h, w, radius);
     let pw = w + 2 * radius;
-    let penalty: Vec<f32> = (0..k * k)
-        .map(|i| {
-            let (dy, dx) = (i / k, i % k);
-            (dy.abs_diff(radius) + dx.abs_diff(radius)) as f32 * SHIFT_PENALTY as f32
-        })
-        .collect();
+    let mut penalty = [0f32; KK];
+    for (i, p) in penalty.iter_mut().enumerate() {
+        let (dy, dx) = (i / K, i % K);
+        *p = (dy.abs_diff(radius) + dx.abs_diff(radius)) as f32 * SHIFT_PENALTY as f32;
+    }
     let (hb, wb) = (ceil_div(h, bs), ceil_div(w, bs));
     let mut out = Vectors::zeros(hb, wb);
-    let mut acc = vec![0f32; k * k];
     for by in 0..hb {
         let (y0, y1) = (by * bs, ((by + 1) * bs).min(h));
         for bx in 0..wb {
             let (x0, x1) = (bx * bs, ((bx + 1) * bs).min(w));
-            acc.fill(0.0);
+            let mut acc = [0f32; KK];
             for y in y0..y1 {
-                for x in x0..x1 {
-                    let c = cur[y * w + x];
-                    for ky in 0..k {
-                        // padded[y + ky, x + kx] = warped[y + ky - r, x + kx - r], clamped.
-                        let p = &padded[(y + ky) * pw + x..(y + ky) * pw + x + k];
-                        for (a, &p) in acc[ky * k..(ky + 1) * k].iter_mut().zip(p) {
+                let c = &cur[y * w + x0..y * w + x1];
+                for (ky, a) in acc.chunks_exact_mut(K).enumerate() {
+                    // padded[y + ky, x + kx] = warped[y + ky - r, x + kx - r], clamped.
+                    let row = &padded[(y + ky) * pw + x0..(y + ky) * pw + x1 + K - 1];
+                    for (i, &c) in c.iter().enumerate() {
+                        let p: &[f32; K] = row[i..i + K].try_into().unwrap();
+                        for (a, &p) in a.iter_mut().zip(p) {
                             *a += (p - c).abs();
                         }
                     }
@@ -161,8 +188,8 @@ fn best_shift(
             }
             let best = argmin(&acc);
             out.v[by * wb + bx] = (
-                (best / k) as i32 - radius as i32,
-                (best % k) as i32 - radius as i32,
+                (best / K) as i32 - radius as i32,
+                (best % K) as i32 - radius as i32,
             );
         }
     }
@@ -229,17 +256,23 @@ fn best_neighbour(cur: &[f32], prev: &[f32], h: usize, w: usize, v: &Vectors) ->
                 at(by, bx, 0, 1),
             ];
             let mut costs = [0f32; 5];
-            for (cost, &(dy, dx)) in costs.iter_mut().zip(&candidates) {
+            let mut moved = [0f32; FINE as usize];
+            for (i, &(dy, dx)) in candidates.iter().enumerate() {
+                // A repeated candidate costs the same (and loses the tie).
+                if candidates[..i].contains(&(dy, dx)) {
+                    costs[i] = f32::INFINITY;
+                    continue;
+                }
                 let mut sum = 0f32;
                 for y in y0..y1 {
                     let sy = (y as i64 + dy as i64).clamp(0, h as i64 - 1) as usize;
-                    let (s, c) = (&prev[sy * w..(sy + 1) * w], &cur[y * w..(y + 1) * w]);
-                    for x in x0..x1 {
-                        let sx = (x as i64 + dx as i64).clamp(0, w as i64 - 1) as usize;
-                        sum += (s[sx] - c[x]).abs();
+                    let moved = &mut moved[..x1 - x0];
+                    copy_shifted(moved, &prev[sy * w..(sy + 1) * w], x0, dx);
+                    for (&p, &c) in moved.iter().zip(&cur[y * w + x0..y * w + x1]) {
+                        sum += (p - c).abs();
                     }
                 }
-                *cost = sum / ((y1 - y0) * (x1 - x0)) as f32;
+                costs[i] = sum / ((y1 - y0) * (x1 - x0)) as f32;
             }
             out.v[fy * wf + fx] = candidates[argmin(&costs)];
         }
@@ -261,7 +294,7 @@ fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32>
         for y in 0..h {
             let (y0, y1) = (y.saturating_sub(1), (y + 2).min(h));
             let row = &mut d[y * w..(y + 1) * w];
-            let mut mean = |x: usize| {
+            let mean = |x: usize| {
                 let (x0, x1) = (x.saturating_sub(1), (x + 2).min(w));
                 let mut sum = 0f32;
                 for yy in y0..y1 {
@@ -311,6 +344,32 @@ fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32>
     d
 }
 
+/// The lower median of `d` (libtorch's: element `(n - 1) / 2` in order), non-negative
+/// values: a histogram of the top 16 bits of their bit patterns (ordered like the values),
+/// then a selection within the bucket that holds it.
+fn lower_median(d: &[f32]) -> f32 {
+    debug_assert!(d.iter().all(|&x| x >= 0.0));
+    let rank = (d.len() - 1) / 2;
+    let mut hist = vec![0u32; 1 << 16];
+    for &x in d {
+        hist[(x.to_bits() >> 16) as usize] += 1;
+    }
+    let (mut bucket, mut below) = (0, 0usize);
+    for (b, &n) in hist.iter().enumerate() {
+        if below + n as usize > rank {
+            bucket = b as u32;
+            break;
+        }
+        below += n as usize;
+    }
+    let mut inside: Vec<u32> = d
+        .iter()
+        .map(|x| x.to_bits())
+        .filter(|b| b >> 16 == bucket)
+        .collect();
+    f32::from_bits(*inside.select_nth_unstable(rank - below).1)
+}
+
 /// One fusion of `cur` with the aligned earlier estimate `prev` (frames of three planes) and
 /// its aligned `count` at `cap`: the fused frame and its count, or `None` for a scene cut
 /// (see [`super::fusion`]).
@@ -329,9 +388,7 @@ pub fn blend(
     if (changed as f32 / hw as f32) as f64 > CUT_FRACTION {
         return None;
     }
-    // The lower median (libtorch's).
-    let mut sorted = d.clone();
-    let (_, &mut median, _) = sorted.select_nth_unstable_by((hw - 1) / 2, f32::total_cmp);
+    let median = lower_median(&d);
     let t = (median * NOISE_FACTOR as f32).clamp(T_MIN as f32, T_MAX as f32);
     let most = (cap - 1.0).max(0.0) as f32;
     let n: Vec<f32> = d

@@ -123,8 +123,8 @@ fn step_cpu(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     })
 }
 
-/// [`step`] in tch ops.
-pub(crate) fn step_ops(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
+/// [`step`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn step_ops(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     let cur = cur.f_to_kind(Kind::Float)?;
     let luma = motion::luma_ops(&cur)?;
     let v = motion::estimate_ops(&luma, &prev.luma)?;
@@ -174,8 +174,8 @@ pub fn blend(
     blend_ops(cur, prev, count, cap)
 }
 
-/// [`blend`] in tch ops.
-pub(crate) fn blend_ops(
+/// [`blend`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn blend_ops(
     cur: &Tensor,
     prev: &Tensor,
     count: &Tensor,

@@ -51,8 +51,8 @@ pub fn luma(x: &Tensor) -> Result<Tensor> {
     luma_ops(x)
 }
 
-/// [`luma`] in tch ops.
-pub(crate) fn luma_ops(x: &Tensor) -> Result<Tensor> {
+/// [`luma`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn luma_ops(x: &Tensor) -> Result<Tensor> {
     let x = x.f_to_kind(Kind::Float)?;
     let w = Tensor::f_from_slice(&[0.299f32, 0.587, 0.114])?
         .f_to_device(x.device())?
@@ -72,8 +72,8 @@ pub fn estimate(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
     estimate_ops(cur, prev)
 }
 
-/// [`estimate`] in tch ops.
-pub(crate) fn estimate_ops(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
+/// [`estimate`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn estimate_ops(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
     let (h, w) = (cur.size()[2], cur.size()[3]);
     let (hb, wb) = (ceil_div(h, BLOCK), ceil_div(w, BLOCK));
     let mut curs = vec![cur.shallow_clone()];
@@ -160,8 +160,8 @@ pub fn warp(x: &Tensor, v: &Tensor, bs: i64) -> Result<Tensor> {
     warp_ops(x, v, bs)
 }
 
-/// [`warp`] in tch ops.
-pub(crate) fn warp_ops(x: &Tensor, v: &Tensor, bs: i64) -> Result<Tensor> {
+/// [`warp`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn warp_ops(x: &Tensor, v: &Tensor, bs: i64) -> Result<Tensor> {
     let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
     let dev = x.device();
     let ys = Tensor::f_arange(h, (Kind::Int64, dev))?;
