@@ -27,6 +27,9 @@ pub(super) enum InItem<T> {
         payload: T,
         drain: bool,
     },
+    /// A discontinuity (a gap, lost frames): the frames before it run (with no later frames
+    /// as their future) and the temporal stage starts afresh on the next frame.
+    Reset,
     /// Run the model once on a blank frame of this format, output discarded.
     WarmUp {
         format: FrameFormat,
@@ -133,6 +136,13 @@ impl<T: Send + 'static> EngineSender<T> {
             payload,
             drain: true,
         })
+    }
+
+    /// A discontinuity in the stream (a gap, a DISCONT buffer): the frames sent before it are
+    /// not fused with those sent after it, in either direction (the pending partial batch
+    /// runs, the temporal state is dropped). Nothing comes out.
+    pub fn reset_temporal(&self) -> Result<(), SendError> {
+        self.push(InItem::Reset)
     }
 
     /// Have the worker run the model once on a blank frame of `format` (in order with what was

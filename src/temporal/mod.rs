@@ -149,6 +149,16 @@ impl TemporalFilter {
         self.input.state.is_some()
     }
 
+    /// Bytes the state holds (the last fused frame, its luma and counts; 0 when not primed).
+    pub fn bytes(&self) -> usize {
+        self.input.state.as_ref().map_or(0, |s| {
+            [&s.frame, &s.luma, &s.count]
+                .iter()
+                .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+                .sum()
+        })
+    }
+
     /// Scene cuts detected so far (each dropped the state).
     pub fn scene_cuts(&self) -> u64 {
         self.input.cuts
