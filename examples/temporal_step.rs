@@ -18,7 +18,10 @@ fn time<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20);
     let (h, w) = (360, 640);
     tch::manual_seed(1);
     let low = Tensor::rand([1, 3, h / 8 + 2, w / 8 + 2], (Kind::Float, Device::Cpu));
@@ -73,8 +76,15 @@ fn main() {
         assert!(a.out.equal(&b.out), "the two paths differ");
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3 / (n - 1) as f64;
-    println!("{h}x{w}, {} steps, ms per frame (threads {}):", n - 1, tch::get_num_threads());
-    println!("{:>10} {:>10} {:>10} {:>8}", "stage", "tch ops", "rust", "ratio");
+    println!(
+        "{h}x{w}, {} steps, ms per frame (threads {}):",
+        n - 1,
+        tch::get_num_threads()
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>8}",
+        "stage", "tch ops", "rust", "ratio"
+    );
     for i in 0..4 {
         let (o, r) = (per(ops[i]), per(rust[i]));
         println!("{:>10} {o:>10.2} {r:>10.2} {:>7.1}x", names[i], o / r);

@@ -177,20 +177,37 @@ fn a_discont_buffer_or_a_gap_starts_the_temporal_stage_afresh_and_stats_bound_it
         let (after, _) = outputs(lookahead, 3..6, None, None);
         let (whole, stats) = outputs(lookahead, 0..6, None, None);
         // The control: without a break, frame 3 is fused with frames 0-2 (and 0-2 with 3-4).
-        assert_ne!(whole[3], after[0], "no temporal fusion to break (lookahead {lookahead})");
+        assert_ne!(
+            whole[3], after[0],
+            "no temporal fusion to break (lookahead {lookahead})"
+        );
         if lookahead > 0 {
-            assert_ne!(whole[2], before[2], "no future fused (lookahead {lookahead})");
+            assert_ne!(
+                whole[2], before[2],
+                "no future fused (lookahead {lookahead})"
+            );
         }
         for (what, discont, gap) in [("DISCONT", Some(3), None), ("GAP", None, Some(3))] {
             let (broken, stats) = outputs(lookahead, 0..6, discont, gap);
-            assert_eq!(broken[..3], before[..], "{what}: before it (lookahead {lookahead})");
-            assert_eq!(broken[3..], after[..], "{what}: after it (lookahead {lookahead})");
+            assert_eq!(
+                broken[..3],
+                before[..],
+                "{what}: before it (lookahead {lookahead})"
+            );
+            assert_eq!(
+                broken[3..],
+                after[..],
+                "{what}: after it (lookahead {lookahead})"
+            );
             assert_eq!(stats.get::<u64>("frames-out").unwrap(), 6, "{stats}");
         }
         // The recursion's state (20 bytes a pixel) and at most `lookahead` held frames.
         let max = stats.get::<u64>("temporal-max-bytes").unwrap();
         assert!(max >= 20 * pixels, "{stats}");
         assert!(max <= 20 * pixels + lookahead as u64 * len, "{stats}");
-        assert!(stats.get::<u64>("temporal-bytes").unwrap() <= max, "{stats}");
+        assert!(
+            stats.get::<u64>("temporal-bytes").unwrap() <= max,
+            "{stats}"
+        );
     }
 }

@@ -51,6 +51,25 @@ pub fn luma(frame: &[f32], hw: usize) -> Vec<f32> {
 /// A 2x2 average with ceil mode (a last odd row or column averaged over what it has).
 fn half(x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
     let (h2, w2) = (ceil_div(h, 2), ceil_div(w, 2));
+    if h % 2 == 0 && w % 2 == 0 {
+        // Every window whole: `((a + b) + c) + d` (from 0) over 4.
+        let mut out = vec![0f32; h2 * w2];
+        for (oy, o) in out.chunks_exact_mut(w2).enumerate() {
+            let (r0, r1) = (
+                &x[2 * oy * w..(2 * oy + 1) * w],
+                &x[(2 * oy + 1) * w..(2 * oy + 2) * w],
+            );
+            for (ox, o) in o.iter_mut().enumerate() {
+                let mut sum = 0f32;
+                sum += r0[2 * ox];
+                sum += r0[2 * ox + 1];
+                sum += r1[2 * ox];
+                sum += r1[2 * ox + 1];
+                *o = sum / 4.0;
+            }
+        }
+        return (out, h2, w2);
+    }
     let mut out = Vec::with_capacity(h2 * w2);
     for oy in 0..h2 {
         let (y0, y1) = (2 * oy, (2 * oy + 2).min(h));
@@ -215,7 +234,8 @@ pub fn estimate(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vectors {
     for l in (0..levels).rev() {
         let coarsest = l + 1 == levels;
         if !coarsest {
-            v.v.iter_mut().for_each(|(dy, dx)| (*dy, *dx) = (2 * *dy, 2 * *dx));
+            v.v.iter_mut()
+                .for_each(|(dy, dx)| (*dy, *dx) = (2 * *dy, 2 * *dx));
         }
         let bs = block >> l;
         let radius = if coarsest { SEARCH as usize } else { 1 };
@@ -223,7 +243,14 @@ pub fn estimate(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vectors {
         let shift = match coarsest {
             // The zero vectors move nothing.
             true => best_shift(c, &prevs[l], *lh, *lw, radius, bs),
-            false => best_shift(c, &warp(&prevs[l], 1, *lh, *lw, &v, bs), *lh, *lw, radius, bs),
+            false => best_shift(
+                c,
+                &warp(&prevs[l], 1, *lh, *lw, &v, bs),
+                *lh,
+                *lw,
+                radius,
+                bs,
+            ),
         };
         for (a, s) in v.v.iter_mut().zip(&shift.v) {
             *a = (a.0 + s.0, a.1 + s.1);
@@ -402,12 +429,33 @@ pub fn blend(
     let mut out = vec![0f32; 3 * hw];
     for ch in 0..3 {
         let r = ch * hw..(ch + 1) * hw;
-        for (((o, &c), &p), &n) in out[r.clone()].iter_mut().zip(&cur[r.clone()]).zip(&prev[r]).zip(&n) {
+        for (((o, &c), &p), &n) in out[r.clone()]
+            .iter_mut()
+            .zip(&cur[r.clone()])
+            .zip(&prev[r])
+            .zip(&n)
+        {
             *o = (c + p * n) / (n + 1.0);
         }
     }
     let count = n.iter().map(|&n| n + 1.0).collect();
     Some((out, count))
+}
+
+/// Offline mode's combination of the forward estimate `f` (counts `nf`) and the backward one
+/// `b` (`nb`) of the frame `y` (frames of three planes, counts of one):
+/// `(f * nf + b * nb - y) / (nf + nb - 1)`.
+pub fn combine(y: &[f32], f: &[f32], nf: &[f32], b: &[f32], nb: &[f32]) -> Vec<f32> {
+    let hw = nf.len();
+    let mut out = vec![0f32; y.len()];
+    for (ch, out) in out.chunks_exact_mut(hw).enumerate() {
+        let r = ch * hw..(ch + 1) * hw;
+        let (y, f, b) = (&y[r.clone()], &f[r.clone()], &b[r]);
+        for i in 0..hw {
+            out[i] = (f[i] * nf[i] + b[i] * nb[i] - y[i]) / (nf[i] + nb[i] - 1.0);
+        }
+    }
+    out
 }
 
 /// Glue between CPU tensors and the planes above.
@@ -460,7 +508,11 @@ pub mod tensors {
         Ok(Vectors {
             hb,
             wb,
-            v: dy.iter().zip(dx).map(|(&a, &b)| (a as i32, b as i32)).collect(),
+            v: dy
+                .iter()
+                .zip(dx)
+                .map(|(&a, &b)| (a as i32, b as i32))
+                .collect(),
         })
     }
 }

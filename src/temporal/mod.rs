@@ -209,20 +209,22 @@ impl TemporalFilter {
             Some(f) if f.size()[1..] == frames.size()[1..] => Tensor::f_cat(&[frames, f], 0)?,
             _ => frames.shallow_clone(),
         };
+        // In float once (each frame goes through up to `lookahead + 1` recursions).
+        let all = all.f_to_kind(tch::Kind::Float)?.f_contiguous()?;
         let (n, total) = (frames.size()[0], all.size()[0]);
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let cur = frames.f_narrow(0, i, 1)?;
+            let cur = all.f_narrow(0, i, 1)?;
             let (f, nf) = self.input.step(&cur, c)?;
             let ahead = (self.lookahead as i64).min(total - 1 - i);
             let y = match ahead {
                 0 => f,
                 _ => {
                     let (b, nb) = offline::backward(&all.f_narrow(0, i, ahead + 1)?, c)?;
-                    offline::combine(&cur.f_to_kind(tch::Kind::Float)?, &f, &nf, &b, &nb)?
+                    offline::combine(&cur, &f, &nf, &b, &nb)?
                 }
             };
-            out.push(y.f_to_kind(cur.kind())?);
+            out.push(y.f_to_kind(frames.kind())?);
         }
         Ok(Tensor::f_cat(&out, 0)?)
     }
