@@ -4,7 +4,7 @@
 # in fp32 and the default precision (auto), on videotestsrc at 640x360, configurations
 # interleaved round by round. Each time is a run of N frames minus a run of 1 frame of the
 # same configuration (model load, warm-up and precision=auto's timing cancel out), the best
-# of the rounds; ratios against per-frame in the same precision.
+# of the rounds, elapsed and CPU time; ratios against per-frame in the same precision.
 #   SIZE=WxH   frame size (default 640x360)
 #   FRAMES=N   frames per run (default 120)
 #   RUNS=N     rounds (default 2)
@@ -22,30 +22,39 @@ gst-inspect-1.0 clipdenoise >/dev/null
 
 modes=("per-frame:temporal=0" "causal:temporal=0.5" "offline:temporal=0.5 lookahead=2")
 precisions=(fp32 auto)
-declare -A best
+declare -A best bestcpu
 
-# Seconds gst-launch-1.0 takes for `n` frames through clipdenoise with `opts`.
+# "wall cpu": seconds gst-launch-1.0 takes for `n` frames through clipdenoise with `opts`,
+# elapsed and on the CPU (user + system: steadier than the elapsed time on a loaded machine,
+# but the model's two threads count twice where the temporal stage's one counts once).
 seconds() {
-  local n="$1" opts="$2" t0 t1
-  t0=$(date +%s.%N)
+  local n="$1" opts="$2" out
+  out=$(mktemp)
   # shellcheck disable=SC2086
-  timeout 600 gst-launch-1.0 -q videotestsrc num-buffers="$n" pattern=ball \
-    ! "video/x-raw,width=$w,height=$h,framerate=15/1" ! clipdenoise $opts ! fakesink
-  t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc -l
+  /usr/bin/time -f '%e %U %S' -o "$out" timeout 600 gst-launch-1.0 -q videotestsrc \
+    num-buffers="$n" pattern=ball ! "video/x-raw,width=$w,height=$h,framerate=15/1" \
+    ! clipdenoise $opts ! fakesink
+  awk '{ print $1, $2 + $3 }' "$out"
+  rm -f "$out"
 }
 
 for r in $(seq "$runs"); do
   for p in "${precisions[@]}"; do
     for m in "${modes[@]}"; do
       name="${m%%:*}"; opts="precision=$p ${m#*:}"
-      one=$(seconds 1 "$opts"); all=$(seconds "$frames" "$opts")
-      per=$(echo "($all - $one) / ($frames - 1)" | bc -l)
-      printf 'round %d %-5s %-9s %6.2f s for %d frames, %6.2f s for 1: %6.1f ms/frame\n' \
-        "$r" "$p" "$name" "$all" "$frames" "$one" "$(echo "$per * 1000" | bc -l)"
+      read -r one_wall one_cpu < <(seconds 1 "$opts")
+      read -r all_wall all_cpu < <(seconds "$frames" "$opts")
+      per=$(echo "($all_wall - $one_wall) / ($frames - 1)" | bc -l)
+      cpu=$(echo "($all_cpu - $one_cpu) / ($frames - 1)" | bc -l)
+      printf 'round %d %-5s %-9s %6.2f s (cpu %6.2f) for %d frames, %5.2f s (cpu %5.2f) for 1: %6.1f ms/frame, cpu %6.1f\n' \
+        "$r" "$p" "$name" "$all_wall" "$all_cpu" "$frames" "$one_wall" "$one_cpu" \
+        "$(echo "$per * 1000" | bc -l)" "$(echo "$cpu * 1000" | bc -l)"
       key="$p/$name"
       if [[ -z "${best[$key]:-}" ]] || (( $(echo "$per < ${best[$key]}" | bc -l) )); then
         best[$key]="$per"
+      fi
+      if [[ -z "${bestcpu[$key]:-}" ]] || (( $(echo "$cpu < ${bestcpu[$key]}" | bc -l) )); then
+        bestcpu[$key]="$cpu"
       fi
     done
   done
@@ -53,13 +62,15 @@ done
 
 echo
 echo "$size, $frames frames, best of $runs rounds (load after: $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '| precision | mode | ms/frame | frames/s | / per-frame | temporal ms/frame |\n|---|---|---|---|---|---|\n'
+printf '| precision | mode | ms/frame | frames/s | / per-frame | temporal ms/frame | cpu ms/frame | cpu / per-frame |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
 for p in "${precisions[@]}"; do
-  base="${best[$p/per-frame]}"
+  base="${best[$p/per-frame]}"; basecpu="${bestcpu[$p/per-frame]}"
   for m in "${modes[@]}"; do
-    name="${m%%:*}"; per="${best[$p/$name]}"
-    printf '| %s | %s | %.1f | %.2f | %.2fx | %.1f |\n' "$p" "$name" \
+    name="${m%%:*}"; per="${best[$p/$name]}"; cpu="${bestcpu[$p/$name]}"
+    printf '| %s | %s | %.1f | %.2f | %.2fx | %.1f | %.1f | %.2fx |\n' "$p" "$name" \
       "$(echo "$per * 1000" | bc -l)" "$(echo "1 / $per" | bc -l)" \
-      "$(echo "$per / $base" | bc -l)" "$(echo "($per - $base) * 1000" | bc -l)"
+      "$(echo "$per / $base" | bc -l)" "$(echo "($per - $base) * 1000" | bc -l)" \
+      "$(echo "$cpu * 1000" | bc -l)" "$(echo "$cpu / $basecpu" | bc -l)"
   done
 done

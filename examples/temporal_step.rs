@@ -1,6 +1,7 @@
 //! The temporal stage's cost per 640x360 frame, the tch ops against the plain Rust CPU path,
 //! interleaved in one run (ratios, not absolute figures, on a loaded machine):
-//! `cargo run --release --example temporal_step [-- frames]`.
+//! `cargo run --release --example temporal_step [-- frames [rust]]` (`rust`: the plain Rust
+//! path alone, for `perf stat`'s CPU time).
 //!
 //! A textured pan with noise, the recursion at the default amount; each stage timed alone
 //! too: motion estimation, the two warps (frame and count), the blend (3x3 means, median).
@@ -22,6 +23,7 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(20);
+    let rust_only = std::env::args().nth(2).as_deref() == Some("rust");
     let (h, w) = (360, 640);
     tch::manual_seed(1);
     let low = Tensor::rand([1, 3, h / 8 + 2, w / 8 + 2], (Kind::Float, Device::Cpu));
@@ -43,6 +45,9 @@ fn main() {
     for f in &frames[1..] {
         // Interleaved: tch ops, then plain Rust, frame after frame.
         for (t, rust_path) in [(&mut ops, false), (&mut rust, true)] {
+            if rust_only && !rust_path {
+                continue;
+            }
             let prev = if rust_path { &a.state } else { &b.state };
             let step = time(&mut t[0], || match rust_path {
                 true => fusion::step(f, prev, c).unwrap(),
@@ -73,7 +78,7 @@ fn main() {
                 b = step;
             }
         }
-        assert!(a.out.equal(&b.out), "the two paths differ");
+        assert!(rust_only || a.out.equal(&b.out), "the two paths differ");
     }
     let per = |d: Duration| d.as_secs_f64() * 1e3 / (n - 1) as f64;
     println!(

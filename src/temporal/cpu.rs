@@ -8,6 +8,8 @@
 //!
 //! Planes are row-major `h * w` slices; a frame is three planes one after the other.
 
+use std::borrow::Cow;
+
 use super::fusion::{CUT_FRACTION, CUT_LEVEL, NOISE_FACTOR, T_MAX, T_MIN};
 use super::motion::{BLOCK, FINE, LEVELS, SEARCH, SHIFT_PENALTY};
 
@@ -221,14 +223,14 @@ fn search<const K: usize, const KK: usize>(
 pub fn estimate(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vectors {
     let (block, levels) = (BLOCK as usize, LEVELS as usize);
     let (hb, wb) = (ceil_div(h, block), ceil_div(w, block));
-    let mut curs = vec![(cur.to_vec(), h, w)];
-    let mut prevs = vec![prev.to_vec()];
+    let mut curs = vec![(Cow::Borrowed(cur), h, w)];
+    let mut prevs = vec![Cow::Borrowed(prev)];
     for l in 1..levels {
         let (c, lh, lw) = &curs[l - 1];
         let (hc, h2, w2) = half(c, *lh, *lw);
         let (hp, _, _) = half(&prevs[l - 1], *lh, *lw);
-        curs.push((hc, h2, w2));
-        prevs.push(hp);
+        curs.push((Cow::Owned(hc), h2, w2));
+        prevs.push(Cow::Owned(hp));
     }
     let mut v = Vectors::zeros(hb, wb);
     for l in (0..levels).rev() {
@@ -345,23 +347,27 @@ fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32>
             add(&mut row[0], mean(0));
             add(&mut row[w - 1], mean(w - 1));
             // Inside: nine terms in row-major order, divided by 9 (vectorizes over x).
-            let (r0, r1, r2) = (
-                &diff[y0 * w..(y0 + 1) * w],
-                &diff[(y0 + 1) * w..(y0 + 2) * w],
-                &diff[(y0 + 2) * w..(y0 + 3) * w],
-            );
-            for x in 1..w - 1 {
+            let n = w - 2;
+            let rows = [y0, y0 + 1, y0 + 2].map(|y| &diff[y * w..(y + 1) * w]);
+            // Each row's left, centre and right neighbours, `n` long (no bounds checks).
+            let [a0, a1, a2, b0, b1, b2, c0, c1, c2] =
+                [0, 1, 2].map(|r| [0, 1, 2].map(|s| &rows[r][s..s + n])).as_flattened()[..]
+            else {
+                unreachable!()
+            };
+            let out = &mut row[1..1 + n];
+            for x in 0..n {
                 let mut sum = 0f32;
-                sum += r0[x - 1];
-                sum += r0[x];
-                sum += r0[x + 1];
-                sum += r1[x - 1];
-                sum += r1[x];
-                sum += r1[x + 1];
-                sum += r2[x - 1];
-                sum += r2[x];
-                sum += r2[x + 1];
-                add(&mut row[x], (sum / 9.0).abs());
+                sum += a0[x];
+                sum += a1[x];
+                sum += a2[x];
+                sum += b0[x];
+                sum += b1[x];
+                sum += b2[x];
+                sum += c0[x];
+                sum += c1[x];
+                sum += c2[x];
+                add(&mut out[x], (sum / 9.0).abs());
             }
         }
     }
