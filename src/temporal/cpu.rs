@@ -350,8 +350,9 @@ fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32>
             let n = w - 2;
             let rows = [y0, y0 + 1, y0 + 2].map(|y| &diff[y * w..(y + 1) * w]);
             // Each row's left, centre and right neighbours, `n` long (no bounds checks).
-            let [a0, a1, a2, b0, b1, b2, c0, c1, c2] =
-                [0, 1, 2].map(|r| [0, 1, 2].map(|s| &rows[r][s..s + n])).as_flattened()[..]
+            let [a0, a1, a2, b0, b1, b2, c0, c1, c2] = [0, 1, 2]
+                .map(|r| [0, 1, 2].map(|s| &rows[r][s..s + n]))
+                .as_flattened()[..]
             else {
                 unreachable!()
             };
