@@ -336,7 +336,7 @@ fn dash_and_negative_crf_get_plain_words() {
         Path::new("-"),
         &["--model", TINY],
         &[
-            "'-' (standard output) is not supported",
+            "'-' (standard output) is not supported: video is written as a file",
             "give a file name ending in .mp4",
         ],
     );
@@ -344,7 +344,7 @@ fn dash_and_negative_crf_get_plain_words() {
         Path::new("-"),
         &dir.path().join("out.mp4"),
         &["--model", TINY],
-        &["'-' (standard input) is not supported"],
+        &["'-' (standard input) is not supported: video is read as a file"],
     );
     let max = x264_max_quantizer();
     fails(

@@ -12,7 +12,7 @@ use gst::prelude::*;
 mod support;
 use support::child::registry;
 use support::pipeline::{gst_run, h264_clip, init, wait_eos};
-use support::playable::{assert_playable, audio_packets};
+use support::playable::{assert_playable, audio_packets, streams, subtitles_srt};
 use support::watchdog;
 
 const TINY: &str = "../tests/fixtures/tiny-w8/official_state_dict.safetensors";
@@ -560,13 +560,20 @@ fn cuts_hold_exactly_the_frames_of_the_part_and_play_in_ffmpeg() {
     }
 }
 
-/// A subtitle track is named in plain words when it is left out, and MP2 audio is MP2 (it was
-/// "a text/x-raw stream" and "MP3 copied").
+/// Subtitle tracks are kept where the container holds them: Matroska with the same cues (times,
+/// text, tags, characters the demuxer escapes), MP4 as timed text (without the tags), WebM
+/// (WebVTT only) left out with a note in plain words (it was "a text/x-raw stream is left
+/// out"); MP2 audio is MP2 (it was "MP3 copied").
 #[test]
-fn subtitle_tracks_and_mp2_audio_are_named_in_plain_words() {
+fn subtitle_tracks_are_kept_where_the_container_holds_them_and_mp2_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let srt = dir.path().join("s.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhello\n").unwrap();
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,000 --> 00:00:00,400\na & b \"q\" <3\n\n\
+         2\n00:00:00,500 --> 00:00:00,800\nworld <b>bold</b>\n",
+    )
+    .unwrap();
     let input = dir.path().join("in.mkv");
     let mut c = StdCommand::new("ffmpeg");
     c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
@@ -578,21 +585,162 @@ fn subtitle_tracks_and_mp2_audio_are_named_in_plain_words() {
         .arg(&input);
     let out = watchdog::output(&mut c, "ffmpeg (making a clip)");
     assert!(out.status.success(), "{}", stderr_of(&out));
+    let cues = subtitles_srt(&input);
+    assert!(cues.contains("world <b>bold</b>"), "{cues}");
+
     let output = dir.path().join("out.mkv");
     let out = denoise_video(&input, &output, &[]);
     let err = stderr_of(&out);
     assert!(out.status.success(), "{err}");
+    assert!(!err.contains("left out"), "{err}");
     assert!(
-        err.contains("note: subtitle track (text) left out"),
+        err.contains("audio: MP2 copied, subtitles: text copied;"),
         "{err}"
     );
-    assert!(err.contains("audio: MP2 copied"), "{err}");
     assert_eq!(reported_frames(&err), 25, "{err}");
+    assert!(
+        streams(&output)
+            .iter()
+            .any(|s| s.starts_with("subrip subtitle")),
+        "{:?}",
+        streams(&output)
+    );
+    assert_eq!(subtitles_srt(&output), cues, "the same cues");
+
+    let output = dir.path().join("out.mp4");
+    let out = denoise_video(&input, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("subtitles: text copied;"), "{err}");
+    assert!(
+        streams(&output)
+            .iter()
+            .any(|s| s.starts_with("mov_text subtitle")),
+        "{:?}",
+        streams(&output)
+    );
+    let got = subtitles_srt(&output);
+    let starts: Vec<&str> = got.lines().filter(|l| l.contains(" --> ")).collect();
+    assert_eq!(starts.len(), 2, "{got}");
+    assert!(
+        starts[0].starts_with("00:00:00,0") && starts[1].starts_with("00:00:00,5"),
+        "{got}"
+    );
+    assert!(
+        got.contains("a & b \"q\" <3") && got.contains("world bold"),
+        "{got}"
+    );
+
+    // Cues 11 s apart into MP4 (it stalled: qtmux waited for the next cue while the video
+    // filled the queues), and the last cue of a cut keeps its length (--start at frame 263,
+    // which the output shows at 0).
+    let srt = dir.path().join("far.srt");
+    std::fs::write(
+        &srt,
+        "1\n00:00:00,000 --> 00:00:00,500\nfirst\n\n2\n00:00:11,000 --> 00:00:11,500\nlast\n",
+    )
+    .unwrap();
+    let far = dir.path().join("far.mkv");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=64x48:rate=25")
+        .arg("-i")
+        .arg(&srt)
+        .args([
+            "-map", "0", "-map", "1", "-t", "12", "-c:v", "libx264", "-c:s", "srt",
+        ])
+        .arg(&far);
+    let out = watchdog::output(&mut c, "ffmpeg (making a clip)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for (name, extra, want) in [
+        (
+            "far.mp4",
+            &[][..],
+            &[
+                "00:00:00,000 --> 00:00:00,500",
+                "00:00:11,000 --> 00:00:11,500",
+            ][..],
+        ),
+        (
+            "cut.mp4",
+            &["--start", "10.52", "--to", "11.8"][..],
+            &["00:00:00,480 --> 00:00:00,980"][..],
+        ),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&far, &output, extra);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        let got = subtitles_srt(&output);
+        let times: Vec<&str> = got.lines().filter(|l| l.contains(" --> ")).collect();
+        assert_eq!(times, want, "{name}: {got}");
+    }
+
+    let output = dir.path().join("out.webm");
+    let out = denoise_video(&input, &output, &[]);
+    let err = stderr_of(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: subtitle track (text) left out: .webm cannot hold text subtitles"),
+        "{err}"
+    );
+    assert!(
+        !streams(&output).iter().any(|s| s.contains("subtitle")),
+        "{:?}",
+        streams(&output)
+    );
+}
+
+/// A timecode track (which GStreamer's MP4 reader does not expose) is kept into .mov (advanced
+/// to --start) and named with its timecode in a note where the container cannot take it.
+#[test]
+fn timecode_tracks_are_kept_in_mov_or_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tc.mp4");
+    let mut c = StdCommand::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=160x96:rate=25")
+        .args(["-t", "1", "-c:v", "libx264", "-timecode", "01:00:00:00"])
+        .arg(&input);
+    let out = watchdog::output(&mut c, "ffmpeg (making a clip)");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        streams(&input).contains(&"unknown data tmcd 01:00:00:00".to_string()),
+        "{:?}",
+        streams(&input)
+    );
+    for (name, extra, timecode) in [
+        ("all.mov", &[][..], "01:00:00:00"),
+        ("part.mov", &["--start", "0.4"][..], "01:00:00:10"),
+    ] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, extra);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("timecode"), "{err}");
+        let s = streams(&output);
+        assert!(
+            s.contains(&format!("unknown data tmcd {timecode}")),
+            "{name}: {s:?}"
+        );
+    }
+    for name in ["out.mp4", "out.mkv"] {
+        let output = dir.path().join(name);
+        let out = denoise_video(&input, &output, &[]);
+        let err = stderr_of(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(
+                "note: timecode track (tmcd, 01:00:00:00) left out: GStreamer writes one into .mov only"
+            ),
+            "{err}"
+        );
+    }
 }
 
 /// AAC from ffmpeg (priming before 0 in MP4's edit list, codec delay in Matroska): copied
 /// bit for bit from Matroska; from MP4, GStreamer's reader drops what the edit list trims, which
-/// a note says instead of calling it a copy.
+/// a note says with the priming samples and the packets left out (counted by FFmpeg here).
 #[test]
 fn copied_audio_is_bit_exact_or_the_note_says_what_was_left_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -616,8 +764,16 @@ fn copied_audio_is_bit_exact_or_the_note_says_what_was_left_out() {
     let out = denoise_video(&mp4, &output, &[]);
     let err = stderr_of(&out);
     assert!(out.status.success(), "{err}");
+    let (copied, all) = (audio_packets(&output).len(), audio_packets(&mp4).len());
+    assert!(copied < all, "{copied} of {all}");
     assert!(
-        err.contains("note: the audio is copied as the MP4's edit list trims it: its first 21 ms"),
+        err.contains(&format!(
+            "note: the AAC audio is copied as the MP4's edit list trims it, not bit for bit: \
+             GStreamer's MP4 reader leaves out its first 1024 samples (21 ms at 48000 Hz, the \
+             encoder's priming) and any packet the list cuts at the end: the output holds \
+             {copied} of its {all} packets, {} left out",
+            all - copied
+        )),
         "{err}"
     );
     assert!(

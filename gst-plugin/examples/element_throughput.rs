@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
+#[path = "support/args.rs"]
+mod args;
+
 use clipdenoise::frame::{FrameFormat, PixelFormat};
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
@@ -42,15 +45,9 @@ fn parse_args() -> Result<Args, String> {
         model: String::new(),
         rounds: 6,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().ok_or(format!("{k} needs a value"))?;
+    for (k, v) in args::pairs()? {
         match k.as_str() {
-            "--size" => {
-                let (w, h) = v.split_once('x').ok_or("--size WxH")?;
-                a.width = w.parse().map_err(|_| "bad width")?;
-                a.height = h.parse().map_err(|_| "bad height")?;
-            }
+            "--size" => (a.width, a.height) = args::size(&v)?,
             "--batch-size" => a.batch = v.parse().map_err(|_| "bad batch size")?,
             "--frames" => a.frames = v.parse().map_err(|_| "bad frame count")?,
             "--model" => a.model = v,

@@ -12,16 +12,25 @@
 //! `videotestsrc is-live=true pattern=ball num-buffers=rate*seconds ! caps ! clipdenoise !
 //! fakesink sync=true qos=true max-lateness=20000000` (late = dropped by the sink as more than
 //! 20 ms late, as video sinks do), with LATENCY messages handled as gst-launch-1.0 does.
-//! Per rate it prints frames delivered, late, thinned, delivered / possible (possible:
+//! Per rate it prints frames delivered, late, thinned, dropped by the element as late (QoS
+//! events from the sink), delivered / possible (possible:
 //! min(rate, offline rate) over the source's duration), how busy the model was (frames run
 //! times their time per frame, over the source's duration: near 100 % above the device's
-//! rate when thinning keeps the model fed, whatever the load), the element's reported latency
+//! rate when thinning keeps the model fed, whatever the load), the model's time per frame
+//! (upload, model, download) offline and live (above the device's rate with the model busy,
+//! a live rate below the offline one is the model running slower live: the source renders
+//! and pushes every frame, thinned or not, on the same cores), the element's reported latency
 //! and its mean latency, and the pipeline's latency.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+
+#[path = "support/args.rs"]
+mod args;
+#[path = "support/bus.rs"]
+mod bus;
 
 struct Args {
     width: u32,
@@ -41,15 +50,9 @@ fn parse_args() -> Result<Args, String> {
         model: "default".into(),
         offline_frames: 40,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let v = it.next().ok_or(format!("{k} needs a value"))?;
+    for (k, v) in args::pairs()? {
         match k.as_str() {
-            "--size" => {
-                let (w, h) = v.split_once('x').ok_or("--size WxH")?;
-                a.width = w.parse().map_err(|_| "bad width")?;
-                a.height = h.parse().map_err(|_| "bad height")?;
-            }
+            "--size" => (a.width, a.height) = args::size(&v)?,
             "--rates" => {
                 a.rates = v
                     .split(',')
@@ -98,27 +101,7 @@ fn run(launch: &str, timeout: Duration) -> Result<Run, String> {
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| e.to_string())?;
-    let bus = pipeline.bus().ok_or("no bus")?;
-    let deadline = Instant::now() + timeout;
-    let result = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            &[
-                gst::MessageType::Eos,
-                gst::MessageType::Error,
-                gst::MessageType::Latency,
-            ],
-        );
-        match msg.as_ref().map(|m| m.view()) {
-            Some(gst::MessageView::Latency(_)) => {
-                let _ = bin.recalculate_latency();
-            }
-            Some(gst::MessageView::Eos(_)) => break Ok(()),
-            Some(gst::MessageView::Error(e)) => break Err(format!("{}", e.error())),
-            _ => break Err("timed out".into()),
-        }
-    };
+    let result = bus::run_to_eos(&pipeline, Instant::now() + timeout);
     let mut q = gst::query::Latency::new();
     let latency = pipeline.query(&mut q).then(|| q.result().1);
     let sink_stats = sink.property::<gst::Structure>("stats");
@@ -158,9 +141,9 @@ fn main() {
         a.width, a.height, a.offline_frames
     );
     println!(
-        "| source fps | offline fps | frames in | delivered | late | thinned | delivered fps | possible fps | delivered / possible | model busy | element latency ms | mean latency ms | pipeline latency ms |"
+        "| source fps | offline fps | frames in | delivered | late | thinned | qos dropped | delivered fps | possible fps | delivered / possible | model busy | ms/frame offline | ms/frame live | element latency ms | mean latency ms | pipeline latency ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &rate in &a.rates {
         let offline = run(
             &format!(
@@ -184,24 +167,37 @@ fn main() {
         )
         .unwrap_or_else(|e| panic!("live run at {rate} fps: {e}"));
         let seconds = a.seconds as f64;
+        let thinned = r.stats.get::<u64>("frames-thinned").unwrap_or(0);
         let delivered_fps = r.rendered as f64 / seconds;
         let possible = (rate as f64).min(offline_fps);
         let f = |k: &str| r.stats.get::<f64>(k).unwrap_or(f64::NAN);
+        let per_frame = |s: &gst::Structure| {
+            [
+                "upload-ms-per-frame",
+                "model-ms-per-frame",
+                "download-ms-per-frame",
+            ]
+            .iter()
+            .map(|&k| s.get::<f64>(k).unwrap_or(f64::NAN))
+            .sum::<f64>()
+        };
         // The share of the run the model worked (the frames it ran times their upload, model
         // and download time): near 100 % above the device's rate, whatever the machine's load,
         // when the thinning keeps it fed.
-        let work_ms =
-            f("upload-ms-per-frame") + f("model-ms-per-frame") + f("download-ms-per-frame");
+        let work_ms = per_frame(&r.stats);
         let busy = r.stats.get::<u64>("batches").unwrap_or(0) as f64 * work_ms / (seconds * 1e3);
         println!(
-            "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {} |",
+            "| {rate} | {offline_fps:.2} | {frames} | {} | {} | {} | {} | {:.2} | {:.2} | **{:.2}** | {:.0} % | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.rendered,
             r.late,
-            r.stats.get::<u64>("frames-thinned").unwrap_or(0),
+            thinned,
+            r.stats.get::<u64>("frames-dropped").unwrap_or(0) - thinned,
             delivered_fps,
             possible,
             delivered_fps / possible,
             busy * 100.0,
+            per_frame(&offline.stats),
+            work_ms,
             f("latency-ms"),
             f("mean-latency-ms"),
             r.latency

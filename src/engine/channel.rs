@@ -30,15 +30,32 @@ pub(super) enum InItem<T> {
     /// A discontinuity (a gap, lost frames): the frames before it run (with no later frames
     /// as their future) and the temporal stage starts afresh on the next frame.
     Reset,
-    /// Run the model once on a blank frame of this format, output discarded.
+    /// Run the model on blank frames of this format, output discarded; `done` is dropped
+    /// once that is over (or was not needed).
     WarmUp {
         format: FrameFormat,
+        done: cb::Sender<()>,
     },
 }
 
 impl<T> Input<T> {
     pub(super) fn frames(&self) -> u64 {
         matches!(self.item, InItem::Frame { .. }) as u64
+    }
+}
+
+/// A warm-up sent with [`EngineSender::warm_up`]: say when it is over.
+#[derive(Debug)]
+pub struct WarmingUp(cb::Receiver<()>);
+
+impl WarmingUp {
+    /// Wait up to `timeout` for the warm-up (and what was sent before it) to be over: true
+    /// when it is (or the worker stopped, or a flush discarded it), false on the timeout.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        !matches!(
+            self.0.recv_timeout(timeout),
+            Err(cb::RecvTimeoutError::Timeout)
+        )
     }
 }
 
@@ -145,13 +162,17 @@ impl<T: Send + 'static> EngineSender<T> {
         self.push(InItem::Reset)
     }
 
-    /// Have the worker run the model once on a blank frame of `format` (in order with what was
-    /// sent before), so that the first real batch of that format is not the slow one and the
-    /// batch time estimate exists before it. Nothing comes out; `Stats::warm_up_ms` says when
-    /// it ran. A frame size already run is not warmed up again.
-    pub fn warm_up(&self, format: FrameFormat) -> Result<(), SendError> {
+    /// Have the worker run the model on blank frames of `format` (in order with what was sent
+    /// before), so that the first real batch of that format is not the slow one and the batch
+    /// time estimate exists before it: with the temporal stage when it is on (two frames, the
+    /// second one's time is the estimate). Nothing comes out; `Stats::warm_up_ms` says when it
+    /// ran, the returned [`WarmingUp`] when it is over. A frame size already run is not warmed
+    /// up again.
+    pub fn warm_up(&self, format: FrameFormat) -> Result<WarmingUp, SendError> {
         format.validate().map_err(SendError::Invalid)?;
-        self.push(InItem::WarmUp { format })
+        let (done, over) = cb::bounded(0);
+        self.push(InItem::WarmUp { format, done })?;
+        Ok(WarmingUp(over))
     }
 
     /// Count frames the caller dropped instead of sending (late frames): they appear in

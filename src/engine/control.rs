@@ -26,7 +26,7 @@ struct Gate {
 pub(super) struct Shared {
     gate: Mutex<Gate>,
     epoch: AtomicU64,
-    stats: Mutex<StatsAcc>,
+    stats: Arc<Mutex<StatsAcc>>,
     pub(super) strength: Strength,
     /// Disconnected once the worker thread has exited (its sender lives on its stack).
     pub(super) done: cb::Receiver<()>,
@@ -56,7 +56,7 @@ impl Shared {
                 abort_rx,
             }),
             epoch: AtomicU64::new(0),
-            stats: Mutex::new(StatsAcc::default()),
+            stats: Arc::default(),
             strength,
             done,
             worker: Mutex::new(None),
@@ -79,6 +79,10 @@ impl Shared {
     }
     pub(super) fn stats(&self) -> MutexGuard<'_, StatsAcc> {
         lock(&self.stats)
+    }
+    /// The counters themselves, for the other streams of a shared model ([`Sharing`]).
+    pub(super) fn stats_handle(&self) -> &Arc<Mutex<StatsAcc>> {
+        &self.stats
     }
     pub(super) fn dropped(&self, n: u64) {
         if n > 0 {
@@ -171,13 +175,29 @@ impl EngineControl {
     }
 
     /// How long a frame sent now is expected to wait before the model starts it: the rest of
-    /// the batch the model runs, then the full batches queued before it (see
-    /// [`EngineControl::batch_time_estimate`]). Finished frames waiting for the receiver do
-    /// not count: they no longer need the model. Zero when the model is idle and nothing
-    /// waits; None when a frame already waits for a model busy before any batch time is
-    /// known (the first warm-up).
+    /// the batch the model runs, then the full batches queued before it, at the typical
+    /// recent time per frame; on a shared model ([`EngineInfo::sharing`]) the other streams'
+    /// jobs at the model and the turns they take before this frame's too. Finished frames
+    /// waiting for the receiver do not count: they no longer need the model. Zero when the
+    /// model is idle and nothing waits; None when a frame already waits for a model busy
+    /// before any batch time is known (the first warm-up).
     pub fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
-        self.shared.stats().wait_estimate(batch_size)
+        let others = self
+            .info
+            .sharing
+            .as_ref()
+            .map(|s| s.other_queues(&self.shared.stats))
+            .unwrap_or_default();
+        self.shared.stats().wait_estimate(batch_size, &others)
+    }
+
+    /// The other engines on this engine's shared model ([`EngineInfo::sharing`]); 0 on a
+    /// model of its own.
+    pub fn other_streams(&self) -> usize {
+        self.info
+            .sharing
+            .as_ref()
+            .map_or(0, |s| s.other_queues(&self.shared.stats).len())
     }
 
     pub fn stats(&self) -> Stats {

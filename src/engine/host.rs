@@ -21,6 +21,7 @@ use crossbeam_channel as cb;
 use tch::Device;
 
 use super::exit_guard::{self, GUARD};
+use super::stats::{Queue, StatsAcc};
 use super::{load_model, FrameModel};
 use crate::auto_precision::PrecisionChoice;
 use crate::error::{Error, Result};
@@ -66,12 +67,49 @@ pub struct Sharing {
     /// Process-unique number of the host: streams with the same id share one model.
     pub id: u64,
     streams: Arc<AtomicUsize>,
+    /// The counters of the engines on it: what each has for the model, so that each predicts
+    /// its wait behind the others' frames too ([`super::EngineControl::wait_estimate`]).
+    members: Arc<Mutex<Vec<Weak<Mutex<StatsAcc>>>>>,
+}
+
+impl Default for Sharing {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Sharing {
+    /// A new identity for one model that several engines use: a [`FrameModel`] that runs
+    /// every engine's batches in the order they come, one at a time, returns (clones of) it
+    /// from [`FrameModel::sharing`]. [`SharedModel`] does; a test model may too.
+    pub fn new() -> Sharing {
+        Sharing {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            streams: Arc::default(),
+            members: Arc::default(),
+        }
+    }
+
     /// Streams whose engines run on this host now.
     pub fn streams(&self) -> usize {
         self.streams.load(Ordering::Relaxed)
+    }
+
+    /// An engine on this model: its counters join the others'.
+    pub(super) fn join(&self, stats: &Arc<Mutex<StatsAcc>>) {
+        let mut members = lock(&self.members);
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(stats));
+    }
+
+    /// What the engines on this model other than the one of `own` have for it now.
+    pub(super) fn other_queues(&self, own: &Arc<Mutex<StatsAcc>>) -> Vec<Queue> {
+        lock(&self.members)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|m| !Arc::ptr_eq(m, own))
+            .map(|m| lock(&m).queue())
+            .collect()
     }
 }
 
@@ -341,10 +379,7 @@ where
         facts,
         done: done_rx,
         thread: Some(thread),
-        sharing: Sharing {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            streams: Arc::default(),
-        },
+        sharing: Sharing::new(),
     })
 }
 

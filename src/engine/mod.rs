@@ -54,7 +54,7 @@ use crate::model::Config;
 use crate::temporal::TemporalFilter;
 use crate::weights::{ModelSource, Provenance};
 
-pub use channel::{EngineReceiver, EngineSender};
+pub use channel::{EngineReceiver, EngineSender, WarmingUp};
 pub use control::EngineControl;
 pub use host::{HostKey, SharedModel, Sharing};
 pub use stats::Stats;
@@ -472,6 +472,9 @@ where
         }
     };
     *control::lock(&shared.worker) = Some(handle);
+    if let Some(sharing) = &info.sharing {
+        sharing.join(shared.stats_handle());
+    }
     let control = EngineControl::new(shared, info);
     Ok(channel::pair(in_tx, out_rx, control))
 }

@@ -54,7 +54,9 @@ pub struct Stats {
     pub recent_frames_dropped: u64,
     pub recent_mean_latency_ms: f64,
     pub recent_max_latency_ms: f64,
-    /// How long the last warm-up run took ([`super::EngineSender::warm_up`]); 0: none ran.
+    /// How long the last run of the last warm-up took (the second, steady one unless the
+    /// first took over a second; [`super::EngineSender::warm_up`]): what the batch time
+    /// estimate starts from; 0: none ran.
     pub warm_up_ms: f64,
     /// What the model runs in ("fp32", "bf16", "fp16") and whether `auto` chose it (false:
     /// set, or `auto` before its first frame size, running fp32).
@@ -108,8 +110,64 @@ pub(super) struct StatsAcc {
     pub(super) waiting: u64,
     /// The batch the model runs now: when it started and its frames.
     running: Option<(Instant, usize)>,
+    /// When the last batch (or warm-up) ended.
+    last_end: Option<Instant>,
     /// Deliveries (with their latency in ms) and drops (None) of the recent window.
     recent: VecDeque<(Instant, Option<f64>)>,
+}
+
+/// What one stream has for the model: frames waiting (sent, not started), the batch it runs
+/// (when it started, its frames) and when its last batch ended. On a shared model a stream's
+/// running batch is its job at the model host, running or queued there behind other streams'
+/// (the host takes them in the order they came).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Queue {
+    pub(super) waiting: u64,
+    pub(super) running: Option<(Instant, usize)>,
+    pub(super) last_end: Option<Instant>,
+}
+
+/// How long a frame that `own` sends at `now` waits for the model, each frame taking
+/// `per_frame`, in batches of `batch_size`, on a model that `others` also use (empty: a
+/// model of its own). The host runs one call at a time in the order the streams' jobs came
+/// (each stream has at most one job there: its running batch):
+/// - the call running now (the oldest job): what is left of it, from when it could start
+///   (its job came, or the call before ended);
+/// - every other job already at the host, in full;
+/// - this stream's full batches waiting to be sent (the frame joins a partial one);
+/// - the turns the other streams take meanwhile: each sends its next batch when its job
+///   returns, so before this frame's batch it gets one turn per own batch ahead, and one more
+///   when its job is ahead of this stream's at the host (its next one is sent before this
+///   frame's), at most what it has waiting.
+pub(super) fn wait_ahead(
+    per_frame: Duration,
+    batch_size: usize,
+    own: &Queue,
+    others: &[Queue],
+    now: Instant,
+) -> Duration {
+    let batch = batch_size.max(1) as u64;
+    let all = || others.iter().chain(std::iter::once(own));
+    let mut at_host: Vec<(Instant, usize)> = all().filter_map(|q| q.running).collect();
+    at_host.sort_by_key(|(start, _)| *start);
+    let last_end = all().filter_map(|q| q.last_end).max();
+    let mut wait = Duration::ZERO;
+    let mut frames_ahead: u64 = 0;
+    if let Some(((start, frames), queued)) = at_host.split_first() {
+        let could_start = last_end.map_or(*start, |e| e.max(*start).min(now));
+        wait = (per_frame * *frames as u32).saturating_sub(now.duration_since(could_start));
+        frames_ahead += queued.iter().map(|(_, n)| *n as u64).sum::<u64>();
+    }
+    let own_batches = own.waiting / batch;
+    frames_ahead += own_batches * batch;
+    for q in others {
+        let ahead_of_own = match (q.running, own.running) {
+            (Some((theirs, _)), Some((ours, _))) => (theirs <= ours) as u64,
+            _ => 0,
+        };
+        frames_ahead += q.waiting.min((own_batches + ahead_of_own) * batch);
+    }
+    wait + per_frame * frames_ahead as u32
 }
 
 fn ms(d: Duration) -> f64 {
@@ -215,28 +273,43 @@ impl StatsAcc {
 
     /// The worker starts (Some) or ended (None) a batch.
     pub(super) fn set_running(&mut self, batch: Option<(Instant, usize)>) {
+        if batch.is_none() && self.running.is_some() {
+            self.last_end = Some(Instant::now());
+        }
         self.running = batch;
     }
 
+    /// What this stream has for the model now, for another stream on the same shared model.
+    pub(super) fn queue(&self) -> Queue {
+        Queue {
+            waiting: self.waiting,
+            running: self.running,
+            last_end: self.last_end,
+        }
+    }
+
     /// How long until the model could start a frame sent now, with `batch_size` frames per
-    /// batch: what is left of the running batch (or warm-up), then the full batches queued
-    /// before it (a frame joins a partial batch that is waiting), each at the typical (median)
-    /// recent time per frame. Zero when the model is idle and nothing waits. Busy before any
-    /// batch time is known (the first warm-up): zero for the first frame to wait (the
-    /// warm-up may be about to end), None once one waits.
-    pub(super) fn wait_estimate(&self, batch_size: usize) -> Option<Duration> {
-        if self.running.is_none() && self.waiting == 0 {
+    /// batch, on a model that `others` (the other streams of a shared model; none for a model
+    /// of its own) also use; each batch at the typical (median) recent time per frame of this
+    /// stream. Zero when the model is idle and nothing waits. Busy before any batch time is
+    /// known (the first warm-up): zero for the first frame to wait (the warm-up may be about
+    /// to end), None once one waits. See [`wait_ahead`] for what runs before the frame.
+    pub(super) fn wait_estimate(&self, batch_size: usize, others: &[Queue]) -> Option<Duration> {
+        let own = self.queue();
+        let busy = |q: &Queue| q.running.is_some() || q.waiting > 0;
+        if !busy(&own) && !others.iter().any(busy) {
             return Some(Duration::ZERO);
         }
         let Some(per_frame) = self.per_frame_typical else {
             return (self.waiting == 0).then_some(Duration::ZERO);
         };
-        let running = self.running.map_or(Duration::ZERO, |(start, frames)| {
-            (per_frame * frames as u32).saturating_sub(start.elapsed())
-        });
-        let batch = batch_size.max(1) as u64;
-        let batches_ahead = (self.waiting / batch) as u32;
-        Some(running + per_frame * batch as u32 * batches_ahead)
+        Some(wait_ahead(
+            per_frame,
+            batch_size,
+            &own,
+            others,
+            Instant::now(),
+        ))
     }
 
     /// A frame delivered by the receiver `latency` after it was sent.
@@ -250,8 +323,6 @@ impl StatsAcc {
         self.remember(Some(ms(latency)));
     }
 
-    /// A warm-up run took `took`: until real batches ran, the estimate is that (pessimistic:
-    /// a first run allocates).
     /// The model runs in `choice` from now on.
     pub(super) fn set_precision(&mut self, choice: PrecisionChoice) {
         self.precision = Some(choice);
@@ -263,11 +334,12 @@ impl StatsAcc {
         self.temporal_max_bytes = self.temporal_max_bytes.max(bytes);
     }
 
-    pub(super) fn warmed_up(&mut self, took: Duration) {
-        self.warm_up = took;
+    /// A warm-up's last run took `per_frame`: until real batches ran, that is the estimate.
+    pub(super) fn warmed_up(&mut self, per_frame: Duration) {
+        self.warm_up = per_frame;
         if self.per_frame_estimate.is_none() {
-            self.per_frame_estimate = Some(took);
-            self.per_frame_typical = Some(took);
+            self.per_frame_estimate = Some(per_frame);
+            self.per_frame_typical = Some(per_frame);
         }
     }
 

@@ -472,32 +472,97 @@ fn finished_frames_waiting_for_the_receiver_are_no_backlog() {
 fn the_wait_estimate_counts_frames_queued_for_the_model() {
     let stats = control::Shared::new::<usize>(Strength::default(), cb::never(), cb::bounded(1).1);
     let mut s = stats.stats();
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO), "idle");
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO), "idle");
     s.set_running(Some((Instant::now(), 1)));
     assert_eq!(
-        s.wait_estimate(1),
+        s.wait_estimate(1, &[]),
         Some(Duration::ZERO),
         "the first behind the warm-up"
     );
     s.waiting = 1;
-    assert_eq!(s.wait_estimate(1), None, "busy, no batch time known");
+    assert_eq!(s.wait_estimate(1, &[]), None, "busy, no batch time known");
     s.waiting = 0;
     s.set_running(None);
     s.warmed_up(Duration::from_millis(10));
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO));
     s.waiting = 3;
-    assert_eq!(s.wait_estimate(1), Some(Duration::from_millis(30)));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::from_millis(30)));
     // Batches of 4: the three join the partial batch waiting.
-    assert_eq!(s.wait_estimate(4), Some(Duration::ZERO));
+    assert_eq!(s.wait_estimate(4, &[]), Some(Duration::ZERO));
     s.set_running(Some((Instant::now(), 1)));
-    let w = s.wait_estimate(1).unwrap();
+    let w = s.wait_estimate(1, &[]).unwrap();
     assert!(
         w > Duration::from_millis(30) && w <= Duration::from_millis(40),
         "{w:?}"
     );
     s.unqueue(5);
     s.set_running(None);
-    assert_eq!(s.wait_estimate(1), Some(Duration::ZERO));
+    assert_eq!(s.wait_estimate(1, &[]), Some(Duration::ZERO));
+}
+
+/// Issue 26: a warm-up says when it is over (the element's READY->PAUSED waits for it), and
+/// the batch time estimate exists from then on; nothing comes out of it.
+#[test]
+fn a_warm_up_says_when_it_is_over() {
+    let (tx, rx) = start(cfg(1, 0, 8));
+    let f = fmt(12, 8);
+    assert!(rx.control().batch_time_estimate(1).is_none());
+    assert!(tx.warm_up(f).unwrap().wait(T), "watchdog: warm-up not over");
+    let s = rx.control().stats();
+    assert!(s.warm_up_ms > 0.0, "{s:?}");
+    assert!(rx.control().batch_time_estimate(1).is_some());
+    assert_eq!(
+        rx.control().wait_estimate(1),
+        Some(Duration::ZERO),
+        "idle again"
+    );
+    tx.send(frame(&f, 0), f, 0).unwrap();
+    assert_eq!(
+        next_frame(&rx).payload,
+        0,
+        "the first frame, not the warm-up's"
+    );
+}
+
+/// Issue 26: the wait on a shared model counts the other streams' jobs at the model (in the
+/// order they came) and the turns they take before the frame.
+#[test]
+fn the_wait_on_a_shared_model_counts_the_other_streams() {
+    use super::stats::{wait_ahead, Queue};
+    let ms = Duration::from_millis;
+    let (pf, t0) = (ms(10), Instant::now());
+    let now = t0 + ms(4);
+    let idle = Queue::default();
+    let job = |at: u64, waiting: u64| Queue {
+        running: Some((t0 + ms(at), 1)),
+        waiting,
+        last_end: None,
+    };
+    // A model of its own: what is left of the running batch.
+    assert_eq!(wait_ahead(pf, 1, &job(0, 0), &[], now), ms(6));
+    // Another stream's job runs, this one has none: the frame waits for it.
+    assert_eq!(wait_ahead(pf, 1, &idle, &[job(0, 0)], now), ms(6));
+    // This stream's job runs, the other's is queued behind it with a frame waiting: the
+    // queued job runs before the frame, the waiting frame after (sent when its job returns,
+    // after this stream sent the frame).
+    assert_eq!(wait_ahead(pf, 1, &job(0, 0), &[job(1, 1)], now), ms(6 + 10));
+    // The other's job runs, this stream's is queued behind it: the other's waiting frame is
+    // sent when its job returns, before this stream's job returns: one more batch.
+    assert_eq!(
+        wait_ahead(pf, 1, &job(1, 0), &[job(0, 1)], now),
+        ms(6 + 10 + 10)
+    );
+    // Its own full batches waiting, and a turn of the other stream for each.
+    assert_eq!(
+        wait_ahead(pf, 1, &job(0, 2), &[job(1, 5)], now),
+        ms(6 + 10 + 20 + 20)
+    );
+    // A job sent while the call before it ran could only start when that call ended.
+    let late_start = Queue {
+        last_end: Some(t0 + ms(3)),
+        ..job(0, 0)
+    };
+    assert_eq!(wait_ahead(pf, 1, &idle, &[late_start], now), ms(9));
 }
 
 /// An engine on the process's shared model for the fixture; `key` (the pixel budget, far

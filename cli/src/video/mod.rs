@@ -21,11 +21,15 @@
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
 //! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
-//! prints the summary (with the count [`readback`] reads from the written file), [`temp`] owns the temporary output; [`state`] is what the streaming threads record.
+//! prints the summary (with the count [`readback`] reads from the written file), [`temp`] owns the temporary output; [`state`] is what the streaming threads record; [`mp4_tracks`] reads what
+//! GStreamer's MP4 reader does not tell (timecode tracks, the packets an edit list trims),
+//! [`timecode`] keeps the timecode or notes its loss, [`subtitles`] readies subtitle streams for
+//! the mux.
 
 mod errors;
 mod format;
 pub(crate) mod keep;
+mod mp4_tracks;
 mod pipeline;
 pub(crate) mod plan;
 pub(crate) mod quality;
@@ -35,7 +39,9 @@ mod report;
 mod state;
 mod stop;
 mod streams;
+mod subtitles;
 mod temp;
+mod timecode;
 mod watch;
 
 use std::path::PathBuf;
@@ -64,8 +70,10 @@ pub(crate) const DEFAULT_LOOKAHEAD: u32 = 2;
     clipdenoise video long.mkv try.mp4 --start 1:30 --duration 5     # try 5 seconds first\n\n\
     The container follows OUTPUT's extension (.mp4, .mkv, .mov, .webm); .mp4 and .mov take h264, h265 and vp9, \
     .mkv those and ffv1, .webm vp9. Audio is copied unchanged when the \
-    container takes it (from an MP4 whose edit list trims the audio's priming, as trimmed, with a note), else \
-    re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. --start, --duration and --to keep exactly \
+    container takes it (from an MP4 whose edit list trims the audio's priming, as trimmed, with a note that \
+    says how many packets were left out), else re-encoded (AAC for .mp4/.mov, Opus for .webm/.mkv) with a note. \
+    Subtitle tracks are kept in .mkv (cues as they are) and in .mp4/.mov (as timed text, without tags); .webm \
+    leaves them out with a note. A timecode track (MP4/MOV input) is kept into .mov, else named in a note. --start, --duration and --to keep exactly \
     the frames whose times (as players show them) fall in [start, end), the audio cut to the same part, and \
     the output starts at 0 with a keyframe. The frame count given at the end is read back from the written file. \
     The video keeps the input's chroma subsampling (4:2:0, 4:2:2, 4:4:4) and bit depth (8 or 10) where the \
@@ -208,6 +216,7 @@ pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<()> {
     interrupt::remove_on_exit(temp.path.clone());
     let shared = Arc::new(state::Shared {
         input: plan.input.clone(),
+        mp4: mp4_tracks::read(&plan.input),
         ..Default::default()
     });
     let pipeline = gst::Pipeline::new();

@@ -12,7 +12,7 @@ use gst::prelude::*;
 use super::plan::{Codec, ElementProps, Plan};
 use super::range::{Cut, Range};
 use super::state::{extend, Shared};
-use super::{format, stop, streams};
+use super::{format, stop, streams, timecode};
 
 /// The element this subcommand runs.
 pub const ELEMENT: &str = "clipdenoise";
@@ -90,6 +90,7 @@ pub fn build(
         );
     }
     install_probes(&chain, shared, plan);
+    timecode::follow(plan, shared, &chain.mux_video);
     streams::connect(pipeline, &parse, &chain.pre, &mux, plan, shared);
     Ok(())
 }
@@ -100,6 +101,8 @@ struct Chain {
     rotate: gst::Element,
     post: gst::Element,
     filter: gst::Element,
+    /// The mux's video pad.
+    mux_video: gst::Pad,
 }
 
 /// The video chain after the decoder, up to the mux: videoconvert ! videoflip ! clipdenoise !
@@ -144,6 +147,7 @@ fn video_chain(pipeline: &gst::Pipeline, plan: &Plan, mux: &gst::Element) -> any
         rotate,
         post,
         filter,
+        mux_video,
     })
 }
 

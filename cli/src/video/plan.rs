@@ -185,12 +185,12 @@ impl Plan {
     pub fn new(args: &Args) -> anyhow::Result<Plan> {
         for (path, what, verb) in [
             (&args.input, "standard input", "read"),
-            (&args.output, "standard output", "write"),
+            (&args.output, "standard output", "written"),
         ] {
             if path.as_os_str() == "-" {
                 bail!(
                     "'-' ({what}) is not supported: video is {verb} as a file (give a file name{})",
-                    if verb == "write" {
+                    if verb == "written" {
                         " ending in .mp4, .mkv, .mov or .webm"
                     } else {
                         ""

@@ -41,12 +41,13 @@ pub fn finish(
         bail!("{}: no video frames could be decoded", plan.input.display());
     }
     // The count the file holds, read back from it: what players will show.
-    let written = readback::video_frames(&temp.path).with_context(|| {
+    let counts = readback::count(&temp.path).with_context(|| {
         format!(
             "the written video is not readable ({} frames went into it)",
             frames_out
         )
     })?;
+    let written = counts.video;
     let short = match outcome.interrupted {
         false => check_complete(plan, shared, &outcome, written),
         true => None,
@@ -73,6 +74,10 @@ pub fn finish(
             "warning: {frames_out} frames went into the {} encoder but the file holds {written}",
             plan.codec.name()
         );
+    }
+    let whole = !outcome.interrupted && plan.range.is_none() && plan.keep.is_none();
+    for n in trim_notes(shared, whole, &counts.audio) {
+        eprintln!("note: {n}");
     }
     summary(plan, shared, &outcome, written);
     if outcome.interrupted {
@@ -127,6 +132,42 @@ fn check_complete(
     ))
 }
 
+/// For each audio stream copied from an MP4 whose edit list trims it, what was left out: the
+/// start the list skips (in samples when the box tree gives them) and, when the whole input
+/// went through, the packets the written file holds (`written`: each audio stream's, in the
+/// order of the summary's audio) of the track's.
+fn trim_notes(shared: &Shared, whole: bool, written: &[u64]) -> Vec<String> {
+    let copied = shared.copied.lock().unwrap();
+    copied
+        .iter()
+        .filter_map(|c| {
+            let skipped = (*c.trimmed.lock().unwrap())?;
+            let track = (*c.track.lock().unwrap())
+                .and_then(|id| shared.mp4.iter().find(|t| t.id == id && t.handler == "soun"));
+            let ms = skipped.nseconds() as f64 / 1e6;
+            let start = match track.and_then(|t| t.media_time.map(|m| (m, t.timescale))) {
+                Some((m, rate)) if rate > 0 => {
+                    format!("its first {m} samples ({ms:.0} ms at {rate} Hz, the encoder's priming)")
+                }
+                _ => format!("its first {ms:.0} ms (the encoder's priming)"),
+            };
+            let packets = written.get(c.index).copied();
+            let count = match (track.map(|t| u64::from(t.samples)), packets) {
+                (Some(total), Some(packets)) if whole && total >= packets => format!(
+                    ": the output holds {packets} of its {total} packets, {} left out",
+                    total - packets
+                ),
+                _ => String::new(),
+            };
+            Some(format!(
+                "the {} audio is copied as the MP4's edit list trims it, not bit for bit: \
+                 GStreamer's MP4 reader leaves out {start} and any packet the list cuts at the end{count}",
+                c.label.lock().unwrap()
+            ))
+        })
+        .collect()
+}
+
 /// The last line: what was written (or, interrupted, what the file holds).
 fn summary(plan: &Plan, shared: &Shared, outcome: &Outcome, frames_out: u64) {
     let size = shared
@@ -140,6 +181,11 @@ fn summary(plan: &Plan, shared: &Shared, outcome: &Outcome, frames_out: u64) {
         "no audio".to_string()
     } else {
         format!("audio: {audio}")
+    };
+    let subtitles = shared.subtitles.lock().unwrap().join(", ");
+    let audio = match subtitles.is_empty() {
+        true => audio,
+        false => format!("{audio}, subtitles: {subtitles}"),
     };
     let secs = outcome.elapsed.as_secs_f64();
     let video_start = shared

@@ -1,6 +1,7 @@
 //! What the pad probes and stream callbacks (streaming threads) record for the main thread:
 //! frame counts, stream ends, the video's rate and size, problems and notes, where EOS goes on
-//! Ctrl-C and where the audio is cut then, and the frames for `--side-by-side`.
+//! Ctrl-C and where the audio is cut then, what the copied audio streams left out, and the
+//! frames for `--side-by-side`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -28,6 +29,12 @@ pub struct Shared {
     pub notes: Mutex<Vec<String>>,
     /// What happened to each audio stream, for the summary.
     pub audio: Mutex<Vec<String>>,
+    /// The audio streams copied as they are, followed to say what a copy left out.
+    pub copied: Mutex<Vec<std::sync::Arc<Copied>>>,
+    /// The subtitle tracks kept, for the summary ("text copied").
+    pub subtitles: Mutex<Vec<String>>,
+    /// The input's tracks as its MP4/MOV box tree gives them (empty for other files).
+    pub mp4: Vec<super::mp4_tracks::Track>,
     /// Where Ctrl-C sends EOS: the head of the video branch, then those of the audio ones.
     pub video_head: Mutex<Option<gst::Pad>>,
     pub heads: Mutex<Vec<gst::Pad>>,
@@ -38,6 +45,17 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Before/after frames for --side-by-side.
     pub capture: Mutex<Capture>,
+}
+
+/// A copied audio stream: its place among the audio streams (of the summary, and of the
+/// output file), its name ("AAC"), the input track it comes from (MP4: the stream id's track
+/// number) and the start an MP4 edit list trimmed.
+#[derive(Default)]
+pub struct Copied {
+    pub index: usize,
+    pub label: Mutex<String>,
+    pub track: Mutex<Option<u32>>,
+    pub trimmed: Mutex<Option<gst::ClockTime>>,
 }
 
 #[derive(Default)]

@@ -1,6 +1,7 @@
 //! Routing parsebin's streams as they appear: the first video stream to the denoising chain,
-//! audio to the mux (copied, or re-encoded when the container cannot take it), anything else
-//! to a fakesink with a note. A file without video is an error.
+//! audio to the mux (copied, or re-encoded when the container cannot take it), subtitles to
+//! the mux where the container holds them ([`super::subtitles`]), anything else to a fakesink
+//! with a note. A file without video is an error.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use super::pipeline::make;
 use super::plan::{Container, Plan};
 use super::range::{Cut, Range};
 use super::state::{extend, Shared};
+use super::subtitles;
 
 /// Link parsebin's pads to the chain that starts at `pre` and to `mux` as they appear.
 pub fn connect(
@@ -26,6 +28,8 @@ pub fn connect(
     let sh = shared.clone();
     let (container, no_audio, range, mux) =
         (plan.container, plan.no_audio, plan.range, mux.clone());
+    // A job segment's subtitles would be dropped by `join` (it takes the video only).
+    let subtitles = plan.keep.is_none();
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {
@@ -37,6 +41,7 @@ pub fn connect(
             mux: &mux,
             container,
             no_audio,
+            subtitles,
             range,
             shared: &sh,
         };
@@ -89,6 +94,8 @@ struct Route<'a> {
     mux: &'a gst::Element,
     container: Container,
     no_audio: bool,
+    /// Whether subtitle tracks are kept where the container holds them.
+    subtitles: bool,
     range: Option<Range>,
     shared: &'a Arc<Shared>,
 }
@@ -123,6 +130,13 @@ impl Route<'_> {
         if kind == "audio" && !self.no_audio {
             return self.audio(pad, &caps, &name);
         }
+        let mut why = None;
+        if let Some(what) = subtitle(&name).filter(|_| self.subtitles) {
+            match self.subtitle(pad, &caps, &name, what)? {
+                None => return Ok(()),
+                Some(w) => why = Some(w),
+            }
+        }
         // A second video stream, subtitles, data, or audio with --no-audio: consume and drop.
         let sink = make("fakesink", None)?;
         sink.set_property("sync", false);
@@ -135,7 +149,8 @@ impl Route<'_> {
                 "only the first video stream is denoised; another one ({name}) is left out"
             ));
         } else if kind != "audio" {
-            shared.note(format!("{} left out", other_stream(&name)));
+            let why = why.map(|w| format!(": {w}")).unwrap_or_default();
+            shared.note(format!("{} left out{why}", other_stream(&name)));
         }
         Ok(())
     }
@@ -246,7 +261,8 @@ impl Route<'_> {
     /// expose the pad with caps that are not final yet (MPEG audio without its layer), so the
     /// stream is named from the caps its data comes with; and an MP4 whose edit list skips
     /// the encoder's priming (ffmpeg's and cameras' AAC) reaches us without the packets the
-    /// list trims (GStreamer's MP4 reader drops them): not a bit-exact copy, said in a note.
+    /// list trims (GStreamer's MP4 reader drops them): recorded (with the input's track) for
+    /// the note `report` gives, which says what was left out.
     fn follow_copied(&self, qsink: &gst::Pad, i: usize, label: &str) {
         let sh = self.shared.clone();
         let mp4 = self.pipeline.by_name("parse").is_some_and(|p| {
@@ -257,42 +273,50 @@ impl Route<'_> {
                     .any(|e| e.factory().is_some_and(|f| f.name() == "qtdemux"))
             })
         });
-        let trimmed = std::sync::atomic::AtomicBool::new(false);
+        let copied = Arc::new(super::state::Copied {
+            index: i,
+            label: std::sync::Mutex::new(label.to_string()),
+            ..Default::default()
+        });
+        sh.copied.lock().unwrap().push(copied.clone());
         let summary = move |label: &str, trimmed: bool| match trimmed {
             true => format!("{label} copied (as trimmed by the MP4's edit list)"),
             false => format!("{label} copied"),
         };
-        let label = std::sync::Mutex::new(label.to_string());
         qsink.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
             let Some(gst::PadProbeData::Event(e)) = &info.data else {
                 return gst::PadProbeReturn::Ok;
             };
+            let trimmed = copied.trimmed.lock().unwrap().is_some();
             match e.view() {
+                gst::EventView::StreamStart(s) => {
+                    // qtdemux's stream ids end with the track id: ".../002".
+                    let track = s
+                        .stream_id()
+                        .rsplit('/')
+                        .next()
+                        .and_then(|t| t.parse().ok());
+                    *copied.track.lock().unwrap() = track;
+                }
                 gst::EventView::Caps(c) => {
                     let name = c.caps().structure(0).map(|s| s.name().to_string());
-                    let mut label = label.lock().unwrap();
+                    let mut label = copied.label.lock().unwrap();
                     *label = audio_label(&c.caps_owned(), name.as_deref().unwrap_or(""));
                     if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
-                        *entry = summary(&label, trimmed.load(Ordering::SeqCst));
+                        *entry = summary(&label, trimmed);
                     }
                 }
-                gst::EventView::Segment(seg) if mp4 && !trimmed.load(Ordering::SeqCst) => {
+                gst::EventView::Segment(seg) if mp4 && !trimmed => {
                     let skipped = seg
                         .segment()
                         .downcast_ref::<gst::ClockTime>()
                         .and_then(|s| s.start())
                         .filter(|s| !s.is_zero());
-                    if let Some(skipped) = skipped {
-                        trimmed.store(true, Ordering::SeqCst);
+                    if skipped.is_some() {
+                        *copied.trimmed.lock().unwrap() = skipped;
                         if let Some(entry) = sh.audio.lock().unwrap().get_mut(i) {
-                            *entry = summary(&label.lock().unwrap(), true);
+                            *entry = summary(&copied.label.lock().unwrap(), true);
                         }
-                        sh.note(format!(
-                            "the audio is copied as the MP4's edit list trims it: its first {:.0} ms \
-                             (encoder priming) and any packet the list cuts at the end are left \
-                             out, so it is not a bit-exact copy",
-                            skipped.nseconds() as f64 / 1e6
-                        ));
                     }
                 }
                 _ => {}
@@ -340,6 +364,86 @@ impl Route<'_> {
     }
 }
 
+impl Route<'_> {
+    /// A subtitle stream (`what`: "text", "SSA", ...): queue ! mux where the container holds
+    /// that kind, cut and ended as the audio is; None when it is kept, else why not. Text comes
+    /// out of the demuxers as Pango markup (Matroska's SubRip: the cue's own tags, or its text
+    /// escaped when no cue so far had a tag) or plain UTF-8; the muxers take UTF-8: Matroska
+    /// the cue as the input had it (tags kept, escapes undone), MP4/MOV (timed text, which has
+    /// no inline tags) the text without tags.
+    fn subtitle(
+        &self,
+        pad: &gst::Pad,
+        caps: &gst::Caps,
+        name: &str,
+        what: &str,
+    ) -> anyhow::Result<Option<String>> {
+        let ext = self.container.ext();
+        // webmmux offers matroskamux's subtitle pads, but WebM holds WebVTT only (and
+        // GStreamer 1.22 writes no WebVTT): a SubRip track there is a file players refuse.
+        let tmpl = match self.mux.pad_template("subtitle_%u") {
+            Some(t) if self.container != Container::Webm => t,
+            _ => return Ok(Some(format!(".{ext} cannot hold {what} subtitles"))),
+        };
+        let text = name == "text/x-raw";
+        let markup = text
+            && caps
+                .structure(0)
+                .and_then(|s| s.get::<&str>("format").ok())
+                .is_some_and(|f| f == "pango-markup");
+        let out_caps = match text {
+            true => gst::Caps::builder("text/x-raw")
+                .field("format", "utf8")
+                .build(),
+            false => caps.clone(),
+        };
+        if !tmpl.caps().can_intersect(&out_caps) {
+            return Ok(Some(format!(".{ext} cannot hold {what} subtitles")));
+        }
+        let Some(mux_pad) = self.mux.request_pad_simple("subtitle_%u") else {
+            return Ok(Some(format!(
+                "{} takes no more subtitle tracks",
+                self.container.muxer()
+            )));
+        };
+        let queue = make("queue", None)?;
+        queue.set_property("max-size-buffers", 0u32);
+        queue.set_property("max-size-bytes", 0u32);
+        queue.set_property("max-size-time", 60 * gst::ClockTime::SECOND.nseconds());
+        self.pipeline.add(&queue)?;
+        queue
+            .static_pad("src")
+            .expect("queue has src")
+            .link(&mux_pad)?;
+        let qsink = queue.static_pad("sink").expect("queue has sink");
+        if matches!(self.container, Container::Mp4 | Container::Mov) {
+            subtitles::end_cues(&mux_pad);
+        }
+        if text {
+            let strip = self.container != Container::Mkv;
+            subtitles::as_utf8(pad, out_caps, markup, strip);
+        }
+        if matches!(self.container, Container::Mp4 | Container::Mov) {
+            subtitles::gaps_as_empty_cues(pad, &qsink);
+        }
+        cut_to_video(
+            &queue.static_pad("src").expect("queue has src"),
+            self.shared.clone(),
+            self.range,
+        );
+        queue.sync_state_with_parent()?;
+        // The caps are checked by the probe's rewrite, not by the link (Pango markup in).
+        pad.link_full(&qsink, gst::PadLinkCheck::empty())?;
+        self.shared.heads.lock().unwrap().push(qsink);
+        self.shared
+            .subtitles
+            .lock()
+            .unwrap()
+            .push(format!("{what} copied"));
+        Ok(None)
+    }
+}
+
 /// Drop the audio outside --start/--duration/--to (its times then start at 0, as the video's
 /// do), and the audio that starts at or after [`Shared::audio_cut`] (set when the job ends
 /// early: Ctrl-C, --to): the audio queued ahead of the (slower) video would otherwise run on
@@ -363,9 +467,9 @@ fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
     });
 }
 
-/// A stream that is neither audio nor video, in plain words: "subtitle track (SSA)".
-fn other_stream(name: &str) -> String {
-    let subtitle = match name {
+/// The kind of subtitle a stream of caps `name` is ("text", "SSA", ...), None if it is none.
+fn subtitle(name: &str) -> Option<&'static str> {
+    match name {
         "text/x-raw" => Some("text"),
         "application/x-ssa" => Some("SSA"),
         "application/x-ass" => Some("ASS"),
@@ -375,8 +479,12 @@ fn other_stream(name: &str) -> String {
         "subpicture/x-pgs" => Some("PGS bitmaps"),
         "subpicture/x-dvb" => Some("DVB bitmaps"),
         _ => None,
-    };
-    match subtitle {
+    }
+}
+
+/// A stream that is neither audio nor video, in plain words: "subtitle track (SSA)".
+fn other_stream(name: &str) -> String {
+    match subtitle(name) {
         Some(s) => format!("subtitle track ({s})"),
         None if name == "application/x-onvif-metadata" || name.starts_with("meta/") => {
             format!("metadata track ({name})")

@@ -1,5 +1,5 @@
 //! A video file the CLI wrote, checked as users play it: with FFmpeg (`ffprobe -count_frames`,
-//! a full `ffmpeg -f null` decode without an error line, the first video packet a keyframe,
+//! a full `ffmpeg -f null` decode of every stream without an error line, the first video packet a keyframe,
 //! no packet marked to be discarded, no frame before 0) and with GStreamer (decodebin decodes
 //! the same number of frames).
 
@@ -63,11 +63,12 @@ fn secs(v: &serde_json::Value) -> Option<f64> {
 /// GStreamer's, no decoder error, a keyframe first. Fails the test naming what is wrong.
 pub fn assert_playable(path: &Path, frames: usize) -> Played {
     let name = path.display();
-    // A full decode of every stream, as `ffmpeg -i OUT ...` plays it: no error line.
+    // A full decode of every stream, as `ffmpeg -i OUT ...` plays it: no error line (text
+    // subtitles decoded too, and written as ASS, which the null output takes).
     let mut c = Command::new("ffmpeg");
     c.args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0", "-f", "null", "-"]);
+        .args(["-map", "0", "-c:s", "ass", "-f", "null", "-"]);
     let out = watchdog::output(&mut c, "ffmpeg -f null");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -204,4 +205,34 @@ pub fn audio_packets(path: &Path) -> Vec<String> {
             format!("{} {}", f.get(4).unwrap_or(&""), f.get(5).unwrap_or(&""))
         })
         .collect()
+}
+
+/// The subtitles of `path`'s first subtitle stream as FFmpeg reads them, written as SubRip.
+pub fn subtitles_srt(path: &Path) -> String {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:s:0", "-c:s", "srt", "-f", "srt", "-"]);
+    let out = watchdog::output(&mut c, "ffmpeg -f srt");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Each stream of `path` as FFmpeg sees it: "codec_type codec_tag_string timecode-tag".
+pub fn streams(path: &Path) -> Vec<String> {
+    let out = ffprobe(
+        path,
+        &[
+            "-show_entries",
+            "stream=codec_type,codec_name,codec_tag_string:stream_tags=timecode",
+            "-of",
+            "compact=nokey=1:p=0",
+        ],
+    );
+    out.lines().map(|l| l.replace('|', " ")).collect()
 }

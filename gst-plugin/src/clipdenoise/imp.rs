@@ -48,6 +48,9 @@ const DEFAULT_PRECISION: Precision = Precision::Auto;
 /// 0: chosen from the model and the device ([`auto::max_pixels`]).
 const DEFAULT_MAX_PIXELS: u64 = 0;
 const DEFAULT_STRENGTH: f64 = 1.0;
+/// The longest READY->PAUSED waits for the model's warm-up (`precision=auto` times both
+/// precisions on the CPU first: seconds for a large frame on a slow machine).
+const WARM_UP_WAIT: Duration = Duration::from_secs(60);
 /// Temporal denoising on by default: the motion-aligned fusion of each frame's input with the
 /// earlier ones (src/temporal/), +0.4 to +0.6 dB over frame by frame on the compressed-video
 /// evaluation (weights/README.md); no ghosting on the moving-object tests.
@@ -568,9 +571,10 @@ impl ClipDenoise {
     }
 
     /// READY->PAUSED: when upstream already says the frame size (a capsfilter before a live
-    /// camera), warm the model up on it now, so that the first frame in PLAYING does not pay
-    /// for the first run (allocations, thread start-up). The caps event warms up again only
-    /// if the negotiated format differs.
+    /// camera), warm the model up on it now (the state change waits for it, at most
+    /// [`WARM_UP_WAIT`]), so that the first frame in PLAYING does not pay for the first run
+    /// (allocations, thread start-up, `precision=auto`'s timing) and the latency reported for
+    /// it holds. The caps event warms up again only if the negotiated format differs.
     fn warm_up_from_upstream(&self) {
         let Some(sender) = self.sender() else {
             return;
@@ -597,7 +601,20 @@ impl ClipDenoise {
         }
         let format = info.and_then(|info| frame_format(&info));
         match format.map(|f| (f, sender.warm_up(f))) {
-            Some((f, Ok(()))) => gst::debug!(CAT, imp = self, "Warming up on {:?}", f),
+            Some((f, Ok(warming))) => {
+                gst::debug!(CAT, imp = self, "Warming up on {:?}", f);
+                // Over before PAUSED: a live source starts after this element (a bin changes
+                // its sinks first), so its first frames do not arrive while the model warms
+                // up (they would have to be thinned: they could only leave late).
+                if !warming.wait(WARM_UP_WAIT) {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "Warm-up still running after {:?}",
+                        WARM_UP_WAIT
+                    );
+                }
+            }
             Some((_, Err(e))) => gst::debug!(CAT, imp = self, "No warm-up: {}", e),
             None => gst::debug!(CAT, imp = self, "No warm-up: upstream caps {:?}", caps),
         }
@@ -659,6 +676,7 @@ impl ClipDenoise {
             batch_time: control.batch_time_estimate(state.batch_size),
             batch_jitter: control.batch_time_jitter(state.batch_size),
             frame_interval,
+            other_streams: control.other_streams(),
         })
     }
 

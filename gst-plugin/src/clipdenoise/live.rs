@@ -7,11 +7,14 @@
 //! part, the queueing of a source at or above the device's rate, and reports
 //!
 //! ```text
-//! latency = batch fill wait + batch time + jitter + min(frame interval, batch time)
+//! latency = batch fill wait + batch time × (1 + other streams) + 2 × jitter
+//!           + min(frame interval, batch time)
 //! ```
 //!
 //! (batch time: the largest per-frame time of the last 8 batches; jitter: how far those 8
-//! spread, near zero on an idle machine, what a loaded machine adds on a bad frame).
+//! spread, near zero on an idle machine, what a loaded machine adds on a bad frame, counted
+//! for the frame's own batch and for the one it waited for; other
+//! streams: those on the same shared model, which takes the streams' batches in turn).
 //!
 //! A live frame whose expected wait for the model is above that allowance would leave late,
 //! so it is dropped on arrival instead (thinned): below the device's rate nothing waits that
@@ -22,6 +25,17 @@
 //! them (as frames in flight) and adding the sink's wait to the reported latency was what
 //! thinned a live source to half the device's rate (the sink held each frame for the reported
 //! latency, which counted the frames it held, which raised the latency ...).
+//!
+//! The start: in READY->PAUSED the element warms the model up on the size upstream fixes,
+//! and the state change waits for it, so a live source's first frames do not arrive while
+//! the model does its first, slow run (they could only have been thinned); the warm-up runs
+//! two frames with the stream's temporal stage and the batch time estimate starts from the
+//! second (from the first alone, with its allocations and without the temporal stage, the
+//! estimate was too high, and thinned the frames behind the first batch, or too low, and the
+//! first latency reported was short).
+//!
+//! On a shared model the expected wait also counts the other streams' jobs at the model and
+//! the turns they take before the frame (`EngineControl::wait_estimate`).
 
 use std::time::Duration;
 
@@ -53,6 +67,8 @@ pub(super) struct Pace {
     pub batch_jitter: Duration,
     /// The stream's frame interval (None when unknown).
     pub frame_interval: Option<Duration>,
+    /// The other streams on the element's shared model (0: a model of its own).
+    pub other_streams: usize,
 }
 
 impl Pace {
@@ -69,8 +85,13 @@ impl Pace {
     }
 
     /// What a frame may spend in the element: the batch fill wait, the queue allowance and
-    /// its own batch, with the batch time's recent jitter (a frame is not late because its
-    /// batch was a little slower than the slowest recent one). Before any batch time is
+    /// its own batch, with the batch time's recent jitter twice: once for its own batch (a
+    /// frame is not late because its batch was a little slower than the slowest recent one),
+    /// once for the batch it waited for (its wait was predicted from the typical batch time,
+    /// and that batch may have been the slowest: the wait was longer by up to the jitter;
+    /// the frames late by 1 or 2 at 30 and 60 frames/s were such); on a shared model one batch
+    /// of each other stream too (the model takes the streams' batches in turn: one that
+    /// arrives after a frame was kept may still run before it). Before any batch time is
     /// known: the fill wait alone.
     pub fn latency(&self) -> Duration {
         let fill = if self.batch_size > 1 {
@@ -78,7 +99,10 @@ impl Pace {
         } else {
             Duration::ZERO
         };
-        fill + self.queue_allowance() + self.batch_time.unwrap_or_default() + self.batch_jitter
+        let batch = self.batch_time.unwrap_or_default();
+        fill + self.queue_allowance()
+            + batch * (1 + self.other_streams as u32)
+            + self.batch_jitter * 2
     }
 
     /// Whether a live frame that would wait `wait` for the model is to be dropped: it would
@@ -105,6 +129,7 @@ mod tests {
             batch_time: Some(ms(batch_time)),
             batch_jitter: Duration::ZERO,
             frame_interval: interval.map(ms),
+            other_streams: 0,
         }
     }
 
@@ -129,7 +154,13 @@ mod tests {
             batch_jitter: ms(12),
             ..pace(1, 55, Some(33))
         };
-        assert_eq!(jittery.latency(), ms(55 + 12 + 33));
+        assert_eq!(jittery.latency(), ms(55 + 2 * 12 + 33));
+        // Two other streams on a shared model: a batch of each on top.
+        let shared = Pace {
+            other_streams: 2,
+            ..pace(1, 55, Some(33))
+        };
+        assert_eq!(shared.latency(), ms(3 * 55 + 33));
     }
 
     #[test]

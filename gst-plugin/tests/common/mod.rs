@@ -101,6 +101,45 @@ pub fn wait_eos(pipeline: &gst::Element, timeout: Duration) -> Result<(), String
     }
 }
 
+/// A flushing seek to [0, 500 ms] in PLAYING, in a pipeline with a 30 frames/s source, an
+/// element named `d` and an appsink named `sink` that syncs and holds few buffers (so that
+/// frames are held in `d` when the seek comes): 10 frames first, then the seek; the 15 frames
+/// of the new segment must come out in order, then EOS (watchdogs: 20 s a frame, 10 s for
+/// EOS). Returns the frames `d` held at the seek (in minus out).
+pub fn flushing_seek_mid_stream(pipeline: &gst::Element) -> u64 {
+    let sink: gst_app::AppSink = child(pipeline, "sink");
+    let d: gst::Element = child(pipeline, "d");
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for _ in 0..10 {
+        sink.try_pull_sample(gst::ClockTime::from_seconds(20))
+            .expect("frames before the seek");
+    }
+    let stats = d.property::<gst::Structure>("stats");
+    let count = |f: &str| stats.get::<u64>(f).unwrap();
+    let held = count("frames-in") - count("frames-out");
+    pipeline
+        .seek(
+            1.0,
+            gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE,
+            gst::SeekType::Set,
+            gst::ClockTime::ZERO,
+            gst::SeekType::Set,
+            gst::ClockTime::from_mseconds(500),
+        )
+        .expect("seek");
+    let mut pts = Vec::new();
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+        pts.push(sample.buffer().unwrap().pts().unwrap());
+    }
+    assert!(sink.is_eos(), "no EOS after the seek segment");
+    let want: Vec<gst::ClockTime> = (0..15u64)
+        .map(|i| gst::ClockTime::SECOND.mul_div_floor(i, 30).unwrap())
+        .collect();
+    assert_eq!(pts, want, "frames after the flushing seek");
+    wait_eos(pipeline, Duration::from_secs(10)).unwrap();
+    held
+}
+
 /// `gst-inspect-1.0 clipdenoise` with this build's plugin and a fresh registry, under the
 /// watchdog `limit`; its exit must be a success. Returns what it printed on stdout.
 pub fn gst_inspect(limit: Duration) -> String {
