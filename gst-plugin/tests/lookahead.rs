@@ -93,3 +93,86 @@ fn a_flushing_seek_keeps_every_frame_after_it() {
     assert!(held > 0, "nothing held at the seek");
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// The element's outputs for `frames` (seeds of [`frame`], pushed in order) at `lookahead`:
+/// a DISCONT buffer at `discont`, a GAP event before `gap`; and its `stats` at the end.
+fn outputs(
+    lookahead: u32,
+    frames: std::ops::Range<usize>,
+    discont: Option<usize>,
+    gap: Option<usize>,
+) -> (Vec<Vec<u8>>, gst::Structure) {
+    let el = gst::ElementFactory::make("clipdenoise")
+        .property("model", fixture())
+        .property("batch-size", 1u32)
+        .property("max-latency", 60_000u32)
+        .property_from_str("precision", "fp32")
+        .property("lookahead", lookahead)
+        .build()
+        .unwrap();
+    let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
+    h.play();
+    h.set_src_caps(caps("RGB", 32, 24));
+    let n = frames.len();
+    for i in frames {
+        if gap == Some(i) {
+            let pts = gst::ClockTime::from_mseconds(40 * i as u64 - 20);
+            h.push_event(gst::event::Gap::builder(pts).build());
+        }
+        let mut b = frame(32 * 24 * 3, i);
+        if discont == Some(i) {
+            b.make_mut().set_flags(gst::BufferFlags::DISCONT);
+        }
+        h.push(b).unwrap();
+    }
+    h.push_event(gst::event::Eos::new());
+    // The harness's pull waits at most 60 s (the watchdog).
+    let out = (0..n)
+        .map(|_| h.pull().unwrap().map_readable().unwrap().to_vec())
+        .collect();
+    (out, el.property::<gst::Structure>("stats"))
+}
+
+#[test]
+fn a_discont_buffer_or_a_gap_starts_the_temporal_stage_afresh_and_stats_bound_its_memory() {
+    init();
+    let (len, pixels) = (32 * 24 * 3u64, 32 * 24u64);
+    for lookahead in [0u32, 2] {
+        let (before, _) = outputs(lookahead, 0..3, None, None);
+        let (after, _) = outputs(lookahead, 3..6, None, None);
+        let (whole, stats) = outputs(lookahead, 0..6, None, None);
+        // The control: without a break, frame 3 is fused with frames 0-2 (and 0-2 with 3-4).
+        assert_ne!(
+            whole[3], after[0],
+            "no temporal fusion to break (lookahead {lookahead})"
+        );
+        if lookahead > 0 {
+            assert_ne!(
+                whole[2], before[2],
+                "no future fused (lookahead {lookahead})"
+            );
+        }
+        for (what, discont, gap) in [("DISCONT", Some(3), None), ("GAP", None, Some(3))] {
+            let (broken, stats) = outputs(lookahead, 0..6, discont, gap);
+            assert_eq!(
+                broken[..3],
+                before[..],
+                "{what}: before it (lookahead {lookahead})"
+            );
+            assert_eq!(
+                broken[3..],
+                after[..],
+                "{what}: after it (lookahead {lookahead})"
+            );
+            assert_eq!(stats.get::<u64>("frames-out").unwrap(), 6, "{stats}");
+        }
+        // The recursion's state (20 bytes a pixel) and at most `lookahead` held frames.
+        let max = stats.get::<u64>("temporal-max-bytes").unwrap();
+        assert!(max >= 20 * pixels, "{stats}");
+        assert!(max <= 20 * pixels + lookahead as u64 * len, "{stats}");
+        assert!(
+            stats.get::<u64>("temporal-bytes").unwrap() <= max,
+            "{stats}"
+        );
+    }
+}

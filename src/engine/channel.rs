@@ -27,6 +27,9 @@ pub(super) enum InItem<T> {
         payload: T,
         drain: bool,
     },
+    /// A discontinuity (a gap, lost frames): the frames before it run (with no later frames
+    /// as their future) and the temporal stage starts afresh on the next frame.
+    Reset,
     /// Run the model on blank frames of this format, output discarded; `done` is dropped
     /// once that is over (or was not needed).
     WarmUp {
@@ -150,6 +153,13 @@ impl<T: Send + 'static> EngineSender<T> {
             payload,
             drain: true,
         })
+    }
+
+    /// A discontinuity in the stream (a gap, a DISCONT buffer): the frames sent before it are
+    /// not fused with those sent after it, in either direction (the pending partial batch
+    /// runs, the temporal state is dropped). Nothing comes out.
+    pub fn reset_temporal(&self) -> Result<(), SendError> {
+        self.push(InItem::Reset)
     }
 
     /// Have the worker run the model on blank frames of `format` (in order with what was sent

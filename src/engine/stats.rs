@@ -64,6 +64,12 @@ pub struct Stats {
     pub precision_chosen: bool,
     /// The whole choice: timings and quality check when `auto` chose.
     pub precision_choice: Option<PrecisionChoice>,
+    /// Bytes the temporal stage holds now: the frames held back as the next frames' future
+    /// (offline mode, at most `lookahead` packed frames) and the recursion's state (the last
+    /// fused frame, its luma and counts: 20 bytes a pixel); 0 with `temporal` 0 or after a
+    /// flush or a reset. [`Stats::temporal_max_bytes`]: the most so far.
+    pub temporal_bytes: u64,
+    pub temporal_max_bytes: u64,
 }
 
 /// The counters behind [`Stats`], updated by the worker and the receiver.
@@ -97,6 +103,8 @@ pub(super) struct StatsAcc {
     recent_per_frame: VecDeque<Duration>,
     warm_up: Duration,
     precision: Option<PrecisionChoice>,
+    temporal_bytes: u64,
+    temporal_max_bytes: u64,
     /// Frames sent and not yet started in the model (in the input channel or in the batch
     /// being assembled), nor dropped.
     pub(super) waiting: u64,
@@ -204,6 +212,8 @@ impl StatsAcc {
                 .unwrap_or_default(),
             precision_chosen: self.precision.as_ref().is_some_and(|c| c.chosen),
             precision_choice: self.precision.clone(),
+            temporal_bytes: self.temporal_bytes,
+            temporal_max_bytes: self.temporal_max_bytes,
             ..self.recent_snapshot()
         }
     }
@@ -316,6 +326,12 @@ impl StatsAcc {
     /// The model runs in `choice` from now on.
     pub(super) fn set_precision(&mut self, choice: PrecisionChoice) {
         self.precision = Some(choice);
+    }
+
+    /// What the temporal stage holds now, in bytes ([`Stats::temporal_bytes`]).
+    pub(super) fn set_temporal_bytes(&mut self, bytes: u64) {
+        self.temporal_bytes = bytes;
+        self.temporal_max_bytes = self.temporal_max_bytes.max(bytes);
     }
 
     /// A warm-up's last run took `per_frame`: until real batches ran, that is the estimate.

@@ -141,6 +141,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let n = self.pending_frames as u64;
         self.clear_pending(None);
         self.shared.dropped(n);
+        self.record_temporal_bytes();
     }
 
     fn stale(&self) -> bool {
@@ -195,6 +196,11 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 if self.pending_frames >= self.cfg.batch_size + self.cfg.lookahead {
                     self.run_ready()?;
                 }
+            }
+            InItem::Reset => {
+                self.run_batch()?;
+                self.temporal.reset();
+                self.record_temporal_bytes();
             }
             InItem::WarmUp { format, done } => {
                 self.run_batch()?;
@@ -321,7 +327,26 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         self.pending_frames = keep;
         self.format = format;
         self.oldest = oldest;
+        self.record_temporal_bytes();
         Ok(())
+    }
+
+    /// [`super::Stats::temporal_bytes`]: the frames held as a future (the pending frames
+    /// while a lookahead holds them back, at most `lookahead` after a run) and the state.
+    fn record_temporal_bytes(&self) {
+        let held: usize = match self.cfg.lookahead {
+            0 => 0,
+            _ => self
+                .pending
+                .iter()
+                .map(|p| match p {
+                    Pending::Frame { data, .. } => data.len(),
+                    Pending::Marker(_) => 0,
+                })
+                .sum(),
+        };
+        let bytes = (held + self.temporal.bytes()) as u64;
+        self.shared.stats().set_temporal_bytes(bytes);
     }
 
     /// Run the pending frames as one batch and emit everything pending in order.
@@ -348,6 +373,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         if result.is_err() {
             self.temporal.reset();
         }
+        self.record_temporal_bytes();
         if let Err(Error::Interrupted) = result {
             // Flushed, or the process is exiting: nobody wants these frames.
             self.shared.stats().batch_interrupted(n);

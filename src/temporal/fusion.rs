@@ -19,6 +19,10 @@
 
 use tch::{Kind, Tensor};
 
+use super::cpu::{
+    self,
+    tensors::{floats, on_cpu, slice, tensor},
+};
 use super::motion;
 use crate::error::Result;
 
@@ -83,19 +87,57 @@ impl Step {
 /// Fuse `cur` (`[1, 3, H, W]`) with `prev` (a state of the same size), counting at most `cap`
 /// frames per pixel.
 pub fn step(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
+    if on_cpu(&[cur, &prev.frame, &prev.luma, &prev.count]) {
+        return step_cpu(cur, prev, cap);
+    }
+    step_ops(cur, prev, cap)
+}
+
+/// [`step`] on CPU tensors in plain Rust ([`cpu`]).
+fn step_cpu(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
+    let cur = floats(cur)?;
+    let (h, w) = (cur.size()[2], cur.size()[3]);
+    let (hu, wu) = (h as usize, w as usize);
+    let hw = hu * wu;
+    let (frame, count) = (floats(&prev.frame)?, floats(&prev.count)?);
+    let luma = cpu::luma(slice(&cur), hw);
+    let v = cpu::estimate(&luma, slice(&floats(&prev.luma)?), hu, wu);
+    let warped = cpu::warp(slice(&frame), 3, hu, wu, &v, motion::FINE as usize);
+    let warped_count = cpu::warp(slice(&count), 1, hu, wu, &v, motion::FINE as usize);
+    let Some((out, count)) = cpu::blend(slice(&cur), &warped, &warped_count, hu, wu, cap) else {
+        return Ok(Step {
+            cut: true,
+            ..Step::fresh(&cur)?
+        });
+    };
+    let luma = cpu::luma(&out, hw);
+    let out = tensor(&out, &[1, 3, h, w])?;
+    Ok(Step {
+        out: out.shallow_clone(),
+        state: State {
+            frame: out,
+            luma: tensor(&luma, &[1, 1, h, w])?,
+            count: tensor(&count, &[1, 1, h, w])?,
+        },
+        cut: false,
+    })
+}
+
+/// [`step`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn step_ops(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     let cur = cur.f_to_kind(Kind::Float)?;
-    let luma = motion::luma(&cur)?;
-    let v = motion::estimate(&luma, &prev.luma)?;
-    let frame = motion::warp(&prev.frame, &v, motion::FINE)?;
-    let count = motion::warp(&prev.count, &v, motion::FINE)?;
-    let (out, count, cut) = blend(&cur, &frame, &count, cap)?;
+    let luma = motion::luma_ops(&cur)?;
+    let v = motion::estimate_ops(&luma, &prev.luma)?;
+    let frame = motion::warp_ops(&prev.frame, &v, motion::FINE)?;
+    let count = motion::warp_ops(&prev.count, &v, motion::FINE)?;
+    let (out, count, cut) = blend_ops(&cur, &frame, &count, cap)?;
     if cut {
         return Ok(Step {
             cut: true,
             ..Step::fresh(&cur)?
         });
     }
-    let luma = motion::luma(&out)?;
+    let luma = motion::luma_ops(&out)?;
     Ok(Step {
         out: out.shallow_clone(),
         state: State {
@@ -110,6 +152,30 @@ pub fn step(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
 /// `cur` and an aligned earlier estimate `prev` with its count: the fused frame, its count,
 /// and whether they are too different to fuse at all (a scene cut).
 pub fn blend(
+    cur: &Tensor,
+    prev: &Tensor,
+    count: &Tensor,
+    cap: f64,
+) -> Result<(Tensor, Tensor, bool)> {
+    if on_cpu(&[cur, prev, count]) && cur.dim() == 4 && cur.size()[..2] == [1, 3] {
+        let (h, w) = (cur.size()[2], cur.size()[3]);
+        let (c, p, n) = (floats(cur)?, floats(prev)?, floats(count)?);
+        return Ok(
+            match cpu::blend(slice(&c), slice(&p), slice(&n), h as usize, w as usize, cap) {
+                Some((out, count)) => (
+                    tensor(&out, &[1, 3, h, w])?,
+                    tensor(&count, &[1, 1, h, w])?,
+                    false,
+                ),
+                None => (cur.shallow_clone(), count.f_ones_like()?, true),
+            },
+        );
+    }
+    blend_ops(cur, prev, count, cap)
+}
+
+/// [`blend`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn blend_ops(
     cur: &Tensor,
     prev: &Tensor,
     count: &Tensor,

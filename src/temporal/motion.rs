@@ -1,5 +1,5 @@
-//! Block motion between two frames, coarse to fine on luma, in tch ops (runs where the frames
-//! are: CPU or CUDA).
+//! Block motion between two frames, coarse to fine on luma: in tch ops where the frames are
+//! not on the CPU (CUDA), in plain Rust on CPU tensors ([`super::cpu`], the same numbers).
 //!
 //! The frame is cut into [`BLOCK`]x[`BLOCK`] blocks. On a pyramid of [`LEVELS`] levels (full,
 //! 1/2, 1/4 size, each a 2x2 average), the coarsest level searches every integer shift within
@@ -13,6 +13,10 @@
 
 use tch::{Kind, Tensor};
 
+use super::cpu::{
+    self,
+    tensors::{floats, from_vectors, on_cpu, slice, tensor, to_vectors},
+};
 use crate::error::Result;
 
 /// Block side at full size, in pixels.
@@ -39,6 +43,16 @@ pub const fn max_motion() -> i64 {
 
 /// BT.601 luma of `[1, 3, H, W]` as `[1, 1, H, W]` float.
 pub fn luma(x: &Tensor) -> Result<Tensor> {
+    if on_cpu(&[x]) && x.dim() == 4 && x.size()[..2] == [1, 3] {
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let l = cpu::luma(slice(&floats(x)?), (h * w) as usize);
+        return tensor(&l, &[1, 1, h, w]);
+    }
+    luma_ops(x)
+}
+
+/// [`luma`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn luma_ops(x: &Tensor) -> Result<Tensor> {
     let x = x.f_to_kind(Kind::Float)?;
     let w = Tensor::f_from_slice(&[0.299f32, 0.587, 0.114])?
         .f_to_device(x.device())?
@@ -50,6 +64,16 @@ pub fn luma(x: &Tensor) -> Result<Tensor> {
 /// (dy, dx) in full-size pixels for blocks of [`FINE`] pixels, such that `cur[y, x]` matches
 /// `prev[y + dy, x + dx]`.
 pub fn estimate(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
+    if on_cpu(&[cur, prev]) {
+        let (h, w) = (cur.size()[2] as usize, cur.size()[3] as usize);
+        let (c, p) = (floats(cur)?, floats(prev)?);
+        return from_vectors(&cpu::estimate(slice(&c), slice(&p), h, w));
+    }
+    estimate_ops(cur, prev)
+}
+
+/// [`estimate`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn estimate_ops(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
     let (h, w) = (cur.size()[2], cur.size()[3]);
     let (hb, wb) = (ceil_div(h, BLOCK), ceil_div(w, BLOCK));
     let mut curs = vec![cur.shallow_clone()];
@@ -66,7 +90,7 @@ pub fn estimate(cur: &Tensor, prev: &Tensor) -> Result<Tensor> {
         }
         let bs = BLOCK >> l;
         let radius = if coarsest { SEARCH } else { 1 };
-        let warped = warp(&prevs[l], &v, bs)?;
+        let warped = warp_ops(&prevs[l], &v, bs)?;
         v = v.f_add(&best_shift(&curs[l], &warped, radius, bs)?)?;
     }
     best_neighbour(cur, prev, &v)
@@ -102,7 +126,7 @@ fn best_neighbour(cur: &Tensor, prev: &Tensor, v: &Tensor) -> Result<Tensor> {
     ];
     let mut costs = Vec::with_capacity(candidates.len());
     for c in &candidates {
-        let diff = warp(prev, c, FINE)?.f_sub(cur)?.f_abs()?;
+        let diff = warp_ops(prev, c, FINE)?.f_sub(cur)?.f_abs()?;
         costs.push(diff.f_avg_pool2d(
             [FINE, FINE],
             [FINE, FINE],
@@ -121,6 +145,23 @@ fn best_neighbour(cur: &Tensor, prev: &Tensor, v: &Tensor) -> Result<Tensor> {
 /// `x` (`[1, C, h, w]`) moved by the block vectors `v` (`[2, hb, wb]`, in pixels of `x`,
 /// blocks of `bs` pixels): `out[y, x] = x[clamp(y + dy), clamp(x + dx)]`.
 pub fn warp(x: &Tensor, v: &Tensor, bs: i64) -> Result<Tensor> {
+    if on_cpu(&[x, v]) {
+        let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
+        let out = cpu::warp(
+            slice(&floats(x)?),
+            c as usize,
+            h as usize,
+            w as usize,
+            &to_vectors(v)?,
+            bs as usize,
+        );
+        return Ok(tensor(&out, &[1, c, h, w])?.f_to_kind(x.kind())?);
+    }
+    warp_ops(x, v, bs)
+}
+
+/// [`warp`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn warp_ops(x: &Tensor, v: &Tensor, bs: i64) -> Result<Tensor> {
     let (c, h, w) = (x.size()[1], x.size()[2], x.size()[3]);
     let dev = x.device();
     let ys = Tensor::f_arange(h, (Kind::Int64, dev))?;

@@ -10,6 +10,10 @@
 
 use tch::Tensor;
 
+use super::cpu::{
+    self,
+    tensors::{floats, on_cpu, slice, tensor},
+};
 use super::Recursion;
 use crate::error::Result;
 
@@ -27,6 +31,16 @@ pub fn backward(window: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
 /// The forward estimate `f` (count `nf`) and the backward one `b` (count `nb`) of the frame
 /// `y`, which both include once: `(f * nf + b * nb - y) / (nf + nb - 1)`.
 pub fn combine(y: &Tensor, f: &Tensor, nf: &Tensor, b: &Tensor, nb: &Tensor) -> Result<Tensor> {
+    if on_cpu(&[y, f, nf, b, nb]) && y.dim() == 4 && y.size()[..2] == [1, 3] {
+        let (y, f, nf, b, nb) = (floats(y)?, floats(f)?, floats(nf)?, floats(b)?, floats(nb)?);
+        let [f, nf, b, nb] = [&f, &nf, &b, &nb].map(slice);
+        return tensor(&cpu::combine(slice(&y), f, nf, b, nb), &y.size());
+    }
+    combine_ops(y, f, nf, b, nb)
+}
+
+/// [`combine`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).
+pub fn combine_ops(y: &Tensor, f: &Tensor, nf: &Tensor, b: &Tensor, nb: &Tensor) -> Result<Tensor> {
     let num = f.f_mul(nf)?.f_add(&b.f_mul(nb)?)?.f_sub(y)?;
     let den = nf.f_add(nb)?.f_sub_scalar(1.0)?;
     Ok(num.f_div(&den)?)

@@ -252,3 +252,84 @@ fn after_the_warm_up_a_late_start_matches_one_pass() {
         }
     }
 }
+
+/// Bit for bit equal (same shape, kind and values).
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    a.size() == b.size() && a.kind() == b.kind() && a.equal(b)
+}
+
+#[test]
+fn the_cpu_path_gives_the_tch_ops_numbers_bit_for_bit() {
+    // Even and odd sizes (partial blocks, odd pyramid levels), a pan, a moving object, a cut.
+    for (h, w) in [(64, 96), (45, 77), (90, 160)] {
+        let big = texture(12, h + 60, w + 60);
+        let other = texture(13, h, w);
+        let obj = texture(14, 12, 12) * 0.3 + 0.6;
+        let frames: Vec<Tensor> = (0..8i64)
+            .map(|i| {
+                let c = match i {
+                    6 => other.copy(),
+                    _ => crop(&big, 10 + 2 * i, 10 + 3 * i, h, w),
+                };
+                c.narrow(2, 5 + 3 * i, 12)
+                    .narrow(3, 4 + 5 * i, 12)
+                    .copy_(&obj);
+                noisy(&c, 800 + i)
+            })
+            .collect();
+        for f in &frames {
+            assert!(same(
+                &motion::luma(f).unwrap(),
+                &motion::luma_ops(f).unwrap()
+            ));
+        }
+        for pair in frames.windows(2) {
+            let (c, p) = (
+                motion::luma(&pair[1]).unwrap(),
+                motion::luma(&pair[0]).unwrap(),
+            );
+            let v = motion::estimate(&c, &p).unwrap();
+            assert!(same(&v, &motion::estimate_ops(&c, &p).unwrap()), "{h}x{w}");
+            for bs in [motion::FINE, motion::BLOCK] {
+                let v = v
+                    .narrow(1, 0, (h + bs - 1) / bs)
+                    .narrow(2, 0, (w + bs - 1) / bs);
+                let a = motion::warp(&pair[0], &v, bs).unwrap();
+                assert!(same(&a, &motion::warp_ops(&pair[0], &v, bs).unwrap()));
+            }
+        }
+        for cap in [cap(0.5), cap(1.0)] {
+            let (mut a, mut b) = (
+                fusion::Step::fresh(&frames[0]).unwrap(),
+                fusion::Step::fresh(&frames[0]).unwrap(),
+            );
+            let mut cuts = 0;
+            for (i, f) in frames.iter().enumerate().skip(1) {
+                a = fusion::step(f, &a.state, cap).unwrap();
+                b = fusion::step_ops(f, &b.state, cap).unwrap();
+                assert_eq!(a.cut, b.cut, "frame {i}");
+                cuts += a.cut as usize;
+                assert!(
+                    same(&a.out, &b.out),
+                    "{h}x{w} frame {i}: fused frames differ"
+                );
+                assert!(
+                    same(&a.state.count, &b.state.count),
+                    "frame {i}: counts differ"
+                );
+                assert!(same(&a.state.luma, &b.state.luma), "frame {i}");
+            }
+            assert_eq!(cuts, 2, "the cuts to frame 6 and back");
+        }
+        // Offline mode's combination of a forward and a backward estimate.
+        let mut forward = Recursion::default();
+        let steps: Vec<_> = (frames[..4].iter())
+            .map(|x| forward.step(x, cap(0.5)).unwrap())
+            .collect();
+        let (f, nf) = steps.last().unwrap();
+        let (b, nb) = offline::backward(&Tensor::cat(&frames[3..6], 0), cap(0.5)).unwrap();
+        let y = &frames[3];
+        let a = offline::combine(y, f, nf, &b, &nb).unwrap();
+        assert!(same(&a, &offline::combine_ops(y, f, nf, &b, &nb).unwrap()));
+    }
+}

@@ -887,6 +887,10 @@ impl ClipDenoise {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
             gst::FlowError::Error
         })?;
+        if buffer.flags().contains(gst::BufferFlags::DISCONT) {
+            // Frames were lost before this one: no fusing across the break.
+            self.sent(sender.reset_temporal())?;
+        }
         drop(buffer);
         self.sent(sender.send(data, format, Item::Buffer(meta)))
     }
@@ -1030,6 +1034,11 @@ impl ClipDenoise {
                 self.queue_event(event, false)
             }
             EventView::Eos(_) => self.sink_eos(event),
+            EventView::Gap(_) => {
+                // No frames for a while: the next one is not fused with those before it.
+                let reset = self.sender().is_some_and(|s| s.reset_temporal().is_ok());
+                reset && self.queue_event(event, false)
+            }
             _ if event.is_serialized() => self.queue_event(event, false),
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }

@@ -31,7 +31,11 @@ over the last 5 s only, for long live streams: recent-frames-out, recent-frames-
 recent-mean-latency-ms, recent-max-latency-ms; \
 warm-up-ms (the model's last run on a blank frame of the negotiated size, when caps \
 arrive: two runs, one when the first takes over a second, so that the first frame is not the \
-slow first run and the latency is known before it, from the last), precision (what the model runs in: fp32, bf16 or fp16) and precision-chosen (true when precision=auto chose it: on the CPU, the faster of fp32 and bf16 timed on the negotiated size at the warm-up, bf16 only within 0.05 dB of fp32; false when set, or before auto ran)";
+slow first run and the latency is known before it, from the last), precision (what the model runs in: fp32, bf16 or fp16) and precision-chosen (true when precision=auto chose it: on the CPU, the faster of fp32 and bf16 timed on the negotiated size at the warm-up, bf16 only within 0.05 dB of fp32; false when set, or before auto ran), \
+temporal-bytes (the memory the temporal stage holds now: the frames held back as the next \
+frames' future with lookahead, at most lookahead frames, and the recursion's state, 20 bytes \
+a pixel; 0 with temporal=0, after a flush, a gap or a DISCONT buffer) and temporal-max-bytes \
+(the most so far: at most lookahead packed frames plus 20 bytes a pixel)";
 
 /// The element's own counters, next to the engine's.
 pub(super) struct ElementCounts {
@@ -77,5 +81,7 @@ pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::
         .field("warm-up-ms", stats.warm_up_ms)
         .field("precision", stats.precision.as_str())
         .field("precision-chosen", stats.precision_chosen)
+        .field("temporal-bytes", stats.temporal_bytes)
+        .field("temporal-max-bytes", stats.temporal_max_bytes)
         .build()
 }
