@@ -13,7 +13,7 @@ APT_PACKAGES=(pkg-config g++ make libgstreamer1.0-dev libgstreamer-plugins-base1
   gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav libjemalloc2 python3-venv ffmpeg procps
   slurm-wlm munge
-  time)  # GNU /usr/bin/time: benchmarks/image-memory.sh reads peak memory with it
+  time bc)  # GNU /usr/bin/time and bc: benchmarks/image-memory.sh and temporal.sh use them
 
 # The programs the code and the tests start, which the packages above (or Debian's essential
 # ones) guarantee: checked on PATH after installing. tests/programs.rs fails naming any program
