@@ -66,6 +66,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             flushes.epoch() != running.load(Ordering::Acquire) || GUARD.exiting()
         }));
         shared.stats().set_precision(model.precision_choice());
+        let mut temporal = TemporalFilter::new();
+        temporal.set_origin(cfg.temporal_origin);
         Worker {
             model,
             cfg,
@@ -80,7 +82,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             format: None,
             oldest: None,
             last_run_format: None,
-            temporal: TemporalFilter::new(),
+            temporal,
             future: Vec::new(),
         }
     }

@@ -107,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_pixels: t.max_pixels,
             temporal: Some(t.temporal),
             lookahead: u32::try_from(t.lookahead).context("settings.lookahead is too large")?,
+            temporal_origin: seg.decode_start,
             coarse_grain: t.coarse_grain,
         },
     };

@@ -108,6 +108,7 @@ struct Settings {
     strength: f64,
     temporal: f64,
     lookahead: u32,
+    temporal_origin: u64,
     qos: bool,
     share_model: bool,
     coarse_grain: bool,
@@ -126,6 +127,7 @@ impl Default for Settings {
             strength: DEFAULT_STRENGTH,
             temporal: DEFAULT_TEMPORAL,
             lookahead: DEFAULT_LOOKAHEAD,
+            temporal_origin: 0,
             qos: DEFAULT_QOS,
             share_model: DEFAULT_SHARE_MODEL,
             coarse_grain: DEFAULT_COARSE_GRAIN,
@@ -462,6 +464,7 @@ impl ClipDenoise {
             strength: self.strength.clone(),
             temporal: self.temporal.clone(),
             lookahead: settings.lookahead as usize,
+            temporal_origin: settings.temporal_origin,
         };
         let (sender, receiver) = self
             .spawn_engine(&model, opts, cfg)
@@ -1480,6 +1483,12 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_LOOKAHEAD)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt64::builder("temporal-origin")
+                    .nick("Temporal origin")
+                    .blurb("The index of the stream's first frame for the temporal filter, whose forward recursion restarts every 16 frames of the stream (0: the stream starts here). A segment of a video denoised on its own (clipdenoise segment) sets its first frame's index, so that its frames equal one pass's")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("qos")
                     .nick("QoS")
                     .blurb("Drop frames that downstream reported as too late (live pipelines)")
@@ -1561,6 +1570,9 @@ impl ObjectImpl for ClipDenoise {
             "share-model" => s.share_model = value.get().expect("type checked upstream"),
             "coarse-grain" => s.coarse_grain = value.get().expect("type checked upstream"),
             "lookahead" => s.lookahead = value.get().expect("type checked upstream"),
+            "temporal-origin" => {
+                s.temporal_origin = value.get().expect("type checked upstream")
+            }
             _ => unimplemented!("property {name}"),
         }
         gst::debug!(CAT, imp = self, "{} set", name);
@@ -1579,6 +1591,7 @@ impl ObjectImpl for ClipDenoise {
             "strength" => s.strength.to_value(),
             "temporal" => s.temporal.to_value(),
             "lookahead" => s.lookahead.to_value(),
+            "temporal-origin" => s.temporal_origin.to_value(),
             "qos" => s.qos.to_value(),
             "share-model" => s.share_model.to_value(),
             "coarse-grain" => s.coarse_grain.to_value(),
