@@ -165,7 +165,6 @@ impl Staggered {
         self.odd.reset();
         self.next = self.origin;
     }
-
 }
 
 /// The temporal filter of one stream: a recursion over the network's input

@@ -1570,9 +1570,7 @@ impl ObjectImpl for ClipDenoise {
             "share-model" => s.share_model = value.get().expect("type checked upstream"),
             "coarse-grain" => s.coarse_grain = value.get().expect("type checked upstream"),
             "lookahead" => s.lookahead = value.get().expect("type checked upstream"),
-            "temporal-origin" => {
-                s.temporal_origin = value.get().expect("type checked upstream")
-            }
+            "temporal-origin" => s.temporal_origin = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
         }
         gst::debug!(CAT, imp = self, "{} set", name);
