@@ -107,15 +107,17 @@ impl Recursion {
 /// counted from `origin`); frame `t` takes the one that restarted at `floor(t / P) * P - P`
 /// (the one of `[0, P)` before that). So its result depends on frames `t - 2P + 1 ..= t` only,
 /// and a segment of the stream started [`warmup_frames`] early with `origin` its first frame's
-/// index gives one pass's frames exactly. Costs a second motion search per frame.
+/// index gives one pass's frames exactly. Costs a second motion search per frame, so only
+/// with an origin set ([`TemporalFilter::set_origin`]: the CLI's files and jobs); without one
+/// (the element's default, live streams) one recursion runs and never restarts.
 #[derive(Default)]
 pub(crate) struct Staggered {
     even: Recursion,
     odd: Recursion,
     /// The stream index of the next frame.
     next: u64,
-    /// The stream index of the first frame after a reset.
-    origin: u64,
+    /// The stream index of the first frame after a reset; None: no restarts.
+    origin: Option<u64>,
     /// Scene cuts in the results used.
     cuts: u64,
 }
@@ -124,6 +126,12 @@ impl Staggered {
     /// The next frame through both recursions (each restarted at its frames): the fused frame
     /// and its count from the older one.
     fn step(&mut self, cur: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
+        if self.origin.is_none() {
+            let cuts = self.even.cuts;
+            let out = self.even.step(cur, cap)?;
+            self.cuts += self.even.cuts - cuts;
+            return Ok(out);
+        }
         let t = self.next;
         self.next += 1;
         let p = RESTART_PERIOD;
@@ -163,7 +171,7 @@ impl Staggered {
     fn reset(&mut self) {
         self.even.reset();
         self.odd.reset();
-        self.next = self.origin;
+        self.next = self.origin.unwrap_or(0);
     }
 }
 
@@ -211,13 +219,15 @@ impl TemporalFilter {
         self.input.cuts
     }
 
-    /// The stream index of the next frame, and of the first one after each
-    /// [`TemporalFilter::reset`] (0 by default): a segment of a stream denoised on its own
-    /// sets its first frame's index, so that the forward recursion restarts where one pass's
-    /// does ([`Staggered`]).
-    pub fn set_origin(&mut self, origin: u64) {
+    /// Before the first frame: the stream index of the next frame, and of the first one
+    /// after each [`TemporalFilter::reset`]; the forward recursion then restarts every
+    /// [`RESTART_PERIOD`] frames of the stream ([`Staggered`]), so that a segment of a stream
+    /// denoised on its own, its first frame's index set here, gives one pass's frames (0 for
+    /// the pass). None (the default): one recursion that never restarts (half the motion
+    /// searches).
+    pub fn set_origin(&mut self, origin: Option<u64>) {
         self.input.origin = origin;
-        self.input.next = origin;
+        self.input.next = origin.unwrap_or(0);
     }
 
     /// Offline mode: each frame of the next call also looks at up to `lookahead` later frames,

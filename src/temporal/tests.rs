@@ -50,7 +50,7 @@ fn run_from(
     origin: u64,
 ) -> (Vec<Tensor>, TemporalFilter) {
     let mut f = TemporalFilter::new();
-    f.set_origin(origin);
+    f.set_origin(Some(origin));
     let out = (0..frames.len())
         .map(|i| {
             let later = &frames[i + 1..(i + 1 + lookahead).min(frames.len())];

@@ -159,7 +159,7 @@ pub struct ElementProps {
     pub lookahead: u32,
     /// The index of the first frame denoised in the whole video (a job's segment: where
     /// its warm-up starts), for the temporal filter's restarts; 0 for `video`.
-    pub temporal_origin: u64,
+    pub temporal_origin: i64,
     pub coarse_grain: bool,
 }
 

@@ -108,7 +108,7 @@ struct Settings {
     strength: f64,
     temporal: f64,
     lookahead: u32,
-    temporal_origin: u64,
+    temporal_origin: i64,
     qos: bool,
     share_model: bool,
     coarse_grain: bool,
@@ -127,7 +127,7 @@ impl Default for Settings {
             strength: DEFAULT_STRENGTH,
             temporal: DEFAULT_TEMPORAL,
             lookahead: DEFAULT_LOOKAHEAD,
-            temporal_origin: 0,
+            temporal_origin: -1,
             qos: DEFAULT_QOS,
             share_model: DEFAULT_SHARE_MODEL,
             coarse_grain: DEFAULT_COARSE_GRAIN,
@@ -464,7 +464,7 @@ impl ClipDenoise {
             strength: self.strength.clone(),
             temporal: self.temporal.clone(),
             lookahead: settings.lookahead as usize,
-            temporal_origin: settings.temporal_origin,
+            temporal_origin: u64::try_from(settings.temporal_origin).ok(),
         };
         let (sender, receiver) = self
             .spawn_engine(&model, opts, cfg)
@@ -1483,10 +1483,11 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_LOOKAHEAD)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt64::builder("temporal-origin")
+                glib::ParamSpecInt64::builder("temporal-origin")
                     .nick("Temporal origin")
-                    .blurb("The index of the stream's first frame for the temporal filter, whose forward recursion restarts every 16 frames of the stream (0: the stream starts here). A segment of a video denoised on its own (clipdenoise segment) sets its first frame's index, so that its frames equal one pass's")
-                    .default_value(0)
+                    .blurb("The index of the stream's first frame for the temporal filter: its forward recursion then restarts every 16 frames of the stream (two staggered recursions, twice the motion searches), so that a segment of a video denoised on its own (clipdenoise segment sets its first frame's index) equals one pass (0). -1 (the default, live streams): one recursion, never restarted")
+                    .minimum(-1)
+                    .default_value(-1)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("qos")
