@@ -1,6 +1,7 @@
 //! What `video` and `image` share: the model/device/precision options, resolving `--model`
 //! (the built-in default, a file, or a name found in the model directories), and reading a
-//! weights file's header for `info`.
+//! weights file's header for `info`; what `video` and `plan` share: the element's options for
+//! a stream of frames ([`StreamArgs`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -38,6 +39,30 @@ pub struct ModelArgs {
     /// fine-grained noise it loses detail (weights/README.md)
     #[arg(long, help_heading = "Model")]
     pub coarse_grain: bool,
+}
+
+/// A file is not live: every frame also looks two frames ahead (weights/README.md).
+pub const DEFAULT_LOOKAHEAD: u32 = 2;
+
+/// The element's options for a stream of frames, as `video` and `plan` take them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// Frames per model call (default: the element's)
+    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Model")]
+    pub batch_size: Option<u32>,
+    /// Frames with more pixels than this run as overlapping tiles (default: the element's)
+    #[arg(long, value_name = "PIXELS", help_heading = "Model")]
+    pub max_pixels: Option<u64>,
+    /// Temporal denoising, 0..1: each frame's input is averaged with the motion-aligned
+    /// earlier (and with --lookahead later) frames where they match; 0 denoises every frame
+    /// on its own
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_strength, help_heading = "Model")]
+    pub temporal: Option<f64>,
+    /// Later frames each frame's temporal denoising also uses (offline mode; 0: causal, as
+    /// for a live source; a job's segments denoise this many frames past their end)
+    #[arg(long, value_name = "FRAMES", default_value_t = DEFAULT_LOOKAHEAD,
+          value_parser = clap::value_parser!(u32).range(0..=clipdenoise::temporal::MAX_LOOKAHEAD as i64), help_heading = "Model")]
+    pub lookahead: u32,
 }
 
 pub fn parse_strength(s: &str) -> Result<f64, String> {

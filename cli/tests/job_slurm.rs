@@ -1,11 +1,10 @@
 //! Segmented jobs on a real Slurm cluster: one node on this machine (`scripts/slurm-local.sh`,
 //! started here and stopped when the test ends, even when it fails), Debian's Slurm 22.05.
-//! Both jobs run without the temporal stage (`--temporal 0`), where a joined job is one pass
-//! bit for bit (its seams with the temporal stage: tests/job.rs).
-//! - FFV1, four segments as one `sbatch --wait --array=0-3`; segment 2 is SIGKILLed on its
-//!   first attempt: `plan --status` names it, re-running the array redoes only it (the others
-//!   exit at once, their done records untouched), and the joined file equals one
-//!   `clipdenoise video` pass frame for frame and timestamp for timestamp.
+//! - FFV1 with the temporal stage (its default), four segments as one `sbatch --wait
+//!   --array=0-3`; segment 2 is SIGKILLed on its first attempt: `plan --status` names it,
+//!   re-running the array redoes only it (the others exit at once, their done records
+//!   untouched), and the joined file equals one `clipdenoise video` pass frame for frame and
+//!   timestamp for timestamp.
 //! - H.264 with audio through `deploy/slurm/submit.sh` (the array, then the join as a job
 //!   with `--dependency=afterok`): the same frame count and timestamps as one pass, PSNR
 //!   against the lossless pass within 0.05 dB of the single pass's, the audio copied.
@@ -19,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::job::{
-    assert_same_frames, frame_md5s, frames_rgb, ok, packets, psnr, sample, segments, streams,
+    assert_job_is_one_pass, frame_md5s, frames_rgb, ok, packets, psnr, sample, streams,
 };
 use support::watchdog;
 
@@ -107,22 +106,8 @@ fn slurm_arrays_join_to_one_pass_and_redo_only_the_killed_segment() {
     let dir = tempfile::tempdir().unwrap();
     let src = sample();
 
-    // FFV1, segment 2 killed on its first attempt.
+    // FFV1 with the temporal stage (its default), segment 2 killed on its first attempt.
     let job = dir.path().join("ffv1");
-    ok(&[
-        "plan",
-        s(&src),
-        "-o",
-        s(&job),
-        "--segments",
-        "4",
-        "--codec",
-        "ffv1",
-        "--temporal",
-        "0",
-    ]);
-    let seams = segments(&job);
-    assert_eq!(seams.len(), 4);
     let wrapper = dir.path().join("kill-2-once.sh");
     std::fs::write(
         &wrapper,
@@ -143,72 +128,63 @@ exec "$CLIPDENOISE" segment "$JOB"
 "#,
     )
     .unwrap();
-    let logs = job.join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let first = watchdog::output(
-        cluster
-            .cmd("sbatch")
-            .args(["--wait", "--array=0-3", "-o"])
-            .arg(logs.join("first-%a.log"))
-            .args([s(&wrapper), s(&job)]),
-        "sbatch --wait (first attempt)",
-    );
-    assert!(
-        !first.status.success(),
-        "the array with a killed task must fail"
-    );
-    let status = ok(&["plan", "--status", s(&job)]);
-    assert!(status.contains("segment 2: missing"), "{status}");
-    assert!(
-        status.contains("3 of 4 segments done; missing: 2"),
-        "{status}"
-    );
-    let done: Vec<PathBuf> = [0, 1, 3]
-        .iter()
-        .map(|i| job.join(format!("segments/seg-{i:05}.done.json")))
-        .collect();
-    let times: Vec<_> = done.iter().map(|p| mtime(p)).collect();
-
-    let again = watchdog::output(
-        cluster
-            .cmd("sbatch")
-            .args(["--wait", "--array=0-3", "-o"])
-            .arg(logs.join("again-%a.log"))
-            .arg(root().join("deploy/slurm/segment.sbatch"))
-            .arg(&job),
-        "sbatch --wait (again)",
-    );
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    for (i, p) in [0, 1, 3].iter().zip(&done) {
-        let log = read(&logs.join(format!("again-{i}.log")));
-        assert!(log.contains(&format!("segment {i}: already done")), "{log}");
-        assert_eq!(
-            mtime(p),
-            times[[0, 1, 3].iter().position(|x| x == i).unwrap()]
-        );
-    }
-    let log2 = read(&logs.join("again-2.log"));
-    assert!(log2.contains("segment 2: done"), "{log2}");
     let joined = dir.path().join("ffv1.mkv");
-    ok(&["join", s(&job), s(&joined)]);
-    let single = dir.path().join("single-ffv1.mkv");
-    ok(&[
-        "video",
-        s(&src),
-        s(&single),
-        "--precision",
-        "fp32",
-        "--codec",
-        "ffv1",
-        "--temporal",
-        "0",
-    ]);
-    assert_eq!(packets(&joined), (75, true));
-    assert_same_frames(&joined, &single, &seams);
+    assert_job_is_one_pass(
+        &src,
+        &job,
+        4,
+        &["--codec", "ffv1"],
+        &joined,
+        |job, joined| {
+            let logs = job.join("logs");
+            std::fs::create_dir_all(&logs).unwrap();
+            let first = watchdog::output(
+                cluster
+                    .cmd("sbatch")
+                    .args(["--wait", "--array=0-3", "-o"])
+                    .arg(logs.join("first-%a.log"))
+                    .args([s(&wrapper), s(job)]),
+                "sbatch --wait (first attempt)",
+            );
+            assert!(
+                !first.status.success(),
+                "the array with a killed task must fail"
+            );
+            let status = ok(&["plan", "--status", s(job)]);
+            assert!(status.contains("segment 2: missing"), "{status}");
+            assert!(
+                status.contains("3 of 4 segments done; missing: 2"),
+                "{status}"
+            );
+            let done: Vec<PathBuf> = [0, 1, 3]
+                .iter()
+                .map(|i| job.join(format!("segments/seg-{i:05}.done.json")))
+                .collect();
+            let times: Vec<_> = done.iter().map(|p| mtime(p)).collect();
+            let again = watchdog::output(
+                cluster
+                    .cmd("sbatch")
+                    .args(["--wait", "--array=0-3", "-o"])
+                    .arg(logs.join("again-%a.log"))
+                    .arg(root().join("deploy/slurm/segment.sbatch"))
+                    .arg(job),
+                "sbatch --wait (again)",
+            );
+            assert!(
+                again.status.success(),
+                "{}",
+                String::from_utf8_lossy(&again.stderr)
+            );
+            for ((i, p), t) in [0, 1, 3].iter().zip(&done).zip(&times) {
+                let log = read(&logs.join(format!("again-{i}.log")));
+                assert!(log.contains(&format!("segment {i}: already done")), "{log}");
+                assert_eq!(mtime(p), *t);
+            }
+            let log2 = read(&logs.join("again-2.log"));
+            assert!(log2.contains("segment 2: done"), "{log2}");
+            ok(&["join", s(job), s(joined)]);
+        },
+    );
 
     // H.264 with audio, through the documented submit script (array, then the join).
     let with_audio = dir.path().join("in-audio.mp4");

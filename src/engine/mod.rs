@@ -253,6 +253,10 @@ pub struct EngineConfig {
     /// filter also looks at (0: causal). At the end of the stream, a drain or a new format
     /// the frames held run with the later frames there are.
     pub lookahead: usize,
+    /// The stream index of the first frame, for the temporal filter's restarts
+    /// ([`crate::temporal::TemporalFilter::set_origin`]): 0 for a whole file, a segment of
+    /// one denoised on its own its first frame's; None (live): no restarts.
+    pub temporal_origin: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -264,6 +268,7 @@ impl Default for EngineConfig {
             strength: Strength::default(),
             temporal: Strength::new(0.0),
             lookahead: 0,
+            temporal_origin: None,
         }
     }
 }

@@ -69,6 +69,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             flushes.epoch() != running.load(Ordering::Acquire) || GUARD.exiting()
         }));
         shared.stats().set_precision(model.precision_choice());
+        let mut temporal = TemporalFilter::new();
+        temporal.set_origin(cfg.temporal_origin);
         Worker {
             model,
             cfg,
@@ -83,7 +85,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             format: None,
             oldest: None,
             last_run_format: None,
-            temporal: TemporalFilter::new(),
+            temporal,
             future: Vec::new(),
         }
     }
@@ -106,7 +108,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 self.run_ready()?;
                 continue;
             }
-            let deadline = self.oldest.map(|t| t + self.cfg.max_latency);
+            let deadline = self.deadline();
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 // Overdue: take what is already queued (up to a full batch), then run.
                 match input.try_recv() {
@@ -127,6 +129,19 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 recv(timer) -> _ => {}
             }
         }
+    }
+
+    /// When the pending frames must run even though the batch is not full: `max_latency`
+    /// after the oldest one arrived. In offline mode (a lookahead) never while only the held
+    /// frames are pending: a frame runs with its whole future, or at the end of the stream
+    /// (a drain, a new format, the senders gone) with what there is. Running it early on a
+    /// timer made its output depend on the machine's speed (a segmented job's frames then
+    /// differed from one pass).
+    fn deadline(&self) -> Option<Instant> {
+        if self.pending_frames <= self.cfg.lookahead {
+            return None;
+        }
+        self.oldest.map(|t| t + self.cfg.max_latency)
     }
 
     /// Adopt the current epoch; pending work from an older one is discarded.

@@ -10,7 +10,7 @@ use clipdenoise::inference::{DeviceRequest, Precision};
 use clipdenoise::job::{self, JobDir, JobPlan, SegmentState, Settings, SourceId, Split};
 use gst::prelude::*;
 
-use crate::models::ModelArgs;
+use crate::models::{ModelArgs, StreamArgs};
 use crate::video::plan::Codec;
 use crate::video::{init_gstreamer, quality};
 
@@ -22,11 +22,11 @@ use crate::video::{init_gstreamer, quality};
     clipdenoise plan --status job\n  \
     clipdenoise join job film-clean.mkv\n\n\
     JOB_DIR must be on a file system every worker sees, and the source at the same path on each. \
-    Segments cut at frame boundaries; each one is denoised from a few frames earlier (the temporal \
-    stage's warm-up, from the keyframe before) so that the joined file equals one `clipdenoise video` \
-    pass at the same settings (identical frames with --codec ffv1 and --temporal 0; with the temporal \
-    stage on, close but not bit for bit: its motion-compensated gain depends on the state it carries). A plan fixes one precision for \
-    every machine: --precision auto (the default) is recorded as fp32; give --precision bf16 for bf16.")]
+    Segments cut at frame boundaries; each one is denoised from 31 frames earlier (the temporal \
+    stage's warm-up) to its lookahead's frames after it, so that the joined file equals one \
+    `clipdenoise video` pass at the same settings (identical frames with --codec ffv1, the temporal \
+    stage on or off). A plan fixes one precision for every machine: --precision auto (the default) \
+    is recorded as fp32; give --precision bf16 for bf16.")]
 pub struct Args {
     /// Input video
     #[arg(required_unless_present = "status")]
@@ -53,20 +53,8 @@ pub struct Args {
     force: bool,
     #[command(flatten)]
     model: ModelArgs,
-    /// Frames per model call (default: the element's)
-    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Model")]
-    batch_size: Option<u32>,
-    /// Frames with more pixels than this run as overlapping tiles (default: the element's)
-    #[arg(long, value_name = "PIXELS", help_heading = "Model")]
-    max_pixels: Option<u64>,
-    /// Temporal smoothing, 0..1 (default: the element's)
-    #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
-    temporal: Option<f64>,
-    /// Later frames each frame's temporal denoising also uses (as for `video`); each segment
-    /// also denoises this many frames after its end
-    #[arg(long, value_name = "FRAMES", default_value_t = crate::video::DEFAULT_LOOKAHEAD,
-          value_parser = clap::value_parser!(u32).range(0..=clipdenoise::temporal::MAX_LOOKAHEAD as i64), help_heading = "Model")]
-    lookahead: u32,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Video codec of the segments and the joined file
     #[arg(long, value_enum, default_value = "h264", help_heading = "Output")]
     codec: Codec,
@@ -148,7 +136,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         ),
         (None, None) => None,
     };
-    let temporal = match args.temporal {
+    let temporal = match args.stream.temporal {
         Some(t) => t,
         None => element_default_temporal()?,
     };
@@ -166,14 +154,14 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         .to_string(),
         strength: args.model.strength,
         coarse_grain: args.model.coarse_grain,
-        batch_size: args.batch_size,
-        max_pixels: args.max_pixels,
+        batch_size: args.stream.batch_size,
+        max_pixels: args.stream.max_pixels,
         temporal,
         codec: args.codec.name().to_string(),
         crf,
         preset: args.preset.clone(),
         warmup: Some(clipdenoise::temporal::warmup_frames(temporal) as u64),
-        lookahead: clipdenoise::temporal::lookahead_frames(args.lookahead as usize) as u64,
+        lookahead: clipdenoise::temporal::lookahead_frames(args.stream.lookahead as usize) as u64,
     })
 }
 

@@ -107,6 +107,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_pixels: t.max_pixels,
             temporal: Some(t.temporal),
             lookahead: u32::try_from(t.lookahead).context("settings.lookahead is too large")?,
+            temporal_origin: i64::try_from(seg.decode_start)
+                .context("decode_start is too large")?,
             coarse_grain: t.coarse_grain,
         },
     };

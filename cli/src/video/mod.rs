@@ -52,14 +52,11 @@ use anyhow::{bail, Context};
 use gst::prelude::*;
 
 use crate::interrupt;
-use crate::models::ModelArgs;
+use crate::models::{ModelArgs, StreamArgs};
 use crate::progress::{Progress, Speed};
 pub(crate) use pipeline::ELEMENT;
 use plan::{Codec, Plan};
 use watch::{VideoEvent, Watch};
-
-/// A file is not live: every frame also looks two frames ahead (weights/README.md).
-pub(crate) const DEFAULT_LOOKAHEAD: u32 = 2;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -97,22 +94,8 @@ pub struct Args {
     side_by_side: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
-    /// Frames per model call (default: the element's)
-    #[arg(long, short, value_parser = clap::value_parser!(u32).range(1..=256), help_heading = "Model")]
-    batch_size: Option<u32>,
-    /// Frames with more pixels than this run as overlapping tiles (default: the element's)
-    #[arg(long, value_name = "PIXELS", help_heading = "Model")]
-    max_pixels: Option<u64>,
-    /// Temporal denoising, 0..1: each frame's input is averaged with the motion-aligned
-    /// earlier (and with --lookahead later) frames where they match; 0 denoises every frame
-    /// on its own
-    #[arg(long, value_name = "AMOUNT", value_parser = crate::models::parse_strength, help_heading = "Model")]
-    temporal: Option<f64>,
-    /// Later frames each frame's temporal denoising also uses (offline mode; 0: causal, as
-    /// for a live source)
-    #[arg(long, value_name = "FRAMES", default_value_t = DEFAULT_LOOKAHEAD,
-          value_parser = clap::value_parser!(u32).range(0..=clipdenoise::temporal::MAX_LOOKAHEAD as i64), help_heading = "Model")]
-    lookahead: u32,
+    #[command(flatten)]
+    stream: StreamArgs,
     /// Video codec (default: h264, or vp9 for .webm)
     #[arg(long, value_enum, help_heading = "Output")]
     codec: Option<Codec>,

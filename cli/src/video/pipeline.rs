@@ -168,6 +168,7 @@ fn configure_element(element: &gst::Element, props: &ElementProps) {
     }
     element.set_property("coarse-grain", props.coarse_grain);
     element.set_property("lookahead", props.lookahead);
+    element.set_property("temporal-origin", props.temporal_origin);
 }
 
 fn configure_encoder(

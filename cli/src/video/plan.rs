@@ -157,6 +157,9 @@ pub struct ElementProps {
     pub max_pixels: Option<u64>,
     pub temporal: Option<f64>,
     pub lookahead: u32,
+    /// The index of the first frame denoised in the whole video (a job's segment: where
+    /// its warm-up starts), for the temporal filter's restarts; 0 for `video`.
+    pub temporal_origin: i64,
     pub coarse_grain: bool,
 }
 
@@ -255,10 +258,11 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         device,
         precision: args.model.precision,
         strength: args.model.strength,
-        batch_size: args.batch_size,
-        max_pixels: args.max_pixels,
-        temporal: args.temporal,
-        lookahead: args.lookahead,
+        batch_size: args.stream.batch_size,
+        max_pixels: args.stream.max_pixels,
+        temporal: args.stream.temporal,
+        lookahead: args.stream.lookahead,
+        temporal_origin: 0,
         coarse_grain: args.model.coarse_grain,
     })
 }

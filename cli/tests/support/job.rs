@@ -143,32 +143,6 @@ pub fn streams(path: &Path) -> Vec<String> {
     .collect()
 }
 
-/// Frames GStreamer decodes from `path` (decodebin to a fakesink, counted).
-pub fn gst_decoded_frames(path: &Path) -> usize {
-    use gst::prelude::*;
-    super::pipeline::init();
-    let p = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! video/x-raw ! fakesink name=sink",
-        path.display()
-    ))
-    .unwrap();
-    let bin = p.clone().downcast::<gst::Bin>().unwrap();
-    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let m = n.clone();
-    bin.by_name("sink")
-        .unwrap()
-        .static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            m.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            gst::PadProbeReturn::Ok
-        });
-    p.set_state(gst::State::Playing).unwrap();
-    super::pipeline::wait_eos(&p, "decoding the joined file");
-    p.set_state(gst::State::Null).unwrap();
-    n.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 /// PSNR (dB) between two equally long lists of equally sized 8-bit frames, over all of them.
 pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -182,31 +156,6 @@ pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
         n += x.len() as f64;
     }
     10.0 * (255.0f64 * 255.0 / (se / n).max(1e-12)).log10()
-}
-
-/// Assert two files decode to the same timestamps and to frames at least `min_db` apart (PSNR
-/// per frame), naming the worst frame; both sides of every seam are among those checked. For
-/// the motion-compensated temporal stage, whose per-pixel gain depends on the state it
-/// carries: a segment's warm-up brings it close to one pass, not bit for bit.
-pub fn assert_close_frames(joined: &Path, single: &Path, seams: &[(u64, u64)], min_db: f64) {
-    let ts = |v: Vec<(String, String)>| v.into_iter().map(|x| x.0).collect::<Vec<_>>();
-    assert_eq!(
-        ts(frame_md5s(joined)),
-        ts(frame_md5s(single)),
-        "timestamps differ"
-    );
-    let (a, b) = (frames_rgb(joined), frames_rgb(single));
-    assert_eq!(a.len(), b.len(), "frame counts differ");
-    for &(start, _) in seams.iter().skip(1) {
-        assert!(start > 0 && (start as usize) < a.len(), "seam {start}");
-    }
-    let (worst, db) = (0..a.len())
-        .map(|i| (i, psnr(&a[i..=i], &b[i..=i])))
-        .fold((0, f64::INFINITY), |m, x| if x.1 < m.1 { x } else { m });
-    assert!(
-        db >= min_db,
-        "frame {worst} is {db:.2} dB from one pass (< {min_db})"
-    );
 }
 
 /// The segments' (start, end) from plan.json.
@@ -235,4 +184,39 @@ pub fn assert_same_frames(joined: &Path, single: &Path, seams: &[(u64, u64)]) {
     if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
         panic!("frame {i} differs: {:?} vs {:?}", a[i], b[i]);
     }
+}
+
+/// A job checked against one pass: `plan` of `src` into `job` with `segments` segments and
+/// `settings` (options `plan` and `video` share); `run` does the rest (the segments and the
+/// join into `joined`, through the engine under test); then `joined` must be 75 packets, the
+/// first a keyframe, GStreamer must decode all of them, and it must equal one `clipdenoise
+/// video` pass at the same settings (the plan's precision, fp32) frame for frame and
+/// timestamp for timestamp, on both sides of every seam. Returns the segments' (start, end).
+pub fn assert_job_is_one_pass(
+    src: &Path,
+    job: &Path,
+    segments: usize,
+    settings: &[&str],
+    joined: &Path,
+    run: impl FnOnce(&Path, &Path),
+) -> Vec<(u64, u64)> {
+    let (src, job_s, n) = (path(src), path(job), segments.to_string());
+    let mut plan = vec!["plan", src, "-o", job_s, "--segments", &n];
+    plan.extend(settings);
+    ok(&plan);
+    run(job, joined);
+    let single = job.with_extension("single.mkv");
+    let mut video = vec!["video", src, path(&single), "--precision", "fp32"];
+    video.extend(settings);
+    ok(&video);
+    assert_eq!(packets(joined), (75, true));
+    assert_eq!(super::playable::gst_decoded_frames(joined), 75);
+    let seams = self::segments(job);
+    assert_eq!(seams.len(), segments);
+    assert_same_frames(joined, &single, &seams);
+    seams
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }

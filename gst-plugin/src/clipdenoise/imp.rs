@@ -111,6 +111,7 @@ struct Settings {
     strength: f64,
     temporal: f64,
     lookahead: u32,
+    temporal_origin: i64,
     qos: bool,
     share_model: bool,
     coarse_grain: bool,
@@ -129,6 +130,7 @@ impl Default for Settings {
             strength: DEFAULT_STRENGTH,
             temporal: DEFAULT_TEMPORAL,
             lookahead: DEFAULT_LOOKAHEAD,
+            temporal_origin: -1,
             qos: DEFAULT_QOS,
             share_model: DEFAULT_SHARE_MODEL,
             coarse_grain: DEFAULT_COARSE_GRAIN,
@@ -465,6 +467,7 @@ impl ClipDenoise {
             strength: self.strength.clone(),
             temporal: self.temporal.clone(),
             lookahead: settings.lookahead as usize,
+            temporal_origin: u64::try_from(settings.temporal_origin).ok(),
         };
         let (sender, receiver) = self
             .spawn_engine(&model, opts, cfg)
@@ -1507,6 +1510,13 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_LOOKAHEAD)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecInt64::builder("temporal-origin")
+                    .nick("Temporal origin")
+                    .blurb("The index of the stream's first frame for the temporal filter: its forward recursion then restarts every 16 frames of the stream (two staggered recursions, twice the motion searches), so that a segment of a video denoised on its own (clipdenoise segment sets its first frame's index) equals one pass (0). -1 (the default, live streams): one recursion, never restarted")
+                    .minimum(-1)
+                    .default_value(-1)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("qos")
                     .nick("QoS")
                     .blurb("Drop frames that downstream reported as too late (live pipelines)")
@@ -1588,6 +1598,7 @@ impl ObjectImpl for ClipDenoise {
             "share-model" => s.share_model = value.get().expect("type checked upstream"),
             "coarse-grain" => s.coarse_grain = value.get().expect("type checked upstream"),
             "lookahead" => s.lookahead = value.get().expect("type checked upstream"),
+            "temporal-origin" => s.temporal_origin = value.get().expect("type checked upstream"),
             _ => unimplemented!("property {name}"),
         }
         gst::debug!(CAT, imp = self, "{} set", name);
@@ -1606,6 +1617,7 @@ impl ObjectImpl for ClipDenoise {
             "strength" => s.strength.to_value(),
             "temporal" => s.temporal.to_value(),
             "lookahead" => s.lookahead.to_value(),
+            "temporal-origin" => s.temporal_origin.to_value(),
             "qos" => s.qos.to_value(),
             "share-model" => s.share_model.to_value(),
             "coarse-grain" => s.coarse_grain.to_value(),
