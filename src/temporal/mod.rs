@@ -218,14 +218,19 @@ impl TemporalFilter {
         self.input.even.state.is_some() || self.input.odd.state.is_some()
     }
 
-    /// Bytes the state holds (the last fused frame, its luma and counts; 0 when not primed).
+    /// Bytes the state holds (each recursion's last fused frame, its luma and counts; 0 when
+    /// not primed; two recursions with restarts, see [`Staggered`]).
     pub fn bytes(&self) -> usize {
-        self.input.state.as_ref().map_or(0, |s| {
-            [&s.frame, &s.luma, &s.count]
-                .iter()
-                .map(|t| t.numel() * t.kind().elt_size_in_bytes())
-                .sum()
-        })
+        [&self.input.even, &self.input.odd]
+            .iter()
+            .filter_map(|r| r.state.as_ref())
+            .map(|s| {
+                [&s.frame, &s.luma, &s.count]
+                    .iter()
+                    .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Scene cuts detected so far (each dropped the state).

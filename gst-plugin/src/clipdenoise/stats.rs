@@ -34,8 +34,9 @@ arrive: two runs, one when the first takes over a second, so that the first fram
 slow first run and the latency is known before it, from the last), precision (what the model runs in: fp32, bf16 or fp16) and precision-chosen (true when precision=auto chose it: on the CPU, the faster of fp32 and bf16 timed on the negotiated size at the warm-up, bf16 only within 0.05 dB of fp32; false when set, or before auto ran), \
 temporal-bytes (the memory the temporal stage holds now: the frames held back as the next \
 frames' future with lookahead, at most lookahead frames, and the recursion's state, 20 bytes \
-a pixel; 0 with temporal=0, after a flush, a gap or a DISCONT buffer) and temporal-max-bytes \
-(the most so far: at most lookahead packed frames plus 20 bytes a pixel)";
+a pixel (40 with temporal-origin set: two staggered recursions); 0 with temporal=0, after a flush, a gap or a DISCONT buffer) and temporal-max-bytes \
+(the most so far: at most lookahead packed frames plus 20 bytes a pixel, 40 with \
+temporal-origin)";
 
 /// The element's own counters, next to the engine's.
 pub(super) struct ElementCounts {
