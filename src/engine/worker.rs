@@ -213,7 +213,11 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 }
             }
             InItem::Reset => {
-                self.run_batch()?;
+                // The frames before the break run first, without those after it as their
+                // future; with the temporal stage off nothing fuses across it: no cut batch.
+                if self.cfg.temporal.get() > 0.0 {
+                    self.run_batch()?;
+                }
                 self.temporal.reset();
                 self.record_temporal_bytes();
             }
