@@ -1,5 +1,5 @@
 //! What the segmented-job tests share: running `plan`/`segment`/`join` and reading what they
-//! wrote back as users play it (ffmpeg's per-frame MD5 and timestamps, ffprobe's packets),
+//! wrote back as users play it (ffmpeg's per-frame MD5 and timestamps, ffprobe's streams; playback through support::playable),
 //! each external program under the watchdog.
 
 use std::path::{Path, PathBuf};
@@ -102,36 +102,6 @@ fn size(path: &Path) -> (usize, usize) {
     (v[0], v[1])
 }
 
-/// Video packets and whether the first one is a keyframe, as ffprobe reads them.
-pub fn packets(path: &Path) -> (usize, bool) {
-    let n = probe(
-        path,
-        &[
-            "-select_streams",
-            "v:0",
-            "-count_packets",
-            "-show_entries",
-            "stream=nb_read_packets",
-            "-of",
-            "csv=p=0",
-        ],
-    );
-    let first = probe(
-        path,
-        &[
-            "-select_streams",
-            "v:0",
-            "-read_intervals",
-            "%+#1",
-            "-show_entries",
-            "packet=flags",
-            "-of",
-            "csv=p=0",
-        ],
-    );
-    (n.parse().unwrap(), first.starts_with('K'))
-}
-
 /// The codec of each stream ("h264", "aac", ...).
 pub fn streams(path: &Path) -> Vec<String> {
     probe(
@@ -188,8 +158,8 @@ pub fn assert_same_frames(joined: &Path, single: &Path, seams: &[(u64, u64)]) {
 
 /// A job checked against one pass: `plan` of `src` into `job` with `segments` segments and
 /// `settings` (options `plan` and `video` share); `run` does the rest (the segments and the
-/// join into `joined`, through the engine under test); then `joined` must be 75 packets, the
-/// first a keyframe, GStreamer must decode all of them, and it must equal one `clipdenoise
+/// join into `joined`, through the engine under test); then `joined` must play as 75 frames
+/// ([`super::playable::assert_playable`]: FFmpeg and GStreamer), and it must equal one `clipdenoise
 /// video` pass at the same settings (the plan's precision, fp32) frame for frame and
 /// timestamp for timestamp, on both sides of every seam. Returns the segments' (start, end).
 pub fn assert_job_is_one_pass(
@@ -209,8 +179,7 @@ pub fn assert_job_is_one_pass(
     let mut video = vec!["video", src, path(&single), "--precision", "fp32"];
     video.extend(settings);
     ok(&video);
-    assert_eq!(packets(joined), (75, true));
-    assert_eq!(super::playable::gst_decoded_frames(joined), 75);
+    super::playable::assert_playable(joined, 75);
     let seams = self::segments(job);
     assert_eq!(seams.len(), segments);
     assert_same_frames(joined, &single, &seams);
