@@ -50,6 +50,10 @@ pub enum ColorMatrix {
     #[default]
     Bt601,
     Bt709,
+    /// BT.2020 non-constant luminance (HDR and UHD video).
+    Bt2020,
+    /// SMPTE 240M (early HDTV).
+    Smpte240m,
 }
 
 /// Everything needed to interpret a packed frame buffer.
@@ -198,6 +202,8 @@ impl ColorMatrix {
         match self {
             ColorMatrix::Bt601 => (0.299, 0.114),
             ColorMatrix::Bt709 => (0.2126, 0.0722),
+            ColorMatrix::Bt2020 => (0.2627, 0.0593),
+            ColorMatrix::Smpte240m => (0.212, 0.087),
         }
     }
 }

@@ -299,10 +299,12 @@ fn decode_rgb(path: &Path, frames: usize, width: Option<u32>) -> anyhow::Result<
         }
         None => String::new(),
     };
+    // YUV stays YUV up to the appsink (the library converts it, not videoconvert: issue 23).
     let desc = format!(
-        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {scale}videoconvert ! \
-         video/x-raw,format=RGB ! appsink name=sink sync=false max-buffers=4",
-        path.display().to_string().replace('"', "\\\"")
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! {} ! {scale}\
+         appsink name=sink sync=false max-buffers=4",
+        path.display().to_string().replace('"', "\\\""),
+        gst_frames::DECODED
     );
     let pipeline = gst_frames::launch(&desc)?;
     let sink = gst_frames::appsink(&pipeline, "sink")?;
@@ -346,20 +348,19 @@ fn encode_and_denoise(
         None => String::new(),
     };
     let desc = format!(
-        "appsrc name=src format=time max-bytes=0 caps=video/x-raw,format=I420,width={pw},height={ph},framerate=30/1 ! \
+        "appsrc name=src format=time max-bytes=0 ! \
          x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={} key-int-max=30 threads=1 ! \
          tee name=enc {keep} enc. ! queue ! h264parse ! avdec_h264 max-threads=1 ! videocrop right={} bottom={} ! tee name=t \
-         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! videoconvert ! \
-           video/x-raw,format=RGB ! appsink name=noisy sync=false \
+         t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! appsink name=noisy sync=false \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! \
-           clipdenoise name=den batch-size=1 ! videoconvert ! video/x-raw,format=RGB ! \
-           appsink name=out sync=false",
+           clipdenoise name=den batch-size=1 ! appsink name=out sync=false",
         args.preset,
         pw - w,
         ph - h,
     );
-    // Converted before the pipeline, padded to whole macroblocks (gst_frames::MACROBLOCK).
-    let i420 = gst_frames::i420_buffers(frames, 30)?;
+    // Converted before the pipeline, padded to whole macroblocks (gst_frames::MACROBLOCK); the
+    // decoded and the denoised I420 frames are converted to RGB by gst_frames (issue 23).
+    let (i420, caps) = gst_frames::i420_buffers(frames, 30)?;
     let pipeline = gst_frames::launch(&desc)?;
     let den = pipeline.by_name("den").context("no element")?;
     den.set_property("model", &args.model);
@@ -371,6 +372,7 @@ fn encode_and_denoise(
     den.set_property("coarse-grain", args.coarse_grain);
     den.set_property("lookahead", args.lookahead);
     let src = gst_frames::appsrc(&pipeline, "src")?;
+    src.set_caps(Some(&caps));
     let noisy_sink = gst_frames::appsink(&pipeline, "noisy")?;
     let out_sink = gst_frames::appsink(&pipeline, "out")?;
     let bus = pipeline.bus().context("no bus")?;

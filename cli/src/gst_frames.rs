@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use gst::prelude::*;
-use gst_video::prelude::*;
+use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use gstclipdenoise_element::frames::{frame_format, pack, unpack};
 use tch::Tensor;
 
 /// No sample for this long from a running pipeline: it is stuck, fail instead of hanging.
@@ -32,45 +33,70 @@ pub fn pull(sink: &gst_app::AppSink, bus: &gst::Bus) -> anyhow::Result<Option<gs
     }
 }
 
-/// RGB u8 (3, H, W) tensor of a sample of RGB caps.
+/// Caps for an appsink of decoded frames: the formats [`sample_to_tensor`] converts itself
+/// (the element's). Put after a `videoconvert` (which then passes the decoder's YUV through)
+/// instead of `video/x-raw,format=RGB`: GStreamer 1.22's `videoconvert` YUV to RGB is 1-4
+/// levels darker than the BT.601/709 formulas and FFmpeg's exact conversion (issue 23).
+pub const DECODED: &str = "video/x-raw,format={ I420, NV12, YUY2, UYVY, I420_10LE, P010_10LE, \
+     RGB, BGR, RGBx, BGRx, RGBA, BGRA }";
+
+/// RGB u8 (3, H, W) tensor of a sample in any of the element's formats: YUV through the
+/// library's converter with the caps' matrix and range (`clipdenoise::frame`), RGB as is.
 pub fn sample_to_tensor(sample: &gst::Sample) -> anyhow::Result<Tensor> {
     let caps = sample.caps().context("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps)?;
+    let fmt = frame_format(&info)
+        .with_context(|| format!("cannot convert {:?} frames to RGB", info.format()))?;
     let buf = sample.buffer().context("sample without buffer")?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info)
         .map_err(|_| anyhow::anyhow!("cannot map a frame"))?;
-    let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = frame.plane_stride()[0] as usize;
-    let data = frame.plane_data(0)?;
-    let mut px = vec![0u8; w * h * 3];
-    clipdenoise::frame::copy_rows(data, stride, &mut px, w * 3, w * 3, h)?;
-    Ok(Tensor::from_slice(&px)
-        .view([h as i64, w as i64, 3])
-        .permute([2, 0, 1])
-        .contiguous())
+    let packed = pack(&frame, &fmt).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rgb = clipdenoise::frame::frames_to_tensor(&[&packed], &fmt, tch::Device::Cpu)?;
+    Ok(rgb
+        .squeeze_dim(0)
+        .f_mul_scalar(255.0)?
+        .f_round()?
+        .f_clamp(0.0, 255.0)?
+        .f_to_kind(tch::Kind::Uint8)?)
 }
 
-/// Push RGB u8 (3, H, W) frames into `src` with timestamps at `fps`, rows padded to
-/// GStreamer's default RGB stride (a multiple of 4 bytes); the caller ends the stream.
-pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::Result<()> {
-    let frame_ns = 1_000_000_000u64 / fps;
-    for (i, f) in frames.iter().enumerate() {
-        let (h, w) = (f.size()[1] as usize, f.size()[2] as usize);
-        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w as u32, h as u32)
-            .build()?;
-        let stride = info.stride()[0] as usize;
-        let tight = Vec::<u8>::try_from(f.permute([1, 2, 0]).contiguous().flatten(0, -1))?;
-        let mut bytes = vec![0u8; info.size()];
-        clipdenoise::frame::copy_rows(&tight, w * 3, &mut bytes, stride, w * 3, h)?;
-        let mut buf = gst::Buffer::from_mut_slice(bytes);
-        {
-            let b = buf.get_mut().context("new buffer not writable")?;
-            b.set_pts(gst::ClockTime::from_nseconds(i as u64 * frame_ns));
-            b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
-        }
-        src.push_buffer(buf)?;
+/// One packed frame of `fmt` as a buffer of GStreamer's layout for it (padded rows), with
+/// timestamps for frame `i` at `fps`.
+fn packed_buffer(packed: &[u8], fmt: &FrameFormat, i: u64, fps: u64) -> anyhow::Result<gst::Buffer> {
+    let info = video_info(fmt, fps)?;
+    let mut buf = gst::Buffer::with_size(info.size())?;
+    {
+        let b = buf.get_mut().context("new buffer not writable")?;
+        let frame_ns = 1_000_000_000u64 / fps;
+        b.set_pts(gst::ClockTime::from_nseconds(i * frame_ns));
+        b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+        let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info)
+            .map_err(|_| anyhow::anyhow!("cannot map a new frame"))?;
+        unpack(packed, fmt, &mut frame).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    Ok(())
+    Ok(buf)
+}
+
+/// GStreamer's video info (and caps) for I420 frames of `fmt`'s size, matrix and range at
+/// `fps` frames per second.
+fn video_info(fmt: &FrameFormat, fps: u64) -> anyhow::Result<gst_video::VideoInfo> {
+    use gst_video::{VideoColorMatrix as M, VideoColorPrimaries as P, VideoColorRange as R};
+    use gst_video::VideoTransferFunction as T;
+    let (matrix, transfer, primaries) = match fmt.matrix {
+        ColorMatrix::Bt601 => (M::Bt601, T::Bt601, P::Smpte170m),
+        ColorMatrix::Bt709 => (M::Bt709, T::Bt709, P::Bt709),
+        ColorMatrix::Bt2020 => (M::Bt2020, T::Bt202010, P::Bt2020),
+        ColorMatrix::Smpte240m => (M::Smpte240m, T::Smpte240m, P::Smpte240m),
+    };
+    let range = if fmt.full_range { R::Range0_255 } else { R::Range16_235 };
+    let format = match fmt.format {
+        PixelFormat::I420 => gst_video::VideoFormat::I420,
+        other => bail!("no GStreamer buffers of {other:?} here"),
+    };
+    Ok(gst_video::VideoInfo::builder(format, fmt.width as u32, fmt.height as u32)
+        .colorimetry(&gst_video::VideoColorimetry::new(range, matrix, transfer, primaries))
+        .fps(gst::Fraction::new(fps as i32, 1))
+        .build()?)
 }
 
 /// x264 codes a frame in 16x16 macroblocks. For a frame whose sides are not multiples of 16
@@ -83,57 +109,59 @@ pub fn push_rgb(src: &gst_app::AppSrc, frames: &[Tensor], fps: u64) -> anyhow::R
 /// (weights/README.md).
 pub const MACROBLOCK: i64 = 16;
 
-/// RGB u8 (3, H, W) frames as I420 buffers (GStreamer's `videoconvert`) of
-/// `macroblock_padded(H, W)` with timestamps at `fps`, for an `appsrc` of I420 caps in front
-/// of x264enc (see [`MACROBLOCK`]).
-pub fn i420_buffers(frames: &[Tensor], fps: u64) -> anyhow::Result<Vec<gst::Buffer>> {
+/// RGB u8 (3, H, W) frames as I420 buffers of `macroblock_padded(H, W)` (BT.601, limited
+/// range, the library's converter: exact, where `videoconvert` was within 0.4 level) with
+/// timestamps at `fps`, and the caps for an `appsrc` in front of x264enc (see
+/// [`MACROBLOCK`]); `videocrop right=W' - W bottom=H' - H` after the decoder crops them back.
+pub fn i420_buffers(frames: &[Tensor], fps: u64) -> anyhow::Result<(Vec<gst::Buffer>, gst::Caps)> {
     let (h, w) = macroblock_padded(&frames[0]);
-    let padded: Vec<Tensor> = frames
+    let fmt = FrameFormat::new(PixelFormat::I420, w as usize, h as usize);
+    let buffers = frames
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let (fh, fw) = (f.size()[1], f.size()[2]);
-            f.unsqueeze(0)
+            let rgb = f
+                .unsqueeze(0)
                 .to_kind(tch::Kind::Float)
-                .f_pad([0, w - fw, 0, h - fh], "replicate", None)
-                .map(|t| t.squeeze_dim(0).to_kind(tch::Kind::Uint8))
+                .f_pad([0, w - fw, 0, h - fh], "replicate", None)?
+                / 255.0;
+            let packed = clipdenoise::frame::tensor_to_frames(&rgb, &fmt, &[])?;
+            packed_buffer(&packed[0], &fmt, i as u64, fps)
         })
-        .collect::<Result<_, _>>()?;
-    let desc = format!(
-        "appsrc name=src format=time max-bytes=0 \
-         caps=video/x-raw,format=RGB,width={w},height={h},framerate={fps}/1 ! \
-         videoconvert ! video/x-raw,format=I420 ! appsink name=sink sync=false"
-    );
-    run_frames(&desc, &padded, fps, "RGB to I420")?
-        .into_iter()
-        .map(|s| s.buffer_owned().context("sample without buffer"))
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((buffers, video_info(&fmt, fps)?.to_caps()?))
 }
 
-/// Run the pipeline `desc` (an appsrc `src` of RGB caps, an appsink `sink`) on `frames`,
-/// pushed with timestamps at `fps`: the samples that come out, one per frame (`what` names
-/// the pipeline in errors, a missing or extra frame is one).
-pub fn run_frames(
+/// Run the pipeline `desc` (an appsrc `src`, an appsink `sink`) on `buffers` of `caps`: the
+/// samples that come out, one per buffer (`what` names the pipeline in errors, a missing or
+/// extra frame is one).
+pub fn run_buffers(
     desc: &str,
-    frames: &[Tensor],
-    fps: u64,
+    buffers: Vec<gst::Buffer>,
+    caps: &gst::Caps,
     what: &str,
 ) -> anyhow::Result<Vec<gst::Sample>> {
     let pipeline = launch(desc)?;
     let src = appsrc(&pipeline, "src")?;
+    src.set_caps(Some(caps));
     let sink = appsink(&pipeline, "sink")?;
     let bus = pipeline.bus().context("no bus")?;
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| anyhow::anyhow!("the {what} cannot start (a GStreamer element missing?)"))?;
+    let n = buffers.len();
     let result = (|| {
-        push_rgb(&src, frames, fps)?;
+        for buf in buffers {
+            src.push_buffer(buf)?;
+        }
         src.end_of_stream()?;
-        let mut out = Vec::with_capacity(frames.len());
+        let mut out = Vec::with_capacity(n);
         while let Some(s) = pull(&sink, &bus)? {
             out.push(s);
         }
-        if out.len() != frames.len() {
-            bail!("{what}: {} frames in, {} out", frames.len(), out.len());
+        if out.len() != n {
+            bail!("{what}: {n} frames in, {} out", out.len());
         }
         anyhow::Ok(out)
     })();

@@ -102,20 +102,24 @@ fn save(path: &Path, frame: &Tensor) -> anyhow::Result<()> {
     Ok(imageio::save(path, &x, BitDepth::U8)?)
 }
 
-/// RGB frames -> I420 -> x264 (CRF `crf`, `preset`; `bitrate` at its maximum because
-/// x264enc's pass=qual caps the rate at `bitrate` through the VBV, 2 Mbit/s by default) ->
-/// avdec_h264 -> RGB.
+/// RGB frames -> I420 (the library's converter, padded to whole macroblocks) -> x264 (CRF
+/// `crf`, `preset`; `bitrate` at its maximum because x264enc's pass=qual caps the rate at
+/// `bitrate` through the VBV, 2 Mbit/s by default) -> avdec_h264 -> cropped back -> RGB (the
+/// library's converter with the decoded caps' colorimetry, not `videoconvert`: issue 23).
 fn round_trip(frames: &[Tensor], crf: u32, preset: &str) -> anyhow::Result<Vec<Tensor>> {
     let (h, w) = (frames[0].size()[1], frames[0].size()[2]);
+    let (ph, pw) = gst_frames::macroblock_padded(&frames[0]);
+    let (i420, caps) = gst_frames::i420_buffers(frames, 30)?;
     let desc = format!(
-        "appsrc name=src format=time max-bytes=0 \
-         caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 ! \
-         videoconvert ! video/x-raw,format=I420 ! \
+        "appsrc name=src format=time max-bytes=0 ! \
          x264enc pass=qual quantizer={crf} bitrate=2048000 speed-preset={preset} key-int-max=60 threads=1 ! \
-         h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB ! \
-         appsink name=sink sync=false"
+         h264parse ! avdec_h264 ! videocrop right={} bottom={} ! videoconvert ! {} ! \
+         appsink name=sink sync=false",
+        pw - w,
+        ph - h,
+        gst_frames::DECODED
     );
-    gst_frames::run_frames(&desc, frames, 30, "x264 round trip")?
+    gst_frames::run_buffers(&desc, i420, &caps, "x264 round trip")?
         .iter()
         .map(gst_frames::sample_to_tensor)
         .collect()

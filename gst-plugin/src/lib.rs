@@ -10,6 +10,7 @@ use gst::glib;
 use gst::glib::translate::from_glib_borrow;
 
 mod clipdenoise;
+pub mod frames;
 pub mod malloc;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

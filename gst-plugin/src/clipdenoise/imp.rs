@@ -8,19 +8,19 @@ use std::time::Duration;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_video::prelude::*;
 
 use clipdenoise::auto_precision::PrecisionChoice;
 use clipdenoise::engine::{
     self, DenoisedFrame, EngineConfig, EngineControl, EngineReceiver, EngineSender, Output,
     RecvError, SendError, Strength,
 };
-use clipdenoise::frame::{copy_rows, ColorMatrix, FrameFormat, PixelFormat};
+use clipdenoise::frame::FrameFormat;
 use clipdenoise::inference::{self, DeviceRequest, Options};
 use clipdenoise::temporal::MAX_LOOKAHEAD;
 use clipdenoise::weights::ModelSource;
 
 use super::auto;
+use crate::frames::{frame_format, pack, unpack};
 use super::eos::EosGate;
 use super::live::{self, Pace};
 use super::props;
@@ -235,100 +235,6 @@ pub struct ClipDenoise {
 /// Locks that survive a panic elsewhere.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The engine's frame format for negotiated video info.
-fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
-    use gst_video::VideoFormat as V;
-    let format = match info.format() {
-        V::Rgb => PixelFormat::Rgb,
-        V::Bgr => PixelFormat::Bgr,
-        V::Rgbx => PixelFormat::Rgbx,
-        V::Bgrx => PixelFormat::Bgrx,
-        V::Rgba => PixelFormat::Rgba,
-        V::Bgra => PixelFormat::Bgra,
-        V::Rgba64Le => PixelFormat::Rgba64,
-        V::Bgra64Le => PixelFormat::Bgra64,
-        V::Rgb10a2Le => PixelFormat::Rgb10a2,
-        V::Bgr10a2Le => PixelFormat::Bgr10a2,
-        V::I420 => PixelFormat::I420,
-        V::Nv12 => PixelFormat::Nv12,
-        V::Yuy2 => PixelFormat::Yuy2,
-        V::Uyvy => PixelFormat::Uyvy,
-        V::I42010le => PixelFormat::I420P10,
-        V::P01010le => PixelFormat::P010,
-        _ => return None,
-    };
-    let colorimetry = info.colorimetry();
-    let matrix = match colorimetry.matrix() {
-        gst_video::VideoColorMatrix::Bt709 | gst_video::VideoColorMatrix::Bt2020 => {
-            ColorMatrix::Bt709
-        }
-        _ => ColorMatrix::Bt601,
-    };
-    Some(FrameFormat {
-        format,
-        width: info.width() as usize,
-        height: info.height() as usize,
-        matrix,
-        full_range: colorimetry.range() == gst_video::VideoColorRange::Range0_255,
-    })
-}
-
-fn plane_stride<F: VideoFrameExt>(frame: &F, plane: usize) -> Result<usize, String> {
-    frame
-        .plane_stride()
-        .get(plane)
-        .and_then(|&s| usize::try_from(s).ok())
-        .ok_or_else(|| format!("plane {plane} has no usable stride"))
-}
-
-/// Copy a mapped frame (any strides) into the engine's packed layout.
-fn pack(
-    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-    fmt: &FrameFormat,
-) -> Result<Vec<u8>, String> {
-    let mut out = vec![0; fmt.frame_len()];
-    for (p, plane) in fmt.planes().into_iter().enumerate() {
-        let data = frame.plane_data(p as u32).map_err(|e| e.to_string())?;
-        let stride = plane_stride(frame, p)?;
-        let packed = &mut out[plane.range()];
-        copy_rows(
-            data,
-            stride,
-            packed,
-            plane.row_bytes,
-            plane.row_bytes,
-            plane.rows,
-        )
-        .map_err(|e| format!("plane {p}: {e}"))?;
-    }
-    Ok(out)
-}
-
-/// Copy a packed frame into a mapped output frame.
-fn unpack(
-    data: &[u8],
-    fmt: &FrameFormat,
-    frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
-) -> Result<(), String> {
-    for (p, plane) in fmt.planes().into_iter().enumerate() {
-        let stride = plane_stride(frame, p)?;
-        let packed = data
-            .get(plane.range())
-            .ok_or("denoised frame is too small")?;
-        let out = frame.plane_data_mut(p as u32).map_err(|e| e.to_string())?;
-        copy_rows(
-            packed,
-            plane.row_bytes,
-            out,
-            stride,
-            plane.row_bytes,
-            plane.rows,
-        )
-        .map_err(|e| format!("output plane {p}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// A model that did not load, as the element's error (naming the model).
