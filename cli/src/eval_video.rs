@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clipdenoise::inference::Precision;
 use clipdenoise::research::imageio::{self, BitDepth};
 use clipdenoise::research::noise::IspNoise;
+use clipdenoise::research::eval::Shift;
 use clipdenoise::research::unbias::unbiased_frames;
 use clipdenoise::research::video_eval::{self, VideoScore};
 
@@ -126,6 +127,11 @@ struct Row {
     crf: u32,
     noisy: VideoScore,
     denoised: VideoScore,
+    /// The decoded noisy frames against the clean ones (camera, x264, colour conversions).
+    noisy_bias: Shift,
+    /// The denoised frames against their decoded noisy input (the model's brightness and
+    /// colour shift).
+    denoised_shift: Shift,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,11 +229,14 @@ fn clip_rows(path: &Path, args: &Args, camera: &IspNoise) -> anyhow::Result<Vec<
             crf,
             noisy: video_eval::score_clip(&reference, &decoded)?,
             denoised: video_eval::score_clip(&reference, &denoised)?,
+            noisy_bias: clip_shift(&decoded, &clean)?,
+            denoised_shift: clip_shift(&denoised, &decoded)?,
         };
         eprintln!(
             "  noisy {:.2} dB (Y {:.2}), clipdenoise {:.2} dB (Y {:.2})",
             row.noisy.psnr, row.noisy.psnr_y, row.denoised.psnr, row.denoised.psnr_y
         );
+        eprintln!("  {}", shifts_line(&row));
         rows.push(row);
     }
     Ok(rows)
@@ -243,9 +252,35 @@ fn means_per_crf(rows: &[Row], crfs: &[u32]) -> Vec<Row> {
                 crf,
                 noisy: mean(r.iter().map(|r| &r.noisy)),
                 denoised: mean(r.iter().map(|r| &r.denoised)),
+                noisy_bias: Shift::mean_of(r.iter().map(|r| &r.noisy_bias)),
+                denoised_shift: Shift::mean_of(r.iter().map(|r| &r.denoised_shift)),
             }
         })
         .collect()
+}
+
+/// The mean shift of frames `out` against `input` (RGB u8 (3, H, W)), frame by frame.
+fn clip_shift(out: &[Tensor], input: &[Tensor]) -> anyhow::Result<Shift> {
+    let per_frame = out
+        .iter()
+        .zip(input)
+        .map(|(o, i)| {
+            let f = |t: &Tensor| t.to_kind(Kind::Float).unsqueeze(0);
+            Shift::measure(&f(o), &f(i))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Shift::mean_of(per_frame.iter()))
+}
+
+/// The mean shifts of a row per channel (levels of 255): decoded noisy - clean, denoised -
+/// decoded noisy.
+fn shifts_line(row: &Row) -> String {
+    let f = |v: [f64; 3]| format!("{:+.2} / {:+.2} / {:+.2}", v[0], v[1], v[2]);
+    format!(
+        "mean shift R/G/B: decoded noisy - clean {}, denoised - decoded noisy {}",
+        f(row.noisy_bias.mean),
+        f(row.denoised_shift.mean)
+    )
 }
 
 fn mean<'a>(scores: impl Iterator<Item = &'a VideoScore>) -> VideoScore {
@@ -287,6 +322,11 @@ fn to_markdown(r: &Report, markdown: bool) -> String {
             n.temporal,
             d.temporal
         ));
+    }
+    if !markdown {
+        for row in &r.means {
+            s.push_str(&format!("CRF {}: {}\n", row.crf, shifts_line(row)));
+        }
     }
     s
 }

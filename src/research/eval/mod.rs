@@ -167,7 +167,8 @@ impl Shift {
         Ok(Shift { mean, lowpass })
     }
 
-    fn mean_of<'a>(shifts: impl Iterator<Item = &'a Shift>) -> Shift {
+    /// The mean of several shifts (of images, frames, sets).
+    pub fn mean_of<'a>(shifts: impl Iterator<Item = &'a Shift>) -> Shift {
         let mut sum = Shift::default();
         let mut n = 0.0;
         for s in shifts {
