@@ -4,8 +4,9 @@
 //! moves clean pictures by about minus it. Also splits each type's bias by the target's
 //! brightness (dark < 0.25 <= mid < 0.75 <= bright).
 //! Usage: cargo run --release --example noise_bias -- CONFIG.toml IMAGE_DIR [CROPS]
+use clipdenoise::research::train_data::random_crop;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use tch::Kind;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,14 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut bands = [[0f64; 2]; 3];
         for k in 0..crops {
             let img = clipdenoise::research::train::load_rgb8(&files[k % files.len()])?;
-            let (h, w) = (img.size()[1], img.size()[2]);
-            let (y, x) = (rng.random_range(0..=h - p), rng.random_range(0..=w - p));
-            let clean = img
-                .narrow(1, y, p)
-                .narrow(2, x, p)
-                .to_kind(Kind::Float)
-                .unsqueeze(0)
-                / 255.0;
+            let clean = random_crop(&img, p, &mut rng);
             let (noisy, target) = mix.apply(&clean, &mut rng, &mut noise_rng)?;
             let d = (&noisy - &target) * 255.0;
             for (c, s) in sum.iter_mut().enumerate() {

@@ -2,8 +2,9 @@
 //! config's noise mix on crops of one clean image, and prints each pair's noise statistics
 //! (luma and chroma std on the 0..255 scale).
 //! Usage: cargo run --release --example noise_samples -- CONFIG.toml IMAGE OUT.png [N]
+use clipdenoise::research::train_data::random_crop;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::SeedableRng;
 use tch::{Kind, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,16 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let p = cfg.data.patch;
     let mut rng = StdRng::seed_from_u64(1);
     let mut noise_rng = clipdenoise::research::noise::TorchRng::new(1);
-    let (h, w) = (img.size()[1], img.size()[2]);
     let mut rows = Vec::new();
     for _ in 0..n {
-        let (y, x) = (rng.random_range(0..=h - p), rng.random_range(0..=w - p));
-        let clean = img
-            .narrow(1, y, p)
-            .narrow(2, x, p)
-            .to_kind(Kind::Float)
-            .unsqueeze(0)
-            / 255.0;
+        let clean = random_crop(&img, p, &mut rng);
         let (noisy, target) = cfg.noise.apply(&clean, &mut rng, &mut noise_rng)?;
         let d = (&noisy - &target) * 255.0;
         let wy = Tensor::from_slice(&[0.299f32, 0.587, 0.114]).view([1, 3, 1, 1]);

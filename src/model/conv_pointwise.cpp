@@ -88,13 +88,8 @@ at::Tensor *cd_conv_pointwise(const at::Tensor *x, const at::Tensor *w, const at
     }
     op->callBoxed(&stack);
     return new at::Tensor(stack.at(0).toTensor());
-  } catch (const std::exception &e) {
-    *err = copy_message(e.what());
-    return nullptr;
-  } catch (...) {
-    *err = copy_message("unknown C++ exception in mkldnn::_convolution_pointwise");
-    return nullptr;
   }
+  CLIPDENOISE_CATCH_TO_ERR(err, "mkldnn::_convolution_pointwise")
 }
 
 }  // extern "C"

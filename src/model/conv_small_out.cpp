@@ -110,13 +110,8 @@ at::Tensor *cd_conv_small_out(const at::Tensor *x, const at::Tensor *wt, const a
       default: run<4>(in, n, h, w, c, kp, bp, op); break;
     }
     return new at::Tensor(std::move(out));
-  } catch (const std::exception &e) {
-    *err = copy_message(e.what());
-    return nullptr;
-  } catch (...) {
-    *err = copy_message("unknown C++ exception in conv_small_out");
-    return nullptr;
   }
+  CLIPDENOISE_CATCH_TO_ERR(err, "conv_small_out")
 }
 
 }  // extern "C"

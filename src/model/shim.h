@@ -50,3 +50,17 @@ void parallel_rows(int64_t total, int64_t grain, const F &rows) {
 }
 
 }  // namespace clipdenoise_shim
+
+// The catch clauses of an extern "C" entry that returns a pointer: a C++ exception becomes
+// *err (a malloc'd copy of its message; `op_name`, a string literal, names the operation for
+// one that is not a std::exception) and the entry returns null.
+// Use: `try { ... } CLIPDENOISE_CATCH_TO_ERR(err, "conv_small_out")`.
+#define CLIPDENOISE_CATCH_TO_ERR(err, op_name)                                     \
+  catch (const std::exception &e) {                                                \
+    *(err) = clipdenoise_shim::copy_message(e.what());                             \
+    return nullptr;                                                                \
+  }                                                                                \
+  catch (...) {                                                                    \
+    *(err) = clipdenoise_shim::copy_message("unknown C++ exception in " op_name);  \
+    return nullptr;                                                                \
+  }

@@ -173,13 +173,8 @@ at::Tensor *cd_upsample2x_cat(const at::Tensor *x, const at::Tensor *skip, char 
       run<uint16_t>(a, s, out);
     }
     return new at::Tensor(std::move(out));
-  } catch (const std::exception &e) {
-    *err = copy_message(e.what());
-    return nullptr;
-  } catch (...) {
-    *err = copy_message("unknown C++ exception in upsample2x_cat");
-    return nullptr;
   }
+  CLIPDENOISE_CATCH_TO_ERR(err, "upsample2x_cat")
 }
 
 }  // extern "C"

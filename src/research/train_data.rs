@@ -82,6 +82,19 @@ impl Dataset {
     }
 }
 
+/// A random crop of side `patch` of an RGB u8 (3, H, W) image as f32 (1, 3, P, P) in [0, 1],
+/// as it is (no flip or rotation): to look at the training noise on pictures (examples
+/// noise_bias and noise_samples). Draws the row, then the column.
+pub fn random_crop(img: &Tensor, patch: i64, rng: &mut StdRng) -> Tensor {
+    let (h, w) = (img.size()[1], img.size()[2]);
+    let (y, x) = (rng.random_range(0..=h - patch), rng.random_range(0..=w - patch));
+    img.narrow(1, y, patch)
+        .narrow(2, x, patch)
+        .to_kind(Kind::Float)
+        .unsqueeze(0)
+        / 255.0
+}
+
 /// The six orders of the RGB channels.
 const CHANNEL_ORDERS: [[i64; 3]; 6] = [
     [0, 1, 2],
