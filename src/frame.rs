@@ -32,6 +32,8 @@ pub enum PixelFormat {
     Bgr10a2,
     /// 8-bit 4:2:0: Y, U and V planes.
     I420,
+    /// 8-bit 4:4:4: Y, U and V planes of full size (Y444; H.264/HEVC 4:4:4 decodes to it).
+    Y444,
     /// 8-bit 4:2:0: Y plane, interleaved U, V plane.
     Nv12,
     /// 8-bit packed 4:2:2: Y0 U Y1 V.

@@ -37,10 +37,13 @@ use tch::{Kind, Tensor};
     luma, MATLAB-style SSIM, and the temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)| (0..255).\n\
     The reference (--reference unbiased, the default) is each clean frame plus the mean of\n\
     decoded noisy - clean of the clip at that CRF, per channel and brightness, so that the\n\
-    noisy clip is unbiased (the camera's gamma and tone curve and GStreamer's YUV-to-RGB\n\
-    conversion leave it 3-5 levels darker than the clean frames, which rewarded brightening);\n\
-    --reference clean scores against the clean frames, as before 2026-12-07 (issue 23;\n\
-    weights/README.md says which tables used which). --dump also writes crfN-reference/.\n\
+    noisy clip is unbiased (the camera's gamma, tone curve and clipping move it by up to a\n\
+    few levels at some brightnesses; before 2026-12-07's later fix GStreamer's YUV-to-RGB\n\
+    conversion also made it 3-5 levels darker, which rewarded brightening: YUV now reaches\n\
+    RGB through the library's exact converter with the caps' colorimetry); --reference clean\n\
+    scores against the clean frames (issue 23; weights/README.md says which tables used\n\
+    which). --dump also writes crfN-reference/. Both print each CRF's mean shifts per\n\
+    channel: decoded noisy - clean and denoised - decoded noisy.\n\
     --dump DIR writes the clean and the decoded noisy frames as PNG for\n\
     tools/classical_video.py; --keep-encoded DIR the encoded noisy clips (samples/make-sample.sh).")]
 pub struct Args {

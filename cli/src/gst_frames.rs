@@ -37,7 +37,7 @@ pub fn pull(sink: &gst_app::AppSink, bus: &gst::Bus) -> anyhow::Result<Option<gs
 /// (the element's). Put after a `videoconvert` (which then passes the decoder's YUV through)
 /// instead of `video/x-raw,format=RGB`: GStreamer 1.22's `videoconvert` YUV to RGB is 1-4
 /// levels darker than the BT.601/709 formulas and FFmpeg's exact conversion (issue 23).
-pub const DECODED: &str = "video/x-raw,format={ I420, NV12, YUY2, UYVY, I420_10LE, P010_10LE, \
+pub const DECODED: &str = "video/x-raw,format={ I420, Y444, NV12, YUY2, UYVY, I420_10LE, P010_10LE, \
      RGB, BGR, RGBx, BGRx, RGBA, BGRA }";
 
 /// RGB u8 (3, H, W) tensor of a sample in any of the element's formats: YUV through the

@@ -78,7 +78,10 @@ fn generate(cfg: &PoolSection, seed: u64, g: u64, stills: &[Tensor]) -> anyhow::
     for clip in &clips {
         let decoded = round_trip(&clip.noisy, clip.crf, &clip.preset)?;
         // Mean-preserving targets (issue 23): the clip's decoded frames measure the bias of
-        // its camera, of x264 and of GStreamer's colour conversions (YUV to RGB darkens).
+        // its camera and x264 per brightness (the colour conversions are exact since the
+        // round trip stopped using videoconvert; uncorrected, generation 0 of
+        // configs/unbiased-tiny.toml's pool is still +2.7 levels in the shadows and -3.1 to
+        // -3.7 in the highlights: the camera's clipping and curves, weights/README.md).
         let clean = if cfg.camera.unbiased_draws > 0 {
             unbiased_frames(&clip.clean, &decoded)?
         } else {

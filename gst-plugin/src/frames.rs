@@ -22,6 +22,7 @@ pub fn frame_format(info: &gst_video::VideoInfo) -> Option<FrameFormat> {
         V::Rgb10a2Le => PixelFormat::Rgb10a2,
         V::Bgr10a2Le => PixelFormat::Bgr10a2,
         V::I420 => PixelFormat::I420,
+        V::Y444 => PixelFormat::Y444,
         V::Nv12 => PixelFormat::Nv12,
         V::Yuy2 => PixelFormat::Yuy2,
         V::Uyvy => PixelFormat::Uyvy,

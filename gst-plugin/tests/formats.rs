@@ -1,4 +1,4 @@
-//! The element on the webcam (YUY2, UYVY), 10-bit YUV (I420_10LE, P010_10LE), 16-bit RGB
+//! The element on the webcam (YUY2, UYVY), 4:4:4 (Y444), 10-bit YUV (I420_10LE, P010_10LE), 16-bit RGB
 //! (RGBA64_LE, BGRA64_LE) and 10-bit RGB (RGB10A2_LE, BGR10A2_LE) formats, with real GStreamer
 //! and the tiny fixture model.
 
@@ -16,8 +16,9 @@ use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::weights::ModelSource;
 
 /// The new formats: GStreamer's name, the core's format, a size (odd widths where allowed).
-const FORMATS: [(&str, PixelFormat, usize, usize); 8] = [
+const FORMATS: [(&str, PixelFormat, usize, usize); 9] = [
     ("YUY2", PixelFormat::Yuy2, 31, 22),
+    ("Y444", PixelFormat::Y444, 31, 21),
     ("UYVY", PixelFormat::Uyvy, 32, 24),
     ("I420_10LE", PixelFormat::I420P10, 30, 22),
     ("P010_10LE", PixelFormat::P010, 34, 20),

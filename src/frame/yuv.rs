@@ -22,7 +22,9 @@ enum Arrangement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct YuvLayout {
     arrangement: Arrangement,
-    /// Vertical chroma subsampling: 2 for 4:2:0, 1 for 4:2:2 (horizontal is always 2).
+    /// Horizontal chroma subsampling: 2, or 1 for 4:4:4.
+    sub_x: usize,
+    /// Vertical chroma subsampling: 2 for 4:2:0, 1 for 4:2:2 and 4:4:4.
     sub_y: usize,
     /// Bytes per sample: 1, or 2 (a little-endian u16).
     bytes: usize,
@@ -36,8 +38,9 @@ impl YuvLayout {
     /// The layout of a YUV format, or None for RGB formats.
     pub(super) fn of(format: PixelFormat) -> Option<Self> {
         use Arrangement::*;
-        let eight = |arrangement, sub_y| YuvLayout {
+        let eight = |arrangement, sub_x, sub_y| YuvLayout {
             arrangement,
+            sub_x,
             sub_y,
             bytes: 1,
             shift: 0,
@@ -45,20 +48,23 @@ impl YuvLayout {
         };
         let ten = |arrangement, shift| YuvLayout {
             arrangement,
+            sub_x: 2,
             sub_y: 2,
             bytes: 2,
             shift,
             depth: 10,
         };
         Some(match format {
-            PixelFormat::I420 => eight(Planar, 2),
-            PixelFormat::Nv12 => eight(SemiPlanar, 2),
+            PixelFormat::I420 => eight(Planar, 2, 2),
+            PixelFormat::Y444 => eight(Planar, 1, 1),
+            PixelFormat::Nv12 => eight(SemiPlanar, 2, 2),
             PixelFormat::Yuy2 => eight(
                 Packed {
                     y: [0, 2],
                     u: 1,
                     v: 3,
                 },
+                2,
                 1,
             ),
             PixelFormat::Uyvy => eight(
@@ -67,6 +73,7 @@ impl YuvLayout {
                     u: 0,
                     v: 2,
                 },
+                2,
                 1,
             ),
             PixelFormat::I420P10 => ten(Planar, 0),
@@ -75,9 +82,12 @@ impl YuvLayout {
         })
     }
 
-    /// Chroma plane size in samples of one component: `ceil(w/2) x ceil(h/sub_y)`.
+    /// Chroma plane size in samples of one component: `ceil(w/sub_x) x ceil(h/sub_y)`.
     fn chroma(&self, fmt: &FrameFormat) -> (usize, usize) {
-        (fmt.width.div_ceil(2), fmt.height.div_ceil(self.sub_y))
+        (
+            fmt.width.div_ceil(self.sub_x),
+            fmt.height.div_ceil(self.sub_y),
+        )
     }
 
     /// The planes as (row bytes, rows).
@@ -188,9 +198,12 @@ pub(super) fn to_rgb(raw: &Tensor, fmt: &FrameFormat, l: &YuvLayout, n: i64) -> 
         } else {
             c
         };
-        Ok(c.f_repeat_interleave_self_int(2, 3, None)?
-            .f_narrow(2, 0, h)?
-            .f_narrow(3, 0, w)?)
+        let c = if l.sub_x == 2 {
+            c.f_repeat_interleave_self_int(2, 3, None)?
+        } else {
+            c
+        };
+        Ok(c.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?)
     };
     let (u, v) = (up(u)?, up(v)?);
     let (y_off, y_scale, c_scale, centre) = l.scales(fmt.full_range);
@@ -248,10 +261,13 @@ pub(super) fn from_rgb(rgb: &Tensor, fmt: &FrameFormat, l: &YuvLayout) -> Result
     let v = (&r - &y) / (2.0 * (1.0 - kr));
     // Average over each chroma sample's pixels (odd sizes: replicate the last row/column).
     let (h, w) = (rgb.size()[2], rgb.size()[3]);
-    let sy = l.sub_y as i64;
+    let (sx, sy) = (l.sub_x as i64, l.sub_y as i64);
     let pool = |c: Tensor| -> Result<Tensor> {
-        Ok(c.f_pad([0, w % 2, 0, h % sy], "replicate", None)?
-            .f_avg_pool2d([sy, 2], [sy, 2], [0, 0], false, true, None::<i64>)?)
+        if (sx, sy) == (1, 1) {
+            return Ok(c);
+        }
+        Ok(c.f_pad([0, w % sx, 0, h % sy], "replicate", None)?
+            .f_avg_pool2d([sy, sx], [sy, sx], [0, 0], false, true, None::<i64>)?)
     };
     let (u, v) = (pool(u)?, pool(v)?);
     let (y_off, y_scale, c_scale, centre) = l.scales(fmt.full_range);

@@ -1571,6 +1571,7 @@ impl ElementImpl for ClipDenoise {
                     V::Bgra,
                     V::Bgr,
                     V::I420,
+                    V::Y444,
                     V::Nv12,
                     V::Yuy2,
                     V::Uyvy,

@@ -122,3 +122,80 @@ fn ten_bit_reads_like_eight_bit_scaled_by_four() {
     let b = frames_to_tensor(&[&wide], &ten, Device::Cpu).unwrap();
     assert!(a.allclose(&b, 1e-5, 1e-6, false));
 }
+
+/// A 4:4:4 frame keeps full-resolution chroma: varied samples in every plane round trip
+/// within one level (4:2:0 would average the chroma of each 2x2 block).
+#[test]
+fn y444_round_trips_full_resolution_chroma() {
+    for (w, h) in [(8, 6), (7, 5)] {
+        let fmt = FrameFormat::new(PixelFormat::Y444, w, h);
+        assert_eq!(fmt.frame_len(), 3 * w * h);
+        // In range and away from the gamut's edges: luma 80..176, chroma 108..148.
+        let data: Vec<u8> = (0..3 * w * h)
+            .map(|i| {
+                if i < w * h {
+                    (80 + (i * 37) % 96) as u8
+                } else {
+                    (108 + (i * 13) % 40) as u8
+                }
+            })
+            .collect();
+        let t = frames_to_tensor(&[&data], &fmt, Device::Cpu).unwrap();
+        assert_eq!(t.size(), [1, 3, h as i64, w as i64]);
+        let back = tensor_to_frames(&t, &fmt, &[&data]).unwrap();
+        let d = max_diff(&back[0], &data);
+        assert!(d <= 1, "Y444 {w}x{h}: {d}");
+    }
+}
+
+/// 4:4:4 with each 2x2 block's chroma equal reads as the 4:2:0 frame of those samples.
+#[test]
+fn y444_reads_like_i420_when_chroma_is_blockwise_flat() {
+    let (w, h) = (6, 4);
+    let i420 = FrameFormat::new(PixelFormat::I420, w, h);
+    let y444 = FrameFormat::new(PixelFormat::Y444, w, h);
+    let luma: Vec<u8> = (0..w * h).map(|i| (50 + 5 * i) as u8).collect();
+    let (cw, ch) = (w / 2, h / 2);
+    let u = |x: usize, y: usize| (100 + 9 * x + 17 * y) as u8;
+    let v = |x: usize, y: usize| (150 - 7 * x - 11 * y) as u8;
+    let mut a = luma.clone();
+    for c in [u, v] {
+        a.extend((0..ch).flat_map(|y| (0..cw).map(move |x| c(x, y))));
+    }
+    let mut b = luma;
+    for c in [u, v] {
+        b.extend((0..h).flat_map(|y| (0..w).map(move |x| c(x / 2, y / 2))));
+    }
+    let ta = frames_to_tensor(&[&a], &i420, Device::Cpu).unwrap();
+    let tb = frames_to_tensor(&[&b], &y444, Device::Cpu).unwrap();
+    assert!(ta.allclose(&tb, 0.0, 0.0, false));
+}
+
+/// The matrices' luma weights: grey stays grey and a red-shifted sample (V above 128) comes
+/// out with the matrix's own red: R = Y + 2 (1 - Kr) V, so BT.2020 (Kr 0.2627) differs from
+/// BT.709 (Kr 0.2126).
+#[test]
+fn each_matrix_uses_its_own_weights() {
+    use crate::frame::ColorMatrix;
+    let red = |m: ColorMatrix| {
+        let fmt = FrameFormat {
+            matrix: m,
+            full_range: true,
+            ..FrameFormat::new(PixelFormat::Y444, 1, 1)
+        };
+        let t = frames_to_tensor(&[&[100, 128, 178]], &fmt, Device::Cpu).unwrap();
+        t.double_value(&[0, 0, 0, 0])
+    };
+    for m in [
+        ColorMatrix::Bt601,
+        ColorMatrix::Bt709,
+        ColorMatrix::Bt2020,
+        ColorMatrix::Smpte240m,
+    ] {
+        let (kr, _) = m.kr_kb();
+        let want = (100.0 + 2.0 * (1.0 - kr) * 50.0) / 255.0;
+        assert!((red(m) - want).abs() < 1e-6, "{m:?}: {} vs {want}", red(m));
+    }
+    // 100 (0.2627 - 0.2126) / 255: 5 levels of red.
+    assert!((red(ColorMatrix::Bt2020) - red(ColorMatrix::Bt709)).abs() * 255.0 > 4.9);
+}
