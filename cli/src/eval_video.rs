@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clipdenoise::inference::Precision;
+use clipdenoise::research::eval::Shift;
 use clipdenoise::research::imageio::{self, BitDepth};
 use clipdenoise::research::noise::IspNoise;
-use clipdenoise::research::eval::Shift;
 use clipdenoise::research::unbias::unbiased_frames;
 use clipdenoise::research::video_eval::{self, VideoScore};
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gst::prelude::*;
 use clipdenoise::frame::{ColorMatrix, FrameFormat, PixelFormat};
+use gst::prelude::*;
 use gstclipdenoise_element::frames::{frame_format, pack, unpack};
 use tch::Tensor;
 
@@ -37,7 +37,8 @@ pub fn pull(sink: &gst_app::AppSink, bus: &gst::Bus) -> anyhow::Result<Option<gs
 /// (the element's). Put after a `videoconvert` (which then passes the decoder's YUV through)
 /// instead of `video/x-raw,format=RGB`: GStreamer 1.22's `videoconvert` YUV to RGB is 1-4
 /// levels darker than the BT.601/709 formulas and FFmpeg's exact conversion (issue 23).
-pub const DECODED: &str = "video/x-raw,format={ I420, Y444, NV12, YUY2, UYVY, I420_10LE, P010_10LE, \
+pub const DECODED: &str =
+    "video/x-raw,format={ I420, Y444, NV12, YUY2, UYVY, I420_10LE, P010_10LE, \
      RGB, BGR, RGBx, BGRx, RGBA, BGRA }";
 
 /// RGB u8 (3, H, W) tensor of a sample in any of the element's formats: YUV through the
@@ -62,7 +63,12 @@ pub fn sample_to_tensor(sample: &gst::Sample) -> anyhow::Result<Tensor> {
 
 /// One packed frame of `fmt` as a buffer of GStreamer's layout for it (padded rows), with
 /// timestamps for frame `i` at `fps`.
-fn packed_buffer(packed: &[u8], fmt: &FrameFormat, i: u64, fps: u64) -> anyhow::Result<gst::Buffer> {
+fn packed_buffer(
+    packed: &[u8],
+    fmt: &FrameFormat,
+    i: u64,
+    fps: u64,
+) -> anyhow::Result<gst::Buffer> {
     let info = video_info(fmt, fps)?;
     let mut buf = gst::Buffer::with_size(info.size())?;
     {
@@ -80,23 +86,31 @@ fn packed_buffer(packed: &[u8], fmt: &FrameFormat, i: u64, fps: u64) -> anyhow::
 /// GStreamer's video info (and caps) for I420 frames of `fmt`'s size, matrix and range at
 /// `fps` frames per second.
 fn video_info(fmt: &FrameFormat, fps: u64) -> anyhow::Result<gst_video::VideoInfo> {
-    use gst_video::{VideoColorMatrix as M, VideoColorPrimaries as P, VideoColorRange as R};
     use gst_video::VideoTransferFunction as T;
+    use gst_video::{VideoColorMatrix as M, VideoColorPrimaries as P, VideoColorRange as R};
     let (matrix, transfer, primaries) = match fmt.matrix {
         ColorMatrix::Bt601 => (M::Bt601, T::Bt601, P::Smpte170m),
         ColorMatrix::Bt709 => (M::Bt709, T::Bt709, P::Bt709),
         ColorMatrix::Bt2020 => (M::Bt2020, T::Bt202010, P::Bt2020),
         ColorMatrix::Smpte240m => (M::Smpte240m, T::Smpte240m, P::Smpte240m),
     };
-    let range = if fmt.full_range { R::Range0_255 } else { R::Range16_235 };
+    let range = if fmt.full_range {
+        R::Range0_255
+    } else {
+        R::Range16_235
+    };
     let format = match fmt.format {
         PixelFormat::I420 => gst_video::VideoFormat::I420,
         other => bail!("no GStreamer buffers of {other:?} here"),
     };
-    Ok(gst_video::VideoInfo::builder(format, fmt.width as u32, fmt.height as u32)
-        .colorimetry(&gst_video::VideoColorimetry::new(range, matrix, transfer, primaries))
-        .fps(gst::Fraction::new(fps as i32, 1))
-        .build()?)
+    Ok(
+        gst_video::VideoInfo::builder(format, fmt.width as u32, fmt.height as u32)
+            .colorimetry(&gst_video::VideoColorimetry::new(
+                range, matrix, transfer, primaries,
+            ))
+            .fps(gst::Fraction::new(fps as i32, 1))
+            .build()?,
+    )
 }
 
 /// x264 codes a frame in 16x16 macroblocks. For a frame whose sides are not multiples of 16
@@ -121,11 +135,11 @@ pub fn i420_buffers(frames: &[Tensor], fps: u64) -> anyhow::Result<(Vec<gst::Buf
         .enumerate()
         .map(|(i, f)| {
             let (fh, fw) = (f.size()[1], f.size()[2]);
-            let rgb = f
-                .unsqueeze(0)
-                .to_kind(tch::Kind::Float)
-                .f_pad([0, w - fw, 0, h - fh], "replicate", None)?
-                / 255.0;
+            let rgb = f.unsqueeze(0).to_kind(tch::Kind::Float).f_pad(
+                [0, w - fw, 0, h - fh],
+                "replicate",
+                None,
+            )? / 255.0;
             let packed = clipdenoise::frame::tensor_to_frames(&rgb, &fmt, &[])?;
             packed_buffer(&packed[0], &fmt, i as u64, fps)
         })

@@ -25,7 +25,16 @@ fn make_clip(path: &Path, tags: &[&str]) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={W}x{H}:rate=30"))
-        .args(["-frames:v", "4", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p"])
+        .args([
+            "-frames:v",
+            "4",
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
         .args(tags)
         .arg(path)
         .run();
@@ -69,7 +78,14 @@ fn eval_video_rgb(clip: &Path, dump: &Path) -> Vec<u8> {
     let out = clipdenoise()
         .arg("eval-video")
         .arg(clip)
-        .args(["--frames", &FRAMES.to_string(), "--crf", "0", "--preset", "ultrafast"])
+        .args([
+            "--frames",
+            &FRAMES.to_string(),
+            "--crf",
+            "0",
+            "--preset",
+            "ultrafast",
+        ])
         .args(["--model", TINY, "--json", "--dump"])
         .arg(dump)
         .run();
@@ -121,13 +137,19 @@ fn decoded_clips_keep_ffmpegs_colours_where_videoconvert_darkens() {
                 "bt709",
             ][..],
         ),
-        ("full-range", &["-color_range", "pc", "-colorspace", "bt470bg"][..]),
+        (
+            "full-range",
+            &["-color_range", "pc", "-colorspace", "bt470bg"][..],
+        ),
     ] {
         let clip = dir.path().join(format!("{name}.mp4"));
         make_clip(&clip, tags);
         let reference = means(&ffmpeg_rgb(&clip));
         let ours = means(&eval_video_rgb(&clip, &dir.path().join("dump")));
-        let gst = means(&videoconvert_rgb(&clip, &dir.path().join(format!("{name}.rgb"))));
+        let gst = means(&videoconvert_rgb(
+            &clip,
+            &dir.path().join(format!("{name}.rgb")),
+        ));
         eprintln!("{name}: FFmpeg {reference:.3?}, eval-video {ours:.3?}, videoconvert {gst:.3?}");
         assert!(
             max_diff(ours, reference) <= TOLERANCE,

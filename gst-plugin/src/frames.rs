@@ -102,4 +102,3 @@ pub fn unpack(
     }
     Ok(())
 }
-

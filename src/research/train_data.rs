@@ -87,7 +87,10 @@ impl Dataset {
 /// noise_bias and noise_samples). Draws the row, then the column.
 pub fn random_crop(img: &Tensor, patch: i64, rng: &mut StdRng) -> Tensor {
     let (h, w) = (img.size()[1], img.size()[2]);
-    let (y, x) = (rng.random_range(0..=h - patch), rng.random_range(0..=w - patch));
+    let (y, x) = (
+        rng.random_range(0..=h - patch),
+        rng.random_range(0..=w - patch),
+    );
     img.narrow(1, y, patch)
         .narrow(2, x, patch)
         .to_kind(Kind::Float)

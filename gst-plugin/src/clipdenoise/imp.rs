@@ -20,11 +20,11 @@ use clipdenoise::temporal::MAX_LOOKAHEAD;
 use clipdenoise::weights::ModelSource;
 
 use super::auto;
-use crate::frames::{frame_format, pack, unpack};
 use super::eos::EosGate;
 use super::live::{self, Pace};
 use super::props;
 use super::stats;
+use crate::frames::{frame_format, pack, unpack};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
