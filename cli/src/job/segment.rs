@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     };
     let _ = std::fs::remove_file(&output);
-    crate::video::run_plan(video)?;
+    let ran = crate::video::run_plan(video)?;
     let check = super::scan::scan(&output)?;
     let got = check.frames.len() as u64;
     if got != seg.frames() || !check.first_is_keyframe {
@@ -127,12 +127,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let rec = job.mark_done(&plan, i, got)?;
     eprintln!(
-        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}",
+        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}; decoded from frame {}",
         seg.start,
         seg.end - 1,
         rec.frames,
         rec.bytes,
-        output.display()
+        output.display(),
+        seg.decode_start.saturating_sub(ran.frames_before)
     );
     Ok(())
 }

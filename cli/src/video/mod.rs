@@ -19,7 +19,7 @@
 //! the mux finalises the file, and it is renamed into place. A second Ctrl-C aborts.
 //!
 //! The steps: [`plan`] checks the arguments into a [`plan::Plan`], [`pipeline`] and
-//! [`streams`] build the pipeline, [`watch`] runs it as a stream of [`watch::VideoEvent`]s
+//! [`streams`] build the pipeline ([`seek`] starts the decoding at the range's keyframe), [`watch`] runs it as a stream of [`watch::VideoEvent`]s
 //! that [`run`] renders, [`errors`] words GStreamer's errors, [`report`] finishes the file and
 //! prints the summary (with the count [`readback`] reads from the written file), [`temp`] owns the temporary output; [`state`] is what the streaming threads record; [`mp4_tracks`] reads what
 //! GStreamer's MP4 reader does not tell (timecode tracks, the packets an edit list trims),
@@ -36,6 +36,7 @@ pub(crate) mod quality;
 pub(crate) mod range;
 mod readback;
 mod report;
+mod seek;
 mod state;
 mod stop;
 mod streams;
@@ -178,11 +179,17 @@ pub fn with_encoder_ranges(cmd: clap::Command) -> clap::Command {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     init_gstreamer()?;
-    run_plan(Plan::new(&args)?)
+    run_plan(Plan::new(&args)?).map(|_| ())
+}
+
+/// What a finished run decoded besides the frames it denoised.
+pub(crate) struct Ran {
+    /// Frames decoded ahead of the range and dropped (from the keyframe decoding began at).
+    pub frames_before: u64,
 }
 
 /// Run a checked plan (`video`'s, or a job segment's).
-pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<()> {
+pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<Ran> {
     for name in [
         ELEMENT,
         plan.codec.encoder(),
@@ -210,7 +217,12 @@ pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<()> {
             Ok(watch.outcome())
         });
     let _ = pipeline.set_state(gst::State::Null);
-    report::finish(&plan, temp, &shared, result?)
+    report::finish(&plan, temp, &shared, result?)?;
+    Ok(Ran {
+        frames_before: shared
+            .frames_before
+            .load(std::sync::atomic::Ordering::Relaxed),
+    })
 }
 
 /// How often plain progress lines are printed when stderr is not a terminal.

@@ -218,9 +218,12 @@ fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
     let capture = plan.side_by_side.is_some();
     let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
     if let Some(r) = plan.range {
-        let sh = shared.clone();
-        Cut::new(r).install(
+        let (sh, before) = (shared.clone(), shared.clone());
+        Cut::new(r, shared.origin.clone()).install(
             &pre_sink,
+            move || {
+                before.frames_before.fetch_add(1, Ordering::Relaxed);
+            },
             move || {
                 stop::end_streams(&sh);
             },

@@ -6,6 +6,10 @@
 //!
 //! [`Cut`] does it on a pad: it keeps the upstream segment, sends a segment that starts at 0
 //! downstream instead, and restamps every kept buffer to its running time minus the start.
+//! A buffer's place is found from its stream time, which a seek keeps (running time restarts
+//! at 0 after a flushing seek), turned into the first segment's running time by the pipeline's
+//! [`Origin`]: so the frames that arrive after `super::seek` skipped to the range's keyframe
+//! are placed exactly as when everything is decoded from the first frame.
 //!
 //! Frames by index: frame k of a constant-rate input is shown at t0 + k/rate, t0 the first
 //! frame's time (0, or e.g. 21 ms in ffmpeg's Matroska with AAC), so frames [a, b) are exactly
@@ -108,17 +112,48 @@ pub enum Place {
     After,
 }
 
-/// A [`Range`] applied to one stream: the upstream segment (to read buffers' running times).
+/// How the input's running times (what a [`Range`] holds: those of the demuxer's first
+/// segment, edit lists applied, as `plan` and players count them) follow from stream times,
+/// which stay put across a seek: running = stream + `base - time` of that first segment. One
+/// per pipeline, shared by its [`Cut`]s; set once, by the first segment a cut sees or, when
+/// the decoding seeks, from the segment in place before the seek.
+#[derive(Debug, Default)]
+pub struct Origin(std::sync::OnceLock<i64>);
+
+impl Origin {
+    /// Take `first`'s mapping, unless one is set already.
+    pub fn set_from(&self, first: &gst::FormattedSegment<gst::ClockTime>) {
+        let ns = |t: Option<gst::ClockTime>| t.map_or(0, |t| t.nseconds() as i64);
+        let _ = self.0.set(ns(first.base()) - ns(first.time()));
+    }
+
+    /// The stream time of running time `rt` (where to seek for it).
+    pub fn stream_time(&self, rt: gst::ClockTime) -> gst::ClockTime {
+        let st = rt.nseconds() as i64 - self.0.get().copied().unwrap_or(0);
+        gst::ClockTime::from_nseconds(st.max(0) as u64)
+    }
+
+    /// The running time of stream time `st`; None before 0.
+    fn running(&self, st: gst::ClockTime) -> Option<gst::ClockTime> {
+        let rt = st.nseconds() as i64 + self.0.get().copied().unwrap_or(0);
+        u64::try_from(rt).ok().map(gst::ClockTime::from_nseconds)
+    }
+}
+
+/// A [`Range`] applied to one stream: the upstream segment (to read buffers' stream times)
+/// and the pipeline's [`Origin`].
 pub struct Cut {
     range: Range,
     upstream: gst::FormattedSegment<gst::ClockTime>,
+    origin: std::sync::Arc<Origin>,
 }
 
 impl Cut {
-    pub fn new(range: Range) -> Cut {
+    pub fn new(range: Range, origin: std::sync::Arc<Origin>) -> Cut {
         Cut {
             range,
             upstream: gst::FormattedSegment::new(),
+            origin,
         }
     }
 
@@ -126,6 +161,7 @@ impl Cut {
     pub fn segment(&mut self, upstream: &gst::Segment) -> gst::Event {
         if let Some(s) = upstream.downcast_ref::<gst::ClockTime>() {
             self.upstream = s.clone();
+            self.origin.set_from(s);
         }
         let mut out = gst::FormattedSegment::<gst::ClockTime>::new();
         out.set_rate(self.upstream.rate());
@@ -135,19 +171,24 @@ impl Cut {
     /// Where a buffer at `pts` (upstream) falls; outside the upstream segment counts as before
     /// it (ahead of its start) or after it.
     pub fn place(&self, pts: gst::ClockTime) -> Place {
-        match self.upstream.to_running_time(pts) {
-            Some(rt) => self.range.place(rt),
+        match self.upstream.to_stream_time(pts) {
+            Some(st) => match self.origin.running(st) {
+                Some(rt) => self.range.place(rt),
+                None => Place::Before,
+            },
             None if self.upstream.start().is_some_and(|s| pts < s) => Place::Before,
             None => Place::After,
         }
     }
 
     /// On `pad` (buffers and downstream events): drop the buffers outside the range (calling
-    /// `at_end` at the first one after it), restamp the others, replace the segment. `keep`
-    /// sees every kept buffer's output time and may still drop it (false).
+    /// `before` for each one ahead of it, `at_end` at the first one after it), restamp the
+    /// others, replace the segment. `keep` sees every kept buffer's output time and may still
+    /// drop it (false).
     pub fn install(
         self,
         pad: &gst::Pad,
+        before: impl Fn() + Send + Sync + 'static,
         at_end: impl Fn() + Send + Sync + 'static,
         keep: impl Fn(gst::ClockTime) -> bool + Send + Sync + 'static,
     ) {
@@ -173,8 +214,10 @@ impl Cut {
                 let t = match place {
                     Place::Keep(t) if keep(t) => t,
                     p => {
-                        if p == Place::After {
-                            at_end();
+                        match p {
+                            Place::After => at_end(),
+                            Place::Before => before(),
+                            Place::Keep(_) => {}
                         }
                         // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
                         drop(info.take_buffer());
@@ -233,7 +276,11 @@ mod tests {
         assert_eq!(r.place(s(2)), Place::After);
         assert!(Range::new(Some("5"), None, Some("4")).is_err());
         // Running time, not PTS: an MP4 with B-frames starts its segment (edit list) at 0.08 s.
-        let mut cut = Cut::new(Range::new(Some("1"), Some("1"), None).unwrap().unwrap());
+        let origin = std::sync::Arc::new(Origin::default());
+        let mut cut = Cut::new(
+            Range::new(Some("1"), Some("1"), None).unwrap().unwrap(),
+            origin.clone(),
+        );
         let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
         seg.set_start(gst::ClockTime::from_mseconds(80));
         seg.set_time(gst::ClockTime::ZERO);
@@ -249,5 +296,34 @@ mod tests {
         assert_eq!(cut.place(ms(2040)), Place::Keep(ms(960)));
         assert_eq!(cut.place(ms(2080)), Place::After);
         assert!(Range::new(None, Some("0"), None).is_err());
+        // After a flushing seek to the keyframe shown at 0.96 s, the new segment starts there
+        // (running time 0 again); stream times, and so the places, stay the first segment's.
+        let mut after = gst::FormattedSegment::<gst::ClockTime>::new();
+        after.set_start(ms(1040));
+        after.set_time(ms(960));
+        cut.segment(after.upcast_ref());
+        assert_eq!(cut.place(ms(1040)), Place::Before);
+        assert_eq!(cut.place(ms(1000)), Place::Before);
+        assert_eq!(cut.place(ms(1080)), Place::Keep(ms(0)));
+        assert_eq!(cut.place(ms(2040)), Place::Keep(ms(960)));
+        assert_eq!(cut.place(ms(2080)), Place::After);
+        // A first segment whose stream time is not 0 at its start (MPEG-TS): the origin maps
+        // stream times back to that segment's running times, before a seek and after it.
+        let mut cut = Cut::new(
+            Range::new(Some("1"), None, None).unwrap().unwrap(),
+            std::sync::Arc::new(Origin::default()),
+        );
+        let mut first = gst::FormattedSegment::<gst::ClockTime>::new();
+        first.set_start(s(10));
+        first.set_time(s(10));
+        cut.segment(first.upcast_ref());
+        assert_eq!(cut.place(ms(10_500)), Place::Before);
+        assert_eq!(cut.place(ms(11_500)), Place::Keep(ms(500)));
+        let mut after = gst::FormattedSegment::<gst::ClockTime>::new();
+        after.set_start(ms(10_900));
+        after.set_time(ms(10_900));
+        cut.segment(after.upcast_ref());
+        assert_eq!(cut.place(ms(10_950)), Place::Before);
+        assert_eq!(cut.place(ms(11_500)), Place::Keep(ms(500)));
     }
 }

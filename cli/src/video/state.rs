@@ -1,5 +1,5 @@
 //! What the pad probes and stream callbacks (streaming threads) record for the main thread:
-//! frame counts, stream ends, the video's rate and size, problems and notes, where EOS goes on
+//! frame counts (and those decoded ahead of the range), stream ends, the video's rate and size, problems and notes, where EOS goes on
 //! Ctrl-C and where the audio is cut then, what the copied audio streams left out, and the
 //! frames for `--side-by-side`.
 
@@ -12,6 +12,11 @@ pub struct Shared {
     /// Frames into the element and out of it (into the encoder).
     pub frames_in: AtomicU64,
     pub frames_out: AtomicU64,
+    /// Frames decoded ahead of the range (dropped before the element): with a seek, those
+    /// from the keyframe it landed on to the range's start; without, all before the start.
+    pub frames_before: AtomicU64,
+    /// The stream-time mapping the range's cuts share (`range::Origin`).
+    pub origin: std::sync::Arc<super::range::Origin>,
     /// Start (PTS) and end (PTS + duration) of the frames into the element; end of the latest
     /// audio buffer.
     pub video_start: Mutex<Option<gst::ClockTime>>,

@@ -1,4 +1,5 @@
-//! Routing parsebin's streams as they appear: the first video stream to the denoising chain,
+//! Routing parsebin's streams as they appear (each held until the seek to the range's
+//! keyframe, [`super::seek`], is done): the first video stream to the denoising chain,
 //! audio to the mux (copied, or re-encoded when the container cannot take it), subtitles to
 //! the mux where the container holds them ([`super::subtitles`]), anything else to a fakesink
 //! with a note. A file without video is an error.
@@ -12,6 +13,7 @@ use gst::prelude::*;
 use super::pipeline::make;
 use super::plan::{Container, Plan};
 use super::range::{Cut, Range};
+use super::seek::Seeker;
 use super::state::{extend, Shared};
 use super::subtitles;
 
@@ -31,10 +33,17 @@ pub fn connect(
     // A job segment's subtitles would be dropped by `join` (it takes the video only).
     let subtitles = plan.keep.is_none();
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
+    // A range that starts later than the first frame: decoding starts at its keyframe.
+    let seeker = range
+        .filter(|r| !r.start.is_zero())
+        .map(|r| Seeker::new(r.start, shared.origin.clone()));
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {
             return;
         };
+        if let Some(s) = &seeker {
+            s.hold(pad);
+        }
         let route = Route {
             pipeline: &pipeline,
             pre_sink: &pre_sink,
@@ -449,9 +458,10 @@ impl Route<'_> {
 /// early: Ctrl-C, --to): the audio queued ahead of the (slower) video would otherwise run on
 /// past the last frame.
 fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
+    let origin = shared.origin.clone();
     let keep = move |t: gst::ClockTime| !shared.audio_cut.lock().unwrap().is_some_and(|c| t >= c);
     if let Some(r) = range {
-        Cut::new(r).install(pad, || {}, keep);
+        Cut::new(r, origin).install(pad, || {}, || {}, keep);
         return;
     }
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
