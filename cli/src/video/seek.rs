@@ -1,13 +1,16 @@
 //! Decoding from the range's keyframe instead of the file's first frame (`--start`, a job's
-//! segments, whose range starts at their warm-up): every stream parsebin exposes is held at
-//! its first buffer (its events pass, so its first segment is known); at the first hold a
-//! flushing seek (KEY_UNIT, SNAP_BEFORE) to the range's start goes upstream from that pad, and
-//! then every hold is lifted. The demuxer restarts every stream at the keyframe at or before
-//! the start (the keyframes `plan` lists: the same demuxer and parser flag them);
-//! [`super::range::Cut`] places frames by stream time, so it keeps and drops exactly the frames
-//! it would have from the first frame on, and those before the keyframe are not even decoded.
-//! Nothing passes a hold before the seek, so nothing is seen twice; a source the demuxer
-//! cannot seek in is decoded from its first frame, as before.
+//! segments, whose range starts at their warm-up). Each branch parsebin feeds is held at the
+//! head of its own thread (the queue after parsebin: [`Seeker::hold`], events included, so
+//! that nothing downstream, decoder, element or mux, sees anything of the stream yet); when
+//! the first buffer leaves parsebin ([`Seeker::watch`]: its first segment is known then) a
+//! flushing seek (KEY_UNIT, SNAP_BEFORE) to the range's start goes upstream from that pad,
+//! and then the holds are lifted. The demuxer restarts every stream at the keyframe at or
+//! before the start (the keyframes `plan` lists: the same demuxer and parser flag them);
+//! the queues drop what they held; [`super::range::Cut`] places frames by stream time, so it
+//! keeps and drops exactly the frames it would have from the first frame on, and those before
+//! the keyframe are not even decoded. The seek's flush stops at the holds (nothing behind them
+//! has seen data). A source the demuxer cannot seek in is decoded from its first frame, as
+//! before, from what the queues held.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,31 +41,41 @@ impl Seeker {
         })
     }
 
-    /// Hold `pad` (one of parsebin's, before it is linked) at its first buffer until the seek
-    /// is done; a pad exposed after it passes.
+    /// Start the seek at the first buffer out of `pad` (one of parsebin's), unless started.
+    pub fn watch(self: &Arc<Self>, pad: &gst::Pad) {
+        let me = self.clone();
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+            move |pad, _| {
+                me.start(pad);
+                gst::PadProbeReturn::Remove
+            },
+        );
+    }
+
+    /// Hold `pad` (the source pad of a branch's first queue) until the seek is done: its data
+    /// and events wait, the seek's flush events stop here. A pad added after it passes.
     pub fn hold(self: &Arc<Self>, pad: &gst::Pad) {
         let mut state = self.state.lock().unwrap();
         if state.done {
             return;
         }
-        let me = self.clone();
-        let id = pad.add_probe(
-            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
-            move |pad, _| {
-                me.first_hold(pad);
-                gst::PadProbeReturn::Ok
-            },
-        );
-        if let Some(id) = id {
+        let block = pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| {
+            gst::PadProbeReturn::Ok
+        });
+        let flush = pad.add_probe(gst::PadProbeType::EVENT_FLUSH, |_, _| {
+            gst::PadProbeReturn::Drop
+        });
+        for id in [block, flush].into_iter().flatten() {
             state.held.push((pad.clone(), id));
         }
     }
 
-    /// A stream reached its hold: the first one starts the seek.
-    fn first_hold(self: &Arc<Self>, pad: &gst::Pad) {
+    /// The first buffer left parsebin through `pad`: seek, once.
+    fn start(self: &Arc<Self>, pad: &gst::Pad) {
         {
             let mut state = self.state.lock().unwrap();
-            if state.started {
+            if state.started || state.done {
                 return;
             }
             state.started = true;
@@ -74,7 +87,7 @@ impl Seeker {
         {
             self.origin.set_from(&first);
         }
-        // A seek waits for the streaming thread, which is the one held here.
+        // A seek waits for the streaming thread, which is the caller.
         let (me, pad) = (self.clone(), pad.clone());
         std::thread::spawn(move || me.seek(&pad));
     }

@@ -42,7 +42,7 @@ pub fn connect(
             return;
         };
         if let Some(s) = &seeker {
-            s.hold(pad);
+            s.watch(pad);
         }
         let route = Route {
             pipeline: &pipeline,
@@ -52,6 +52,7 @@ pub fn connect(
             no_audio,
             subtitles,
             range,
+            seeker: seeker.as_ref(),
             shared: &sh,
         };
         if let Err(e) = route.stream(pad) {
@@ -106,10 +107,19 @@ struct Route<'a> {
     /// Whether subtitle tracks are kept where the container holds them.
     subtitles: bool,
     range: Option<Range>,
+    /// Holds each branch until the seek to the range's keyframe is done.
+    seeker: Option<&'a Arc<Seeker>>,
     shared: &'a Arc<Shared>,
 }
 
 impl Route<'_> {
+    /// Hold the branch that starts at `queue` until the seek is done (when there is one).
+    fn hold(&self, queue: &gst::Element) {
+        if let Some(s) = self.seeker {
+            s.hold(&queue.static_pad("src").expect("queue has src"));
+        }
+    }
+
     /// Link one of parsebin's streams.
     fn stream(&self, pad: &gst::Pad) -> anyhow::Result<()> {
         let caps = pad
@@ -170,6 +180,7 @@ impl Route<'_> {
         let dec = make("decodebin", None)?;
         self.pipeline.add_many([&queue, &dec])?;
         queue.link(&dec)?;
+        self.hold(&queue);
         let target = self.pre_sink.clone();
         let sh = self.shared.clone();
         dec.connect_pad_added(move |_, dpad| {
@@ -219,6 +230,7 @@ impl Route<'_> {
             Some(self.reencoder(&label)?)
         };
         self.pipeline.add(&queue)?;
+        self.hold(&queue);
         let mux_pad = self
             .mux
             .request_pad_simple("audio_%u")
@@ -420,6 +432,7 @@ impl Route<'_> {
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 60 * gst::ClockTime::SECOND.nseconds());
         self.pipeline.add(&queue)?;
+        self.hold(&queue);
         queue
             .static_pad("src")
             .expect("queue has src")
