@@ -79,6 +79,62 @@ fn without_the_temporal_stage_a_joined_job_is_one_pass_bit_for_bit() {
     });
 }
 
+/// A segment decodes from the keyframe at or before its warm-up, not from the source's
+/// first frame: `segment` says where decoding began. From an MP4 and a Matroska file with
+/// B-frames and a keyframe every 12 frames, that is the plan's keyframe (the demuxer seeks to
+/// the keyframes `plan` listed), or frame 0 without a seek where the warm-up starts there;
+/// from a Matroska file without its index the demuxer's seek lands on an earlier keyframe,
+/// and the extra frames are dropped before the denoiser. Every time the joined file is one
+/// pass bit for bit, and the source's audio is copied once, cut to the video.
+#[test]
+fn segments_decode_from_their_keyframe_and_join_into_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, indexed, segments, temporal) in [
+        ("in.mp4", true, 3, "0.3"),
+        ("in.mkv", true, 5, "0"),
+        ("noindex.mkv", false, 4, "0.3"),
+    ] {
+        let src = dir.path().join(name);
+        support::job::keyframed_clip(&src, indexed);
+        let job = dir.path().join(format!("job-{name}"));
+        let joined = dir.path().join(format!("joined-{name}.mkv"));
+        let settings = ["--codec", "ffv1", "--temporal", temporal];
+        let mut seeks = 0;
+        assert_job_is_one_pass(&src, &job, segments, &settings, &joined, |job, joined| {
+            let plan: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(job.join("plan.json")).unwrap()).unwrap();
+            for (i, seg) in plan["segments"].as_array().unwrap().iter().enumerate() {
+                let (ok, err) = support::job::cli(&["segment", s(job), &i.to_string()]);
+                assert!(ok, "{name} segment {i}: {err}");
+                let began: u64 = err
+                    .split("decoded from frame ")
+                    .nth(1)
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("{name} segment {i}: {err}"));
+                let keyframe = seg["keyframe"].as_u64().unwrap();
+                match indexed {
+                    true => assert_eq!(began, keyframe, "{name} segment {i}: {seg}"),
+                    false => assert!(began <= keyframe, "{name} segment {i}: {began}, {seg}"),
+                }
+                seeks += usize::from(began > 0);
+            }
+            ok(&["join", s(job), s(joined)]);
+        });
+        assert!(seeks >= 1, "{name}: no segment sought its keyframe");
+        let (v0, v1) = support::job::span(&joined, "v:0");
+        let (a0, a1) = support::job::span(&joined, "a:0");
+        assert!(
+            (a0 - v0).abs() < 0.05,
+            "{name}: audio starts at {a0}, video {v0}"
+        );
+        assert!(
+            (a1 - v1).abs() < 0.05,
+            "{name}: audio ends at {a1}, video {v1}"
+        );
+        assert_eq!(support::job::streams(&joined), ["ffv1", "aac"], "{name}");
+    }
+}
+
 #[test]
 fn bad_input_gets_one_line_and_nothing_half_written() {
     let dir = tempfile::tempdir().unwrap();

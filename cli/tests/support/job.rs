@@ -113,6 +113,60 @@ pub fn streams(path: &Path) -> Vec<String> {
     .collect()
 }
 
+/// The demo clip re-encoded as cameras and editors write video: x264 with B-frames (its
+/// default) and a keyframe every 12 frames, with AAC audio (a 440 Hz tone), 75 frames, into
+/// `path` (the container from its extension). `indexed` false: Matroska written to a pipe,
+/// so without its index (Cues), as streaming recorders leave it.
+pub fn keyframed_clip(path: &Path, indexed: bool) {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-v", "error", "-y", "-i"])
+        .arg(sample())
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-map", "0:v", "-map", "1:a", "-frames:v", "75", "-shortest"])
+        .args([
+            "-c:v", "libx264", "-g", "12", "-bf", "3", "-pix_fmt", "yuv420p",
+        ])
+        .args(["-c:a", "aac"]);
+    if indexed {
+        c.arg(path);
+        run(&mut c, "ffmpeg (a keyframed clip)");
+    } else {
+        c.args(["-f", "matroska", "-"]);
+        let out = run(&mut c, "ffmpeg (an index-less clip)");
+        std::fs::write(path, out.stdout).unwrap();
+    }
+}
+
+/// A stream's first packet time and its end (the last packet's time plus its duration), in
+/// seconds, by ffprobe; `stream` as ffprobe selects it ("a:0").
+pub fn span(path: &Path, stream: &str) -> (f64, f64) {
+    let text = probe(
+        path,
+        &[
+            "-select_streams",
+            stream,
+            "-show_entries",
+            "packet=pts_time,duration_time",
+            "-of",
+            "csv=p=0",
+        ],
+    );
+    let (mut first, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    for l in text.lines() {
+        let v: Vec<f64> = l.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if let [pts, dur] = v[..] {
+            first = first.min(pts);
+            end = end.max(pts + dur);
+        }
+    }
+    assert!(
+        first.is_finite(),
+        "{}: no packets in {stream}",
+        path.display()
+    );
+    (first, end)
+}
+
 /// PSNR (dB) between two equally long lists of equally sized 8-bit frames, over all of them.
 pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
     assert_eq!(a.len(), b.len());
