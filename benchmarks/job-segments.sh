@@ -2,20 +2,23 @@
 # What cutting a job into segments costs: a SEGMENTS-segment job run on this one machine
 # (`plan`, every `segment` one after another, `join`; warm-up frames, model loads and each
 # segment's decoding from its keyframe included) against one `clipdenoise video` pass of the
-# same clip with the same settings (default model, its temporal default, H.264), in the same
-# run. ROUNDS rounds, the order alternating (one pass first in odd rounds, the job first in
+# same clip with the same settings (default model, its temporal default, H.264, PRECISION:
+# fp32 by default, what `plan` fixes for `--precision auto`; `video` alone would choose bf16
+# on a CPU with AMX, which is not the same work), in the same run. ROUNDS rounds, the order alternating (one pass first in odd rounds, the job first in
 # even ones) so that a load that changes meanwhile weighs on both; each round prints its
 # times, the job's parts and the load (uptime), the end the ratio of the summed times.
 #   bash benchmarks/job-segments.sh                  # SIZE=320x180 FRAMES=2400 SEGMENTS=4 ROUNDS=2
 #   FRAMES=600 ROUNDS=1 bash benchmarks/job-segments.sh   # short mode (about a quarter of the time)
+#   B=/path/to/clipdenoise bash benchmarks/job-segments.sh  # another build of the binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-320x180}
 FRAMES=${FRAMES:-2400}
 SEGMENTS=${SEGMENTS:-4}
 ROUNDS=${ROUNDS:-2}
+PRECISION=${PRECISION:-fp32}
 . benchmarks/clip.sh
-B=target/release/clipdenoise
+B=${B:-target/release/clipdenoise}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # The sample looped to FRAMES frames at WxH, a keyframe every 2 s.
 ffmpeg -v error -nostdin -stream_loop -1 -i samples/bedroom-noisy.mp4 -vf "scale=$W:$H" \
@@ -27,7 +30,7 @@ load() { uptime | sed 's/.*load average: //'; }
 single() {
   local t0
   t0=$(now)
-  $B video "$TMP/in.mp4" "$TMP/single.mp4" -f >/dev/null 2>&1
+  $B video "$TMP/in.mp4" "$TMP/single.mp4" -f --precision "$PRECISION" >/dev/null 2>&1
   single_s=$(secs "$t0" "$(now)")
 }
 
@@ -35,7 +38,7 @@ job() {
   local t0 t1 parts="" i ts
   rm -rf "$TMP/job" "$TMP/joined.mp4"
   t0=$(now)
-  $B plan "$TMP/in.mp4" -o "$TMP/job" --segments "$SEGMENTS" >/dev/null 2>&1
+  $B plan "$TMP/in.mp4" -o "$TMP/job" --segments "$SEGMENTS" --precision "$PRECISION" >/dev/null 2>&1
   t1=$(now)
   parts="plan $(secs "$t0" "$t1")"
   for ((i = 0; i < SEGMENTS; i++)); do
@@ -66,7 +69,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   sum_job=$(awk -v a="$sum_job" -v b="$job_s" 'BEGIN { print a + b }')
 done
 warmup=$(grep -o '"warmup": [0-9]*' "$TMP/job/plan.json" | grep -o '[0-9]*$')
-echo "clip: ${W}x${H}, $FRAMES frames; $SEGMENTS segments, $warmup warm-up frames each; $ROUNDS rounds"
+echo "clip: ${W}x${H}, $FRAMES frames; $SEGMENTS segments, $warmup warm-up frames each; $PRECISION; $ROUNDS rounds"
 echo "one pass (clipdenoise video): $sum_single s in all; job on one machine (plan + $SEGMENTS segments + join): $sum_job s"
 awk -v a="$sum_single" -v b="$sum_job" 'BEGIN { printf "ratio job / one pass: %.3fx\n", b / a }'
 echo "uptime: $(uptime)"

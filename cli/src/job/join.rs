@@ -1,6 +1,6 @@
 //! `clipdenoise join JOB_DIR OUT`: when every segment is done and matches its done record,
 //! concatenate them without re-encoding (ffmpeg's concat demuxer, stream copy), with the
-//! source's audio copied once and cut to the video, into a temporary file next to OUT that
+//! source's audio copied once and cut where the video ends (a shorter one kept whole), into a temporary file next to OUT that
 //! is checked (frame count, first packet a keyframe) and renamed into place.
 
 use std::path::{Path, PathBuf};
@@ -23,11 +23,11 @@ pub struct Args {
     no_audio: bool,
 }
 
-/// Removes the temporary output (and the list) unless renamed.
-struct Temp(Vec<PathBuf>);
+/// Removes the temporary output (and the list and the audio) unless renamed.
+struct Temp(std::cell::RefCell<Vec<PathBuf>>);
 impl Drop for Temp {
     fn drop(&mut self) {
-        for p in &self.0 {
+        for p in self.0.borrow().iter() {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -73,7 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let pid = std::process::id();
     let temp_out = dir.join(format!(".{name}.{pid}.part.{ext}"));
     let list = job.root.join(format!(".join.{pid}.txt"));
-    let _temp = Temp(vec![temp_out.clone(), list.clone()]);
+    let _temp = Temp(std::cell::RefCell::new(vec![
+        temp_out.clone(),
+        list.clone(),
+    ]));
     let mut text = String::from("ffconcat version 1.0\n");
     for f in &files {
         let abs = std::path::absolute(f).unwrap_or_else(|_| f.clone());
@@ -83,26 +86,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     write_atomic(&list, text.as_bytes())?;
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "concat", "-safe", "0", "-i"])
-        .arg(&list);
-    if audio {
-        cmd.arg("-i").arg(&plan.source.path);
+    let audio_file = match audio && has_audio(Path::new(&plan.source.path))? {
+        true => {
+            let a = job.root.join(format!(".join.{pid}.audio.mka"));
+            _temp.0.borrow_mut().push(a.clone());
+            audio_from_zero(&plan, &a)?;
+            Some(a)
+        }
+        false => None,
+    };
+    let mut cmd = ffmpeg();
+    // The segments' video starts at 0; the source's first frame may not (Matroska from
+    // ffmpeg, behind AAC priming: 21 ms): one pass keeps its time, so does the join.
+    let first = plan.segments.first().map_or(0, |s| s.start_pts);
+    if first > 0 {
+        cmd.args(["-itsoffset", &format!("{:.9}", first as f64 / 1e9)]);
+    }
+    cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&list);
+    if let Some(a) = &audio_file {
+        cmd.arg("-i").arg(a);
     }
     cmd.args(["-map", "0:v:0"]);
-    if audio {
-        cmd.args(["-map", "1:a?", "-shortest"]);
+    if audio_file.is_some() {
+        cmd.args(["-map", "1:a"]);
     }
+    // The times as they are (an audio packet before 0 must not shift the video).
+    cmd.args(["-avoid_negative_ts", "disabled"]);
     cmd.args(["-c", "copy"]).arg(&temp_out);
-    let out = cmd
-        .output()
-        .context("cannot run ffmpeg (install it: apt-get install ffmpeg)")?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        bail!("ffmpeg could not join the segments: {line}");
-    }
+    run_ffmpeg(cmd, "join the segments")?;
     let (frames, keyframe) = probe(&temp_out)?;
     if frames != plan.frames || !keyframe {
         bail!(
@@ -123,6 +134,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+fn ffmpeg() -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]);
+    cmd
+}
+
+/// Run `cmd` (ffmpeg), failing with its first line of errors.
+fn run_ffmpeg(mut cmd: Command, what: &str) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .context("cannot run ffmpeg (install it: apt-get install ffmpeg)")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!("ffmpeg could not {what}: {line}");
+    }
+    Ok(())
+}
+
+/// Whether `path` has an audio stream (ffprobe).
+fn has_audio(path: &Path) -> anyhow::Result<bool> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a",
+            "-show_entries",
+            "stream=index",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .context("cannot run ffprobe (install ffmpeg)")?;
+    if !out.status.success() {
+        bail!(
+            "ffprobe cannot read the source: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty())
+}
+
+/// The source's audio streams copied into `out` (Matroska) from time 0 to the video's end, as
+/// one pass keeps them: without the packets before 0 (the AAC priming an MP4's edit list
+/// trims) and nothing past the last frame (not -shortest on the join: that would cut the video
+/// where a shorter audio track ends). A step of its own: -ss on the join would also drop the
+/// first H.264 packets (their decoding times are negative).
+fn audio_from_zero(plan: &clipdenoise::job::JobPlan, out: &Path) -> anyhow::Result<()> {
+    let mut cmd = ffmpeg();
+    cmd.arg("-i")
+        .arg(&plan.source.path)
+        .args(["-map", "0:a", "-ss", "0", "-to"]);
+    cmd.arg(format!("{:.9}", plan.source.duration_ns as f64 / 1e9));
+    cmd.args(["-c", "copy", "-f", "matroska"]).arg(out);
+    run_ffmpeg(cmd, "copy the source's audio")
 }
 
 /// Video packets in `path` and whether the first is a keyframe (ffprobe, as players read it).

@@ -42,7 +42,14 @@ pub fn scan(path: &Path) -> anyhow::Result<Scan> {
         if is_video && !sink_pad.is_linked() {
             let _ = pad.link(&sink_pad);
         } else if let Some(p) = weak.upgrade() {
-            if let Ok(f) = gst::ElementFactory::make("fakesink").build() {
+            // Not synchronised, not waiting to preroll: a stream added to the playing
+            // pipeline would otherwise hold it (and the video) once it ends or lags (a
+            // Matroska file whose audio ends before its video stalled here).
+            if let Ok(f) = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .property("async", false)
+                .build()
+            {
                 let _ = p.add(&f);
                 let _ = f.sync_state_with_parent();
                 let _ = pad.link(&f.static_pad("sink").expect("fakesink has sink"));

@@ -114,15 +114,16 @@ pub fn streams(path: &Path) -> Vec<String> {
 }
 
 /// The demo clip re-encoded as cameras and editors write video: x264 with B-frames (its
-/// default) and a keyframe every 12 frames, with AAC audio (a 440 Hz tone), 75 frames, into
-/// `path` (the container from its extension). `indexed` false: Matroska written to a pipe,
-/// so without its index (Cues), as streaming recorders leave it.
-pub fn keyframed_clip(path: &Path, indexed: bool) {
+/// default) and a keyframe every 12 frames, 75 frames (2.5 s), with `audio` seconds of AAC (a
+/// 440 Hz tone), into `path` (the container from its extension). `indexed` false: Matroska
+/// written to a pipe, so without its index (Cues), as streaming recorders leave it.
+pub fn keyframed_clip(path: &Path, indexed: bool, audio: f64) {
     let mut c = Command::new("ffmpeg");
     c.args(["-nostdin", "-v", "error", "-y", "-i"])
         .arg(sample())
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-map", "0:v", "-map", "1:a", "-frames:v", "75", "-shortest"])
+        .args(["-f", "lavfi", "-t", &audio.to_string(), "-i"])
+        .arg("sine=frequency=440:sample_rate=48000")
+        .args(["-map", "0:v", "-map", "1:a"])
         .args([
             "-c:v", "libx264", "-g", "12", "-bf", "3", "-pix_fmt", "yuv420p",
         ])
