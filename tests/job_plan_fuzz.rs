@@ -54,6 +54,7 @@ fn valid_plan(rng: &mut Rng) -> JobPlan {
             size: 123_456,
             duration_ns: n * 33_366_666,
             sha256: "0f".repeat(32),
+            video_pts_offset_ns: 0,
         },
         settings: Settings {
             model: "default".into(),

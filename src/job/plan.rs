@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::JobError;
 
 /// The plan format's version; another is refused.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bounds on what a plan may hold.
 pub const MAX_SEGMENTS: usize = 100_000;
 pub const MAX_FRAMES: u64 = 1 << 32;
@@ -51,6 +51,9 @@ pub struct SourceId {
     pub duration_ns: u64,
     /// Lower-case hex SHA-256 of the whole file.
     pub sha256: String,
+    /// The video's PTS minus its running time (the `*_pts` fields), ns: the demuxer's
+    /// timestamps keep it across a seek, which restarts the running time (version 2).
+    pub video_pts_offset_ns: i64,
 }
 
 /// Everything that shapes the output.
@@ -427,6 +430,7 @@ pub(crate) mod tests {
                 size: 1000,
                 duration_ns: n * 40_000_000,
                 sha256: "a".repeat(64),
+                video_pts_offset_ns: 80_000_000,
             },
             settings: Settings {
                 model: "default".into(),
@@ -513,8 +517,11 @@ pub(crate) mod tests {
             let err = JobPlan::parse(q.to_json().as_bytes(), Path::new("plan.json"));
             assert!(err.is_err(), "{q:?}");
         }
-        let v2 = json.replacen("\"version\": 1", "\"version\": 2", 1);
-        let e = JobPlan::parse(v2.as_bytes(), Path::new("p")).unwrap_err();
-        assert!(e.to_string().contains("version 2"), "{e}");
+        // Version 1 (no PTS offset) and unknown later ones are refused, saying so.
+        for v in [1, 3] {
+            let other = json.replacen("\"version\": 2", &format!("\"version\": {v}"), 1);
+            let e = JobPlan::parse(other.as_bytes(), Path::new("p")).unwrap_err();
+            assert!(e.to_string().contains(&format!("version {v}")), "{e}");
+        }
     }
 }

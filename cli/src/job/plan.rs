@@ -97,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             size: std::fs::metadata(input)?.len(),
             duration_ns: scan.duration_ns,
             sha256: job::sha256_file(input)?,
+            video_pts_offset_ns: scan.pts_offset_ns,
         },
         settings,
         frames: scan.frames.len() as u64,

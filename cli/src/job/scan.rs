@@ -19,6 +19,9 @@ pub struct Scan {
     pub duration_ns: u64,
     /// Whether the first packet in decoding order is a keyframe.
     pub first_is_keyframe: bool,
+    /// PTS minus running time, ns (of the last packet: a demuxer may replace its first
+    /// segment once it has seen every stream's start).
+    pub pts_offset_ns: i64,
 }
 
 pub fn scan(path: &Path) -> anyhow::Result<Scan> {
@@ -69,6 +72,7 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
     let mut frames = Vec::new();
     let mut end = 0u64;
     let mut first_is_keyframe = None;
+    let mut pts_offset_ns = 0i64;
     let mut last = Instant::now();
     loop {
         if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
@@ -93,6 +97,7 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
             let Some(rt) = running else {
                 continue;
             };
+            pts_offset_ns = pts.nseconds() as i64 - rt.nseconds() as i64;
             frames.push(FrameTime {
                 pts_ns: rt.nseconds(),
                 keyframe,
@@ -122,6 +127,7 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
         frames,
         duration_ns: end,
         first_is_keyframe: first_is_keyframe.unwrap_or(false),
+        pts_offset_ns,
     })
 }
 

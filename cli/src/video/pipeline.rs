@@ -219,7 +219,11 @@ fn install_probes(chain: &Chain, shared: &Arc<Shared>, plan: &Plan) {
     let pre_sink = chain.pre.static_pad("sink").expect("videoconvert has sink");
     if let Some(r) = plan.range {
         let (sh, before) = (shared.clone(), shared.clone());
-        Cut::new(r, shared.origin.clone()).install(
+        let cut = match plan.pts_offset {
+            Some(off) => Cut::with_pts_offset(r, off),
+            None => Cut::new(r),
+        };
+        cut.install(
             &pre_sink,
             move || {
                 before.frames_before.fetch_add(1, Ordering::Relaxed);

@@ -179,6 +179,9 @@ pub struct Plan {
     pub range: Option<Range>,
     /// A job segment: the frames written, of those denoised (`keep.rs`).
     pub keep: Option<super::keep::Keep>,
+    /// A job segment: the video's PTS minus running time (the plan's), by which its range
+    /// is read, so that decoding can seek to the segment's keyframe (`seek.rs`).
+    pub pts_offset: Option<i64>,
     pub element: ElementProps,
 }
 
@@ -236,6 +239,7 @@ impl Plan {
                 args.to.as_deref(),
             )?,
             keep: None,
+            pts_offset: None,
             element: element_props(args)?,
         })
     }

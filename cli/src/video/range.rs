@@ -6,10 +6,11 @@
 //!
 //! [`Cut`] does it on a pad: it keeps the upstream segment, sends a segment that starts at 0
 //! downstream instead, and restamps every kept buffer to its running time minus the start.
-//! A buffer's place is found from its stream time, which a seek keeps (running time restarts
-//! at 0 after a flushing seek), turned into the first segment's running time by the pipeline's
-//! [`Origin`]: so the frames that arrive after `super::seek` skipped to the range's keyframe
-//! are placed exactly as when everything is decoded from the first frame.
+//! A job segment's cut ([`Cut::with_pts_offset`]) places buffers by PTS minus the plan's
+//! offset instead: after `super::seek` skipped to the segment's keyframe, the segment starts
+//! again at 0 (and a demuxer's stream time need not follow its PTS: Matroska past its audio's
+//! end), but the container's timestamps stay, so the frames that arrive are placed exactly
+//! as when everything is decoded from the first frame.
 //!
 //! Frames by index: frame k of a constant-rate input is shown at t0 + k/rate, t0 the first
 //! frame's time (0, or e.g. 21 ms in ffmpeg's Matroska with AAC), so frames [a, b) are exactly
@@ -103,6 +104,13 @@ impl Range {
     }
 }
 
+/// The running time of `pts` given PTS minus running time (`offset`, ns); None before 0.
+pub fn running_of(pts: gst::ClockTime, offset: i64) -> Option<gst::ClockTime> {
+    u64::try_from(pts.nseconds() as i64 - offset)
+        .ok()
+        .map(gst::ClockTime::from_nseconds)
+}
+
 /// Where a buffer falls against a [`Range`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -112,48 +120,29 @@ pub enum Place {
     After,
 }
 
-/// How the input's running times (what a [`Range`] holds: those of the demuxer's first
-/// segment, edit lists applied, as `plan` and players count them) follow from stream times,
-/// which stay put across a seek: running = stream + `base - time` of that first segment. One
-/// per pipeline, shared by its [`Cut`]s; set once, by the first segment a cut sees or, when
-/// the decoding seeks, from the segment in place before the seek.
-#[derive(Debug, Default)]
-pub struct Origin(std::sync::OnceLock<i64>);
-
-impl Origin {
-    /// Take `first`'s mapping, unless one is set already.
-    pub fn set_from(&self, first: &gst::FormattedSegment<gst::ClockTime>) {
-        let ns = |t: Option<gst::ClockTime>| t.map_or(0, |t| t.nseconds() as i64);
-        let _ = self.0.set(ns(first.base()) - ns(first.time()));
-    }
-
-    /// The stream time of running time `rt` (where to seek for it).
-    pub fn stream_time(&self, rt: gst::ClockTime) -> gst::ClockTime {
-        let st = rt.nseconds() as i64 - self.0.get().copied().unwrap_or(0);
-        gst::ClockTime::from_nseconds(st.max(0) as u64)
-    }
-
-    /// The running time of stream time `st`; None before 0.
-    fn running(&self, st: gst::ClockTime) -> Option<gst::ClockTime> {
-        let rt = st.nseconds() as i64 + self.0.get().copied().unwrap_or(0);
-        u64::try_from(rt).ok().map(gst::ClockTime::from_nseconds)
-    }
-}
-
-/// A [`Range`] applied to one stream: the upstream segment (to read buffers' stream times)
-/// and the pipeline's [`Origin`].
+/// A [`Range`] applied to one stream: the upstream segment (to read buffers' running times),
+/// or a fixed PTS offset.
 pub struct Cut {
     range: Range,
     upstream: gst::FormattedSegment<gst::ClockTime>,
-    origin: std::sync::Arc<Origin>,
+    /// PTS minus running time (a job's plan records it for the video).
+    pts_offset: Option<i64>,
 }
 
 impl Cut {
-    pub fn new(range: Range, origin: std::sync::Arc<Origin>) -> Cut {
+    pub fn new(range: Range) -> Cut {
         Cut {
             range,
             upstream: gst::FormattedSegment::new(),
-            origin,
+            pts_offset: None,
+        }
+    }
+
+    /// Buffers placed by PTS minus `offset` (ns), whatever segments come (a seek's).
+    pub fn with_pts_offset(range: Range, offset: i64) -> Cut {
+        Cut {
+            pts_offset: Some(offset),
+            ..Cut::new(range)
         }
     }
 
@@ -161,7 +150,6 @@ impl Cut {
     pub fn segment(&mut self, upstream: &gst::Segment) -> gst::Event {
         if let Some(s) = upstream.downcast_ref::<gst::ClockTime>() {
             self.upstream = s.clone();
-            self.origin.set_from(s);
         }
         let mut out = gst::FormattedSegment::<gst::ClockTime>::new();
         out.set_rate(self.upstream.rate());
@@ -171,11 +159,14 @@ impl Cut {
     /// Where a buffer at `pts` (upstream) falls; outside the upstream segment counts as before
     /// it (ahead of its start) or after it.
     pub fn place(&self, pts: gst::ClockTime) -> Place {
-        match self.upstream.to_stream_time(pts) {
-            Some(st) => match self.origin.running(st) {
+        if let Some(off) = self.pts_offset {
+            return match running_of(pts, off) {
                 Some(rt) => self.range.place(rt),
                 None => Place::Before,
-            },
+            };
+        }
+        match self.upstream.to_running_time(pts) {
+            Some(rt) => self.range.place(rt),
             None if self.upstream.start().is_some_and(|s| pts < s) => Place::Before,
             None => Place::After,
         }
@@ -276,11 +267,7 @@ mod tests {
         assert_eq!(r.place(s(2)), Place::After);
         assert!(Range::new(Some("5"), None, Some("4")).is_err());
         // Running time, not PTS: an MP4 with B-frames starts its segment (edit list) at 0.08 s.
-        let origin = std::sync::Arc::new(Origin::default());
-        let mut cut = Cut::new(
-            Range::new(Some("1"), Some("1"), None).unwrap().unwrap(),
-            origin.clone(),
-        );
+        let mut cut = Cut::new(Range::new(Some("1"), Some("1"), None).unwrap().unwrap());
         let mut seg = gst::FormattedSegment::<gst::ClockTime>::new();
         seg.set_start(gst::ClockTime::from_mseconds(80));
         seg.set_time(gst::ClockTime::ZERO);
@@ -296,34 +283,22 @@ mod tests {
         assert_eq!(cut.place(ms(2040)), Place::Keep(ms(960)));
         assert_eq!(cut.place(ms(2080)), Place::After);
         assert!(Range::new(None, Some("0"), None).is_err());
-        // After a flushing seek to the keyframe shown at 0.96 s, the new segment starts there
-        // (running time 0 again); stream times, and so the places, stay the first segment's.
+        // A job segment's cut: PTS minus the plan's offset (80 ms), whatever the segment
+        // after a seek says (running time 0 again at the keyframe, and a stream time that
+        // need not match: Matroska).
+        let mut cut = Cut::with_pts_offset(
+            Range::new(Some("1"), Some("1"), None).unwrap().unwrap(),
+            80_000_000,
+        );
         let mut after = gst::FormattedSegment::<gst::ClockTime>::new();
         after.set_start(ms(1040));
-        after.set_time(ms(960));
+        after.set_time(ms(900));
         cut.segment(after.upcast_ref());
+        assert_eq!(cut.place(ms(40)), Place::Before);
         assert_eq!(cut.place(ms(1040)), Place::Before);
-        assert_eq!(cut.place(ms(1000)), Place::Before);
         assert_eq!(cut.place(ms(1080)), Place::Keep(ms(0)));
         assert_eq!(cut.place(ms(2040)), Place::Keep(ms(960)));
         assert_eq!(cut.place(ms(2080)), Place::After);
-        // A first segment whose stream time is not 0 at its start (MPEG-TS): the origin maps
-        // stream times back to that segment's running times, before a seek and after it.
-        let mut cut = Cut::new(
-            Range::new(Some("1"), None, None).unwrap().unwrap(),
-            std::sync::Arc::new(Origin::default()),
-        );
-        let mut first = gst::FormattedSegment::<gst::ClockTime>::new();
-        first.set_start(s(10));
-        first.set_time(s(10));
-        cut.segment(first.upcast_ref());
-        assert_eq!(cut.place(ms(10_500)), Place::Before);
-        assert_eq!(cut.place(ms(11_500)), Place::Keep(ms(500)));
-        let mut after = gst::FormattedSegment::<gst::ClockTime>::new();
-        after.set_start(ms(10_900));
-        after.set_time(ms(10_900));
-        cut.segment(after.upcast_ref());
-        assert_eq!(cut.place(ms(10_950)), Place::Before);
-        assert_eq!(cut.place(ms(11_500)), Place::Keep(ms(500)));
+        assert_eq!(running_of(ms(40), 80_000_000), None);
     }
 }

@@ -1,27 +1,28 @@
-//! Decoding from the range's keyframe instead of the file's first frame (`--start`, a job's
-//! segments, whose range starts at their warm-up). Each branch parsebin feeds is held at the
-//! head of its own thread (the queue after parsebin: [`Seeker::hold`], events included, so
-//! that nothing downstream, decoder, element or mux, sees anything of the stream yet); when
-//! the first buffer leaves parsebin ([`Seeker::watch`]: its first segment is known then) a
-//! flushing seek (KEY_UNIT, SNAP_BEFORE) to the range's start goes upstream from that pad,
-//! and then the holds are lifted. The demuxer restarts every stream at the keyframe at or
-//! before the start (the keyframes `plan` lists: the same demuxer and parser flag them);
-//! the queues drop what they held; [`super::range::Cut`] places frames by stream time, so it
-//! keeps and drops exactly the frames it would have from the first frame on, and those before
-//! the keyframe are not even decoded. The seek's flush stops at the holds (nothing behind them
-//! has seen data). A source the demuxer cannot seek in is decoded from its first frame, as
-//! before, from what the queues held.
+//! Decoding a job segment's video from its keyframe instead of the file's first frame: the
+//! video branch is held at the head of its own thread (the queue after parsebin,
+//! [`Seeker::hold`], events included, so that nothing downstream, decoder, element or mux,
+//! sees anything of the stream yet); at the first video buffer out of parsebin
+//! ([`Seeker::watch`]) a flushing seek (KEY_UNIT, SNAP_BEFORE) to the range's start goes upstream from
+//! that pad, and then the hold is lifted. The demuxer restarts at the keyframe at or before
+//! the start (the keyframes `plan` lists: the same demuxer and parser flag them); the queue
+//! drops what it held; packets ahead of that keyframe (a Matroska seek starts at its cluster)
+//! are dropped; [`super::range::Cut`] places frames by PTS (the plan's offset), so it keeps
+//! and drops exactly the frames it would have from the first frame on, and those before the
+//! keyframe are not even decoded. The seek's flush stops at the hold (nothing behind it has
+//! seen data). A source the demuxer cannot seek in is decoded from its first frame, as
+//! before, from what the queue held.
 
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 
-use super::range::Origin;
+use super::range::running_of;
 
 pub struct Seeker {
     /// The range's start (running time of the first segment).
     target: gst::ClockTime,
-    origin: Arc<Origin>,
+    /// The video's PTS minus running time (the plan's).
+    pts_offset: i64,
     state: Mutex<State>,
 }
 
@@ -33,15 +34,19 @@ struct State {
 }
 
 impl Seeker {
-    pub fn new(target: gst::ClockTime, origin: Arc<Origin>) -> Arc<Seeker> {
+    pub fn new(target: gst::ClockTime, pts_offset: i64) -> Arc<Seeker> {
         Arc::new(Seeker {
             target,
-            origin,
+            pts_offset,
             state: Mutex::default(),
         })
     }
 
-    /// Start the seek at the first buffer out of `pad` (one of parsebin's), unless started.
+    /// Start the seek at the first buffer out of `pad` (parsebin's video pad).
+    /// Also, after the seek's flush, drop the packets ahead of the first keyframe that come
+    /// before the range (a Matroska seek starts at the keyframe's cluster, which may open
+    /// with frames that depend on earlier ones: a decoder handed those drops them, and then
+    /// times the frames after them from its own count, one frame off).
     pub fn watch(self: &Arc<Self>, pad: &gst::Pad) {
         let me = self.clone();
         pad.add_probe(
@@ -51,10 +56,43 @@ impl Seeker {
                 gst::PadProbeReturn::Remove
             },
         );
+        let me = self.clone();
+        let ahead = std::sync::atomic::AtomicBool::new(false);
+        pad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH,
+            move |_, info| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let buf = match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        if e.type_() == gst::EventType::FlushStop {
+                            ahead.store(true, Relaxed);
+                        }
+                        return gst::PadProbeReturn::Ok;
+                    }
+                    Some(gst::PadProbeData::Buffer(b)) if ahead.load(Relaxed) => b,
+                    _ => return gst::PadProbeReturn::Ok,
+                };
+                if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    ahead.store(false, Relaxed);
+                    return gst::PadProbeReturn::Ok;
+                }
+                let before = buf
+                    .pts()
+                    .and_then(|pts| running_of(pts, me.pts_offset))
+                    .is_none_or(|rt| rt < me.target);
+                if !before {
+                    ahead.store(false, Relaxed);
+                    return gst::PadProbeReturn::Ok;
+                }
+                // Taken and handled rather than Drop: see range::Cut::install.
+                drop(info.take_buffer());
+                gst::PadProbeReturn::Handled
+            },
+        );
     }
 
-    /// Hold `pad` (the source pad of a branch's first queue) until the seek is done: its data
-    /// and events wait, the seek's flush events stop here. A pad added after it passes.
+    /// Hold `pad` (the source pad of the video's first queue) until the seek is done: its
+    /// data and events wait, the seek's flush events stop here.
     pub fn hold(self: &Arc<Self>, pad: &gst::Pad) {
         let mut state = self.state.lock().unwrap();
         if state.done {
@@ -80,20 +118,15 @@ impl Seeker {
             }
             state.started = true;
         }
-        // The segment in place before the seek: what the range's times are counted in.
-        if let Some(first) = pad
-            .sticky_event::<gst::event::Segment>(0)
-            .and_then(|e| e.segment().clone().downcast::<gst::ClockTime>().ok())
-        {
-            self.origin.set_from(&first);
-        }
         // A seek waits for the streaming thread, which is the caller.
         let (me, pad) = (self.clone(), pad.clone());
         std::thread::spawn(move || me.seek(&pad));
     }
 
     fn seek(&self, pad: &gst::Pad) {
-        let at = self.origin.stream_time(self.target);
+        // Positions are stream times: the running time in the demuxers met (presentation
+        // time, edit lists applied); landing early is harmless (the cut drops the extra).
+        let at = self.target;
         let seek = gst::event::Seek::new(
             1.0,
             gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT | gst::SeekFlags::SNAP_BEFORE,

@@ -15,8 +15,6 @@ pub struct Shared {
     /// Frames decoded ahead of the range (dropped before the element): with a seek, those
     /// from the keyframe it landed on to the range's start; without, all before the start.
     pub frames_before: AtomicU64,
-    /// The stream-time mapping the range's cuts share (`range::Origin`).
-    pub origin: std::sync::Arc<super::range::Origin>,
     /// Start (PTS) and end (PTS + duration) of the frames into the element; end of the latest
     /// audio buffer.
     pub video_start: Mutex<Option<gst::ClockTime>>,

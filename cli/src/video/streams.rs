@@ -1,5 +1,5 @@
-//! Routing parsebin's streams as they appear (each held until the seek to the range's
-//! keyframe, [`super::seek`], is done): the first video stream to the denoising chain,
+//! Routing parsebin's streams as they appear (a job segment's video held until the seek to
+//! its keyframe, [`super::seek`], is done): the first video stream to the denoising chain,
 //! audio to the mux (copied, or re-encoded when the container cannot take it), subtitles to
 //! the mux where the container holds them ([`super::subtitles`]), anything else to a fakesink
 //! with a note. A file without video is an error.
@@ -33,17 +33,16 @@ pub fn connect(
     // A job segment's subtitles would be dropped by `join` (it takes the video only).
     let subtitles = plan.keep.is_none();
     let pre_sink = pre.static_pad("sink").expect("videoconvert has sink");
-    // A range that starts later than the first frame: decoding starts at its keyframe.
+    // A job segment whose warm-up starts after the first frame: decoding starts at its
+    // keyframe. (Not yet `--start`: its audio streams would need their own first segments.)
     let seeker = range
-        .filter(|r| !r.start.is_zero())
-        .map(|r| Seeker::new(r.start, shared.origin.clone()));
+        .zip(plan.pts_offset)
+        .filter(|(r, _)| !r.start.is_zero())
+        .map(|(r, off)| Seeker::new(r.start, off));
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {
             return;
         };
-        if let Some(s) = &seeker {
-            s.watch(pad);
-        }
         let route = Route {
             pipeline: &pipeline,
             pre_sink: &pre_sink,
@@ -107,19 +106,12 @@ struct Route<'a> {
     /// Whether subtitle tracks are kept where the container holds them.
     subtitles: bool,
     range: Option<Range>,
-    /// Holds each branch until the seek to the range's keyframe is done.
+    /// Starts the video's decoding at the range's keyframe (a job segment's).
     seeker: Option<&'a Arc<Seeker>>,
     shared: &'a Arc<Shared>,
 }
 
 impl Route<'_> {
-    /// Hold the branch that starts at `queue` until the seek is done (when there is one).
-    fn hold(&self, queue: &gst::Element) {
-        if let Some(s) = self.seeker {
-            s.hold(&queue.static_pad("src").expect("queue has src"));
-        }
-    }
-
     /// Link one of parsebin's streams.
     fn stream(&self, pad: &gst::Pad) -> anyhow::Result<()> {
         let caps = pad
@@ -180,7 +172,10 @@ impl Route<'_> {
         let dec = make("decodebin", None)?;
         self.pipeline.add_many([&queue, &dec])?;
         queue.link(&dec)?;
-        self.hold(&queue);
+        if let Some(s) = self.seeker {
+            s.watch(pad);
+            s.hold(&queue.static_pad("src").expect("queue has src"));
+        }
         let target = self.pre_sink.clone();
         let sh = self.shared.clone();
         dec.connect_pad_added(move |_, dpad| {
@@ -230,7 +225,6 @@ impl Route<'_> {
             Some(self.reencoder(&label)?)
         };
         self.pipeline.add(&queue)?;
-        self.hold(&queue);
         let mux_pad = self
             .mux
             .request_pad_simple("audio_%u")
@@ -432,7 +426,6 @@ impl Route<'_> {
         queue.set_property("max-size-bytes", 0u32);
         queue.set_property("max-size-time", 60 * gst::ClockTime::SECOND.nseconds());
         self.pipeline.add(&queue)?;
-        self.hold(&queue);
         queue
             .static_pad("src")
             .expect("queue has src")
@@ -471,10 +464,9 @@ impl Route<'_> {
 /// early: Ctrl-C, --to): the audio queued ahead of the (slower) video would otherwise run on
 /// past the last frame.
 fn cut_to_video(pad: &gst::Pad, shared: Arc<Shared>, range: Option<Range>) {
-    let origin = shared.origin.clone();
     let keep = move |t: gst::ClockTime| !shared.audio_cut.lock().unwrap().is_some_and(|c| t >= c);
     if let Some(r) = range {
-        Cut::new(r, origin).install(pad, || {}, || {}, keep);
+        Cut::new(r).install(pad, || {}, || {}, keep);
         return;
     }
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
