@@ -86,20 +86,22 @@ fn without_the_temporal_stage_a_joined_job_is_one_pass_bit_for_bit() {
 /// file the start of the keyframe's cluster, a few frames earlier at most;
 /// from a Matroska file without its index the demuxer's seek lands on an earlier keyframe,
 /// and the extra frames are dropped before the denoiser. Every time the joined file is one
-/// pass bit for bit, and the source's audio is copied once, cut where the video ends (or
-/// whole where it ends first: the join keeps every frame).
+/// pass bit for bit, and the MP4's audio (longer than its video) is copied once, cut where
+/// the video ends, without the AAC priming its edit list trims (as the one pass has it).
 #[test]
 fn segments_decode_from_their_keyframe_and_join_into_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     for (name, indexed, segments, temporal, audio) in [
-        ("in.mp4", true, 3, "0.3", 3.0),
-        ("in.mkv", true, 5, "0", 1.8),
-        ("noindex.mkv", false, 4, "0.3", 3.0),
+        ("in.mp4", true, 3, "0.3", Some(3.0)),
+        ("in.mkv", true, 5, "0", None),
+        ("noindex.mkv", false, 4, "0.3", None),
     ] {
         let src = dir.path().join(name);
         support::job::keyframed_clip(&src, indexed, audio);
-        let job = dir.path().join(format!("job-{name}"));
-        let joined = dir.path().join(format!("joined-{name}.mkv"));
+        // Distinct stems: the one pass is written next to the job as STEM.single.mkv.
+        let stem = name.replace('.', "-");
+        let job = dir.path().join(format!("job-{stem}"));
+        let joined = dir.path().join(format!("joined-{stem}.mkv"));
         let settings = ["--codec", "ffv1", "--temporal", temporal];
         let mut seeks = 0;
         assert_job_is_one_pass(&src, &job, segments, &settings, &joined, |job, joined| {
@@ -128,20 +130,18 @@ fn segments_decode_from_their_keyframe_and_join_into_one_pass() {
             ok(&["join", s(job), s(joined)]);
         });
         assert!(seeks >= 1, "{name}: no segment sought its keyframe");
+        let Some(audio) = audio else {
+            assert_eq!(support::job::streams(&joined), ["ffv1"], "{name}");
+            continue;
+        };
         let (v0, v1) = support::job::span(&joined, "v:0");
         let (a0, a1) = support::job::span(&joined, "a:0");
         assert!(
-            (a0 - v0).abs() < 0.05,
+            (a0 - v0).abs() < 0.03,
             "{name}: audio starts at {a0}, video {v0}"
         );
-        let (_, source_end) = support::job::span(&src, "a:0");
         assert!(
-            (source_end - audio).abs() < 0.1,
-            "{name}: the source's audio"
-        );
-        let end = v1.min(source_end);
-        assert!(
-            (a1 - end).abs() < 0.03,
+            v1 < audio && (a1 - v1).abs() < 0.03,
             "{name}: audio ends at {a1}, video {v1}"
         );
         assert_eq!(support::job::streams(&joined), ["ffv1", "aac"], "{name}");

@@ -66,33 +66,7 @@ impl Drop for Head {
 fn a_ray_job_retries_a_killed_segment_and_joins_to_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("clipdenoise-kill-1-once.sh");
-    let real = assert_cmd::cargo::cargo_bin("clipdenoise");
-    std::fs::write(
-        &wrapper,
-        r#"#!/bin/sh
-CLIPDENOISE_REAL=@BIN@
-# `clipdenoise segment JOB I`, except that segment 1's first attempt is SIGKILLed once it
-# has started writing.
-if [ "$3" = 1 ] && mkdir "$2/killed-once" 2>/dev/null; then
-    "$CLIPDENOISE_REAL" "$@" & pid=$!
-    n=0
-    until ls -a "$2/segments" | grep -q '^\.seg-00001.*part' || [ $n -ge 3000 ]; do
-        sleep 0.02; n=$((n + 1))
-    done
-    kill -KILL $pid
-    wait $pid
-    exit 137
-fi
-exec "$CLIPDENOISE_REAL" "$@"
-"#
-        .replace("@BIN@", s(&real)),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    support::job::kill_once_wrapper(&wrapper, 1);
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     let _head = Head::start(port);
     let (job, out) = (dir.path().join("job"), dir.path().join("joined.mkv"));

@@ -107,25 +107,7 @@ fn slurm_arrays_join_to_one_pass_and_redo_only_the_killed_segment() {
     // FFV1 with the temporal stage (its default), segment 2 killed on its first attempt.
     let job = dir.path().join("ffv1");
     let wrapper = dir.path().join("kill-2-once.sh");
-    std::fs::write(
-        &wrapper,
-        r#"#!/bin/sh
-# Segment 2's first attempt is SIGKILLed once it has started writing.
-JOB=$1
-if [ "$SLURM_ARRAY_TASK_ID" = 2 ] && mkdir "$JOB/killed-once" 2>/dev/null; then
-    "$CLIPDENOISE" segment "$JOB" & pid=$!
-    n=0
-    until ls -a "$JOB/segments" | grep -q '^\.seg-00002.*part' || [ $n -ge 3000 ]; do
-        sleep 0.02; n=$((n + 1))
-    done
-    kill -KILL $pid
-    wait $pid
-    exit 1
-fi
-exec "$CLIPDENOISE" segment "$JOB"
-"#,
-    )
-    .unwrap();
+    support::job::kill_once_wrapper(&wrapper, 2);
     let joined = dir.path().join("ffv1.mkv");
     assert_job_is_one_pass(
         &src,
@@ -141,7 +123,7 @@ exec "$CLIPDENOISE" segment "$JOB"
                     .cmd("sbatch")
                     .args(["--wait", "--array=0-3", "-o"])
                     .arg(logs.join("first-%a.log"))
-                    .args([s(&wrapper), s(job)]),
+                    .args([s(&wrapper), "segment", s(job)]),
                 "sbatch --wait (first attempt)",
             );
             assert!(

@@ -96,12 +96,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         false => None,
     };
     let mut cmd = ffmpeg();
-    // The segments' video starts at 0; the source's first frame may not (Matroska from
-    // ffmpeg, behind AAC priming: 21 ms): one pass keeps its time, so does the join.
-    let first = plan.segments.first().map_or(0, |s| s.start_pts);
-    if first > 0 {
-        cmd.args(["-itsoffset", &format!("{:.9}", first as f64 / 1e9)]);
-    }
     cmd.args(["-f", "concat", "-safe", "0", "-i"]).arg(&list);
     if let Some(a) = &audio_file {
         cmd.arg("-i").arg(a);

@@ -19,8 +19,8 @@ pub struct Scan {
     pub duration_ns: u64,
     /// Whether the first packet in decoding order is a keyframe.
     pub first_is_keyframe: bool,
-    /// PTS minus running time, ns (of the last packet: a demuxer may replace its first
-    /// segment once it has seen every stream's start).
+    /// PTS minus running time, ns (the last packet's segment's: a demuxer may replace its
+    /// first segment once it has seen every stream's start); `frames` follow it.
     pub pts_offset_ns: i64,
 }
 
@@ -97,12 +97,13 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
             let Some(rt) = running else {
                 continue;
             };
+            // PTS for now, turned into running times by the last segment's offset at the end.
             pts_offset_ns = pts.nseconds() as i64 - rt.nseconds() as i64;
             frames.push(FrameTime {
-                pts_ns: rt.nseconds(),
+                pts_ns: pts.nseconds(),
                 keyframe,
             });
-            end = end.max((rt + buf.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds());
+            end = end.max((pts + buf.duration().unwrap_or(gst::ClockTime::ZERO)).nseconds());
             continue;
         }
         if sink.is_eos() {
@@ -122,10 +123,17 @@ fn run(pipeline: &gst::Pipeline, sink: &gst_app::AppSink, path: &Path) -> anyhow
     if frames.is_empty() {
         bail!("{}: the file has no video frames", path.display());
     }
+    // One offset for all: Matroska's demuxer replaces its first segment (starting at the
+    // video's first frame) once it has seen the audio start earlier, and the running times of
+    // the first packets would not follow the others'.
+    let running = |pts: u64| (pts as i64 - pts_offset_ns).max(0) as u64;
+    for f in &mut frames {
+        f.pts_ns = running(f.pts_ns);
+    }
     frames.sort_by_key(|f| f.pts_ns);
     Ok(Scan {
         frames,
-        duration_ns: end,
+        duration_ns: running(end),
         first_is_keyframe: first_is_keyframe.unwrap_or(false),
         pts_offset_ns,
     })

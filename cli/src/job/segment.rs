@@ -92,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             end: seg.stop_pts.map(ns),
         }),
         pts_offset: Some(plan.source.video_pts_offset_ns),
+        seek: seg.decode_start > 0,
         keep: Some(Keep {
             start: ns(seg.start_pts - seg.decode_start_pts),
             end: seg.end_pts.map(|e| ns(e - seg.decode_start_pts)),

@@ -182,6 +182,8 @@ pub struct Plan {
     /// A job segment: the video's PTS minus running time (the plan's), by which its range
     /// is read, so that decoding can seek to the segment's keyframe (`seek.rs`).
     pub pts_offset: Option<i64>,
+    /// A job segment that starts decoding after the first frame: seek to its keyframe.
+    pub seek: bool,
     pub element: ElementProps,
 }
 
@@ -240,6 +242,7 @@ impl Plan {
             )?,
             keep: None,
             pts_offset: None,
+            seek: false,
             element: element_props(args)?,
         })
     }

@@ -37,7 +37,7 @@ pub fn connect(
     // keyframe. (Not yet `--start`: its audio streams would need their own first segments.)
     let seeker = range
         .zip(plan.pts_offset)
-        .filter(|(r, _)| !r.start.is_zero())
+        .filter(|_| plan.seek)
         .map(|(r, off)| Seeker::new(r.start, off));
     parse.connect_pad_added(move |_, pad| {
         let Some(pipeline) = weak_pipeline.upgrade() else {

@@ -115,19 +115,20 @@ pub fn streams(path: &Path) -> Vec<String> {
 
 /// The demo clip re-encoded as cameras and editors write video: x264 with B-frames (its
 /// default) and a keyframe every 12 frames, 75 frames (2.5 s), with `audio` seconds of AAC (a
-/// 440 Hz tone), into `path` (the container from its extension). `indexed` false: Matroska
-/// written to a pipe, so without its index (Cues), as streaming recorders leave it.
-pub fn keyframed_clip(path: &Path, indexed: bool, audio: f64) {
+/// 440 Hz tone) if any, into `path` (the container from its extension). `indexed` false:
+/// Matroska written to a pipe, so without its index (Cues), as streaming recorders leave it.
+pub fn keyframed_clip(path: &Path, indexed: bool, audio: Option<f64>) {
     let mut c = Command::new("ffmpeg");
     c.args(["-nostdin", "-v", "error", "-y", "-i"])
-        .arg(sample())
-        .args(["-f", "lavfi", "-t", &audio.to_string(), "-i"])
-        .arg("sine=frequency=440:sample_rate=48000")
-        .args(["-map", "0:v", "-map", "1:a"])
-        .args([
-            "-c:v", "libx264", "-g", "12", "-bf", "3", "-pix_fmt", "yuv420p",
-        ])
-        .args(["-c:a", "aac"]);
+        .arg(sample());
+    if let Some(a) = audio {
+        c.args(["-f", "lavfi", "-t", &a.to_string(), "-i"])
+            .arg("sine=frequency=440:sample_rate=48000")
+            .args(["-map", "0:v", "-map", "1:a", "-c:a", "aac"]);
+    }
+    c.args([
+        "-c:v", "libx264", "-g", "12", "-bf", "3", "-pix_fmt", "yuv420p",
+    ]);
     if indexed {
         c.arg(path);
         run(&mut c, "ffmpeg (a keyframed clip)");
@@ -181,6 +182,39 @@ pub fn psnr(a: &[Vec<u8>], b: &[Vec<u8>]) -> f64 {
         n += x.len() as f64;
     }
     10.0 * (255.0f64 * 255.0 / (se / n).max(1e-12)).log10()
+}
+
+/// Write `path`, an executable stand-in for `clipdenoise` that the schedulers' tests run as
+/// `path segment JOB [I]` (I: the argument, else $SLURM_ARRAY_TASK_ID): it runs the binary
+/// under test, except that segment `index`'s first attempt is SIGKILLed once it has started
+/// writing (its temporary file is there); `JOB/killed-once` marks that it was.
+pub fn kill_once_wrapper(path: &Path, index: u64) {
+    let real = assert_cmd::cargo::cargo_bin("clipdenoise");
+    let script = r#"#!/bin/sh
+REAL=@BIN@
+JOB=$2
+I=${3:-$SLURM_ARRAY_TASK_ID}
+if [ "$I" = @I@ ] && mkdir "$JOB/killed-once" 2>/dev/null; then
+    "$REAL" "$@" & pid=$!
+    n=0
+    until ls -a "$JOB/segments" | grep -q '^\.seg-@SEG@.*part' || [ $n -ge 3000 ]; do
+        sleep 0.02; n=$((n + 1))
+    done
+    kill -KILL $pid
+    wait $pid
+    exit 137
+fi
+exec "$REAL" "$@"
+"#
+    .replace("@BIN@", path_str(&real))
+    .replace("@I@", &index.to_string())
+    .replace("@SEG@", &format!("{index:05}"));
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 /// The segments' (start, end) from plan.json.
