@@ -146,8 +146,10 @@ impl Staggered {
             }
         }
         let cuts = (self.even.cuts, self.odd.cuts);
-        let e = self.even.step(cur, cap)?;
-        let o = self.odd.step(cur, cap)?;
+        // The two recursions are independent: on two threads where the frames are on the CPU.
+        let (even, odd) = (&mut self.even, &mut self.odd);
+        let (e, o) = both(cur, |cur| even.step(cur, cap), |cur| odd.step(cur, cap));
+        let (e, o) = (e?, o?);
         // The older one restarted at the start of the previous period.
         Ok(match (t / p) % 2 == 1 || t < p {
             true => {
@@ -177,6 +179,29 @@ impl Staggered {
         self.odd.reset();
         self.next = self.origin.unwrap_or(0);
     }
+}
+
+/// `a(x)` and `b(x)`, on two threads when `x` is on the CPU (the temporal stage runs in plain
+/// Rust on one core there, between the network's calls, which use them all), else one after
+/// the other; a panic in either goes on in the caller. Each gets its own handle of `x` (a
+/// tensor is not shared between threads).
+fn both<A: Send, B: Send>(
+    x: &Tensor,
+    a: impl FnOnce(&Tensor) -> A + Send,
+    b: impl FnOnce(&Tensor) -> B,
+) -> (A, B) {
+    if x.device() != tch::Device::Cpu {
+        return (a(x), b(x));
+    }
+    let xa = x.shallow_clone();
+    std::thread::scope(|s| {
+        let ta = s.spawn(move || a(&xa));
+        let rb = b(x);
+        match ta.join() {
+            Ok(ra) => (ra, rb),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// The temporal filter of one stream: a recursion over the network's input
@@ -300,12 +325,19 @@ impl TemporalFilter {
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let cur = all.f_narrow(0, i, 1)?;
-            let (f, nf) = self.input.step(&cur, c)?;
             let ahead = (self.lookahead as i64).min(total - 1 - i);
             let y = match ahead {
-                0 => f,
+                0 => self.input.step(&cur, c)?.0,
                 _ => {
-                    let (b, nb) = offline::backward(&all.f_narrow(0, i, ahead + 1)?, c)?;
+                    // The forward and the backward recursion on two threads (CPU frames).
+                    let input = &mut self.input;
+                    let window = all.f_narrow(0, i, ahead + 1)?;
+                    let (fwd, bwd) = both(
+                        &window,
+                        |window| input.step(&window.f_narrow(0, 0, 1)?, c),
+                        |window| offline::backward(window, c),
+                    );
+                    let ((f, nf), (b, nb)) = (fwd?, bwd?);
                     offline::combine(&cur, &f, &nf, &b, &nb)?
                 }
             };
