@@ -21,7 +21,10 @@ fn main() {
     let big = low.upsample_bilinear2d([h + 200, w + 200], false, None, None);
     let frames: Vec<Tensor> = (0..(n + lookahead) as i64)
         .map(|i| {
-            let c = big.narrow(2, i % 100, h).narrow(3, (3 * i) % 200, w).contiguous();
+            let c = big
+                .narrow(2, i % 100, h)
+                .narrow(3, (3 * i) % 200, w)
+                .contiguous();
             (&c + c.randn_like() * 0.03).clamp(0.0, 1.0)
         })
         .collect();
@@ -50,9 +53,7 @@ fn main() {
             let l = configs[k].1;
             let future = (l > 0).then(|| Tensor::cat(&frames[i + 1..=i + l], 0));
             let t = Instant::now();
-            let out = f
-                .prepare_window(&frames[i], future.as_ref(), 0.5)
-                .unwrap();
+            let out = f.prepare_window(&frames[i], future.as_ref(), 0.5).unwrap();
             times[k] += t.elapsed();
             assert_eq!(out.size(), frames[i].size());
         }

@@ -124,6 +124,10 @@ pub(crate) struct Staggered {
     origin: Option<u64>,
     /// Scene cuts in the results used.
     cuts: u64,
+    /// Whether the two recursions may hold different states. False from a reset to the first
+    /// restart that drops a state (the first period after a reset, where both run from the
+    /// same frame): there one step serves both, `odd` holding `even`'s tensors.
+    apart: bool,
 }
 
 impl Staggered {
@@ -144,12 +148,25 @@ impl Staggered {
                 0 => self.even.reset(),
                 _ => self.odd.reset(),
             }
+            self.apart |= self.even.state.is_some() || self.odd.state.is_some();
         }
         let cuts = (self.even.cuts, self.odd.cuts);
-        // The two recursions are independent: on two threads where the frames are on the CPU.
-        let (even, odd) = (&mut self.even, &mut self.odd);
-        let (e, o) = both(cur, |cur| even.step(cur, cap), |cur| odd.step(cur, cap));
-        let (e, o) = (e?, o?);
+        let (e, o) = match self.apart {
+            // The same state and frame: the same step.
+            false => {
+                let e = self.even.step(cur, cap)?;
+                self.odd.state = self.even.state.as_ref().map(share);
+                self.odd.cuts += self.even.cuts - cuts.0;
+                let o = (e.0.shallow_clone(), e.1.shallow_clone());
+                (e, o)
+            }
+            // Independent: on two threads where the frames are on the CPU.
+            true => {
+                let (even, odd) = (&mut self.even, &mut self.odd);
+                let (e, o) = both(cur, |cur| even.step(cur, cap), |cur| odd.step(cur, cap));
+                (e?, o?)
+            }
+        };
         // The older one restarted at the start of the previous period.
         Ok(match (t / p) % 2 == 1 || t < p {
             true => {
@@ -177,7 +194,17 @@ impl Staggered {
     fn reset(&mut self) {
         self.even.reset();
         self.odd.reset();
+        self.apart = false;
         self.next = self.origin.unwrap_or(0);
+    }
+}
+
+/// A state holding `s`'s tensors (a step never writes its state's tensors: it makes new ones).
+fn share(s: &fusion::State) -> fusion::State {
+    fusion::State {
+        frame: s.frame.shallow_clone(),
+        luma: s.luma.shallow_clone(),
+        count: s.count.shallow_clone(),
     }
 }
 
@@ -244,7 +271,8 @@ impl TemporalFilter {
     }
 
     /// Bytes the state holds (each recursion's last fused frame, its luma and counts; 0 when
-    /// not primed; two recursions with restarts, see [`Staggered`]).
+    /// not primed; two recursions with restarts, see [`Staggered`], counted twice in their
+    /// first period, where they share one).
     pub fn bytes(&self) -> usize {
         [&self.input.even, &self.input.odd]
             .iter()
@@ -272,6 +300,8 @@ impl TemporalFilter {
     pub fn set_origin(&mut self, origin: Option<u64>) {
         self.input.origin = origin;
         self.input.next = origin.unwrap_or(0);
+        // Set after frames: `odd` never ran (no origin) or ran apart.
+        self.input.apart = self.is_primed();
     }
 
     /// Offline mode: each frame of the next call also looks at up to `lookahead` later frames,
