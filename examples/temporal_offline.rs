@@ -4,10 +4,12 @@
 //! frame (ratios, not absolute figures, on a loaded machine):
 //! `cargo run --release --example temporal_offline [-- frames [lookahead [config]]]`
 //! (`config`: `causal`, `causal+origin`, `offline` or `offline+origin` alone, for `perf`).
+//! Each configuration runs twice, its recursions on two threads (the default) and on one
+//! ([`clipdenoise::temporal::set_threads`]), interleaved: the ratio is the threads' gain.
 
 use std::time::{Duration, Instant};
 
-use clipdenoise::temporal::TemporalFilter;
+use clipdenoise::temporal::{set_threads, TemporalFilter};
 use tch::{Device, Kind, Tensor};
 
 fn main() {
@@ -34,13 +36,16 @@ fn main() {
         ("offline", lookahead, None),
         ("offline+origin", lookahead, Some(0)),
     ];
+    // Each configuration with its recursions on two threads and on one.
     let configs: Vec<_> = configs
         .into_iter()
         .filter(|c| only.as_deref().is_none_or(|o| o == c.0))
+        .flat_map(|c| [(c, true), (c, false)])
+        .map(|((name, l, origin), threads)| (name, l, origin, threads))
         .collect();
     let mut filters: Vec<TemporalFilter> = configs
         .iter()
-        .map(|&(_, l, origin)| {
+        .map(|&(_, l, origin, _)| {
             let mut f = TemporalFilter::new();
             f.set_origin(origin);
             f.set_future(l, Vec::new());
@@ -52,6 +57,7 @@ fn main() {
         for (k, f) in filters.iter_mut().enumerate() {
             let l = configs[k].1;
             let future = (l > 0).then(|| Tensor::cat(&frames[i + 1..=i + l], 0));
+            set_threads(configs[k].3);
             let t = Instant::now();
             let out = f.prepare_window(&frames[i], future.as_ref(), 0.5).unwrap();
             times[k] += t.elapsed();
@@ -67,7 +73,13 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    for (c, t) in configs.iter().zip(&times) {
-        println!("{:>16} {:>8.2}", c.0, t.as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "{:>16} {:>10} {:>10} {:>8}",
+        "", "2 threads", "1 thread", "ratio"
+    );
+    for (c, t) in configs.chunks(2).zip(times.chunks(2)) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / n as f64;
+        let (two, one) = (ms(t[0]), ms(t[1]));
+        println!("{:>16} {two:>10.2} {one:>10.2} {:>7.2}x", c[0].0, one / two);
     }
 }

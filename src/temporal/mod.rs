@@ -208,6 +208,15 @@ fn share(s: &fusion::State) -> fusion::State {
     }
 }
 
+static THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the temporal stage of every stream in the process may use a second thread for
+/// its independent recursions (the default; off: one thread, the same numbers). For
+/// measurements (`examples/temporal_offline.rs` compares both).
+pub fn set_threads(on: bool) {
+    THREADS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `a(x)` and `b(x)`, on two threads when `x` is on the CPU (the temporal stage runs in plain
 /// Rust on one core there, between the network's calls, which use them all), else one after
 /// the other; a panic in either goes on in the caller. Each gets its own handle of `x` (a
@@ -217,7 +226,7 @@ fn both<A: Send, B: Send>(
     a: impl FnOnce(&Tensor) -> A + Send,
     b: impl FnOnce(&Tensor) -> B,
 ) -> (A, B) {
-    if x.device() != tch::Device::Cpu {
+    if x.device() != tch::Device::Cpu || !THREADS.load(std::sync::atomic::Ordering::Relaxed) {
         return (a(x), b(x));
     }
     let xa = x.shallow_clone();
