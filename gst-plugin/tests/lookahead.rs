@@ -95,12 +95,14 @@ fn a_flushing_seek_keeps_every_frame_after_it() {
 }
 
 /// The element's outputs for `frames` (seeds of [`frame`], pushed in order) at `lookahead`:
-/// a DISCONT buffer at `discont`, a GAP event before `gap`; and its `stats` at the end.
+/// a DISCONT buffer at `discont`, a GAP event before `gap`, the frame `late` dropped by QoS
+/// (downstream's QoS event before it says it is too late); and its `stats` at the end.
 fn outputs(
     lookahead: u32,
     frames: std::ops::Range<usize>,
     discont: Option<usize>,
     gap: Option<usize>,
+    late: Option<usize>,
 ) -> (Vec<Vec<u8>>, gst::Structure) {
     let el = gst::ElementFactory::make("clipdenoise")
         .property("model", fixture())
@@ -113,8 +115,14 @@ fn outputs(
     let mut h = Harness::with_element(&el, Some("sink"), Some("src"));
     h.play();
     h.set_src_caps(caps("RGB", 32, 24));
-    let n = frames.len();
+    let n = frames.len() - frames.clone().filter(|&i| late == Some(i)).count();
     for i in frames {
+        if late == Some(i) {
+            // Frames up to this one's running time are too late (diff 0: exactly its time).
+            let pts = gst::ClockTime::from_mseconds(40 * i as u64);
+            let qos = gst::event::Qos::new(gst::QOSType::Underflow, 1.0, 0, pts);
+            assert!(h.push_upstream_event(qos));
+        }
         if gap == Some(i) {
             let pts = gst::ClockTime::from_mseconds(40 * i as u64 - 20);
             h.push_event(gst::event::Gap::builder(pts).build());
@@ -138,9 +146,9 @@ fn a_discont_buffer_or_a_gap_starts_the_temporal_stage_afresh_and_stats_bound_it
     init();
     let (len, pixels) = (32 * 24 * 3u64, 32 * 24u64);
     for lookahead in [0u32, 2] {
-        let (before, _) = outputs(lookahead, 0..3, None, None);
-        let (after, _) = outputs(lookahead, 3..6, None, None);
-        let (whole, stats) = outputs(lookahead, 0..6, None, None);
+        let (before, _) = outputs(lookahead, 0..3, None, None, None);
+        let (after, _) = outputs(lookahead, 3..6, None, None, None);
+        let (whole, stats) = outputs(lookahead, 0..6, None, None, None);
         // The control: without a break, frame 3 is fused with frames 0-2 (and 0-2 with 3-4).
         assert_ne!(
             whole[3], after[0],
@@ -153,7 +161,7 @@ fn a_discont_buffer_or_a_gap_starts_the_temporal_stage_afresh_and_stats_bound_it
             );
         }
         for (what, discont, gap) in [("DISCONT", Some(3), None), ("GAP", None, Some(3))] {
-            let (broken, stats) = outputs(lookahead, 0..6, discont, gap);
+            let (broken, stats) = outputs(lookahead, 0..6, discont, gap, None);
             assert_eq!(
                 broken[..3],
                 before[..],
@@ -174,5 +182,27 @@ fn a_discont_buffer_or_a_gap_starts_the_temporal_stage_afresh_and_stats_bound_it
             stats.get::<u64>("temporal-bytes").unwrap() <= max,
             "{stats}"
         );
+    }
+}
+
+#[test]
+fn a_discont_buffer_dropped_as_late_still_starts_the_temporal_stage_afresh() {
+    init();
+    for lookahead in [0u32, 2] {
+        let (before, _) = outputs(lookahead, 0..3, None, None, None);
+        let (after, _) = outputs(lookahead, 4..6, None, None, None);
+        // The control: frame 3 dropped without DISCONT, frame 4 is fused with frames 0-2.
+        let (skipped, stats) = outputs(lookahead, 0..6, None, None, Some(3));
+        assert_eq!(stats.get::<u64>("frames-dropped").unwrap(), 1, "{stats}");
+        assert_eq!(skipped.len(), 5);
+        assert_ne!(
+            skipped[3], after[0],
+            "no temporal fusion to break (lookahead {lookahead})"
+        );
+        let (broken, stats) = outputs(lookahead, 0..6, Some(3), None, Some(3));
+        assert_eq!(stats.get::<u64>("frames-dropped").unwrap(), 1, "{stats}");
+        assert_eq!(stats.get::<u64>("frames-out").unwrap(), 5, "{stats}");
+        assert_eq!(broken[..3], before[..], "before it (lookahead {lookahead})");
+        assert_eq!(broken[3..], after[..], "after it (lookahead {lookahead})");
     }
 }

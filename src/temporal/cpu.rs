@@ -99,11 +99,16 @@ pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> 
         for y in 0..h {
             let row = &v.v[(y / bs) * v.wb..(y / bs + 1) * v.wb];
             let d = &mut dst[y * w..(y + 1) * w];
-            for (bx, &(dy, dx)) in row.iter().enumerate() {
+            // Runs of blocks with one vector are one span of one source row: one copy.
+            let mut bx = 0;
+            while bx < row.len() {
+                let (dy, dx) = row[bx];
+                let run = row[bx..].iter().take_while(|&&u| u == (dy, dx)).count();
                 let sy = (y as i64 + dy as i64).clamp(0, h as i64 - 1) as usize;
                 let s = &src[sy * w..(sy + 1) * w];
-                let (x0, x1) = (bx * bs, ((bx + 1) * bs).min(w));
+                let (x0, x1) = (bx * bs, ((bx + run) * bs).min(w));
                 copy_shifted(&mut d[x0..x1], s, x0, dx);
+                bx += run;
             }
         }
     }
@@ -293,10 +298,19 @@ fn best_neighbour(cur: &[f32], prev: &[f32], h: usize, w: usize, v: &Vectors) ->
                     continue;
                 }
                 let mut sum = 0f32;
+                // The moved span inside the frame: read in place (no copy).
+                let start = x0 as i64 + dx as i64;
+                let inside = start >= 0 && (start as usize + x1 - x0) <= w;
                 for y in y0..y1 {
                     let sy = (y as i64 + dy as i64).clamp(0, h as i64 - 1) as usize;
-                    let moved = &mut moved[..x1 - x0];
-                    copy_shifted(moved, &prev[sy * w..(sy + 1) * w], x0, dx);
+                    let src = &prev[sy * w..(sy + 1) * w];
+                    let moved = match inside {
+                        true => &src[start as usize..start as usize + x1 - x0],
+                        false => {
+                            copy_shifted(&mut moved[..x1 - x0], src, x0, dx);
+                            &moved[..x1 - x0]
+                        }
+                    };
                     for (&p, &c) in moved.iter().zip(&cur[y * w + x0..y * w + x1]) {
                         sum += (p - c).abs();
                     }

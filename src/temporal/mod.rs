@@ -124,6 +124,10 @@ pub(crate) struct Staggered {
     origin: Option<u64>,
     /// Scene cuts in the results used.
     cuts: u64,
+    /// Whether the two recursions may hold different states. False from a reset to the first
+    /// restart that drops a state (the first period after a reset, where both run from the
+    /// same frame): there one step serves both, `odd` holding `even`'s tensors.
+    apart: bool,
 }
 
 impl Staggered {
@@ -144,10 +148,25 @@ impl Staggered {
                 0 => self.even.reset(),
                 _ => self.odd.reset(),
             }
+            self.apart |= self.even.state.is_some() || self.odd.state.is_some();
         }
         let cuts = (self.even.cuts, self.odd.cuts);
-        let e = self.even.step(cur, cap)?;
-        let o = self.odd.step(cur, cap)?;
+        let (e, o) = match self.apart {
+            // The same state and frame: the same step.
+            false => {
+                let e = self.even.step(cur, cap)?;
+                self.odd.state = self.even.state.as_ref().map(share);
+                self.odd.cuts += self.even.cuts - cuts.0;
+                let o = (e.0.shallow_clone(), e.1.shallow_clone());
+                (e, o)
+            }
+            // Independent: on two threads where the frames are on the CPU.
+            true => {
+                let (even, odd) = (&mut self.even, &mut self.odd);
+                let (e, o) = both(cur, |cur| even.step(cur, cap), |cur| odd.step(cur, cap));
+                (e?, o?)
+            }
+        };
         // The older one restarted at the start of the previous period.
         Ok(match (t / p) % 2 == 1 || t < p {
             true => {
@@ -175,8 +194,50 @@ impl Staggered {
     fn reset(&mut self) {
         self.even.reset();
         self.odd.reset();
+        self.apart = false;
         self.next = self.origin.unwrap_or(0);
     }
+}
+
+/// A state holding `s`'s tensors (a step never writes its state's tensors: it makes new ones).
+fn share(s: &fusion::State) -> fusion::State {
+    fusion::State {
+        frame: s.frame.shallow_clone(),
+        luma: s.luma.shallow_clone(),
+        count: s.count.shallow_clone(),
+    }
+}
+
+static THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the temporal stage of every stream in the process may use a second thread for
+/// its independent recursions (the default; off: one thread, the same numbers). For
+/// measurements (`examples/temporal_offline.rs` compares both).
+pub fn set_threads(on: bool) {
+    THREADS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `a(x)` and `b(x)`, on two threads when `x` is on the CPU (the temporal stage runs in plain
+/// Rust on one core there, between the network's calls, which use them all), else one after
+/// the other; a panic in either goes on in the caller. Each gets its own handle of `x` (a
+/// tensor is not shared between threads).
+fn both<A: Send, B: Send>(
+    x: &Tensor,
+    a: impl FnOnce(&Tensor) -> A + Send,
+    b: impl FnOnce(&Tensor) -> B,
+) -> (A, B) {
+    if x.device() != tch::Device::Cpu || !THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        return (a(x), b(x));
+    }
+    let xa = x.shallow_clone();
+    std::thread::scope(|s| {
+        let ta = s.spawn(move || a(&xa));
+        let rb = b(x);
+        match ta.join() {
+            Ok(ra) => (ra, rb),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// The temporal filter of one stream: a recursion over the network's input
@@ -219,7 +280,8 @@ impl TemporalFilter {
     }
 
     /// Bytes the state holds (each recursion's last fused frame, its luma and counts; 0 when
-    /// not primed; two recursions with restarts, see [`Staggered`]).
+    /// not primed; two recursions with restarts, see [`Staggered`], counted twice in their
+    /// first period, where they share one).
     pub fn bytes(&self) -> usize {
         [&self.input.even, &self.input.odd]
             .iter()
@@ -247,6 +309,8 @@ impl TemporalFilter {
     pub fn set_origin(&mut self, origin: Option<u64>) {
         self.input.origin = origin;
         self.input.next = origin.unwrap_or(0);
+        // Set after frames: `odd` never ran (no origin) or ran apart.
+        self.input.apart = self.is_primed();
     }
 
     /// Offline mode: each frame of the next call also looks at up to `lookahead` later frames,
@@ -300,12 +364,19 @@ impl TemporalFilter {
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n {
             let cur = all.f_narrow(0, i, 1)?;
-            let (f, nf) = self.input.step(&cur, c)?;
             let ahead = (self.lookahead as i64).min(total - 1 - i);
             let y = match ahead {
-                0 => f,
+                0 => self.input.step(&cur, c)?.0,
                 _ => {
-                    let (b, nb) = offline::backward(&all.f_narrow(0, i, ahead + 1)?, c)?;
+                    // The forward and the backward recursion on two threads (CPU frames).
+                    let input = &mut self.input;
+                    let window = all.f_narrow(0, i, ahead + 1)?;
+                    let (fwd, bwd) = both(
+                        &window,
+                        |window| input.step(&window.f_narrow(0, 0, 1)?, c),
+                        |window| offline::backward(window, c),
+                    );
+                    let ((f, nf), (b, nb)) = (fwd?, bwd?);
                     offline::combine(&cur, &f, &nf, &b, &nb)?
                 }
             };

@@ -6,7 +6,9 @@
 //! counts, the frame itself counted once: `(f * nf + b * nb - y) / (nf + nb - 1)`. Where the
 //! future does not match (motion, occlusion, a cut) `nb` is 1 and the frame is the causal
 //! result; where the past does not, the future's alone. Work: `lookahead + 1` motion searches
-//! per frame; memory: the `lookahead` frames the engine holds.
+//! per frame, the forward and the backward recursion on two threads where the frames are on
+//! the CPU ([`super::TemporalFilter::prepare_window`]); memory: the `lookahead` frames the
+//! engine holds.
 
 use tch::Tensor;
 

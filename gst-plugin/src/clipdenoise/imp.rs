@@ -757,6 +757,11 @@ impl ClipDenoise {
             // Control sources bound to `strength` (GstController) set it for this frame.
             let _ = self.obj().sync_values(t);
         }
+        if buffer.flags().contains(gst::BufferFlags::DISCONT) {
+            // Frames were lost before this one: no fusing across the break, even when this
+            // one is passed through or dropped below (late, thinned).
+            self.sent(sender.reset_temporal())?;
+        }
         if self.strength.get() <= 0.0 {
             // Exact and free: the buffer itself, in order behind the frames in flight.
             self.passed_through.fetch_add(1, Ordering::Relaxed);
@@ -796,10 +801,6 @@ impl ClipDenoise {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
             gst::FlowError::Error
         })?;
-        if buffer.flags().contains(gst::BufferFlags::DISCONT) {
-            // Frames were lost before this one: no fusing across the break.
-            self.sent(sender.reset_temporal())?;
-        }
         drop(buffer);
         self.sent(sender.send(data, format, Item::Buffer(meta)))
     }
