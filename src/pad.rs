@@ -18,7 +18,12 @@ pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
 /// than their pad reflect repeatedly (a 1-pixel side replicates).
 pub fn pad_reflect(x: &Tensor, pad: [i64; 4]) -> Result<Tensor> {
     let mut t = x.shallow_clone();
-    for (dim, side, amount) in [(3, 0, pad[0]), (3, 1, pad[1]), (2, 0, pad[2]), (2, 1, pad[3])] {
+    for (dim, side, amount) in [
+        (3, 0, pad[0]),
+        (3, 1, pad[1]),
+        (2, 0, pad[2]),
+        (2, 1, pad[3]),
+    ] {
         let mut need = amount;
         while need > 0 {
             let cur = t.size()[dim];

@@ -7,7 +7,8 @@
 //! `P` are taken; each noisy coefficient is scaled by `w = P² / (P² + σ²)` (σ² the noise
 //! variance of that channel, and with [`SigmaSource::Psd`] of that frequency); the windows are
 //! transformed back and averaged where they overlap, each weighted by `1 / Σ w²` as BM3D does.
-//! In tch: a conv2d with the DCT basis as filters, elementwise gains, conv_transpose2d and a
+//! In tch: a (separable) conv2d with the DCT basis as filters, elementwise gains, its
+//! conv_transpose2d and a
 //! division by the summed weights, on the tensors' own device (CPU or CUDA alike).
 //!
 //! What follows from the construction:
@@ -66,6 +67,12 @@ pub enum SigmaSource {
     /// The noisy input alone ([`crate::noise_level::estimate_sigma`] in the filter's colour
     /// space), per image and channel, white.
     Estimate,
+    /// The noisy input's own spectrum where the pilot is flat, per image, channel and
+    /// frequency: over the quarter of non-overlapping windows with the least pilot detail
+    /// (AC energy), the median of the noisy AC coefficients squared over 0.4549 (the DC from
+    /// the residual, as [`SigmaSource::Psd`]). Does not depend on how much noise the pilot
+    /// removed.
+    Flat,
     /// This standard deviation, in levels of 255, for every channel.
     Fixed(f64),
 }
@@ -161,7 +168,7 @@ impl Wiener {
         let (b, s) = (self.block, self.stride);
         let x = self.to_space(&noisy)?.f_reshape([n * 3, 1, h, w])?;
         let p = self.to_space(&pilot)?.f_reshape([n * 3, 1, h, w])?;
-        let basis = dct_basis(b)?.f_to_device(dev)?;
+        let basis = Dct::new(b, dev)?;
         let variance = self.noise_variance(&x, &p, &basis)?;
         if variance.levels.f_max()?.double_value(&[]) <= 0.0 {
             return Ok(noisy);
@@ -206,11 +213,11 @@ impl Wiener {
         x: &Tensor,
         p: &Tensor,
         variance: &Variance,
-        basis: &Tensor,
+        basis: &Dct,
         ones: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let s = self.stride;
-        let conv = |t: &Tensor| t.f_conv2d(basis, None::<Tensor>, [s, s], [0, 0], [1, 1], 1);
+        let conv = |t: &Tensor| basis.forward(t, s);
         let cx = conv(x)?;
         let cp = conv(p)?;
         let p2 = cp.f_square()?;
@@ -226,11 +233,9 @@ impl Wiener {
             .f_clamp_min(1e-6)?
             .f_reciprocal()?;
         let coeffs = cx * gain * &weight;
-        let transpose = |t: &Tensor, k: &Tensor| {
-            t.f_conv_transpose2d(k, None::<Tensor>, [s, s], [0, 0], [0, 0], 1, [1, 1])
-        };
-        let num = transpose(&coeffs, basis)?;
-        let den = transpose(&weight, ones)?;
+        let num = basis.inverse(&coeffs, s)?;
+        let den =
+            weight.f_conv_transpose2d(ones, None::<Tensor>, [s, s], [0, 0], [0, 0], 1, [1, 1])?;
         // The band's last rows past its windows get none: pad to the band's height.
         let missing = x.size()[2] - num.size()[2];
         let missing_w = x.size()[3] - num.size()[3];
@@ -241,8 +246,8 @@ impl Wiener {
     }
 
     /// The noise variance of every window coefficient, on the 0..1 scale squared.
-    fn noise_variance(&self, x: &Tensor, p: &Tensor, basis: &Tensor) -> Result<Variance> {
-        let (nc, k) = (x.size()[0], basis.size()[0]);
+    fn noise_variance(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Variance> {
+        let (nc, k) = (x.size()[0], self.block * self.block);
         let dev = x.device();
         let scale2 = self.scale * self.scale;
         let flat = |v: Vec<f64>| -> Result<Tensor> {
@@ -256,7 +261,7 @@ impl Wiener {
         let b = self.block;
         let small = x.size()[2] < b || x.size()[3] < b;
         let source = match self.sigma {
-            SigmaSource::Psd if small => SigmaSource::Residual,
+            SigmaSource::Psd | SigmaSource::Flat if small => SigmaSource::Residual,
             source => source,
         };
         let levels = match source {
@@ -280,13 +285,33 @@ impl Wiener {
                 flat(v)?
             }
             SigmaSource::Psd => {
-                let r = (x - p).f_conv2d(basis, None::<Tensor>, [b, b], [0, 0], [1, 1], 1)?;
+                let r = basis.forward(&(x - p), b)?;
                 let r2 = r.f_square()?.f_reshape([nc, k, -1])?;
                 (r2.f_median_dim(2, false)?.0 / CHI2_1_MEDIAN * scale2).f_view([nc, k, 1, 1])?
             }
+            SigmaSource::Flat => {
+                let conv = |t: &Tensor| -> Result<Tensor> {
+                    Ok(basis.forward(t, b)?.f_reshape([nc, k, -1])?)
+                };
+                let (cx, cp) = (conv(x)?, conv(p)?);
+                let detail = cp.f_narrow(1, 1, k - 1)?.f_square()?.f_sum_dim_intlist(
+                    [1i64].as_slice(),
+                    false,
+                    Kind::Float,
+                )?;
+                let windows = detail.size()[1];
+                let keep = (windows / 4).max(1);
+                let (_, flat) = detail.f_topk(keep, 1, false, true)?;
+                let flat = flat.f_unsqueeze(1)?.f_expand([nc, k, keep], false)?;
+                let ac = cx.f_gather(2, &flat, false)?.f_square()?;
+                let dc = (&cx - &cp).f_narrow(1, 0, 1)?.f_square()?;
+                let ac = ac.f_median_dim(2, false)?.0.f_narrow(1, 1, k - 1)?;
+                let dc = dc.f_median_dim(2, false)?.0;
+                (Tensor::f_cat(&[dc, ac], 1)? / CHI2_1_MEDIAN * scale2).f_view([nc, k, 1, 1])?
+            }
         };
         let bands = match (self.levels > 1 && !small, source) {
-            (true, SigmaSource::Psd | SigmaSource::Residual) => {
+            (true, SigmaSource::Psd | SigmaSource::Flat | SigmaSource::Residual) => {
                 Some(self.level_gains(x, p, basis, &levels)?)
             }
             _ => None,
@@ -299,21 +324,15 @@ impl Wiener {
     /// relative to `levels` (mean over frequencies of residual² / variance), over the same
     /// median on all windows. (N*3, levels) gains on the variance; a band with fewer than
     /// [`MIN_WINDOWS_PER_LEVEL`] windows takes its nearest populated band's gain.
-    fn level_gains(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        basis: &Tensor,
-        levels: &Tensor,
-    ) -> Result<Tensor> {
+    fn level_gains(&self, x: &Tensor, p: &Tensor, basis: &Dct, levels: &Tensor) -> Result<Tensor> {
         let b = self.block;
         let nc = x.size()[0];
-        let r = (x - p).f_conv2d(basis, None::<Tensor>, [b, b], [0, 0], [1, 1], 1)?;
+        let r = basis.forward(&(x - p), b)?;
         let energy = (r.f_square()? / levels)
             .f_mean_dim([1i64].as_slice(), false, Kind::Float)?
             .f_reshape([nc, -1])?
             .f_to_device(tch::Device::Cpu)?;
-        let cp = p.f_conv2d(basis, None::<Tensor>, [b, b], [0, 0], [1, 1], 1)?;
+        let cp = basis.forward(p, b)?;
         let band = luma_band(&cp, self)?.f_to_device(tch::Device::Cpu)?;
         let energy = Vec::<Vec<f32>>::try_from(energy)?;
         let band = Vec::<Vec<i64>>::try_from(band)?;
@@ -397,7 +416,9 @@ impl Variance {
         };
         let (nc, rows, cols) = (cp.size()[0], cp.size()[2], cp.size()[3]);
         let band = luma_band(cp, w)?;
-        let g = gains.f_gather(1, &band, false)?.f_view([nc, 1, rows, cols])?;
+        let g = gains
+            .f_gather(1, &band, false)?
+            .f_view([nc, 1, rows, cols])?;
         Ok(&self.levels * g)
     }
 }
@@ -423,9 +444,17 @@ fn luma_band(cp: &Tensor, w: &Wiener) -> Result<Tensor> {
 
 /// The orthonormal opponent transform's rows (Y, R−B, R−2G+B).
 const OPPONENT: [[f64; 3]; 3] = [
-    [0.577_350_269_189_625_8, 0.577_350_269_189_625_8, 0.577_350_269_189_625_8],
+    [
+        0.577_350_269_189_625_8,
+        0.577_350_269_189_625_8,
+        0.577_350_269_189_625_8,
+    ],
     [0.707_106_781_186_547_5, 0.0, -0.707_106_781_186_547_5],
-    [0.408_248_290_463_863, -0.816_496_580_927_726, 0.408_248_290_463_863],
+    [
+        0.408_248_290_463_863,
+        -0.816_496_580_927_726,
+        0.408_248_290_463_863,
+    ],
 ];
 
 fn transpose3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
@@ -447,25 +476,101 @@ fn mix(x: &Tensor, m: &[[f64; 3]; 3]) -> Result<Tensor> {
     Ok(x.f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
 }
 
+/// The orthonormal 2-D DCT-II of `b` x `b` windows, separably: a conv of the 1-D basis along
+/// the rows, then along the columns (b³/s² + b²/s multiply-adds a pixel at stride s, against
+/// b⁴/s² for the 2-D basis as filters).
+struct Dct {
+    /// The 1-D basis as (b, 1, b, 1) and (b, 1, 1, b) filters.
+    vertical: Tensor,
+    horizontal: Tensor,
+    b: i64,
+}
+
+impl Dct {
+    fn new(b: i64, dev: tch::Device) -> Result<Dct> {
+        let v = dct_1d(b);
+        let t = Tensor::f_from_slice(&v)?.f_to_device(dev)?;
+        Ok(Dct {
+            vertical: t.f_view([b, 1, b, 1])?,
+            horizontal: t.f_view([b, 1, 1, b])?,
+            b,
+        })
+    }
+
+    /// (C, 1, H, W) to the coefficients of the windows every `s` pixels: (C, b², rows, cols),
+    /// channel `u * b + v` for vertical frequency u and horizontal v ([`dct_basis`]'s order).
+    fn forward(&self, t: &Tensor, s: i64) -> Result<Tensor> {
+        let (c, b) = (t.size()[0], self.b);
+        let v = t.f_conv2d(&self.vertical, None::<Tensor>, [s, 1], [0, 0], [1, 1], 1)?;
+        let (rows, w) = (v.size()[2], v.size()[3]);
+        let h = v.f_reshape([c * b, 1, rows, w])?.f_conv2d(
+            &self.horizontal,
+            None::<Tensor>,
+            [1, s],
+            [0, 0],
+            [1, 1],
+            1,
+        )?;
+        let cols = h.size()[3];
+        Ok(h.f_reshape([c, b * b, rows, cols])?)
+    }
+
+    /// The sum of the windows rebuilt from `coeffs` (C, b², rows, cols) at stride `s`:
+    /// (C, 1, (rows-1)s+b, (cols-1)s+b).
+    fn inverse(&self, coeffs: &Tensor, s: i64) -> Result<Tensor> {
+        let (c, b) = (coeffs.size()[0], self.b);
+        let (rows, cols) = (coeffs.size()[2], coeffs.size()[3]);
+        let h = coeffs
+            .f_reshape([c * b, b, rows, cols])?
+            .f_conv_transpose2d(
+                &self.horizontal,
+                None::<Tensor>,
+                [1, s],
+                [0, 0],
+                [0, 0],
+                1,
+                [1, 1],
+            )?;
+        let w = h.size()[3];
+        Ok(h.f_reshape([c, b, rows, w])?.f_conv_transpose2d(
+            &self.vertical,
+            None::<Tensor>,
+            [s, 1],
+            [0, 0],
+            [0, 0],
+            1,
+            [1, 1],
+        )?)
+    }
+}
+
+/// The orthonormal 1-D DCT-II basis of length `b`, frequency-major (b x b).
+fn dct_1d(b: i64) -> Vec<f32> {
+    let n = b as usize;
+    let mut v = Vec::with_capacity(n * n);
+    for u in 0..n {
+        let a = if u == 0 {
+            1.0 / n as f64
+        } else {
+            2.0 / n as f64
+        };
+        for i in 0..n {
+            let arg = std::f64::consts::PI * (2 * i + 1) as f64 * u as f64 / (2 * n) as f64;
+            v.push((a.sqrt() * arg.cos()) as f32);
+        }
+    }
+    v
+}
+
 /// The orthonormal 2-D DCT-II basis of `b` x `b` windows as conv filters (b², 1, b, b), in
 /// order of rows then columns of frequencies: filter 0 is the DC (every tap 1/b).
 pub fn dct_basis(b: i64) -> Result<Tensor> {
-    let n = b as usize;
-    let c = |u: usize, i: usize| -> f64 {
-        let a = if u == 0 { 1.0 / n as f64 } else { 2.0 / n as f64 };
-        a.sqrt() * (std::f64::consts::PI * (2 * i + 1) as f64 * u as f64 / (2 * n) as f64).cos()
-    };
-    let mut v = Vec::with_capacity(n * n * n * n);
-    for u in 0..n {
-        for w in 0..n {
-            for i in 0..n {
-                for j in 0..n {
-                    v.push((c(u, i) * c(w, j)) as f32);
-                }
-            }
-        }
-    }
-    Ok(Tensor::f_from_slice(&v)?.f_view([b * b, 1, b, b])?)
+    let one = Tensor::f_from_slice(&dct_1d(b))?.f_view([b, b])?;
+    // Filter (u, v) at tap (i, j): c_u(i) c_v(j).
+    Ok(one
+        .f_view([b, 1, b, 1])?
+        .f_mul(&one.f_view([1, b, 1, b])?)?
+        .f_reshape([b * b, 1, b, b])?)
 }
 
 fn median(mut v: Vec<f32>) -> f64 {
@@ -501,7 +606,7 @@ impl FromStr for Refine {
     type Err = Error;
 
     /// `off`, `wiener`, or `wiener:KEY=VALUE,...` with keys `block` (4, 8, 16), `stride`,
-    /// `colour` (opponent, rgb), `sigma` (psd, residual, estimate, or a level of 255),
+    /// `colour` (opponent, rgb), `sigma` (psd, flat, residual, estimate, or a level of 255),
     /// `scale`, `levels`, `dc` (wiener, input).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
@@ -518,7 +623,10 @@ impl FromStr for Refine {
                 .split_once('=')
                 .ok_or_else(|| bad(format!("'{kv}' is not KEY=VALUE")))?;
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            let int = |v: &str| v.parse::<i64>().map_err(|_| bad(format!("{k}: '{v}' is not a whole number")));
+            let int = |v: &str| {
+                v.parse::<i64>()
+                    .map_err(|_| bad(format!("{k}: '{v}' is not a whole number")))
+            };
             match k.as_str() {
                 "block" => w.block = int(&v)?,
                 "stride" => w.stride = int(&v)?,
@@ -540,9 +648,10 @@ impl FromStr for Refine {
                         "psd" => SigmaSource::Psd,
                         "residual" => SigmaSource::Residual,
                         "estimate" => SigmaSource::Estimate,
+                        "flat" => SigmaSource::Flat,
                         _ => SigmaSource::Fixed(v.parse().map_err(|_| {
                             bad(format!(
-                                "sigma '{v}' (expected psd, residual, estimate or a level of 255)"
+                                "sigma '{v}' (expected psd, flat, residual, estimate or a level of 255)"
                             ))
                         })?),
                     }
@@ -594,6 +703,7 @@ impl fmt::Display for Refine {
                 SigmaSource::Psd => "sigma=psd".into(),
                 SigmaSource::Residual => "sigma=residual".into(),
                 SigmaSource::Estimate => "sigma=estimate".into(),
+                SigmaSource::Flat => "sigma=flat".into(),
                 SigmaSource::Fixed(v) => format!("sigma={v}"),
             });
         }
@@ -665,6 +775,7 @@ mod tests {
             "wiener",
             "wiener:block=16,stride=4,colour=rgb,sigma=residual,scale=1.5,levels=4,dc=input",
             "wiener:sigma=estimate",
+            "wiener:sigma=flat",
             "wiener:sigma=7.5",
         ] {
             let r: Refine = spec.parse().unwrap();
@@ -689,12 +800,45 @@ mod tests {
     }
 
     #[test]
-    fn the_dct_basis_is_orthonormal() {
+    fn the_dct_is_orthonormal_and_the_separable_one_is_the_2d_basis() {
+        tch::manual_seed(16);
         for b in [4, 8, 16] {
             let m = dct_basis(b).unwrap().view([b * b, b * b]);
             let eye = Tensor::eye(b * b, CPU);
             let err = (m.matmul(&m.tr()) - eye).abs().max().double_value(&[]);
             assert!(err < 1e-5, "block {b}: {err}");
+            let dct = Dct::new(b, Device::Cpu).unwrap();
+            let x = Tensor::rand([2, 1, 3 * b + 1, 2 * b + 3], CPU);
+            for s in [1, b / 2, b] {
+                let want = x.conv2d(
+                    &dct_basis(b).unwrap(),
+                    None::<Tensor>,
+                    [s, s],
+                    [0, 0],
+                    [1, 1],
+                    1,
+                );
+                let got = dct.forward(&x, s).unwrap();
+                assert_eq!(got.size(), want.size());
+                assert!(
+                    (&got - &want).abs().max().double_value(&[]) < 1e-5,
+                    "b {b} s {s}"
+                );
+                let back = want.conv_transpose2d(
+                    &dct_basis(b).unwrap(),
+                    None::<Tensor>,
+                    [s, s],
+                    [0, 0],
+                    [0, 0],
+                    1,
+                    [1, 1],
+                );
+                let got = dct.inverse(&want, s).unwrap();
+                assert_eq!(got.size(), back.size());
+                let scale = back.abs().max().double_value(&[]);
+                let err = (&got - &back).abs().max().double_value(&[]) / scale;
+                assert!(err < 1e-5, "b {b} s {s}: relative error {err}");
+            }
         }
     }
 
@@ -720,7 +864,9 @@ mod tests {
         );
         // At stride 2 the same 64 windows' offsets are sampled every other pixel: still about
         // the same factor, and far below the input's.
-        let out2 = wiener("wiener:colour=rgb,sigma=10").apply(&noisy, &flat).unwrap();
+        let out2 = wiener("wiener:colour=rgb,sigma=10")
+            .apply(&noisy, &flat)
+            .unwrap();
         let ratio2 = (inner(&out2) - 0.5).std(true).double_value(&[]) / sigma;
         assert!(ratio2 < 0.15, "stride 2: noise x {ratio2:.4}");
     }
@@ -734,10 +880,7 @@ mod tests {
         for spec in ["wiener", "wiener:sigma=20", "wiener:colour=rgb,stride=1"] {
             let out = wiener(spec).apply(&noisy, &clean).unwrap();
             let after = psnr(&out, &clean);
-            assert!(
-                after > before + 8.0,
-                "{spec}: {before:.2} -> {after:.2} dB"
-            );
+            assert!(after > before + 8.0, "{spec}: {before:.2} -> {after:.2} dB");
         }
     }
 
@@ -749,7 +892,8 @@ mod tests {
         let pilot = crate::lowpass::gaussian_blur(&clean, 1.0).unwrap() + 2.0 / 255.0;
         for spec in ["wiener", "wiener:dc=input", "wiener:levels=4"] {
             let out = wiener(spec).apply(&clean, &pilot).unwrap();
-            let shift = (&out - &clean).mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double) * 255.0;
+            let shift =
+                (&out - &clean).mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double) * 255.0;
             let shift = Vec::<f64>::try_from(shift).unwrap();
             assert!(
                 shift.iter().all(|s| s.abs() <= 0.1),
@@ -785,7 +929,11 @@ mod tests {
         let clean = picture(70, 45);
         let noisy = &clean + Tensor::randn([1, 3, 70, 45], CPU) * 0.05;
         let pilot = crate::lowpass::gaussian_blur(&noisy, 1.5).unwrap();
-        for spec in ["wiener", "wiener:stride=1,levels=3", "wiener:block=16,stride=8"] {
+        for spec in [
+            "wiener",
+            "wiener:stride=1,levels=3",
+            "wiener:block=16,stride=8",
+        ] {
             let w = wiener(spec);
             let whole = w.apply_in_bands(&noisy, &pilot, i64::MAX).unwrap();
             let banded = w.apply_in_bands(&noisy, &pilot, 3000).unwrap();
@@ -804,13 +952,18 @@ mod tests {
             assert_eq!(out.size(), [1, 3, h, wd]);
         }
         let e = w
-            .apply(&Tensor::rand([1, 3, 4, 4], CPU), &Tensor::rand([1, 3, 4, 5], CPU))
+            .apply(
+                &Tensor::rand([1, 3, 4, 4], CPU),
+                &Tensor::rand([1, 3, 4, 5], CPU),
+            )
             .unwrap_err();
         assert!(e.to_string().contains("wiener"), "{e}");
         // Below a window's side the noise spectrum falls back to the white residual level.
         tch::manual_seed(15);
         let tiny = Tensor::rand([1, 3, 5, 5], CPU);
-        let out = wiener("wiener:levels=4").apply(&tiny, &(&tiny * 0.5)).unwrap();
+        let out = wiener("wiener:levels=4")
+            .apply(&tiny, &(&tiny * 0.5))
+            .unwrap();
         assert_eq!(out.size(), [1, 3, 5, 5]);
         assert!(out.isfinite().all().int64_value(&[]) == 1);
     }

@@ -49,7 +49,12 @@ pub struct RefineArgs {
     /// network's output as pilot (BM3D's second stage; it keeps the input's brightness and
     /// colour and can only shrink its detail; weights/README.md). Its parameters:
     /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`
-    #[arg(long, value_name = "off|wiener[:KEY=VALUE,...]", default_value = "off", help_heading = "Model")]
+    #[arg(
+        long,
+        value_name = "off|wiener[:KEY=VALUE,...]",
+        default_value = "off",
+        help_heading = "Model"
+    )]
     pub refine: Refine,
 }
 
