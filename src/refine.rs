@@ -166,8 +166,8 @@ impl Wiener {
         let pilot = pilot.f_to_kind(Kind::Float)?;
         let (n, h, w) = (size[0], size[2], size[3]);
         let (b, s) = (self.block, self.stride);
-        let x = self.to_space(&noisy)?.f_reshape([n * 3, 1, h, w])?;
-        let p = self.to_space(&pilot)?.f_reshape([n * 3, 1, h, w])?;
+        let x = self.into_space(&noisy)?.f_reshape([n * 3, 1, h, w])?;
+        let p = self.into_space(&pilot)?.f_reshape([n * 3, 1, h, w])?;
         let basis = Dct::new(b, dev)?;
         let variance = self.noise_variance(&x, &p, &basis)?;
         if variance.levels.f_max()?.double_value(&[]) <= 0.0 {
@@ -203,7 +203,7 @@ impl Wiener {
             .f_narrow(2, b - s, h)?
             .f_narrow(3, b - s, w)?
             .f_reshape([n, 3, h, w])?;
-        self.from_space(&y)
+        self.out_of_space(&y)
     }
 
     /// The weighted sums of the windows of one band of padded rows (starting on the stride's
@@ -386,14 +386,14 @@ impl Wiener {
         Ok(())
     }
 
-    fn to_space(&self, rgb: &Tensor) -> Result<Tensor> {
+    fn into_space(self, rgb: &Tensor) -> Result<Tensor> {
         match self.colour {
             Colour::Rgb => Ok(rgb.shallow_clone()),
             Colour::Opponent => mix(rgb, &OPPONENT),
         }
     }
 
-    fn from_space(&self, t: &Tensor) -> Result<Tensor> {
+    fn out_of_space(self, t: &Tensor) -> Result<Tensor> {
         match self.colour {
             Colour::Rgb => Ok(t.shallow_clone()),
             Colour::Opponent => mix(t, &transpose3(&OPPONENT)),
