@@ -16,6 +16,7 @@ use crate::lowpass::keep_input_lowpass;
 use crate::model::{ClipDenoise, Config};
 use crate::pad::pad_to_multiple;
 use crate::pixel_shuffle;
+use crate::refine::Refine;
 use crate::temporal::TemporalFilter;
 use crate::weights::{self, LoadedModel, Provenance};
 
@@ -151,6 +152,9 @@ pub struct Options {
     /// coarse, spatially correlated grain (low light, phones); twice the compute, and it loses
     /// detail on fine-grained noise (weights/README.md).
     pub coarse_grain: bool,
+    /// What runs after the network on the whole frame ([`crate::refine`]): `Off`, or the
+    /// empirical Wiener filter of the input with the network's output as pilot.
+    pub refine: Refine,
 }
 
 impl Options {
@@ -190,6 +194,7 @@ impl Default for Options {
             channels_last: true,
             cpu_threads: 0,
             coarse_grain: false,
+            refine: Refine::Off,
         }
     }
 }
@@ -436,7 +441,8 @@ impl Denoiser {
     /// Denoise an RGB batch (N, 3, H, W) f32 in [0, 1] (noisy values may be outside) of any size:
     /// pad, tile if above the pixel budget, crop back, clamp to [0, 1]; if the model's config
     /// says so, its low-pass replaced by the input's ([`Config::keep_input_lowpass`]) on the
-    /// whole frame. Output on the model's device.
+    /// whole frame; then the refinement ([`Options::refine`]) with that output as its pilot.
+    /// Output on the model's device.
     pub fn denoise(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 4 || size[1] != 3 || size[2] < 1 || size[3] < 1 {
@@ -449,10 +455,15 @@ impl Denoiser {
         } else {
             self.denoise_once(x)?
         };
-        match self.model.config.keep_input_lowpass {
-            Some(sigma) => Ok(keep_input_lowpass(&out, x, sigma)?.f_clamp(0.0, 1.0)?),
-            None => Ok(out),
+        let out = match self.model.config.keep_input_lowpass {
+            Some(sigma) => keep_input_lowpass(&out, x, sigma)?.f_clamp(0.0, 1.0)?,
+            None => out,
+        };
+        if self.opts.refine.is_off() {
+            return Ok(out);
         }
+        self.check_interrupt()?;
+        Ok(self.opts.refine.apply(x, &out)?.f_clamp_(0.0, 1.0)?)
     }
 
     /// One pass of the network over a batch of any size (tiled above the pixel budget),

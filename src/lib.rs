@@ -9,6 +9,7 @@
 //! - [`frame`]: packed frame layouts and their conversion to and from tensors.
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
+//! - [`refine`]: the Wiener refinement of the input with the network's output as pilot.
 //! - [`temporal`]: motion-adaptive temporal smoothing of the denoised frames (video only).
 //!
 //! With the `job` feature, [`job`]: plans of segmented offline jobs, done records, locks.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod noise_level;
 pub mod pad;
 pub mod pixel_shuffle;
+pub mod refine;
 #[cfg(feature = "research")]
 pub mod research;
 pub mod temporal;

@@ -10,10 +10,21 @@ use crate::error::Result;
 /// already), as the reference test script does. Sides shorter than the pad reflect repeatedly
 /// (a 1-pixel side replicates).
 pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
+    let need = |len: i64| (m - len % m) % m;
+    pad_reflect(x, [0, need(x.size()[3]), 0, need(x.size()[2])])
+}
+
+/// Reflect-pad the last two dimensions by `[left, right, top, bottom]` pixels. Sides shorter
+/// than their pad reflect repeatedly (a 1-pixel side replicates).
+pub fn pad_reflect(x: &Tensor, pad: [i64; 4]) -> Result<Tensor> {
     let mut t = x.shallow_clone();
-    for dim in [2usize, 3] {
-        let len = x.size()[dim];
-        let mut need = (m - len % m) % m;
+    for (dim, side, amount) in [
+        (3, 0, pad[0]),
+        (3, 1, pad[1]),
+        (2, 0, pad[2]),
+        (2, 1, pad[3]),
+    ] {
+        let mut need = amount;
         while need > 0 {
             let cur = t.size()[dim];
             let step = need.min(cur - 1);
@@ -22,12 +33,9 @@ pub fn pad_to_multiple(x: &Tensor, m: i64) -> Result<Tensor> {
             } else {
                 ("reflect", step)
             };
-            let pad = if dim == 3 {
-                [0, step, 0, 0]
-            } else {
-                [0, 0, 0, step]
-            };
-            t = t.f_pad(pad, mode, None)?;
+            let mut p = [0i64; 4];
+            p[if dim == 3 { side } else { 2 + side }] = step;
+            t = t.f_pad(p, mode, None)?;
             need -= step;
         }
     }
@@ -51,5 +59,15 @@ mod tests {
             let crop = p.narrow(2, 0, h).narrow(3, 0, w);
             assert_eq!((crop - &x).abs().max().double_value(&[]), 0.0);
         }
+    }
+
+    #[test]
+    fn padding_on_every_side_reflects_without_the_edge_pixel() {
+        let x = Tensor::arange(3, (Kind::Float, Device::Cpu)).view([1, 1, 1, 3]);
+        let p = pad_reflect(&x, [4, 2, 1, 0]).unwrap();
+        let row = Vec::<f32>::try_from(p.get(0).get(0).get(1)).unwrap();
+        // 0 1 2 reflected 4 to the left (twice over) and 2 to the right.
+        assert_eq!(row, [0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0, 0.0]);
+        assert_eq!(p.size(), [1, 1, 2, 9]);
     }
 }

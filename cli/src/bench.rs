@@ -8,6 +8,8 @@ use clipdenoise::inference::{DeviceRequest, Options, Precision};
 use clipdenoise::research::bench::{self, BenchConfig};
 use clipdenoise::weights::ModelSource;
 
+use crate::models::RefineArgs;
+
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  clipdenoise bench --size 640x360 --batch-size 4 --frames 40\n  \
@@ -50,6 +52,8 @@ pub struct Args {
     /// Measure the coarse-grain mode (two passes: pixel-shuffled sub-images, then the frame)
     #[arg(long)]
     coarse_grain: bool,
+    #[command(flatten)]
+    refine: RefineArgs,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
@@ -98,6 +102,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             precision,
             channels_last: !a.contiguous,
             coarse_grain: a.coarse_grain,
+            refine: a.refine.refine,
             ..Options::default()
         },
         width: a.size.0,

@@ -9,6 +9,7 @@ use clipdenoise::research::eval::{self, EvalConfig, Event};
 use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::weights::ModelSource;
 
+use crate::models::RefineArgs;
 use crate::progress::Progress;
 use crate::weights::{parse_lowpass, LowpassSetting};
 
@@ -51,6 +52,8 @@ pub struct Args {
     /// `off`; default: what the model's config says (keep_input_lowpass)
     #[arg(long, value_name = "SIGMA|off", value_parser = parse_lowpass, help_heading = "Model")]
     keep_input_lowpass: Option<LowpassSetting>,
+    #[command(flatten)]
+    refine: RefineArgs,
 
     /// Folder of clean images (PNG, JPEG, TIFF); repeat for several sets
     #[arg(long = "dataset", value_name = "DIR", help_heading = "Data")]
@@ -163,6 +166,7 @@ fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
         precision: args.precision,
         max_pixels: 0,
         coarse_grain: args.coarse_grain,
+        refine: args.refine.refine,
         ..Options::default()
     };
     let denoiser = Denoiser::new(loaded, opts)?;
@@ -170,8 +174,12 @@ fn load_denoiser(args: &Args) -> anyhow::Result<(ModelSource, Denoiser)> {
         Some(s) => format!(", input low-pass kept (sigma {s})"),
         None => String::new(),
     };
+    let refine = match args.refine.refine.is_off() {
+        true => String::new(),
+        false => format!(", refine {}", args.refine.refine),
+    };
     eprintln!(
-        "model {source}: {} on {}, {}{lowpass}",
+        "model {source}: {} on {}, {}{lowpass}{refine}",
         denoiser.config().name(),
         format!("{device:?}").to_lowercase(),
         args.precision

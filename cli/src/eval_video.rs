@@ -15,6 +15,7 @@ use clipdenoise::research::unbias::unbiased_frames;
 use clipdenoise::research::video_eval::{self, VideoScore};
 
 use crate::gst_frames;
+use crate::models::RefineArgs;
 use gst::prelude::*;
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -100,6 +101,8 @@ pub struct Args {
     /// fine-grained noise it loses detail (weights/README.md)
     #[arg(long, help_heading = "Model")]
     coarse_grain: bool,
+    #[command(flatten)]
+    refine: RefineArgs,
     /// Print JSON
     #[arg(long, conflicts_with = "markdown", help_heading = "Output")]
     json: bool,
@@ -413,6 +416,7 @@ fn encode_and_denoise(
         den.set_property("temporal", t);
     }
     den.set_property("coarse-grain", args.coarse_grain);
+    den.set_property("refine", args.refine.refine.to_string());
     den.set_property("lookahead", args.lookahead);
     let src = gst_frames::appsrc(&pipeline, "src")?;
     src.set_caps(Some(&caps));

@@ -12,7 +12,7 @@ use clipdenoise::research::imageio::{self, Format, RgbImage};
 use tch::Kind;
 
 use crate::image_meta;
-use crate::models::ModelArgs;
+use crate::models::{ModelArgs, RefineArgs};
 use crate::paths;
 
 #[derive(clap::Args)]
@@ -47,6 +47,8 @@ pub struct Args {
     quality: u8,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    refine: RefineArgs,
     /// Images with more pixels than this run as overlapping tiles, which bounds memory (0:
     /// never). Peak memory, default model on the CPU: at most about 0.45 GB per million pixels
     /// of this budget + 22 bytes per image pixel + 1.15 GB (a 6000x4000 JPEG: 3.3 GB at the
@@ -67,6 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         precision: args.model.precision,
         max_pixels: args.max_pixels.max(0),
         coarse_grain: args.model.coarse_grain,
+        refine: args.refine.refine,
         ..Options::default()
     };
     let mut denoiser = match opts.precision {

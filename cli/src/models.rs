@@ -1,7 +1,7 @@
 //! What `video` and `image` share: the model/device/precision options, resolving `--model`
 //! (the built-in default, a file, or a name found in the model directories), and reading a
 //! weights file's header for `info`; what `video` and `plan` share: the element's options for
-//! a stream of frames ([`StreamArgs`]).
+//! a stream of frames ([`StreamArgs`]); the refinement after the network ([`RefineArgs`]).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clipdenoise::inference::{DeviceRequest, Precision};
+use clipdenoise::refine::Refine;
 use clipdenoise::weights::{self, ModelSource, Provenance};
 use clipdenoise::Config;
 
@@ -39,6 +40,22 @@ pub struct ModelArgs {
     /// fine-grained noise it loses detail (weights/README.md)
     #[arg(long, help_heading = "Model")]
     pub coarse_grain: bool,
+}
+
+/// `--refine`: what runs after the network (`image`, `video`, `eval`, `bench`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RefineArgs {
+    /// After the network: `off`, or `wiener`, an empirical Wiener filter of the input with the
+    /// network's output as pilot (BM3D's second stage; it keeps the input's brightness and
+    /// colour and can only shrink its detail; weights/README.md). Its parameters:
+    /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`
+    #[arg(
+        long,
+        value_name = "off|wiener[:KEY=VALUE,...]",
+        default_value = "off",
+        help_heading = "Model"
+    )]
+    pub refine: Refine,
 }
 
 /// A file is not live: every frame also looks two frames ahead (weights/README.md).

@@ -515,6 +515,55 @@ fn output_pixels_equal_the_core_denoiser() {
 }
 
 #[test]
+fn refine_wiener_equals_the_core_denoiser_with_it_and_bad_values_keep_the_old_one() {
+    init();
+    let el = element(&[("temporal", &0.0f64), ("refine", &"wiener")]);
+    assert_eq!(el.property::<String>("refine"), "wiener");
+    // Refused with a warning: the old value stays. Empty is off.
+    el.set_property("refine", "wiener:block=7");
+    assert_eq!(el.property::<String>("refine"), "wiener");
+    el.set_property("refine", "");
+    assert_eq!(el.property::<String>("refine"), "off");
+    el.set_property("refine", "wiener:stride=4,dc=input");
+    assert_eq!(el.property::<String>("refine"), "wiener:stride=4,dc=input");
+    let mut h = harness(&el);
+    let refine: clipdenoise::refine::Refine = "wiener:stride=4,dc=input".parse().unwrap();
+    let load = |refine| {
+        let loaded = ModelSource::parse(&fixture())
+            .load(tch::Device::Cpu)
+            .unwrap();
+        Denoiser::new(
+            loaded,
+            Options {
+                refine,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let (plain, refined) = (load(Default::default()), load(refine));
+    let fmt = FrameFormat::new(PixelFormat::Rgb, 40, 24);
+    let caps = rgb_caps(40, 24);
+    let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    h.set_src_caps(caps);
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| pattern(fmt.frame_len(), 40 + i)).collect();
+    for f in &frames {
+        h.push(to_buffer(&info, &fmt, f)).unwrap();
+    }
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    let want = refined.denoise_frames(&refs, &fmt, 1.0).unwrap();
+    let unrefined = plain.denoise_frames(&refs, &fmt, 1.0).unwrap();
+    for (i, w) in want.iter().enumerate() {
+        let got = from_buffer(&info, &fmt, &h.pull().unwrap());
+        assert!(
+            got == *w,
+            "frame {i} differs from the core denoiser with refine"
+        );
+        assert!(got != unrefined[i], "frame {i}: refine changed nothing");
+    }
+}
+
+#[test]
 fn missing_model_fails_null_to_ready_naming_the_file() {
     init();
     let dir = tempfile::tempdir().unwrap();
@@ -775,6 +824,7 @@ fn gst_inspect_lists_every_property_with_a_blurb() {
         "max-pixels",
         "strength",
         "qos",
+        "refine",
         "stats",
     ] {
         let line = props

@@ -44,6 +44,8 @@ pub struct HostKey {
     pub batch_size: usize,
     pub cpu_threads: usize,
     pub coarse_grain: bool,
+    /// The refinement after the network, as written (`Refine`'s Display).
+    pub refine: String,
 }
 
 impl HostKey {
@@ -57,6 +59,7 @@ impl HostKey {
             batch_size,
             cpu_threads: opts.cpu_threads,
             coarse_grain: opts.coarse_grain,
+            refine: opts.refine.to_string(),
         }
     }
 }

@@ -61,6 +61,8 @@ const DEFAULT_LOOKAHEAD: u32 = 0;
 const DEFAULT_QOS: bool = true;
 const DEFAULT_SHARE_MODEL: bool = true;
 const DEFAULT_COARSE_GRAIN: bool = false;
+/// `off`: the network's output as it is (weights/README.md, "The Wiener refinement").
+const DEFAULT_REFINE: &str = "off";
 
 /// How long READY->NULL waits for the model worker to exit. A flush interrupts the running
 /// batch at its next step (before or after the network, between tiles), so the worker is
@@ -115,6 +117,8 @@ struct Settings {
     qos: bool,
     share_model: bool,
     coarse_grain: bool,
+    /// What runs after the network, as `Refine` writes it (checked when set).
+    refine: String,
 }
 
 impl Default for Settings {
@@ -134,6 +138,7 @@ impl Default for Settings {
             qos: DEFAULT_QOS,
             share_model: DEFAULT_SHARE_MODEL,
             coarse_grain: DEFAULT_COARSE_GRAIN,
+            refine: DEFAULT_REFINE.into(),
         }
     }
 }
@@ -362,6 +367,9 @@ impl ClipDenoise {
             max_pixels: auto::max_pixels(settings.max_pixels),
             cpu_threads: auto::cpu_threads(device, wait_policy.as_deref()),
             coarse_grain: settings.coarse_grain,
+            refine: settings.refine.parse().map_err(|e| {
+                gst::error_msg!(gst::ResourceError::Settings, ("Invalid refine: {}", e))
+            })?,
             ..Options::default()
         };
         let threads = opts.cpu_threads;
@@ -1436,6 +1444,12 @@ impl ObjectImpl for ClipDenoise {
                     .default_value(DEFAULT_COARSE_GRAIN)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("refine")
+                    .nick("Refine")
+                    .blurb("After the network: off, or wiener: an empirical Wiener filter of the input frame with the network's output as pilot (BM3D's second stage: it keeps the input's brightness and colour and can only shrink its detail), parameters as wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener; anything else is refused with a warning and the old value stays")
+                    .default_value(Some(DEFAULT_REFINE))
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("share-model")
                     .nick("Share the model")
                     .blurb("Run on the one model of this process that other clipdenoise elements with the same model, device, precision, batch-size, max-pixels use (loaded once; frames of several streams may share a model call; each stream keeps its own order, flushes and EOS; `stats` says how many streams share it). false: this element loads its own")
@@ -1473,15 +1487,17 @@ impl ObjectImpl for ClipDenoise {
             }
             _ => {}
         }
-        let device = match name {
-            "device" => match props::device(value) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    glib::g_warning!("clipdenoise", "{}: {}", self.obj().name(), e);
-                    return;
-                }
-            },
-            _ => None,
+        let checked = match name {
+            "device" => props::device(value),
+            "refine" => props::refine(value),
+            _ => Ok(String::new()),
+        };
+        let checked = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                glib::g_warning!("clipdenoise", "{}: {}", self.obj().name(), e);
+                return;
+            }
         };
         let state = self.obj().current_state();
         if state > gst::State::Ready {
@@ -1496,7 +1512,8 @@ impl ObjectImpl for ClipDenoise {
         let mut s = lock(&self.settings);
         match name {
             "model" => s.model = props::model(value),
-            "device" => s.device = device.unwrap_or_else(|| DEFAULT_DEVICE.into()),
+            "device" => s.device = checked,
+            "refine" => s.refine = checked,
             "batch-size" => s.batch_size = value.get().expect("type checked upstream"),
             "max-latency" => s.max_latency_ms = value.get().expect("type checked upstream"),
             "queue-size" => s.queue_size = value.get().expect("type checked upstream"),
@@ -1528,6 +1545,7 @@ impl ObjectImpl for ClipDenoise {
             "qos" => s.qos.to_value(),
             "share-model" => s.share_model.to_value(),
             "coarse-grain" => s.coarse_grain.to_value(),
+            "refine" => s.refine.to_value(),
             "stats" => {
                 drop(s);
                 self.stats_structure().to_value()

@@ -48,10 +48,7 @@ pub(super) fn list_folder(dir: &Path, limit: Option<usize>) -> Result<Vec<PathBu
 /// The (noisy, clean) files of a pairs folder: `noisy/` and `clean/` subfolders matched by
 /// file name (or stem), or one flat folder of `NAME_noisy.EXT` with `NAME_clean.EXT` (or `NAME_real` with
 /// `NAME_mean`).
-pub(super) fn list_pairs(
-    dir: &Path,
-    limit: Option<usize>,
-) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
+pub fn list_pairs(dir: &Path, limit: Option<usize>) -> Result<Vec<(PathBuf, Option<PathBuf>)>> {
     if !dir.join("noisy").is_dir() {
         return list_flat_pairs(dir, limit);
     }

@@ -48,6 +48,7 @@ use crate::inference::Denoiser;
 use crate::research::imageio::{RgbImage, Samples};
 use crate::research::noise::{NoiseSpec, TorchRng};
 
+pub use folders::list_pairs;
 use run::run;
 
 /// What to evaluate.
