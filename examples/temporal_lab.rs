@@ -191,10 +191,7 @@ fn load_dir(dir: &Path) -> Vec<Tensor> {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    files
-        .iter()
-        .map(|f| imageio::load(f).unwrap().0)
-        .collect()
+    files.iter().map(|f| imageio::load(f).unwrap().0).collect()
 }
 
 fn denoise(d: &Denoiser, x: &[Tensor]) -> Vec<Tensor> {
@@ -221,7 +218,7 @@ fn main() {
         .map(|e| e.unwrap().path())
         .collect();
     clips.sort();
-    let mut sums = vec![0f64; variants.len()];
+    let mut sums = vec![[0f64; 3]; variants.len()];
     for clip in &clips {
         let x = load_dir(&clip.join(format!("crf{crf}")));
         let r: Vec<Tensor> = load_dir(&clip.join(format!("crf{crf}-reference")))
@@ -239,7 +236,10 @@ fn main() {
                 "mix" => {
                     let f = fused(&x, &pilots, &p);
                     let o = denoise(&d, &f);
-                    o.iter().zip(&f).map(|(o, f)| o * p.a + f * (1.0 - p.a)).collect()
+                    o.iter()
+                        .zip(&f)
+                        .map(|(o, f)| o * p.a + f * (1.0 - p.a))
+                        .collect()
                 }
                 "cmix" => {
                     // out = o + (f - o) * a * (n - 1) / n
@@ -251,16 +251,69 @@ fn main() {
                         .map(|((o, f), n)| o + (f - o) * ((n - 1.0) / n * p.a))
                         .collect()
                 }
-                "fbfmix" => pilots.iter().zip(&x).map(|(o, f)| o * p.a + f * (1.0 - p.a)).collect(),
+                "wmix" => {
+                    // out = o + (f - o) * (n - 1) / (n - 1 + w): the network as w frames
+                    let (f, n) = fused_counts(&x, &pilots, &p);
+                    let o = denoise(&d, &f);
+                    o.iter()
+                        .zip(&f)
+                        .zip(&n)
+                        .map(|((o, f), n)| o + (f - o) * ((n - 1.0) / (n - 1.0 + p.a)))
+                        .collect()
+                }
+                "smix" => {
+                    // the network as w = (sigma / s0)^2 frames, sigma the frame's noise level
+                    // (noise_level::estimate_sigma, levels of 255, mean over the channels)
+                    let (f, n) = fused_counts(&x, &pilots, &p);
+                    let o = denoise(&d, &f);
+                    (0..x.len())
+                        .map(|i| {
+                            let sig =
+                                clipdenoise::noise_level::estimate_sigma(&(&x[i] * 255.0)).unwrap();
+                            let sig = sig.iter().sum::<f64>() / 3.0;
+                            let w = (sig / p.a).powi(2);
+                            if i == 5 {
+                                eprintln!("sigma {sig:.2} w {w:.2}");
+                            }
+                            &o[i] + (&f[i] - &o[i]) * ((&n[i] - 1.0) / (&n[i] - 1.0 + w))
+                        })
+                        .collect()
+                }
+                "lmix" => {
+                    // out = o + blur((f - o) * (n - 1) / n, a): low frequencies only
+                    let (f, n) = fused_counts(&x, &pilots, &p);
+                    let o = denoise(&d, &f);
+                    o.iter()
+                        .zip(&f)
+                        .zip(&n)
+                        .map(|((o, f), n)| {
+                            let r = (f - o) * ((n - 1.0) / n);
+                            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
+                        })
+                        .collect()
+                }
+                "fbfmix" => pilots
+                    .iter()
+                    .zip(&x)
+                    .map(|(o, f)| o * p.a + f * (1.0 - p.a))
+                    .collect(),
                 "ofuse" => fused(&pilots, &pilots, &p),
                 _ => panic!("unknown variant {name}"),
             };
             let s = score_clip(&r, &to255(&y)).unwrap();
             eprintln!("{} {v}: {:.3} dB", clip.display(), s.psnr);
-            sums[k] += s.psnr;
+            sums[k][0] += s.psnr;
+            sums[k][1] += s.ssim;
+            sums[k][2] += s.temporal;
         }
     }
     for (k, v) in variants.iter().enumerate() {
-        println!("CRF {crf} {v}: {:.3}", sums[k] / clips.len() as f64);
+        let n = clips.len() as f64;
+        println!(
+            "CRF {crf} {v}: {:.3} dB, SSIM {:.4}, temporal {:.3}",
+            sums[k][0] / n,
+            sums[k][1] / n,
+            sums[k][2] / n
+        );
     }
 }

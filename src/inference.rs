@@ -598,7 +598,9 @@ impl Denoiser {
             let (x, y) = (x.f_narrow(0, offset, n)?, y.f_narrow(0, offset, n)?);
             // The output weighed against the fused input by the frames fused per pixel.
             let y = match (g.temporal.as_mut(), &xin) {
-                (Some((filter, _)), Some(xin)) => filter.finish(&xin.f_narrow(0, offset, n)?, &y)?,
+                (Some((filter, _)), Some(xin)) => {
+                    filter.finish(&xin.f_narrow(0, offset, n)?, &y)?
+                }
                 _ => y,
             };
             offset += n;

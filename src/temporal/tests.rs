@@ -354,23 +354,25 @@ fn the_cpu_path_gives_the_tch_ops_numbers_bit_for_bit() {
 }
 
 #[test]
-fn the_output_blend_keeps_the_network_where_nothing_fused_and_is_exact_on_both_paths() {
+fn the_output_blend_corrects_a_level_shift_without_a_ghost() {
     // A still scene with a moving square; the "network" a stand-in that returns the clean
     // frame moved 0.05 up (a level shift, as the model's on compressed video): the blend
-    // pulls it towards the fused input by the frames fused per pixel.
+    // pulls its low frequencies towards the fused input's as far as frames were fused.
     let bg = texture(21, 64, 96);
     let obj = texture(22, 16, 16) * 0.3 + 0.6;
+    let at = |i: i64| (8 + 2 * i, 6 + 6 * i);
     let clean: Vec<Tensor> = (0..8i64)
         .map(|i| {
             let c = bg.copy();
-            c.narrow(2, 8 + 2 * i, 16).narrow(3, 6 + 6 * i, 16).copy_(&obj);
+            let (oy, ox) = at(i);
+            c.narrow(2, oy, 16).narrow(3, ox, 16).copy_(&obj);
             c
         })
         .collect();
     let frames: Vec<Tensor> = clean.iter().zip(900..).map(|(c, s)| noisy(c, s)).collect();
     for lookahead in [0, 2] {
         let mut f = TemporalFilter::new();
-        let (mut gain, mut n1) = (0.0, 0);
+        let (mut gain, mut worst) = (0.0, f64::INFINITY);
         for i in 0..frames.len() {
             let later = &frames[i + 1..(i + 1 + lookahead).min(frames.len())];
             f.set_future(lookahead, Vec::new());
@@ -379,38 +381,30 @@ fn the_output_blend_keeps_the_network_where_nothing_fused_and_is_exact_on_both_p
             let counts = f.counts.as_ref().unwrap().shallow_clone();
             let o = &clean[i] + 0.05;
             let y = f.finish(&fused, &o).unwrap();
+            assert!(same(&y, &output::blend(&o, &fused, &counts).unwrap()));
             // No counts left for a second call: the network's output as it is.
             assert!(same(&f.finish(&fused, &o).unwrap(), &o));
-            assert!(same(&y, &output::blend_ops(&o, &fused, &counts).unwrap()));
-            // Where one frame was fused, the network's result exactly.
-            let alone = counts.eq(1.0).expand([1, 3, 64, 96], false);
-            n1 += alone.sum(Kind::Int64).int64_value(&[]);
-            assert!(same(&y.masked_select(&alone), &o.masked_select(&alone)));
-            // Never beyond the fused input nor the output.
-            let (dy, dof) = ((&y - &fused).abs(), (&o - &fused).abs());
-            assert!((dy - dof).max().double_value(&[]) <= 1e-6);
-            if i == 0 && lookahead == 0 {
-                assert!(same(&y, &o), "the first frame fuses nothing");
+            if counts.eq(1.0).all().int64_value(&[]) == 1 {
+                assert!(same(&y, &o), "nothing fused, nothing moved (frame {i})");
             }
             let corner = |t: &Tensor| crop(t, 44, 0, 20, 40);
             gain += psnr(&corner(&y), &corner(&clean[i])) - psnr(&corner(&o), &corner(&clean[i]));
+            let (oy, ox) = at(i as i64);
+            let region = |t: &Tensor| crop(t, (oy - 2).max(0), (ox - 6).max(0), 20, 28);
+            worst = worst
+                .min(psnr(&region(&y), &region(&clean[i])) - psnr(&region(&o), &region(&clean[i])));
         }
-        assert!(n1 > 0, "some pixels fused nothing ({lookahead})");
-        assert!(gain / 8.0 > 1.0, "the still corner gained {gain:.2} dB over 8 frames ({lookahead})");
+        assert!(
+            gain / 8.0 > 1.0,
+            "the still corner gained {gain:.2} dB over 8 frames ({lookahead})"
+        );
+        assert!(
+            worst > -0.1,
+            "the moving region lost {worst:.2} dB ({lookahead})"
+        );
         // amount 0: no fusion, so no blend.
         let fused = f.prepare(&frames[0], 0.0).unwrap();
         assert!(same(&f.finish(&fused, &clean[0]).unwrap(), &clean[0]));
-    }
-    // Both paths, a batch of two, odd sizes, counts from 1 to 3.8.
-    for (h, w) in [(45, 77), (64, 96)] {
-        tch::manual_seed(7);
-        let o = Tensor::rand([2, 3, h, w], (Kind::Float, Device::Cpu));
-        let fu = Tensor::rand([2, 3, h, w], (Kind::Float, Device::Cpu));
-        let n = Tensor::rand([2, 1, h, w], (Kind::Float, Device::Cpu)) * 2.8 + 1.0;
-        assert!(same(
-            &output::blend(&o, &fu, &n).unwrap(),
-            &output::blend_ops(&o, &fu, &n).unwrap()
-        ));
     }
     let bad = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
     assert!(output::blend(&bad, &bad, &bad).is_err());
