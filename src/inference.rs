@@ -586,8 +586,13 @@ impl Denoiser {
         };
         self.synchronize();
         let t1 = Instant::now();
-        let y = match &x {
-            Some(x) => Some(self.denoise(&prepared(x, fmt, groups)?)?),
+        // The network's input (fused over time where a group has a temporal filter).
+        let xin = match &x {
+            Some(x) => Some(prepared(x, fmt, groups)?),
+            None => None,
+        };
+        let y = match &xin {
+            Some(xin) => Some(self.denoise(xin)?),
             None => None,
         };
         let mut outs = Vec::with_capacity(groups.len());
@@ -602,6 +607,13 @@ impl Denoiser {
             };
             let n = g.frames.len() as i64;
             let (x, y) = (x.f_narrow(0, offset, n)?, y.f_narrow(0, offset, n)?);
+            // The output weighed against the fused input by the frames fused per pixel.
+            let y = match (g.temporal.as_mut(), &xin) {
+                (Some((filter, _)), Some(xin)) => {
+                    filter.finish(&xin.f_narrow(0, offset, n)?, &y)?
+                }
+                _ => y,
+            };
             offset += n;
             let y = if g.strength >= 1.0 {
                 y

@@ -29,6 +29,7 @@ pub mod cpu;
 pub mod fusion;
 pub mod motion;
 pub mod offline;
+pub mod output;
 #[cfg(test)]
 mod tests;
 
@@ -180,15 +181,18 @@ impl Staggered {
         })
     }
 
-    /// `frames` (`[N, 3, H, W]`) through the recursion frame after frame, in their kind.
-    fn run(&mut self, frames: &Tensor, cap: f64) -> Result<Tensor> {
+    /// `frames` (`[N, 3, H, W]`) through the recursion frame after frame, in their kind, and
+    /// their counts (`[N, 1, H, W]` float).
+    fn run(&mut self, frames: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
         let n = frames.size()[0];
-        let mut out = Vec::with_capacity(n as usize);
+        let (mut out, mut counts) = (Vec::with_capacity(n as usize), Vec::new());
         for i in 0..n {
             let cur = frames.f_narrow(0, i, 1)?;
-            out.push(self.step(&cur, cap)?.0.f_to_kind(cur.kind())?);
+            let (f, count) = self.step(&cur, cap)?;
+            out.push(f.f_to_kind(cur.kind())?);
+            counts.push(count);
         }
-        Ok(Tensor::f_cat(&out, 0)?)
+        Ok((Tensor::f_cat(&out, 0)?, Tensor::f_cat(&counts, 0)?))
     }
 
     fn reset(&mut self) {
@@ -241,7 +245,8 @@ fn both<A: Send, B: Send>(
 }
 
 /// The temporal filter of one stream: a recursion over the network's input
-/// ([`TemporalFilter::prepare`]).
+/// ([`TemporalFilter::prepare`]), then the network's output weighed against that fused input
+/// by the frames fused into each pixel ([`TemporalFilter::finish`], [`output`]).
 ///
 /// With a lookahead (offline mode, [`TemporalFilter::set_future`]) the input stage also sees
 /// up to that many later frames: a backward recursion over them, combined with the forward
@@ -253,6 +258,9 @@ pub struct TemporalFilter {
     future: Vec<Vec<u8>>,
     /// Later frames each frame looks at (0: causal).
     lookahead: usize,
+    /// The per-pixel counts of the last [`TemporalFilter::prepare_window`]'s frames
+    /// (`[N, 1, H, W]`), for [`TemporalFilter::finish`]; None after an unfused call.
+    counts: Option<Tensor>,
 }
 
 impl std::fmt::Debug for TemporalFilter {
@@ -272,6 +280,7 @@ impl TemporalFilter {
     /// Forget the previous frames (after a flush or seek: the next frame starts afresh).
     pub fn reset(&mut self) {
         self.input.reset();
+        self.counts = None;
     }
 
     /// Whether a previous frame is held.
@@ -346,13 +355,16 @@ impl TemporalFilter {
         future: Option<&Tensor>,
         amount: f64,
     ) -> Result<Tensor> {
+        self.counts = None;
         if amount <= 0.0 || frames.dim() != 4 {
             self.input.reset();
             return Ok(frames.shallow_clone());
         }
         let c = cap(amount);
         if self.lookahead == 0 {
-            return self.input.run(frames, c);
+            let (fused, counts) = self.input.run(frames, c)?;
+            self.counts = Some(counts);
+            return Ok(fused);
         }
         let all = match future {
             Some(f) if f.size()[1..] == frames.size()[1..] => Tensor::f_cat(&[frames, f], 0)?,
@@ -362,11 +374,12 @@ impl TemporalFilter {
         let all = all.f_to_kind(tch::Kind::Float)?.f_contiguous()?;
         let (n, total) = (frames.size()[0], all.size()[0]);
         let mut out = Vec::with_capacity(n as usize);
+        let mut counts = Vec::with_capacity(n as usize);
         for i in 0..n {
             let cur = all.f_narrow(0, i, 1)?;
             let ahead = (self.lookahead as i64).min(total - 1 - i);
-            let y = match ahead {
-                0 => self.input.step(&cur, c)?.0,
+            let (y, count) = match ahead {
+                0 => self.input.step(&cur, c)?,
                 _ => {
                     // The forward and the backward recursion on two threads (CPU frames).
                     let input = &mut self.input;
@@ -377,11 +390,28 @@ impl TemporalFilter {
                         |window| offline::backward(window, c),
                     );
                     let ((f, nf), (b, nb)) = (fwd?, bwd?);
-                    offline::combine(&cur, &f, &nf, &b, &nb)?
+                    let count = nf.f_add(&nb)?.f_sub_scalar(1.0)?;
+                    (offline::combine(&cur, &f, &nf, &b, &nb)?, count)
                 }
             };
             out.push(y.f_to_kind(frames.kind())?);
+            counts.push(count);
         }
+        self.counts = Some(Tensor::f_cat(&counts, 0)?);
         Ok(Tensor::f_cat(&out, 0)?)
+    }
+
+    /// After the network: its output `out` for the frames of the last
+    /// [`TemporalFilter::prepare_window`] weighed against their fused input `fused` (what that
+    /// call returned) by the frames fused into each pixel ([`output::blend`]): the network's
+    /// own result where nothing was fused. `out` itself when the last call fused nothing
+    /// (`amount` 0) or the sizes differ.
+    pub fn finish(&mut self, fused: &Tensor, out: &Tensor) -> Result<Tensor> {
+        match self.counts.take() {
+            Some(n) if n.size()[0] == out.size()[0] && out.size() == fused.size() => {
+                Ok(output::blend(out, fused, &n)?.f_to_kind(out.kind())?)
+            }
+            _ => Ok(out.shallow_clone()),
+        }
     }
 }

@@ -352,3 +352,60 @@ fn the_cpu_path_gives_the_tch_ops_numbers_bit_for_bit() {
         assert!(same(&a, &offline::combine_ops(y, f, nf, &b, &nb).unwrap()));
     }
 }
+
+#[test]
+fn the_output_blend_corrects_a_level_shift_without_a_ghost() {
+    // A still scene with a moving square; the "network" a stand-in that returns the clean
+    // frame moved 0.05 up (a level shift, as the model's on compressed video): the blend
+    // pulls its low frequencies towards the fused input's as far as frames were fused.
+    let bg = texture(21, 64, 96);
+    let obj = texture(22, 16, 16) * 0.3 + 0.6;
+    let at = |i: i64| (8 + 2 * i, 6 + 6 * i);
+    let clean: Vec<Tensor> = (0..8i64)
+        .map(|i| {
+            let c = bg.copy();
+            let (oy, ox) = at(i);
+            c.narrow(2, oy, 16).narrow(3, ox, 16).copy_(&obj);
+            c
+        })
+        .collect();
+    let frames: Vec<Tensor> = clean.iter().zip(900..).map(|(c, s)| noisy(c, s)).collect();
+    for lookahead in [0, 2] {
+        let mut f = TemporalFilter::new();
+        let (mut gain, mut worst) = (0.0, f64::INFINITY);
+        for i in 0..frames.len() {
+            let later = &frames[i + 1..(i + 1 + lookahead).min(frames.len())];
+            f.set_future(lookahead, Vec::new());
+            let future = (!later.is_empty()).then(|| Tensor::cat(later, 0));
+            let fused = f.prepare_window(&frames[i], future.as_ref(), 1.0).unwrap();
+            let counts = f.counts.as_ref().unwrap().shallow_clone();
+            let o = &clean[i] + 0.05;
+            let y = f.finish(&fused, &o).unwrap();
+            assert!(same(&y, &output::blend(&o, &fused, &counts).unwrap()));
+            // No counts left for a second call: the network's output as it is.
+            assert!(same(&f.finish(&fused, &o).unwrap(), &o));
+            if counts.eq(1.0).all().int64_value(&[]) == 1 {
+                assert!(same(&y, &o), "nothing fused, nothing moved (frame {i})");
+            }
+            let corner = |t: &Tensor| crop(t, 44, 0, 20, 40);
+            gain += psnr(&corner(&y), &corner(&clean[i])) - psnr(&corner(&o), &corner(&clean[i]));
+            let (oy, ox) = at(i as i64);
+            let region = |t: &Tensor| crop(t, (oy - 2).max(0), (ox - 6).max(0), 20, 28);
+            worst = worst
+                .min(psnr(&region(&y), &region(&clean[i])) - psnr(&region(&o), &region(&clean[i])));
+        }
+        assert!(
+            gain / 8.0 > 1.0,
+            "the still corner gained {gain:.2} dB over 8 frames ({lookahead})"
+        );
+        assert!(
+            worst > -0.1,
+            "the moving region lost {worst:.2} dB ({lookahead})"
+        );
+        // amount 0: no fusion, so no blend.
+        let fused = f.prepare(&frames[0], 0.0).unwrap();
+        assert!(same(&f.finish(&fused, &clean[0]).unwrap(), &clean[0]));
+    }
+    let bad = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+    assert!(output::blend(&bad, &bad, &bad).is_err());
+}
