@@ -63,6 +63,7 @@ fn valid_plan(rng: &mut Rng) -> JobPlan {
             precision: "fp32".into(),
             strength: 1.0,
             coarse_grain: false,
+            refine: "wiener:sigma=flat,scale=2,dc=input".into(),
             batch_size: None,
             max_pixels: Some(2_000_000),
             temporal: 0.5,
@@ -180,6 +181,11 @@ fn invariants(p: &JobPlan) {
         at = s.end;
     }
     assert_eq!(at, p.frames);
+    assert!(p
+        .settings
+        .refine
+        .parse::<clipdenoise::refine::Refine>()
+        .is_ok());
     let job = JobDir::new("/nonexistent-job");
     assert!(job.segment(p, p.segments.len() as u64).is_err());
     let _ = job.states(p, false);

@@ -80,6 +80,8 @@ pub struct StreamArgs {
     #[arg(long, value_name = "FRAMES", default_value_t = DEFAULT_LOOKAHEAD,
           value_parser = clap::value_parser!(u32).range(0..=clipdenoise::temporal::MAX_LOOKAHEAD as i64), help_heading = "Model")]
     pub lookahead: u32,
+    #[command(flatten)]
+    pub refine: RefineArgs,
 }
 
 pub fn parse_strength(s: &str) -> Result<f64, String> {

@@ -991,6 +991,43 @@ fn a_rotated_clip_comes_out_upright() {
     );
 }
 
+/// `--refine` reaches the element: the Wiener stage changes the frames of the same clip (same
+/// count, both playable), and a bad spec is refused in one line before any file is written.
+#[test]
+fn refine_reaches_the_element_and_a_bad_spec_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    h264_clip(&input, 6, "snow", "mp4mux");
+    let plain = dir.path().join("plain.mkv");
+    let refined = dir.path().join("refined.mkv");
+    let out = denoise_video(&input, &plain, &["--codec", "ffv1"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = denoise_video(&input, &refined, &["--codec", "ffv1", "--refine", "wiener"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(probe(&refined).video[0].pts.len(), 6);
+    let (a, b) = (
+        ffmpeg_first_frame_gray(&plain),
+        ffmpeg_first_frame_gray(&refined),
+    );
+    assert_eq!(a.len(), b.len());
+    let changed = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert!(
+        changed > a.len() / 10,
+        "--refine wiener changed only {changed} of {} pixels: it did not reach the element",
+        a.len()
+    );
+    let bad = dir.path().join("bad.mkv");
+    let out = denoise_video(
+        &input,
+        &bad,
+        &["--codec", "ffv1", "--refine", "wiener:block=0"],
+    );
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("refine"), "{err}");
+    assert!(!bad.exists(), "a refused run wrote {}", bad.display());
+}
+
 /// A 12-frame 160x96 clip coded by `encoder` from raw `format`, in Matroska.
 fn make_format_clip(path: &Path, format: &str, encoder: &str) {
     gst_run(&format!(

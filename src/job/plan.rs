@@ -68,6 +68,10 @@ pub struct Settings {
     pub precision: String,
     pub strength: f64,
     pub coarse_grain: bool,
+    /// After the network: `off` or a `wiener` spec ([`crate::refine`]); plans written before
+    /// it existed read as `off`.
+    #[serde(default = "refine_off")]
+    pub refine: String,
     pub batch_size: Option<u32>,
     pub max_pixels: Option<u64>,
     /// The temporal stage's amount (0: off).
@@ -82,6 +86,10 @@ pub struct Settings {
     /// The element's `lookahead` (the temporal stage's offline window, in frames); each
     /// segment also denoises this many frames after its end.
     pub lookahead: u64,
+}
+
+fn refine_off() -> String {
+    "off".into()
 }
 
 impl Settings {
@@ -295,6 +303,9 @@ impl JobPlan {
         if !PRECISIONS.contains(&t.precision.as_str()) {
             return Err(format!("settings.precision '{}'", short(&t.precision)));
         }
+        if t.refine.len() > 200 || t.refine.parse::<crate::refine::Refine>().is_err() {
+            return Err(format!("settings.refine '{}'", short(&t.refine)));
+        }
         if !CODECS.contains(&t.codec.as_str()) {
             return Err(format!("settings.codec '{}'", short(&t.codec)));
         }
@@ -439,6 +450,7 @@ pub(crate) mod tests {
                 precision: "fp32".into(),
                 strength: 1.0,
                 coarse_grain: false,
+                refine: "off".into(),
                 batch_size: None,
                 max_pixels: None,
                 temporal: 0.5,
@@ -489,6 +501,23 @@ pub(crate) mod tests {
         let mut f = frames(5, 1);
         f[3].pts_ns = f[2].pts_ns;
         assert!(split(&f, Split::Count(2), Some(0), 0).is_err());
+    }
+
+    #[test]
+    fn refine_is_checked_and_older_plans_read_it_as_off() {
+        let mut p = plan(100, 4, Some(10), 2);
+        p.settings.refine = "wiener:sigma=flat,scale=2,dc=input".into();
+        let back = JobPlan::parse(p.to_json().as_bytes(), Path::new("plan.json")).unwrap();
+        assert_eq!(back.settings.refine, p.settings.refine);
+        let without = p
+            .to_json()
+            .replace("\"refine\": \"wiener:sigma=flat,scale=2,dc=input\",", "");
+        assert!(!without.contains("refine"), "{without}");
+        let old = JobPlan::parse(without.as_bytes(), Path::new("plan.json")).unwrap();
+        assert_eq!(old.settings.refine, "off");
+        p.settings.refine = "wiener:block=0".into();
+        let err = JobPlan::parse(p.to_json().as_bytes(), Path::new("plan.json")).unwrap_err();
+        assert!(err.to_string().contains("settings.refine"), "{err}");
     }
 
     #[test]

@@ -155,6 +155,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         .to_string(),
         strength: args.model.strength,
         coarse_grain: args.model.coarse_grain,
+        refine: args.stream.refine.refine.to_string(),
         batch_size: args.stream.batch_size,
         max_pixels: args.stream.max_pixels,
         temporal,

@@ -112,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             temporal_origin: i64::try_from(seg.decode_start)
                 .context("decode_start is too large")?,
             coarse_grain: t.coarse_grain,
+            refine: t.refine.clone(),
         },
     };
     let _ = std::fs::remove_file(&output);

@@ -167,6 +167,7 @@ fn configure_element(element: &gst::Element, props: &ElementProps) {
         element.set_property("temporal", t);
     }
     element.set_property("coarse-grain", props.coarse_grain);
+    element.set_property("refine", &props.refine);
     element.set_property("lookahead", props.lookahead);
     element.set_property("temporal-origin", props.temporal_origin);
 }

@@ -161,6 +161,8 @@ pub struct ElementProps {
     /// its warm-up starts), for the temporal filter's restarts; 0 for `video`.
     pub temporal_origin: i64,
     pub coarse_grain: bool,
+    /// The element's `refine` (`off`, or a `wiener` spec: [`clipdenoise::refine`]).
+    pub refine: String,
 }
 
 /// The validated job.
@@ -271,6 +273,7 @@ fn element_props(args: &Args) -> anyhow::Result<ElementProps> {
         lookahead: args.stream.lookahead,
         temporal_origin: 0,
         coarse_grain: args.model.coarse_grain,
+        refine: args.stream.refine.refine.to_string(),
     })
 }
 
