@@ -1,7 +1,7 @@
 //! After the network: the low frequencies of its output `o` pulled towards those of the fused
 //! input `f` it was given, pixel by pixel as far as the count `n` of frames the fusion averaged
 //! there: `y = o + G((f - o) * (n - 1) / n)`, `G` a Gaussian low-pass of [`SIGMA`] pixels
-//! ([`crate::lowpass::gaussian_blur`]). The network's result counts as one frame, the other
+//! ([`crate::lowpass::gaussian_blur_fast`]). The network's result counts as one frame, the other
 //! `n - 1` frames of the fused input as theirs, at scales above a few pixels only.
 //!
 //! Why: on compressed video the network moves local levels and removes detail the codec kept
@@ -13,13 +13,14 @@
 //! was fused (`n = 1`: motion, an uncovered area, a cut, the first frame) the weight is 0, so
 //! only the blur's reach (3 [`SIGMA`]) of neighbouring fused pixels moves the output there.
 //!
-//! No latency (the counts are known before the network runs); tch ops on the frames' device
-//! (the CPU path is the same ops, so there is no separate plain-Rust twin to keep exact).
+//! No latency (the counts are known before the network runs); tch ops on the frames' device,
+//! the low-pass in plain Rust for float frames on the CPU (the same filter within float
+//! rounding, deterministic, so segments still join into one pass).
 
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::lowpass::gaussian_blur;
+use crate::lowpass::gaussian_blur_fast;
 
 /// The low-pass's standard deviation, in pixels (1.5, 3 and 6 measured: 3 the best at CRF 23
 /// and 28, weights/README.md).
@@ -49,5 +50,5 @@ pub fn blend(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor> {
     );
     let g = n.f_sub_scalar(1.0)?.f_div(&n)?;
     let pull = f.f_sub(&o)?.f_mul(&g)?;
-    Ok(o.f_add(&gaussian_blur(&pull, SIGMA)?)?)
+    Ok(o.f_add(&gaussian_blur_fast(&pull, SIGMA)?)?)
 }
