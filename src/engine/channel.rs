@@ -22,6 +22,8 @@ pub(super) enum InItem<T> {
         format: FrameFormat,
         payload: T,
         submitted: Instant,
+        /// Not to be output: the temporal stage's recursion only, no network.
+        decode_only: bool,
     },
     Marker {
         payload: T,
@@ -106,6 +108,31 @@ impl<T> std::fmt::Debug for EngineSender<T> {
 impl<T: Send + 'static> EngineSender<T> {
     /// Queue one packed frame. Blocks while the input channel is full; a flush aborts the wait.
     pub fn send(&self, data: Vec<u8>, format: FrameFormat, payload: T) -> Result<(), SendError> {
+        self.send_frame(data, format, payload, false)
+    }
+
+    /// Queue a frame whose output nobody wants, but whose content the next frames' temporal
+    /// stage needs (a GStreamer DECODE_ONLY buffer: a segment's warm-up frames, the frames
+    /// after its last one that offline mode looks ahead to): it goes through the temporal
+    /// stage's recursion as [`EngineSender::send`]'s frames do (the state after it is the
+    /// same), not through the network, and comes out in order, with its own data, as a
+    /// frame. Counted in `frames_decode_only`, not in `batches`.
+    pub fn send_decode_only(
+        &self,
+        data: Vec<u8>,
+        format: FrameFormat,
+        payload: T,
+    ) -> Result<(), SendError> {
+        self.send_frame(data, format, payload, true)
+    }
+
+    fn send_frame(
+        &self,
+        data: Vec<u8>,
+        format: FrameFormat,
+        payload: T,
+        decode_only: bool,
+    ) -> Result<(), SendError> {
         let submitted = Instant::now();
         format.validate().map_err(SendError::Invalid)?;
         if data.len() != format.frame_len() {
@@ -129,6 +156,7 @@ impl<T: Send + 'static> EngineSender<T> {
             format,
             payload,
             submitted,
+            decode_only,
         })
         .inspect_err(|_| {
             let mut s = self.control.shared.stats();

@@ -23,6 +23,9 @@ pub struct Stats {
     pub frames_out: u64,
     /// Frames discarded: flushed, failed in the model, or dropped by the caller (late).
     pub frames_dropped: u64,
+    /// Frames sent decode-only ([`super::EngineSender::send_decode_only`]): they went
+    /// through the temporal stage's recursion, not the network (not in `batches`).
+    pub frames_decode_only: u64,
     /// Batches that went through the model (failed ones included).
     pub batches: u64,
     /// Batches the model failed on.
@@ -78,6 +81,7 @@ pub(super) struct StatsAcc {
     pub(super) frames_in: u64,
     pub(super) frames_out: u64,
     pub(super) frames_dropped: u64,
+    pub(super) frames_decode_only: u64,
     pub(super) batches: u64,
     pub(super) failed_batches: u64,
     pub(super) interrupted_batches: u64,
@@ -188,6 +192,7 @@ impl StatsAcc {
             frames_in: self.frames_in,
             frames_out: self.frames_out,
             frames_dropped: self.frames_dropped,
+            frames_decode_only: self.frames_decode_only,
             batches: self.batches,
             failed_batches: self.failed_batches,
             interrupted_batches: self.interrupted_batches,
@@ -352,6 +357,11 @@ impl StatsAcc {
     /// A batch of `frames` frames went through the model, starting at `start`; `submitted` are
     /// the frames' send times. `times` is None when the model failed. A warm-up batch (the
     /// first of a format) is left out of the batch time estimate.
+    /// Decode-only frames of a batch went through the temporal stage (not the network).
+    pub(super) fn decode_only(&mut self, frames: u64) {
+        self.frames_decode_only += frames;
+    }
+
     pub(super) fn batch_done(
         &mut self,
         frames: usize,

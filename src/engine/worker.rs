@@ -13,7 +13,7 @@ use super::control::Shared;
 use super::exit_guard::GUARD;
 use super::{panic_text, DenoisedFrame, EngineConfig, FrameModel, FrameTiming, Output};
 use crate::error::{Error, Result};
-use crate::frame::FrameFormat;
+use crate::frame::{frames_to_tensor, FrameFormat};
 use crate::inference::StageTimes;
 use crate::temporal::TemporalFilter;
 
@@ -25,6 +25,9 @@ enum Pending<T> {
         data: Vec<u8>,
         payload: T,
         submitted: Instant,
+        /// Its output is not wanted ([`super::EngineSender::send_decode_only`]): it only
+        /// goes through the temporal stage's recursion and comes out as it went in.
+        decode_only: bool,
     },
     Marker(T),
 }
@@ -196,6 +199,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                 format,
                 payload,
                 submitted,
+                decode_only,
             } => {
                 if self.format.is_some_and(|f| f != format) {
                     self.run_batch()?;
@@ -206,6 +210,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
                     data,
                     payload,
                     submitted,
+                    decode_only,
                 });
                 self.pending_frames += 1;
                 if self.pending_frames >= self.cfg.batch_size + self.cfg.lookahead {
@@ -398,18 +403,31 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             self.shared.stats().batch_interrupted(n);
             return Ok(());
         }
-        let warmup = self.last_run_format != Some(format);
-        self.last_run_format = Some(format);
-        self.shared.stats().batch_done(
-            n,
-            result.as_ref().ok().map(|(_, t)| t),
-            warmup,
-            start,
-            items.iter().filter_map(|p| match p {
-                Pending::Frame { submitted, .. } => Some(*submitted),
-                Pending::Marker(_) => None,
-            }),
-        );
+        // Decode-only frames did not enter the network: not in the batch's counts or times.
+        let primed = items.iter().filter(|p| is_decode_only(p)).count();
+        match &result {
+            Ok(_) if primed == n => {}
+            _ => {
+                let ok = result.is_ok();
+                let warmup = self.last_run_format != Some(format);
+                self.last_run_format = Some(format);
+                self.shared.stats().batch_done(
+                    if ok { n - primed } else { n },
+                    result.as_ref().ok().map(|(_, t)| t),
+                    warmup,
+                    start,
+                    items.iter().filter_map(|p| match p {
+                        Pending::Frame { submitted, .. } if !(ok && is_decode_only(p)) => {
+                            Some(*submitted)
+                        }
+                        _ => None,
+                    }),
+                );
+            }
+        }
+        if result.is_ok() {
+            self.shared.stats().decode_only(primed as u64);
+        }
         if self.stale() {
             // Flushed while the model ran.
             if result.is_ok() {
@@ -421,7 +439,7 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             Ok((frames, stages)) => {
                 let batch = Batch {
                     format,
-                    frames: n,
+                    frames: n - primed,
                     start,
                     finished,
                     stages,
@@ -432,7 +450,10 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         }
     }
 
-    /// The model on the pending frames; a panic becomes an error.
+    /// The model on the pending frames, but for the decode-only ones, which only go through
+    /// the temporal stage's recursion ([`Worker::prime`]), in order with the others: the
+    /// outputs of the frames that ran (a decode-only frame's output is its input,
+    /// [`Batch::outputs`]). A panic becomes an error.
     fn run_model(
         &mut self,
         items: &[Pending<T>],
@@ -442,25 +463,83 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
             return Err(Error::Interrupted);
         };
         self.running_epoch.store(self.epoch, Ordering::Release);
-        self.resolve_precision(format);
-        let strength = self.shared.strength.get();
-        let amount = self.cfg.temporal.get();
-        self.temporal
-            .set_future(self.cfg.lookahead, std::mem::take(&mut self.future));
-        let frames: Vec<&[u8]> = items
+        let future = std::mem::take(&mut self.future);
+        let frames: Vec<(&[u8], bool)> = items
             .iter()
             .filter_map(|p| match p {
-                Pending::Frame { data, .. } => Some(data.as_slice()),
+                Pending::Frame {
+                    data, decode_only, ..
+                } => Some((data.as_slice(), *decode_only)),
                 Pending::Marker(_) => None,
             })
             .collect();
+        let (mut outs, mut times) = (Vec::with_capacity(frames.len()), StageTimes::default());
+        // Runs of consecutive frames of one kind.
+        let mut i = 0;
+        while i < frames.len() {
+            let decode_only = frames[i].1;
+            let end = i + frames[i..].iter().take_while(|f| f.1 == decode_only).count();
+            let run: Vec<&[u8]> = frames[i..end].iter().map(|f| f.0).collect();
+            if decode_only {
+                self.prime(&run, format)?;
+            } else {
+                // Their future: the frames after them in this batch, then the held ones.
+                let later = frames[end..].iter().map(|f| f.0.to_vec());
+                let later = later.chain(future.iter().cloned());
+                let later = later.take(self.cfg.lookahead).collect();
+                let (out, t) = self.denoise(&run, format, later)?;
+                outs.extend(out);
+                times.upload += t.upload;
+                times.model += t.model;
+                times.download += t.download;
+            }
+            i = end;
+        }
+        Ok((outs, times))
+    }
+
+    /// The network on `frames` (consecutive, none decode-only), `future` the frames after
+    /// them (offline mode); a panic becomes an error.
+    fn denoise(
+        &mut self,
+        frames: &[&[u8]],
+        format: &FrameFormat,
+        future: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Vec<u8>>, StageTimes)> {
+        self.resolve_precision(format);
+        let strength = self.shared.strength.get();
+        let amount = self.cfg.temporal.get();
+        self.temporal.set_future(self.cfg.lookahead, future);
         let (model, temporal) = (&self.model, &mut self.temporal);
         catch_unwind(AssertUnwindSafe(|| {
-            model.denoise_sequence(&frames, format, strength, temporal, amount)
+            model.denoise_sequence(frames, format, strength, temporal, amount)
         }))
         .unwrap_or_else(|p| {
             Err(Error::Torch(format!(
                 "the model panicked: {}",
+                panic_text(&p)
+            )))
+        })
+    }
+
+    /// Decode-only `frames` through the temporal stage's forward recursion, on the model's
+    /// device, without the model ([`TemporalFilter::prime`]): the state the next frames
+    /// start from is the one running them through the network would leave. At `strength` 0
+    /// or `temporal` 0 the state is dropped, as the model's path does.
+    fn prime(&mut self, frames: &[&[u8]], format: &FrameFormat) -> Result<()> {
+        let amount = self.cfg.temporal.get();
+        if amount <= 0.0 || self.shared.strength.get() <= 0.0 {
+            self.temporal.reset();
+            return Ok(());
+        }
+        let device = self.model.device();
+        let temporal = &mut self.temporal;
+        catch_unwind(AssertUnwindSafe(|| {
+            temporal.prime(&frames_to_tensor(frames, format, device)?, amount)
+        }))
+        .unwrap_or_else(|p| {
+            Err(Error::Torch(format!(
+                "the temporal stage panicked: {}",
                 panic_text(&p)
             )))
         })
@@ -511,10 +590,16 @@ impl Batch {
             .map(|p| match p {
                 Pending::Marker(t) => Output::Marker(t),
                 Pending::Frame {
-                    payload, submitted, ..
+                    payload,
+                    submitted,
+                    data,
+                    decode_only,
                 } => Output::Frame(DenoisedFrame {
                     payload,
-                    data: cleaned.next().unwrap_or_default(),
+                    data: match decode_only {
+                        true => data,
+                        false => cleaned.next().unwrap_or_default(),
+                    },
                     format: self.format,
                     timing: FrameTiming {
                         submitted,
@@ -527,6 +612,16 @@ impl Batch {
             })
             .collect()
     }
+}
+
+fn is_decode_only<T>(p: &Pending<T>) -> bool {
+    matches!(
+        p,
+        Pending::Frame {
+            decode_only: true,
+            ..
+        }
+    )
 }
 
 /// A failed batch: one `Failed` with the frames' payloads, then the markers, in order.

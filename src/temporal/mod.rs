@@ -401,6 +401,25 @@ impl TemporalFilter {
         Ok(Tensor::f_cat(&out, 0)?)
     }
 
+    /// Frames whose output nobody uses (a segment's warm-up, the frames after its last
+    /// output; the element's DECODE_ONLY buffers) through the forward recursion only: the
+    /// state after them is what [`TemporalFilter::prepare_window`] leaves (the recursion runs
+    /// over the network's input, never its output), without the network, the backward
+    /// recursion or the output blend. `amount` 0 drops the state, as there.
+    pub fn prime(&mut self, frames: &Tensor, amount: f64) -> Result<()> {
+        self.counts = None;
+        if amount <= 0.0 || frames.dim() != 4 {
+            self.input.reset();
+            return Ok(());
+        }
+        let c = cap(amount);
+        let frames = frames.f_to_kind(tch::Kind::Float)?.f_contiguous()?;
+        for i in 0..frames.size()[0] {
+            let _ = self.input.step(&frames.f_narrow(0, i, 1)?, c)?;
+        }
+        Ok(())
+    }
+
     /// After the network: its output `out` for the frames of the last
     /// [`TemporalFilter::prepare_window`] weighed against their fused input `fused` (what that
     /// call returned) by the frames fused into each pixel ([`output::blend`]): the network's

@@ -2,6 +2,8 @@
 //! warm-up's first frame (the [`super::range::Range`] selects those, before the element, and
 //! restamps them from 0), and only the frames in `[start, end)` of that timeline go on to the
 //! encoder, which thus starts on the segment's first frame (a keyframe) at running time 0.
+//! The others enter the element flagged DECODE_ONLY: it runs only their temporal recursion
+//! (the kept frames' past, and future with a lookahead), not the network.
 
 use gst::prelude::*;
 
@@ -14,6 +16,26 @@ pub struct Keep {
 }
 
 impl Keep {
+    /// Whether the frame at `pts` (the range's timeline) is one of those written.
+    fn keeps(&self, pts: gst::ClockTime) -> bool {
+        pts >= self.start && self.end.is_none_or(|e| pts < e)
+    }
+
+    /// Flag the frames that are not kept DECODE_ONLY on `pad` (the element's sink pad): the
+    /// element then updates its temporal state with them without running the network, and
+    /// passes them on untouched (dropped after it, [`Keep::install`]).
+    pub fn mark_decode_only(self, pad: &gst::Pad) {
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(buf)) = &mut info.data else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if buf.pts().is_some_and(|p| !self.keeps(p)) {
+                buf.make_mut().set_flags(gst::BufferFlags::DECODE_ONLY);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
     /// Drop the other frames on `pad` (after the element, before anything counts them as
     /// encoded), and
     /// offset `out` (the filter's output) so that the first kept frame runs at time 0
@@ -30,7 +52,7 @@ impl Keep {
             let Some(p) = pts else {
                 return gst::PadProbeReturn::Ok;
             };
-            if p < self.start || self.end.is_some_and(|e| p >= e) {
+            if !self.keeps(p) {
                 // Taken and handled rather than Drop, which unrefs it twice on a sink pad.
                 drop(info.take_buffer());
                 return gst::PadProbeReturn::Handled;

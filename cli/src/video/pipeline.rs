@@ -81,6 +81,11 @@ pub fn build(
     format::follow_input(&pre_sink, &chain.filter, plan.codec, shared);
     // Before install_probes: the frames it counts out of the element are those encoded.
     if let Some(k) = plan.keep {
+        let element = pipeline
+            .by_name("denoise")
+            .and_then(|e| e.static_pad("sink"))
+            .ok_or_else(|| anyhow!("the video chain has no {ELEMENT}"))?;
+        k.mark_decode_only(&element);
         k.install(
             &chain
                 .post

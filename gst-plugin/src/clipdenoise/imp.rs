@@ -775,6 +775,13 @@ impl ClipDenoise {
             self.passed_through.fetch_add(1, Ordering::Relaxed);
             return self.sent(sender.marker(Item::Passthrough(buffer)));
         }
+        if buffer.flags().contains(gst::BufferFlags::DECODE_ONLY) {
+            // Not to be shown (a job segment's warm-up, the frames its lookahead reads past
+            // its end): only the next frames' temporal stage needs it. No network; it goes
+            // downstream as it came, in order, with its flag (never late: no QoS drop).
+            let data = self.pack_frame(&buffer, &info, &format)?;
+            return self.sent(sender.send_decode_only(data, format, Item::Passthrough(buffer)));
+        }
         if self.is_late(&buffer, &segment) {
             sender.record_dropped(1);
             return self.flow();
@@ -785,32 +792,40 @@ impl ClipDenoise {
             sender.record_dropped(1);
             return self.flow();
         }
-        let data = {
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), &info)
-                .map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        (
-                            "Could not map a {}x{} {} frame",
-                            info.width(),
-                            info.height(),
-                            info.format()
-                        )
-                    );
-                    gst::FlowError::Error
-                })?;
-            pack(&frame, &format).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Format, ("Bad frame: {}", e));
-                gst::FlowError::Error
-            })?
-        };
+        let data = self.pack_frame(&buffer, &info, &format)?;
         let meta = metadata_only(&buffer).map_err(|e| {
             gst::element_imp_error!(self, gst::CoreError::Failed, ("{}", e));
             gst::FlowError::Error
         })?;
         drop(buffer);
         self.sent(sender.send(data, format, Item::Buffer(meta)))
+    }
+
+    /// `buffer`'s frame packed for the engine (an element error when it cannot be read).
+    fn pack_frame(
+        &self,
+        buffer: &gst::Buffer,
+        info: &gst_video::VideoInfo,
+        format: &FrameFormat,
+    ) -> Result<Vec<u8>, gst::FlowError> {
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info)
+            .map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "Could not map a {}x{} {} frame",
+                        info.width(),
+                        info.height(),
+                        info.format()
+                    )
+                );
+                gst::FlowError::Error
+            })?;
+        pack(&frame, format).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ("Bad frame: {}", e));
+            gst::FlowError::Error
+        })
     }
 
     /// The chain function's result after handing the engine a frame.
@@ -1171,8 +1186,11 @@ impl ClipDenoise {
             format,
             timing,
         } = frame;
-        let Item::Buffer(meta) = payload else {
-            return Ok(gst::FlowSuccess::Ok);
+        let meta = match payload {
+            Item::Buffer(meta) => meta,
+            // A decode-only frame: the buffer as it came.
+            Item::Passthrough(buffer) => return self.srcpad.push(buffer),
+            _ => return Ok(gst::FlowSuccess::Ok),
         };
         let Some(info) = lock(&self.src_state).info.clone() else {
             gst::element_imp_error!(

@@ -11,6 +11,9 @@ frames-dropped (flushed, late (QoS), thinned, or in a failed batch), \
 frames-thinned (live input dropped because the model was behind: the input is thinned to \
 the rate the device sustains, so that what leaves is on time), \
 frames-passed-through (buffers passed untouched at strength 0), \
+frames-decode-only (DECODE_ONLY buffers: frames not to be shown, such as a job segment's \
+warm-up, which only update the temporal stage's state for the frames after them, without \
+the network, and go downstream untouched with their flag; not in batches), \
 batches (model calls), failed-batches (calls that failed), \
 interrupted-batches (calls stopped part-way by a flush or a stop), \
 batch-size and max-pixels (the values in use, chosen or set; max-pixels 0: whole frames), \
@@ -60,6 +63,7 @@ pub(super) fn structure(stats: &engine::Stats, element: &ElementCounts) -> gst::
         .field("frames-dropped", stats.frames_dropped)
         .field("frames-passed-through", element.passed_through)
         .field("frames-thinned", element.thinned)
+        .field("frames-decode-only", stats.frames_decode_only)
         .field("batches", stats.batches)
         .field("failed-batches", stats.failed_batches)
         .field("interrupted-batches", stats.interrupted_batches)
