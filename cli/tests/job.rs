@@ -110,11 +110,20 @@ fn segments_decode_from_their_keyframe_and_join_into_one_pass() {
             for (i, seg) in plan["segments"].as_array().unwrap().iter().enumerate() {
                 let (ok, err) = support::job::cli(&["segment", s(job), &i.to_string()]);
                 assert!(ok, "{name} segment {i}: {err}");
-                let began: u64 = err
-                    .split("decoded from frame ")
-                    .nth(1)
-                    .and_then(|t| t.trim().parse().ok())
-                    .unwrap_or_else(|| panic!("{name} segment {i}: {err}"));
+                let number = |after: &str| -> u64 {
+                    let t = err.split(after).nth(1).unwrap_or("");
+                    let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+                    digits
+                        .parse()
+                        .unwrap_or_else(|_| panic!("{name} segment {i}: {err}"))
+                };
+                let began = number("decoded from frame ");
+                // The warm-up and the frames after the segment that the lookahead reads enter
+                // the element DECODE_ONLY: its temporal stage only, not the network.
+                let field = |k: &str| seg[k].as_u64().unwrap();
+                let outside = field("start") - field("decode_start") + field("stop") - field("end");
+                let decode_only = number("; ");
+                assert_eq!(decode_only, outside, "{name} segment {i}: {err}, {seg}");
                 let keyframe = seg["keyframe"].as_u64().unwrap();
                 assert!(began <= keyframe, "{name} segment {i}: {began}, {seg}");
                 match (indexed, name.ends_with(".mp4")) {

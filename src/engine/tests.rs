@@ -789,3 +789,108 @@ fn lookahead_holds_frames_for_their_future_and_empties_in_order_at_the_end() {
     let causal = d.denoise_frames(&[frames[0].as_slice()], &f, 1.0).unwrap();
     assert!(first.data != causal[0], "the future changed nothing");
 }
+
+#[test]
+fn decode_only_frames_never_reach_the_model_and_come_out_as_they_went_in() {
+    let f = fmt(24, 16);
+    let frames: Vec<Vec<u8>> = (0..9).map(|i| frame(&f, i)).collect();
+    // Frames 0-2 and 7-8 decode-only: the model takes the 4 others and fails on any more.
+    let decode_only = |i: usize| !(3..7).contains(&i);
+    for batch in [1, 3] {
+        let (tx, rx) = start_fake(cfg(batch, 60_000, 16), Some(4));
+        for (i, d) in frames.iter().enumerate() {
+            match decode_only(i) {
+                true => tx.send_decode_only(d.clone(), f, i).unwrap(),
+                false => tx.send(d.clone(), f, i).unwrap(),
+            }
+        }
+        drop(tx);
+        for (i, d) in frames.iter().enumerate() {
+            let out = next_frame(&rx);
+            assert_eq!(out.payload, i, "batch {batch}: order");
+            let inverted: Vec<u8> = d.iter().map(|b| 255 - b).collect();
+            let want = if decode_only(i) { d } else { &inverted };
+            assert!(out.data == *want, "batch {batch}, frame {i}");
+        }
+        assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+        let s = rx.control().stats();
+        assert_eq!((s.frames_in, s.frames_out, s.frames_dropped), (9, 9, 0));
+        assert_eq!((s.frames_decode_only, s.failed_batches), (5, 0), "{s:?}");
+        let run = s.batches as f64 * s.mean_batch_size;
+        assert!((run - 4.0).abs() < 1e-9, "batch {batch}: {s:?}");
+    }
+}
+
+/// The outputs of an engine on the real model (`shared`: on the process's shared model) at
+/// `temporal` 1 and `lookahead`, origin 0, for `frames`, those `decode_only` says sent
+/// decode-only; and its stats.
+fn temporal_run(
+    frames: &[Vec<u8>],
+    f: FrameFormat,
+    batch: usize,
+    lookahead: usize,
+    shared: bool,
+    decode_only: impl Fn(usize) -> bool,
+) -> (Vec<Vec<u8>>, Stats) {
+    let c = EngineConfig {
+        temporal: Strength::new(1.0),
+        lookahead,
+        temporal_origin: Some(0),
+        ..cfg(batch, 60_000, 64)
+    };
+    let (tx, rx) = match shared {
+        true => start_shared(c, 1_000_004),
+        false => start_real(c),
+    };
+    for (i, d) in frames.iter().enumerate() {
+        match decode_only(i) {
+            true => tx.send_decode_only(d.clone(), f, i).unwrap(),
+            false => tx.send(d.clone(), f, i).unwrap(),
+        }
+    }
+    drop(tx);
+    let out = (0..frames.len())
+        .map(|i| {
+            let out = next_frame(&rx);
+            assert_eq!(out.payload, i, "order");
+            out.data
+        })
+        .collect();
+    assert_eq!(rx.recv_timeout(T).unwrap_err(), RecvError::Disconnected);
+    let s = rx.control().stats();
+    (out, s)
+}
+
+#[test]
+fn decode_only_frames_leave_the_temporal_state_the_model_would() {
+    let f = fmt(32, 24);
+    let base = frame(&f, 3);
+    // 22 frames: the warm-up crosses a restart of the staggered recursions (every 16).
+    let frames: Vec<Vec<u8>> = (0..22).map(|i| near(&base, i)).collect();
+    let (warm, tail) = (18, 2);
+    let decode_only = |i: usize| i < warm || i >= frames.len() - tail;
+    for (batch, lookahead, shared) in [(1, 0, false), (1, 2, false), (1, 2, true), (3, 2, false)]
+    {
+        let what = format!("batch {batch}, lookahead {lookahead}, shared {shared}");
+        let (all, s) = temporal_run(&frames, f, batch, lookahead, shared, |_| false);
+        assert_eq!(s.frames_decode_only, 0, "{what}");
+        let (marked, s) = temporal_run(&frames, f, batch, lookahead, shared, decode_only);
+        assert_eq!(s.frames_decode_only, 20, "{what}: {s:?}");
+        let run = s.batches as f64 * s.mean_batch_size;
+        assert!((run - 2.0).abs() < 1e-9, "{what}: the model ran {run} frames");
+        for (i, (m, a)) in marked.iter().zip(&all).enumerate() {
+            if decode_only(i) {
+                assert!(*m == frames[i], "{what}: decode-only frame {i} changed");
+                continue;
+            }
+            // Batches of 3: the network ran these frames in a smaller call than in `all`.
+            let worst = m.iter().zip(a).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+            let limit = if batch == 1 { 0 } else { 1 };
+            assert!(worst <= limit, "{what}: frame {i}, {worst} levels off one pass");
+        }
+    }
+    // The control: without the frames before it, frame 18 comes out otherwise.
+    let (alone, _) = temporal_run(&frames[warm..], f, 1, 0, false, |_| false);
+    let (all, _) = temporal_run(&frames, f, 1, 0, false, |_| false);
+    assert!(alone[0] != all[warm], "the earlier frames changed nothing");
+}

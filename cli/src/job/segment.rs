@@ -130,13 +130,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let rec = job.mark_done(&plan, i, got)?;
     eprintln!(
-        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}; decoded from frame {}",
+        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}; decoded from frame {}; {} frames only through the temporal stage (warm-up, lookahead)",
         seg.start,
         seg.end - 1,
         rec.frames,
         rec.bytes,
         output.display(),
-        seg.decode_start.saturating_sub(ran.frames_before)
+        seg.decode_start.saturating_sub(ran.frames_before),
+        ran.frames_decode_only
     );
     Ok(())
 }

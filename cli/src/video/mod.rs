@@ -186,6 +186,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub(crate) struct Ran {
     /// Frames decoded ahead of the range and dropped (from the keyframe decoding began at).
     pub frames_before: u64,
+    /// Frames the element took DECODE_ONLY (a segment's warm-up and lookahead): through its
+    /// temporal stage only, not the network (its `stats`).
+    pub frames_decode_only: u64,
 }
 
 /// Run a checked plan (`video`'s, or a job segment's).
@@ -218,10 +221,16 @@ pub(crate) fn run_plan(plan: Plan) -> anyhow::Result<Ran> {
         });
     let _ = pipeline.set_state(gst::State::Null);
     report::finish(&plan, temp, &shared, result?)?;
+    let stats = pipeline
+        .by_name("denoise")
+        .map(|e| e.property::<gst::Structure>("stats"));
     Ok(Ran {
         frames_before: shared
             .frames_before
             .load(std::sync::atomic::Ordering::Relaxed),
+        frames_decode_only: stats
+            .and_then(|s| s.get::<u64>("frames-decode-only").ok())
+            .unwrap_or(0),
     })
 }
 
