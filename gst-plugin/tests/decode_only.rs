@@ -97,15 +97,27 @@ fn decode_only_buffers_skip_the_network_and_keep_the_temporal_state() {
         assert_eq!(network_frames(&s), n as u64, "{s}");
 
         let (out, s) = run(0..n, lookahead, marked);
-        assert_eq!(out.len(), n, "lookahead {lookahead}: frames in = frames out");
+        assert_eq!(
+            out.len(),
+            n,
+            "lookahead {lookahead}: frames in = frames out"
+        );
         let stat = |k: &str| s.get::<u64>(k).unwrap();
         assert_eq!(stat("frames-decode-only"), (warm + tail) as u64, "{s}");
         // The network ran on the frames not flagged, only.
         assert_eq!(network_frames(&s), (n - warm - tail) as u64, "{s}");
-        assert_eq!((stat("frames-out"), stat("frames-dropped")), (n as u64, 0), "{s}");
+        assert_eq!(
+            (stat("frames-out"), stat("frames-dropped")),
+            (n as u64, 0),
+            "{s}"
+        );
         for (i, (o, a)) in out.iter().zip(&all).enumerate() {
             let what = format!("lookahead {lookahead}, frame {i}");
-            assert_eq!(o.pts, gst::ClockTime::from_mseconds(40 * i as u64), "{what}");
+            assert_eq!(
+                o.pts,
+                gst::ClockTime::from_mseconds(40 * i as u64),
+                "{what}"
+            );
             assert_eq!(o.decode_only, marked(i), "{what}: its flag");
             if marked(i) {
                 assert!(o.data == frame(i), "{what}: a decode-only frame changed");
@@ -118,5 +130,8 @@ fn decode_only_buffers_skip_the_network_and_keep_the_temporal_state() {
     // decode-only frames left is what made it equal).
     let (alone, _) = run(warm..n, 0, |_| false);
     let (all, _) = run(0..n, 0, |_| false);
-    assert!(alone[0].data != all[warm].data, "the earlier frames changed nothing");
+    assert!(
+        alone[0].data != all[warm].data,
+        "the earlier frames changed nothing"
+    );
 }

@@ -869,15 +869,17 @@ fn decode_only_frames_leave_the_temporal_state_the_model_would() {
     let frames: Vec<Vec<u8>> = (0..22).map(|i| near(&base, i)).collect();
     let (warm, tail) = (18, 2);
     let decode_only = |i: usize| i < warm || i >= frames.len() - tail;
-    for (batch, lookahead, shared) in [(1, 0, false), (1, 2, false), (1, 2, true), (3, 2, false)]
-    {
+    for (batch, lookahead, shared) in [(1, 0, false), (1, 2, false), (1, 2, true), (3, 2, false)] {
         let what = format!("batch {batch}, lookahead {lookahead}, shared {shared}");
         let (all, s) = temporal_run(&frames, f, batch, lookahead, shared, |_| false);
         assert_eq!(s.frames_decode_only, 0, "{what}");
         let (marked, s) = temporal_run(&frames, f, batch, lookahead, shared, decode_only);
         assert_eq!(s.frames_decode_only, 20, "{what}: {s:?}");
         let run = s.batches as f64 * s.mean_batch_size;
-        assert!((run - 2.0).abs() < 1e-9, "{what}: the model ran {run} frames");
+        assert!(
+            (run - 2.0).abs() < 1e-9,
+            "{what}: the model ran {run} frames"
+        );
         for (i, (m, a)) in marked.iter().zip(&all).enumerate() {
             if decode_only(i) {
                 assert!(*m == frames[i], "{what}: decode-only frame {i} changed");
@@ -886,7 +888,10 @@ fn decode_only_frames_leave_the_temporal_state_the_model_would() {
             // Batches of 3: the network ran these frames in a smaller call than in `all`.
             let worst = m.iter().zip(a).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
             let limit = if batch == 1 { 0 } else { 1 };
-            assert!(worst <= limit, "{what}: frame {i}, {worst} levels off one pass");
+            assert!(
+                worst <= limit,
+                "{what}: frame {i}, {worst} levels off one pass"
+            );
         }
     }
     // The control: without the frames before it, frame 18 comes out otherwise.

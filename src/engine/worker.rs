@@ -478,7 +478,10 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
         let mut i = 0;
         while i < frames.len() {
             let decode_only = frames[i].1;
-            let end = i + frames[i..].iter().take_while(|f| f.1 == decode_only).count();
+            let end = i + frames[i..]
+                .iter()
+                .take_while(|f| f.1 == decode_only)
+                .count();
             let run: Vec<&[u8]> = frames[i..end].iter().map(|f| f.0).collect();
             if decode_only {
                 self.prime(&run, format)?;
