@@ -6,7 +6,9 @@
 # fp32 by default, what `plan` fixes for `--precision auto`; `video` alone would choose bf16
 # on a CPU with AMX, which is not the same work), in the same run. ROUNDS rounds, the order alternating (one pass first in odd rounds, the job first in
 # even ones) so that a load that changes meanwhile weighs on both; each round prints its
-# times, the job's parts and the load (uptime), the end the ratio of the summed times.
+# times, the job's parts and the load (uptime), the end the ratio of the summed times; and
+# the same for the CPU time (user + system) of the processes, which a machine loaded by
+# others changes far less than the elapsed time.
 #   bash benchmarks/job-segments.sh                  # SIZE=320x180 FRAMES=2400 SEGMENTS=4 ROUNDS=2
 #   FRAMES=600 ROUNDS=1 bash benchmarks/job-segments.sh   # short mode (about a quarter of the time)
 #   B=/path/to/clipdenoise bash benchmarks/job-segments.sh  # another build of the binary
@@ -26,18 +28,30 @@ ffmpeg -v error -nostdin -stream_loop -1 -i samples/bedroom-noisy.mp4 -vf "scale
 now() { echo "$EPOCHREALTIME"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 load() { uptime | sed 's/.*load average: //'; }
+# cpu_s: CPU seconds (user + system) of this shell's finished children so far (`times` in
+# this shell: a subshell has its own children).
+cpu() {
+  times >"$TMP/times"
+  cpu_s=$(tail -n 1 "$TMP/times" | awk '{ n = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); n += t[1] * 60 + t[2] } printf "%.2f", n }')
+}
 
 single() {
-  local t0
+  local t0 c0
   t0=$(now)
+  cpu
+  c0=$cpu_s
   $B video "$TMP/in.mp4" "$TMP/single.mp4" -f --precision "$PRECISION" >/dev/null 2>&1
   single_s=$(secs "$t0" "$(now)")
+  cpu
+  single_cpu=$(secs "$c0" "$cpu_s")
 }
 
 job() {
-  local t0 t1 parts="" i ts
+  local t0 t1 parts="" i ts c0
   rm -rf "$TMP/job" "$TMP/joined.mp4"
   t0=$(now)
+  cpu
+  c0=$cpu_s
   $B plan "$TMP/in.mp4" -o "$TMP/job" --segments "$SEGMENTS" --precision "$PRECISION" >/dev/null 2>&1
   t1=$(now)
   parts="plan $(secs "$t0" "$t1")"
@@ -50,11 +64,15 @@ job() {
   $B join "$TMP/job" "$TMP/joined.mp4" >/dev/null 2>&1
   parts="$parts, join $(secs "$ts" "$(now)")"
   job_s=$(secs "$t0" "$(now)")
+  cpu
+  job_cpu=$(secs "$c0" "$cpu_s")
   job_parts=$parts
 }
 
 sum_single=0
 sum_job=0
+cpu_single=0
+cpu_job=0
 for ((r = 1; r <= ROUNDS; r++)); do
   before=$(load)
   if ((r % 2)); then
@@ -64,12 +82,16 @@ for ((r = 1; r <= ROUNDS; r++)); do
     job
     single
   fi
-  echo "round $r: one pass $single_s s, job $job_s s ($job_parts), ratio $(awk -v a="$single_s" -v b="$job_s" 'BEGIN { printf "%.3f", b / a }'); load $before -> $(load)"
+  echo "round $r: one pass $single_s s, job $job_s s ($job_parts), ratio $(awk -v a="$single_s" -v b="$job_s" 'BEGIN { printf "%.3f", b / a }'); CPU time one pass $single_cpu s, job $job_cpu s, ratio $(awk -v a="$single_cpu" -v b="$job_cpu" 'BEGIN { printf "%.3f", b / a }'); load $before -> $(load)"
   sum_single=$(awk -v a="$sum_single" -v b="$single_s" 'BEGIN { print a + b }')
   sum_job=$(awk -v a="$sum_job" -v b="$job_s" 'BEGIN { print a + b }')
+  cpu_single=$(awk -v a="$cpu_single" -v b="$single_cpu" 'BEGIN { print a + b }')
+  cpu_job=$(awk -v a="$cpu_job" -v b="$job_cpu" 'BEGIN { print a + b }')
 done
 warmup=$(grep -o '"warmup": [0-9]*' "$TMP/job/plan.json" | grep -o '[0-9]*$')
 echo "clip: ${W}x${H}, $FRAMES frames; $SEGMENTS segments, $warmup warm-up frames each; $PRECISION; $ROUNDS rounds"
 echo "one pass (clipdenoise video): $sum_single s in all; job on one machine (plan + $SEGMENTS segments + join): $sum_job s"
 awk -v a="$sum_single" -v b="$sum_job" 'BEGIN { printf "ratio job / one pass: %.3fx\n", b / a }'
+echo "CPU time (user + system): one pass $cpu_single s, job $cpu_job s"
+awk -v a="$cpu_single" -v b="$cpu_job" 'BEGIN { printf "CPU ratio job / one pass: %.3fx\n", b / a }'
 echo "uptime: $(uptime)"

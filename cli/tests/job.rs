@@ -122,7 +122,7 @@ fn segments_decode_from_their_keyframe_and_join_into_one_pass() {
                 // the element DECODE_ONLY: its temporal stage only, not the network.
                 let field = |k: &str| seg[k].as_u64().unwrap();
                 let outside = field("start") - field("decode_start") + field("stop") - field("end");
-                let decode_only = number("; ");
+                let decode_only = number("(warm-up, lookahead, no network): ");
                 assert_eq!(decode_only, outside, "{name} segment {i}: {err}, {seg}");
                 let keyframe = seg["keyframe"].as_u64().unwrap();
                 assert!(began <= keyframe, "{name} segment {i}: {began}, {seg}");

@@ -130,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let rec = job.mark_done(&plan, i, got)?;
     eprintln!(
-        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}; decoded from frame {}; {} frames only through the temporal stage (warm-up, lookahead)",
+        "segment {i}: done, frames {}-{} ({} frames, {} bytes) in {}; decoded from frame {}; temporal stage only (warm-up, lookahead, no network): {} frames",
         seg.start,
         seg.end - 1,
         rec.frames,
