@@ -24,8 +24,8 @@ use clipdenoise::research::imageio;
 use clipdenoise::research::metrics::psnr;
 use clipdenoise::research::noise::NoiseSpec;
 use clipdenoise::research::train_config::TrainConfig;
-use rand::SeedableRng;
 use clipdenoise::weights::ModelSource;
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -198,7 +198,10 @@ fn cue(list: bool, all: &[Vec<Case>]) -> Res<()> {
                 &(c.pilot.clamp(0.0, 1.0).to_kind(Kind::Double) * 255.0).round(),
                 &c.reference,
             )?;
-            lines.push(format!("  {:<60} cue {e:6.2} true {t:6.2} pilot {p:6.2} dB", c.name));
+            lines.push(format!(
+                "  {:<60} cue {e:6.2} true {t:6.2} pilot {p:6.2} dB",
+                c.name
+            ));
             est += e;
             truth += t;
             err += (e / t - 1.0).abs();

@@ -356,9 +356,7 @@ impl Wiener {
                 let r2 = r.f_square()?.f_reshape([nc, k, -1])?;
                 (r2.f_median_dim(2, false)?.0 / CHI2_1_MEDIAN * scale2).f_view([nc, k, 1, 1])?
             }
-            SigmaSource::Flat => {
-                (flat_variance(x, p, basis)? * scale2).f_view([nc, k, 1, 1])?
-            }
+            SigmaSource::Flat => (flat_variance(x, p, basis)? * scale2).f_view([nc, k, 1, 1])?,
         };
         let bands = match (self.levels > 1 && !small, source) {
             (true, SigmaSource::Psd | SigmaSource::Flat | SigmaSource::Residual) => {
@@ -371,8 +369,9 @@ impl Wiener {
 
     /// Per image of the batch, the estimated noise level σ̂ (levels of 255, the root mean
     /// square over the three channels, so comparable with the std of noisy − clean): the
-    /// noisy input's own spectrum where the pilot is flat ([`SigmaSource::Flat`], whatever
-    /// `sigma` says; frames smaller than a window: the white residual level), not scaled.
+    /// noisy input's own spectrum where the pilot is flat ([`SigmaSource::Flat`]'s AC
+    /// frequencies, whatever `sigma` says; frames smaller than a window: the white residual
+    /// level), not scaled. It does not depend on the pilot's brightness.
     /// This is the cue [`Adapt`] reads.
     pub fn noise_cue(&self, noisy: &Tensor, pilot: &Tensor) -> Result<Vec<f64>> {
         self.validate()?;
@@ -386,11 +385,11 @@ impl Wiener {
         let small = x.size()[2] < self.block || x.size()[3] < self.block;
         let per_channel = match small {
             true => residual_variance(x, p)?,
-            false => flat_variance(x, p, basis)?.f_mean_dim(
-                [1i64].as_slice(),
-                false,
-                Kind::Float,
-            )?,
+            // The AC frequencies only: the DC's level comes from the residual, which a
+            // pilot that shifts brightness would inflate.
+            false => flat_variance(x, p, basis)?
+                .f_narrow(1, 1, self.block * self.block - 1)?
+                .f_mean_dim([1i64].as_slice(), false, Kind::Float)?,
         };
         let per_image = per_channel
             .f_reshape([nc / 3, 3])?
@@ -398,7 +397,9 @@ impl Wiener {
             .f_clamp_min(0.0)?
             .f_sqrt()?
             * 255.0;
-        Ok(Vec::<f64>::try_from(per_image.f_to_device(tch::Device::Cpu)?)?)
+        Ok(Vec::<f64>::try_from(
+            per_image.f_to_device(tch::Device::Cpu)?,
+        )?)
     }
 
     /// Signal-dependent noise: per image, channel and brightness band of the pilot's local
@@ -690,10 +691,11 @@ fn flat_variance(x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Tensor> {
     let k = b * b;
     let conv = |t: &Tensor| -> Result<Tensor> { Ok(basis.forward(t, b)?.f_reshape([nc, k, -1])?) };
     let (cx, cp) = (conv(x)?, conv(p)?);
-    let detail =
-        cp.f_narrow(1, 1, k - 1)?
-            .f_square()?
-            .f_sum_dim_intlist([1i64].as_slice(), false, Kind::Float)?;
+    let detail = cp.f_narrow(1, 1, k - 1)?.f_square()?.f_sum_dim_intlist(
+        [1i64].as_slice(),
+        false,
+        Kind::Float,
+    )?;
     let windows = detail.size()[1];
     let keep = (windows / 4).max(1);
     let (_, flat) = detail.f_topk(keep, 1, false, true)?;
@@ -821,9 +823,8 @@ impl FromStr for Refine {
                 v.parse::<f64>()
                     .map_err(|_| bad(format!("{k}: '{v}' is not a number")))
             };
-            let named = |what: &str, expected: String| {
-                bad(format!("{what} '{v}' (expected {expected})"))
-            };
+            let named =
+                |what: &str, expected: String| bad(format!("{what} '{v}' (expected {expected})"));
             match k.as_str() {
                 "block" => w.block = int(&v)?,
                 "stride" => w.stride = int(&v)?,
@@ -1159,10 +1160,15 @@ mod tests {
             0,
         );
         let pilot = crate::lowpass::gaussian_blur(&noisy, 1.2).unwrap();
-        let full = wiener("wiener:sigma=flat,dc=input").apply(&noisy, &pilot).unwrap();
+        let full = wiener("wiener:sigma=flat,dc=input")
+            .apply(&noisy, &pilot)
+            .unwrap();
         let adapt = wiener("wiener:sigma=flat,dc=input,adapt=5:15");
         let cue = adapt.noise_cue(&noisy, &pilot).unwrap();
-        assert!(cue[0] < 5.0 && cue[1] > 15.0 && cue[2] > 5.0 && cue[2] < 15.0, "{cue:?}");
+        assert!(
+            cue[0] < 5.0 && cue[1] > 15.0 && cue[2] > 5.0 && cue[2] < 15.0,
+            "{cue:?}"
+        );
         let out = adapt.apply(&noisy, &pilot).unwrap();
         let img = |t: &Tensor, i: i64| t.narrow(0, i, 1);
         // Mild: the network's output exactly; strong: the whole stage.
