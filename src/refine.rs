@@ -144,6 +144,21 @@ impl Default for Wiener {
     }
 }
 
+impl Wiener {
+    /// `--refine adaptive`: `wiener:sigma=flat,scale=2,dc=input,adapt=3:5`, the stage driven
+    /// by the noise cue (weights/README.md, issue 23 session 11: LO chosen on PolyU-dev, HI on
+    /// ViDeNN; the training side's noise could not choose them).
+    pub fn adaptive() -> Wiener {
+        Wiener {
+            sigma: SigmaSource::Flat,
+            scale: 2.0,
+            dc: DcMode::Input,
+            adapt: Some(Adapt { lo: 3.0, hi: 5.0 }),
+            ..Wiener::default()
+        }
+    }
+}
+
 /// Median of a χ² variable with one degree of freedom: E[z²] / median(z²) for Gaussian z.
 const CHI2_1_MEDIAN: f64 = 0.454_936_4;
 /// Standard deviation over median absolute deviation, for a Gaussian.
@@ -796,7 +811,8 @@ impl SigmaSource {
 impl FromStr for Refine {
     type Err = Error;
 
-    /// `off`, `wiener`, or `wiener:KEY=VALUE,...` with keys `block` (4, 8, 16), `stride`,
+    /// `off`, `wiener`, or `wiener:KEY=VALUE,...` (`adaptive[:KEY=VALUE,...]` starts from
+    /// [`Wiener::adaptive`] instead of the defaults) with keys `block` (4, 8, 16), `stride`,
     /// `colour` (opponent, rgb), `sigma` (psd, flat, residual, estimate, or a level of 255),
     /// `scale`, `levels`, `dc` (wiener, input), `adapt` (LO:HI levels of 255 of the noise cue,
     /// or off).
@@ -804,12 +820,16 @@ impl FromStr for Refine {
         let s = s.trim();
         let bad = |m: String| Error::Input(format!("refine '{s}': {m}"));
         let (name, rest) = s.split_once(':').unwrap_or((s, ""));
-        match name.to_ascii_lowercase().as_str() {
+        let mut w = match name.to_ascii_lowercase().as_str() {
             "off" | "none" if rest.is_empty() => return Ok(Refine::Off),
-            "wiener" => {}
-            _ => return Err(bad("expected off, wiener or wiener:KEY=VALUE,...".into())),
-        }
-        let mut w = Wiener::default();
+            "wiener" => Wiener::default(),
+            "adaptive" => Wiener::adaptive(),
+            _ => {
+                return Err(bad(
+                    "expected off, wiener[:KEY=VALUE,...] or adaptive[:KEY=VALUE,...]".into(),
+                ))
+            }
+        };
         for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
             let (k, v) = kv
                 .split_once('=')
@@ -956,6 +976,16 @@ mod tests {
             assert_eq!(r.to_string(), spec);
             assert_eq!(r.to_string().parse::<Refine>().unwrap(), r);
         }
+        assert_eq!(
+            "adaptive".parse::<Refine>().unwrap(),
+            "wiener:sigma=flat,scale=2,dc=input,adapt=3:5"
+                .parse::<Refine>()
+                .unwrap()
+        );
+        assert_eq!(
+            "adaptive:adapt=off".parse::<Refine>().unwrap().to_string(),
+            "wiener:sigma=flat,scale=2,dc=input"
+        );
         assert_eq!(
             "wiener:colour=opp,color=rgb,adapt=2:4,adapt=off"
                 .parse::<Refine>()

@@ -50,10 +50,11 @@ pub struct RefineArgs {
     /// colour and can only shrink its detail; weights/README.md). Its parameters:
     /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`, and
     /// `adapt=LO:HI` (levels of 255): each image gets the stage in proportion to its estimated
-    /// noise, none at or below LO, all of it at or above HI
+    /// noise, none at or below LO, all of it at or above HI. `adaptive` is
+    /// `wiener:sigma=flat,scale=2,dc=input,adapt=3:5` (weights/README.md, session 11)
     #[arg(
         long,
-        value_name = "off|wiener[:KEY=VALUE,...]",
+        value_name = "off|wiener[:KEY=VALUE,...]|adaptive",
         default_value = "off",
         help_heading = "Model"
     )]
