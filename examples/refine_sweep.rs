@@ -6,24 +6,33 @@
 //!
 //! Usage: cargo run --release --example refine_sweep -- MODEL CACHE SET... -- SPEC...
 //!   MODEL: a weights file or `default`; SET: `pairs:DIR`, `clean:DIR` (clean images in, the
-//!   shift out) or `gaussian:SIGMA:DIR`; SPEC: `off`, `lowpass:SIGMA` (keep_input_lowpass) or
-//!   any `--refine` value.
+//!   shift out), `gaussian:SIGMA:DIR` or `isp:CONFIG:N:DIR` (the first N images of DIR, their
+//!   centre 256x256, through the camera-and-codec noise of CONFIG's `[noise.isp]`, one camera
+//!   per image seeded by its index, the camera's noise-free development as reference: the
+//!   training side's noise, for choosing parameters off the validation sets); SPEC: `off`,
+//!   `lowpass:SIGMA` (keep_input_lowpass), any `--refine` value, or `cue` (the noise cue of
+//!   `--refine wiener:adapt=...` against the true noise, std of noisy - reference, RMS over
+//!   R/G/B: mean estimated / mean true levels and the mean |relative error| in %; `cue-list`
+//!   prints it per image with the pilot's PSNR).
 use std::path::{Path, PathBuf};
 
 use clipdenoise::inference::{Denoiser, Options};
 use clipdenoise::lowpass::keep_input_lowpass;
-use clipdenoise::refine::Refine;
+use clipdenoise::refine::{Refine, Wiener};
 use clipdenoise::research::eval::{image_seed, list_pairs, noisy_input, reference_255};
 use clipdenoise::research::imageio;
 use clipdenoise::research::metrics::psnr;
 use clipdenoise::research::noise::NoiseSpec;
+use clipdenoise::research::train_config::TrainConfig;
 use clipdenoise::weights::ModelSource;
+use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// One image: (input 0..1 f32, reference 0..255 f64, round the output to 8 bits).
 struct Case {
+    name: String,
     input: Tensor,
     reference: Tensor,
     round: bool,
@@ -62,6 +71,29 @@ fn cases(set: &str, model: &Denoiser, cache: &Path) -> Res<Vec<Case>> {
                 inputs.push((name, noisy, reference_255(&c)?, false));
             }
         }
+        "isp" => {
+            let mut it = rest.splitn(3, ':');
+            let (Some(config), Some(n), Some(dir)) = (it.next(), it.next(), it.next()) else {
+                return Err("isp:CONFIG:N:DIR".into());
+            };
+            let mut isp = TrainConfig::from_file(Path::new(config))?.noise.isp;
+            isp.unbiased_draws = 0;
+            for (i, f) in imageio::list_images(Path::new(dir))?
+                .iter()
+                .take(n.parse()?)
+                .enumerate()
+            {
+                let c = imageio::read(f)?.to_tensor(Kind::Float)?;
+                let (h, w) = (c.size()[2], c.size()[3]);
+                let s = 256.min(h / 2 * 2).min(w / 2 * 2);
+                let crop = c.narrow(2, (h - s) / 2, s).narrow(3, (w - s) / 2, s);
+                let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64);
+                let (noisy, target) = isp.apply(&crop, &mut rng)?;
+                let name = format!("isp{i}-{}", f.file_name().unwrap().to_string_lossy());
+                let reference = (target.to_kind(Kind::Double) * 255.0).round();
+                inputs.push((name, noisy, reference, true));
+            }
+        }
         _ => return Err(format!("unknown set kind '{kind}'").into()),
     }
     let dir = cache.join(set.replace(['/', ':'], "_"));
@@ -69,6 +101,7 @@ fn cases(set: &str, model: &Denoiser, cache: &Path) -> Res<Vec<Case>> {
     let mut out = Vec::new();
     for (name, input, reference, round) in inputs {
         let file = dir.join(format!("{name}.pt"));
+        let name = name.clone();
         let pilot = match file.exists() {
             true => Tensor::load(&file)?,
             false => {
@@ -78,6 +111,7 @@ fn cases(set: &str, model: &Denoiser, cache: &Path) -> Res<Vec<Case>> {
             }
         };
         out.push(Case {
+            name,
             input,
             reference,
             round,
@@ -110,6 +144,10 @@ fn main() -> Res<()> {
         .map(|s| cases(s, &den, &cache))
         .collect::<Res<_>>()?;
     for spec in specs {
+        if spec == "cue" || spec == "cue-list" {
+            cue(spec == "cue-list", &all)?;
+            continue;
+        }
         print!("{spec:<70}");
         for set in &all {
             let (mut p, mut shift) = (0.0, [0.0f64; 3]);
@@ -142,6 +180,45 @@ fn main() -> Res<()> {
             );
         }
         println!();
+    }
+    Ok(())
+}
+
+/// The noise cue against the true noise of every set (see the module's doc).
+fn cue(list: bool, all: &[Vec<Case>]) -> Res<()> {
+    print!("{:<70}", "cue: estimated / true levels, mean |error| %");
+    let mut lines = Vec::new();
+    for set in all {
+        let (mut est, mut truth, mut err) = (0.0, 0.0, 0.0);
+        for c in set {
+            let e = Wiener::default().noise_cue(&c.input, &c.pilot)?[0];
+            let d = c.input.to_kind(Kind::Double) * 255.0 - &c.reference;
+            let t = d.square().mean(Kind::Double).double_value(&[]).sqrt();
+            let p = psnr(
+                &(c.pilot.clamp(0.0, 1.0).to_kind(Kind::Double) * 255.0).round(),
+                &c.reference,
+            )?;
+            lines.push(format!(
+                "  {:<60} cue {e:6.2} true {t:6.2} pilot {p:6.2} dB",
+                c.name
+            ));
+            est += e;
+            truth += t;
+            err += (e / t - 1.0).abs();
+        }
+        let n = set.len() as f64;
+        print!(
+            " | {:>6.2} / {:>5.2} {:>5.1} %",
+            est / n,
+            truth / n,
+            100.0 * err / n
+        );
+    }
+    println!();
+    if list {
+        for l in lines {
+            println!("{l}");
+        }
     }
     Ok(())
 }

@@ -102,6 +102,31 @@ pub struct Wiener {
     /// local luma, 0..1 cut in n equal bands).
     pub levels: i64,
     pub dc: DcMode,
+    /// The noise cue driving the stage's strength ([`Adapt`]); none: the full stage.
+    pub adapt: Option<Adapt>,
+}
+
+/// How much of the Wiener stage an image gets, from its estimated noise level σ̂
+/// ([`Wiener::noise_cue`], levels of 255): the output is `pilot + α (wiener − pilot)` with
+/// α = 0 at or below `lo`, 1 at or above `hi`, linear between. Mild noise keeps the network's
+/// output; strong noise gets the full stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adapt {
+    pub lo: f64,
+    pub hi: f64,
+}
+
+impl Adapt {
+    /// α for a noise level `sigma` (levels of 255).
+    pub fn weight(&self, sigma: f64) -> f64 {
+        if sigma <= self.lo {
+            0.0
+        } else if sigma >= self.hi {
+            1.0
+        } else {
+            (sigma - self.lo) / (self.hi - self.lo)
+        }
+    }
 }
 
 impl Default for Wiener {
@@ -114,6 +139,22 @@ impl Default for Wiener {
             scale: 1.0,
             levels: 1,
             dc: DcMode::Wiener,
+            adapt: None,
+        }
+    }
+}
+
+impl Wiener {
+    /// `--refine adaptive`: `wiener:sigma=flat,scale=2,dc=input,adapt=3:5`, the stage driven
+    /// by the noise cue (weights/README.md, issue 23 session 11: LO chosen on PolyU-dev, HI on
+    /// ViDeNN; the training side's noise could not choose them).
+    pub fn adaptive() -> Wiener {
+        Wiener {
+            sigma: SigmaSource::Flat,
+            scale: 2.0,
+            dc: DcMode::Input,
+            adapt: Some(Adapt { lo: 3.0, hi: 5.0 }),
+            ..Wiener::default()
         }
     }
 }
@@ -155,24 +196,71 @@ impl Wiener {
     fn apply_in_bands(&self, noisy: &Tensor, pilot: &Tensor, coefficients: i64) -> Result<Tensor> {
         self.validate()?;
         let size = pilot.size();
+        let (x, p) = self.prepare(noisy, pilot)?;
+        let (n, h, w) = (size[0], size[2], size[3]);
+        let dev = pilot.device();
+        let basis = Dct::new(self.block, dev)?;
+        let pilot = pilot.f_to_kind(Kind::Float)?;
+        // The noise cue: how much of the stage each image gets (none: all of it).
+        let alpha = match self.adapt {
+            None => None,
+            Some(a) => Some(
+                self.cue(&x, &p, &basis)?
+                    .into_iter()
+                    .map(|sigma| a.weight(sigma))
+                    .collect::<Vec<f64>>(),
+            ),
+        };
+        if alpha.as_ref().is_some_and(|a| a.iter().all(|v| *v == 0.0)) {
+            return Ok(pilot);
+        }
+        let variance = self.noise_variance(&x, &p, &basis)?;
+        let y = if variance.levels.f_max()?.double_value(&[]) <= 0.0 {
+            noisy.f_to_device(dev)?.f_to_kind(Kind::Float)?
+        } else {
+            self.filter_in_bands(&x, &p, &variance, &basis, (n, h, w), coefficients)?
+        };
+        let Some(alpha) = alpha else {
+            return Ok(y);
+        };
+        let a = Tensor::f_from_slice(&alpha)?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(dev)?
+            .f_view([n, 1, 1, 1])?;
+        Ok(&pilot + (y - &pilot) * a)
+    }
+
+    /// The input and the pilot in the filter's space as (N*3, 1, H, W) f32 on the pilot's
+    /// device, after checking their sizes.
+    fn prepare(&self, noisy: &Tensor, pilot: &Tensor) -> Result<(Tensor, Tensor)> {
+        let size = pilot.size();
         if size.len() != 4 || size[1] != 3 || noisy.size() != size {
             return Err(Error::Input(format!(
                 "wiener refinement: expected an input and a pilot of one (N, 3, H, W) size, got {:?} and {size:?}",
                 noisy.size()
             )));
         }
-        let dev = pilot.device();
-        let noisy = noisy.f_to_device(dev)?.f_to_kind(Kind::Float)?;
+        let noisy = noisy.f_to_device(pilot.device())?.f_to_kind(Kind::Float)?;
         let pilot = pilot.f_to_kind(Kind::Float)?;
         let (n, h, w) = (size[0], size[2], size[3]);
+        Ok((
+            self.into_space(&noisy)?.f_reshape([n * 3, 1, h, w])?,
+            self.into_space(&pilot)?.f_reshape([n * 3, 1, h, w])?,
+        ))
+    }
+
+    /// The Wiener filter proper of the prepared channels, back in RGB: (N, 3, H, W).
+    fn filter_in_bands(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        variance: &Variance,
+        basis: &Dct,
+        (n, h, w): (i64, i64, i64),
+        coefficients: i64,
+    ) -> Result<Tensor> {
         let (b, s) = (self.block, self.stride);
-        let x = self.into_space(&noisy)?.f_reshape([n * 3, 1, h, w])?;
-        let p = self.into_space(&pilot)?.f_reshape([n * 3, 1, h, w])?;
-        let basis = Dct::new(b, dev)?;
-        let variance = self.noise_variance(&x, &p, &basis)?;
-        if variance.levels.f_max()?.double_value(&[]) <= 0.0 {
-            return Ok(noisy);
-        }
+        let dev = x.device();
         // Every pixel in as many windows as any other: b - s before, at least b - s after and
         // the padded side a whole number of strides past one window.
         let grow = |len: i64| {
@@ -182,8 +270,8 @@ impl Wiener {
         };
         let (right, bottom) = (grow(w), grow(h));
         let pad = [b - s, right, b - s, bottom];
-        let xp = pad_reflect(&x, pad)?;
-        let pp = pad_reflect(&p, pad)?;
+        let xp = pad_reflect(x, pad)?;
+        let pp = pad_reflect(p, pad)?;
         let (hp, wp) = (xp.size()[2], xp.size()[3]);
         let ones = Tensor::f_ones([1, 1, b, b], (Kind::Float, dev))?;
         let per_row = n * 3 * b * b * ((wp - b) / s + 1);
@@ -195,7 +283,7 @@ impl Wiener {
             let a = (r0 - (b - s)).max(0);
             let e = (r1 + b - s).min(hp);
             let band = |t: &Tensor| t.f_narrow(2, a, e - a);
-            let (num, den) = self.band(&band(&xp)?, &band(&pp)?, &variance, &basis, &ones)?;
+            let (num, den) = self.band(&band(&xp)?, &band(&pp)?, variance, basis, &ones)?;
             parts.push((num / den).f_narrow(2, r0 - a, r1 - r0)?);
             r0 = r1;
         }
@@ -274,41 +362,16 @@ impl Wiener {
                 }
                 flat(v)?
             }
-            SigmaSource::Residual => {
-                let r = (x - p).f_reshape([nc, -1])?;
-                let med = r.f_median_dim(1, true)?.0;
-                let mad = (r - med).f_abs()?.f_median_dim(1, false)?.0;
-                let v: Vec<f64> = Vec::<f32>::try_from(mad.f_to_device(tch::Device::Cpu)?)?
-                    .into_iter()
-                    .map(|m| (m as f64 * MAD_TO_STD).powi(2) * scale2)
-                    .collect();
-                flat(v)?
-            }
+            SigmaSource::Residual => (residual_variance(x, p)? * scale2)
+                .f_view([nc, 1, 1, 1])?
+                .f_expand([nc, k, 1, 1], false)?
+                .f_contiguous()?,
             SigmaSource::Psd => {
                 let r = basis.forward(&(x - p), b)?;
                 let r2 = r.f_square()?.f_reshape([nc, k, -1])?;
                 (r2.f_median_dim(2, false)?.0 / CHI2_1_MEDIAN * scale2).f_view([nc, k, 1, 1])?
             }
-            SigmaSource::Flat => {
-                let conv = |t: &Tensor| -> Result<Tensor> {
-                    Ok(basis.forward(t, b)?.f_reshape([nc, k, -1])?)
-                };
-                let (cx, cp) = (conv(x)?, conv(p)?);
-                let detail = cp.f_narrow(1, 1, k - 1)?.f_square()?.f_sum_dim_intlist(
-                    [1i64].as_slice(),
-                    false,
-                    Kind::Float,
-                )?;
-                let windows = detail.size()[1];
-                let keep = (windows / 4).max(1);
-                let (_, flat) = detail.f_topk(keep, 1, false, true)?;
-                let flat = flat.f_unsqueeze(1)?.f_expand([nc, k, keep], false)?;
-                let ac = cx.f_gather(2, &flat, false)?.f_square()?;
-                let dc = (&cx - &cp).f_narrow(1, 0, 1)?.f_square()?;
-                let ac = ac.f_median_dim(2, false)?.0.f_narrow(1, 1, k - 1)?;
-                let dc = dc.f_median_dim(2, false)?.0;
-                (Tensor::f_cat(&[dc, ac], 1)? / CHI2_1_MEDIAN * scale2).f_view([nc, k, 1, 1])?
-            }
+            SigmaSource::Flat => (flat_variance(x, p, basis)? * scale2).f_view([nc, k, 1, 1])?,
         };
         let bands = match (self.levels > 1 && !small, source) {
             (true, SigmaSource::Psd | SigmaSource::Flat | SigmaSource::Residual) => {
@@ -317,6 +380,41 @@ impl Wiener {
             _ => None,
         };
         Ok(Variance { levels, bands })
+    }
+
+    /// Per image of the batch, the estimated noise level σ̂ (levels of 255, the root mean
+    /// square over the three channels, so comparable with the std of noisy − clean): the
+    /// noisy input's own spectrum where the pilot is flat ([`SigmaSource::Flat`]'s AC
+    /// frequencies, whatever `sigma` says; frames smaller than a window: the white residual
+    /// level), not scaled. It does not depend on the pilot's brightness.
+    /// This is the cue [`Adapt`] reads.
+    pub fn noise_cue(&self, noisy: &Tensor, pilot: &Tensor) -> Result<Vec<f64>> {
+        self.validate()?;
+        let (x, p) = self.prepare(noisy, pilot)?;
+        self.cue(&x, &p, &Dct::new(self.block, x.device())?)
+    }
+
+    /// [`Wiener::noise_cue`] of the (N*3, 1, H, W) channels in the filter's space.
+    fn cue(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Vec<f64>> {
+        let nc = x.size()[0];
+        let small = x.size()[2] < self.block || x.size()[3] < self.block;
+        let per_channel = match small {
+            true => residual_variance(x, p)?,
+            // The AC frequencies only: the DC's level comes from the residual, which a
+            // pilot that shifts brightness would inflate.
+            false => flat_variance(x, p, basis)?
+                .f_narrow(1, 1, self.block * self.block - 1)?
+                .f_mean_dim([1i64].as_slice(), false, Kind::Float)?,
+        };
+        let per_image = per_channel
+            .f_reshape([nc / 3, 3])?
+            .f_mean_dim([1i64].as_slice(), false, Kind::Double)?
+            .f_clamp_min(0.0)?
+            .f_sqrt()?
+            * 255.0;
+        Ok(Vec::<f64>::try_from(
+            per_image.f_to_device(tch::Device::Cpu)?,
+        )?)
     }
 
     /// Signal-dependent noise: per image, channel and brightness band of the pilot's local
@@ -377,6 +475,14 @@ impl Wiener {
         }
         if !(1..=64).contains(&self.levels) {
             return bad(format!("levels {} (expected 1..64)", self.levels));
+        }
+        if let Some(a) = self.adapt {
+            if !(a.lo.is_finite() && a.hi.is_finite() && a.lo >= 0.0 && a.hi > a.lo) {
+                return bad(format!(
+                    "adapt {}:{} (expected 0 <= LO < HI levels of 255)",
+                    a.lo, a.hi
+                ));
+            }
         }
         if let SigmaSource::Fixed(v) = self.sigma {
             if !(v.is_finite() && v >= 0.0) {
@@ -581,6 +687,41 @@ fn median(mut v: Vec<f32>) -> f64 {
     v[(v.len() - 1) / 2] as f64
 }
 
+/// The residual x − p's white noise variance per channel (N*3), on the 0..1 scale squared:
+/// (1.4826 × its median absolute deviation)².
+fn residual_variance(x: &Tensor, p: &Tensor) -> Result<Tensor> {
+    let nc = x.size()[0];
+    let r = (x - p).f_reshape([nc, -1])?;
+    let med = r.f_median_dim(1, true)?.0;
+    let mad = (r - med).f_abs()?.f_median_dim(1, false)?.0;
+    Ok((mad * MAD_TO_STD).f_square()?)
+}
+
+/// [`SigmaSource::Flat`]'s variance per channel and frequency (N*3, K), on the 0..1 scale
+/// squared, not scaled: over the quarter of non-overlapping windows with the least pilot
+/// detail, the median of the noisy AC coefficients squared over 0.4549 (the DC from the
+/// residual's windows).
+fn flat_variance(x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Tensor> {
+    let (nc, b) = (x.size()[0], basis.b);
+    let k = b * b;
+    let conv = |t: &Tensor| -> Result<Tensor> { Ok(basis.forward(t, b)?.f_reshape([nc, k, -1])?) };
+    let (cx, cp) = (conv(x)?, conv(p)?);
+    let detail = cp.f_narrow(1, 1, k - 1)?.f_square()?.f_sum_dim_intlist(
+        [1i64].as_slice(),
+        false,
+        Kind::Float,
+    )?;
+    let windows = detail.size()[1];
+    let keep = (windows / 4).max(1);
+    let (_, flat) = detail.f_topk(keep, 1, false, true)?;
+    let flat = flat.f_unsqueeze(1)?.f_expand([nc, k, keep], false)?;
+    let ac = cx.f_gather(2, &flat, false)?.f_square()?;
+    let dc = (&cx - &cp).f_narrow(1, 0, 1)?.f_square()?;
+    let ac = ac.f_median_dim(2, false)?.0.f_narrow(1, 1, k - 1)?;
+    let dc = dc.f_median_dim(2, false)?.0;
+    Ok(Tensor::f_cat(&[dc, ac], 1)? / CHI2_1_MEDIAN)
+}
+
 /// Empty entries take the nearest filled one's value (ties: the lower band).
 fn fill_from_neighbours(g: &mut [Option<f64>]) {
     let filled: Vec<(usize, f64)> = g
@@ -602,22 +743,93 @@ fn fill_from_neighbours(g: &mut [Option<f64>]) {
     }
 }
 
+/// The names of an enum's values in `--refine` specs: the first entry of a value is how it is
+/// written, later ones are accepted aliases. One table serves parsing and printing.
+struct Names<T: 'static>(&'static [(T, &'static str)]);
+
+impl<T: Copy + PartialEq + 'static> Names<T> {
+    fn parse(&self, s: &str) -> Option<T> {
+        self.0.iter().find(|(_, n)| *n == s).map(|(v, _)| *v)
+    }
+
+    fn name(&self, v: T) -> &'static str {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == v)
+            .map(|(_, n)| *n)
+            .expect("every value is named")
+    }
+
+    /// "a, b or c" of the written names.
+    fn expected(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for (v, n) in self.0 {
+            if self.name(*v) == *n {
+                names.push(n);
+            }
+        }
+        match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+const COLOURS: Names<Colour> = Names(&[
+    (Colour::Opponent, "opponent"),
+    (Colour::Opponent, "opp"),
+    (Colour::Rgb, "rgb"),
+]);
+/// The named sources; [`SigmaSource::Fixed`] is written as its number.
+const SIGMAS: Names<SigmaSource> = Names(&[
+    (SigmaSource::Psd, "psd"),
+    (SigmaSource::Flat, "flat"),
+    (SigmaSource::Residual, "residual"),
+    (SigmaSource::Estimate, "estimate"),
+]);
+const DCS: Names<DcMode> = Names(&[(DcMode::Wiener, "wiener"), (DcMode::Input, "input")]);
+
+impl SigmaSource {
+    fn parse(v: &str) -> Option<SigmaSource> {
+        SIGMAS.parse(v).or_else(|| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(SigmaSource::Fixed)
+        })
+    }
+
+    fn spec(&self) -> String {
+        match self {
+            SigmaSource::Fixed(v) => v.to_string(),
+            named => SIGMAS.name(*named).to_string(),
+        }
+    }
+}
+
 impl FromStr for Refine {
     type Err = Error;
 
-    /// `off`, `wiener`, or `wiener:KEY=VALUE,...` with keys `block` (4, 8, 16), `stride`,
+    /// `off`, `wiener`, or `wiener:KEY=VALUE,...` (`adaptive[:KEY=VALUE,...]` starts from
+    /// [`Wiener::adaptive`] instead of the defaults) with keys `block` (4, 8, 16), `stride`,
     /// `colour` (opponent, rgb), `sigma` (psd, flat, residual, estimate, or a level of 255),
-    /// `scale`, `levels`, `dc` (wiener, input).
+    /// `scale`, `levels`, `dc` (wiener, input), `adapt` (LO:HI levels of 255 of the noise cue,
+    /// or off).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         let bad = |m: String| Error::Input(format!("refine '{s}': {m}"));
         let (name, rest) = s.split_once(':').unwrap_or((s, ""));
-        match name.to_ascii_lowercase().as_str() {
+        let mut w = match name.to_ascii_lowercase().as_str() {
             "off" | "none" if rest.is_empty() => return Ok(Refine::Off),
-            "wiener" => {}
-            _ => return Err(bad("expected off, wiener or wiener:KEY=VALUE,...".into())),
-        }
-        let mut w = Wiener::default();
+            "wiener" => Wiener::default(),
+            "adaptive" => Wiener::adaptive(),
+            _ => {
+                return Err(bad(
+                    "expected off, wiener[:KEY=VALUE,...] or adaptive[:KEY=VALUE,...]".into(),
+                ))
+            }
+        };
         for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
             let (k, v) = kv
                 .split_once('=')
@@ -627,45 +839,41 @@ impl FromStr for Refine {
                 v.parse::<i64>()
                     .map_err(|_| bad(format!("{k}: '{v}' is not a whole number")))
             };
+            let number = |v: &str| {
+                v.parse::<f64>()
+                    .map_err(|_| bad(format!("{k}: '{v}' is not a number")))
+            };
+            let named =
+                |what: &str, expected: String| bad(format!("{what} '{v}' (expected {expected})"));
             match k.as_str() {
                 "block" => w.block = int(&v)?,
                 "stride" => w.stride = int(&v)?,
                 "levels" => w.levels = int(&v)?,
-                "scale" => {
-                    w.scale = v
-                        .parse()
-                        .map_err(|_| bad(format!("scale: '{v}' is not a number")))?
-                }
+                "scale" => w.scale = number(&v)?,
                 "colour" | "color" => {
-                    w.colour = match v.as_str() {
-                        "opponent" | "opp" => Colour::Opponent,
-                        "rgb" => Colour::Rgb,
-                        _ => return Err(bad(format!("colour '{v}' (expected opponent or rgb)"))),
-                    }
+                    w.colour = COLOURS
+                        .parse(&v)
+                        .ok_or_else(|| named("colour", COLOURS.expected()))?
                 }
                 "sigma" => {
-                    w.sigma = match v.as_str() {
-                        "psd" => SigmaSource::Psd,
-                        "residual" => SigmaSource::Residual,
-                        "estimate" => SigmaSource::Estimate,
-                        "flat" => SigmaSource::Flat,
-                        _ => SigmaSource::Fixed(v.parse().map_err(|_| {
-                            bad(format!(
-                                "sigma '{v}' (expected psd, flat, residual, estimate or a level of 255)"
-                            ))
-                        })?),
-                    }
+                    w.sigma = SigmaSource::parse(&v).ok_or_else(|| {
+                        named("sigma", format!("{} or a level of 255", SIGMAS.expected()))
+                    })?
                 }
-                "dc" => {
-                    w.dc = match v.as_str() {
-                        "wiener" => DcMode::Wiener,
-                        "input" => DcMode::Input,
-                        _ => return Err(bad(format!("dc '{v}' (expected wiener or input)"))),
+                "dc" => w.dc = DCS.parse(&v).ok_or_else(|| named("dc", DCS.expected()))?,
+                "adapt" => {
+                    w.adapt = match v.split_once(':') {
+                        None if v == "off" => None,
+                        None => return Err(named("adapt", "LO:HI or off".into())),
+                        Some((lo, hi)) => Some(Adapt {
+                            lo: number(lo)?,
+                            hi: number(hi)?,
+                        }),
                     }
                 }
                 _ => {
                     return Err(bad(format!(
-                        "unknown key '{k}' (block, stride, colour, sigma, scale, levels, dc)"
+                        "unknown key '{k}' (block, stride, colour, sigma, scale, levels, dc, adapt)"
                     )))
                 }
             }
@@ -690,22 +898,10 @@ impl fmt::Display for Refine {
             keys.push(format!("stride={}", w.stride));
         }
         if w.colour != d.colour {
-            keys.push(format!(
-                "colour={}",
-                match w.colour {
-                    Colour::Rgb => "rgb",
-                    Colour::Opponent => "opponent",
-                }
-            ));
+            keys.push(format!("colour={}", COLOURS.name(w.colour)));
         }
         if w.sigma != d.sigma {
-            keys.push(match w.sigma {
-                SigmaSource::Psd => "sigma=psd".into(),
-                SigmaSource::Residual => "sigma=residual".into(),
-                SigmaSource::Estimate => "sigma=estimate".into(),
-                SigmaSource::Flat => "sigma=flat".into(),
-                SigmaSource::Fixed(v) => format!("sigma={v}"),
-            });
+            keys.push(format!("sigma={}", w.sigma.spec()));
         }
         if w.scale != d.scale {
             keys.push(format!("scale={}", w.scale));
@@ -714,13 +910,10 @@ impl fmt::Display for Refine {
             keys.push(format!("levels={}", w.levels));
         }
         if w.dc != d.dc {
-            keys.push(format!(
-                "dc={}",
-                match w.dc {
-                    DcMode::Wiener => "wiener",
-                    DcMode::Input => "input",
-                }
-            ));
+            keys.push(format!("dc={}", DCS.name(w.dc)));
+        }
+        if let Some(a) = w.adapt {
+            keys.push(format!("adapt={}:{}", a.lo, a.hi));
         }
         match keys.is_empty() {
             true => f.write_str("wiener"),
@@ -777,11 +970,29 @@ mod tests {
             "wiener:sigma=estimate",
             "wiener:sigma=flat",
             "wiener:sigma=7.5",
+            "wiener:sigma=flat,scale=2,dc=input,adapt=3:8.5",
         ] {
             let r: Refine = spec.parse().unwrap();
             assert_eq!(r.to_string(), spec);
             assert_eq!(r.to_string().parse::<Refine>().unwrap(), r);
         }
+        assert_eq!(
+            "adaptive".parse::<Refine>().unwrap(),
+            "wiener:sigma=flat,scale=2,dc=input,adapt=3:5"
+                .parse::<Refine>()
+                .unwrap()
+        );
+        assert_eq!(
+            "adaptive:adapt=off".parse::<Refine>().unwrap().to_string(),
+            "wiener:sigma=flat,scale=2,dc=input"
+        );
+        assert_eq!(
+            "wiener:colour=opp,color=rgb,adapt=2:4,adapt=off"
+                .parse::<Refine>()
+                .unwrap()
+                .to_string(),
+            "wiener:colour=rgb"
+        );
         for bad in [
             "wiener:block=7",
             "wiener:stride=3",
@@ -793,6 +1004,10 @@ mod tests {
             "wiener:block",
             "bm3d",
             "off:block=8",
+            "wiener:adapt=5:2",
+            "wiener:adapt=-1:2",
+            "wiener:adapt=x",
+            "wiener:adapt=1:y",
         ] {
             let e = bad.parse::<Refine>().unwrap_err().to_string();
             assert!(e.contains(bad) && !e.contains('\n'), "{bad}: {e}");
@@ -941,6 +1156,63 @@ mod tests {
             assert!(diff < 1e-6, "{spec}: {diff}");
             assert_eq!(whole.size(), [1, 3, 70, 45]);
         }
+    }
+
+    #[test]
+    fn the_noise_cue_measures_white_noise_against_a_clean_pilot() {
+        // The cue reads the flattest quarter of the windows: a picture with smooth areas (the
+        // test picture's texture blurred away, its ramps and square's edges kept).
+        tch::manual_seed(17);
+        let clean = crate::lowpass::gaussian_blur(&picture(128, 128), 3.0).unwrap();
+        for sigma in [3.0, 12.0, 30.0] {
+            let noisy = &clean + Tensor::randn([1, 3, 128, 128], CPU) * (sigma / 255.0);
+            let cue = Wiener::default().noise_cue(&noisy, &clean).unwrap();
+            assert_eq!(cue.len(), 1);
+            assert!(
+                (cue[0] / sigma - 1.0).abs() < 0.25,
+                "sigma {sigma}: cue {cue:?}"
+            );
+        }
+        // Tiny frames: the white residual level, still one value per image.
+        let tiny = Tensor::rand([2, 3, 5, 6], CPU);
+        let cue = Wiener::default().noise_cue(&tiny, &(&tiny * 0.5)).unwrap();
+        assert_eq!(cue.len(), 2);
+        assert!(cue.iter().all(|c| c.is_finite() && *c > 0.0), "{cue:?}");
+    }
+
+    #[test]
+    fn adapt_keeps_the_pilot_under_mild_noise_and_gives_strong_noise_the_full_stage() {
+        tch::manual_seed(18);
+        let clean = crate::lowpass::gaussian_blur(&picture(96, 128), 3.0).unwrap();
+        let sigmas = [2.0, 30.0, 9.0];
+        let noisy = Tensor::cat(
+            &sigmas.map(|s| &clean + Tensor::randn([1, 3, 96, 128], CPU) * (s / 255.0)),
+            0,
+        );
+        let pilot = crate::lowpass::gaussian_blur(&noisy, 1.2).unwrap();
+        let full = wiener("wiener:sigma=flat,dc=input")
+            .apply(&noisy, &pilot)
+            .unwrap();
+        let adapt = wiener("wiener:sigma=flat,dc=input,adapt=5:15");
+        let cue = adapt.noise_cue(&noisy, &pilot).unwrap();
+        assert!(
+            cue[0] < 5.0 && cue[1] > 15.0 && cue[2] > 5.0 && cue[2] < 15.0,
+            "{cue:?}"
+        );
+        let out = adapt.apply(&noisy, &pilot).unwrap();
+        let img = |t: &Tensor, i: i64| t.narrow(0, i, 1);
+        // Mild: the network's output exactly; strong: the whole stage.
+        assert!(img(&out, 0).equal(&img(&pilot, 0)));
+        let diff = (img(&out, 1) - img(&full, 1)).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "strong noise: {diff} from the full stage");
+        // Between: the linear blend at the cue's weight.
+        let a = (cue[2] - 5.0) / 10.0;
+        let want = img(&pilot, 2) + (img(&full, 2) - img(&pilot, 2)) * a;
+        let diff = (img(&out, 2) - want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "blend at {a:.3}: {diff}");
+        // A batch of mild frames alone never runs the filter: the pilot comes back as it is.
+        let mild = adapt.apply(&img(&noisy, 0), &img(&pilot, 0)).unwrap();
+        assert!(mild.equal(&img(&pilot, 0)));
     }
 
     #[test]

@@ -48,10 +48,13 @@ pub struct RefineArgs {
     /// After the network: `off`, or `wiener`, an empirical Wiener filter of the input with the
     /// network's output as pilot (BM3D's second stage; it keeps the input's brightness and
     /// colour and can only shrink its detail; weights/README.md). Its parameters:
-    /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`
+    /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`, and
+    /// `adapt=LO:HI` (levels of 255): each image gets the stage in proportion to its estimated
+    /// noise, none at or below LO, all of it at or above HI. `adaptive` is
+    /// `wiener:sigma=flat,scale=2,dc=input,adapt=3:5` (weights/README.md, session 11)
     #[arg(
         long,
-        value_name = "off|wiener[:KEY=VALUE,...]",
+        value_name = "off|wiener[:KEY=VALUE,...]|adaptive",
         default_value = "off",
         help_heading = "Model"
     )]
