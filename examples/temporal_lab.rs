@@ -214,8 +214,11 @@ fn fused_counts(x: &[Tensor], pilots: &[Tensor], p: &P) -> (Vec<Tensor>, Vec<Ten
         let nf = s.count.shallow_clone();
         if std::env::var_os("LAB_COPIES").is_some() && i > 0 {
             let same = x[i].eq_tensor(&x[i - 1]).to_kind(Kind::Float).amin(1, true);
-            eprintln!("frame {i}: {:.3} of pixels copy the previous frame, mean count {:.3}",
-                same.mean(Kind::Float).double_value(&[]), nf.mean(Kind::Float).double_value(&[]));
+            eprintln!(
+                "frame {i}: {:.3} of pixels copy the previous frame, mean count {:.3}",
+                same.mean(Kind::Float).double_value(&[]),
+                nf.mean(Kind::Float).double_value(&[])
+            );
         }
         st = Some(s);
         let ahead = p.la.min(x.len() - 1 - i);
@@ -285,7 +288,10 @@ fn main() {
         // after the network share one pass).
         let mut cache: std::collections::HashMap<String, Vec<Tensor>> = Default::default();
         let mut net = |f: &[Tensor], p: &P| -> Vec<Tensor> {
-            let key = format!("{:?}", (p.cap, p.factor, p.tmin, p.tmax, p.la, p.pilot, p.copy));
+            let key = format!(
+                "{:?}",
+                (p.cap, p.factor, p.tmin, p.tmax, p.la, p.pilot, p.copy)
+            );
             cache
                 .entry(key)
                 .or_insert_with(|| denoise(&d, f))
@@ -379,7 +385,11 @@ fn main() {
                     // kmix with the target (and its counts) from a wider fusion
                     let f = fused(&x, &pilots, &p);
                     let o = denoise(&d, &f);
-                    let q = P { cap: p.cap2, la: p.la2, ..p.clone() };
+                    let q = P {
+                        cap: p.cap2,
+                        la: p.la2,
+                        ..p.clone()
+                    };
                     let (f2, n) = fused_counts(&x, &pilots, &q);
                     o.iter()
                         .zip(&f2)
