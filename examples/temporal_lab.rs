@@ -32,6 +32,22 @@ struct P {
     ptmin: f64,
     pfactor: f64,
     a: f64,
+    /// Gain on the output blend's weight (n - 1) / n (`lmix`).
+    g: f64,
+    /// Pixels equal to the previous input frame's (all channels; a codec's copied block) add
+    /// nothing to the fused frame nor to its count.
+    copy: bool,
+    /// `kmix`: the second, wider low-pass (pixels).
+    s2: f64,
+    /// `lmix`: weight (n - 1) / (n - 1 + k).
+    k: f64,
+    /// `dual`: the blend's target from a second fusion with this cap and lookahead.
+    cap2: f64,
+    la2: usize,
+    /// 1: the low band from the reference, 2: the high band.
+    oracle: u8,
+    /// `hmix`: the share of the high band.
+    h: f64,
 }
 
 impl P {
@@ -46,6 +62,14 @@ impl P {
             ptmin: 1.0,
             pfactor: 2.0,
             a: 0.5,
+            g: 1.0,
+            copy: false,
+            s2: 12.0,
+            k: 1.0,
+            cap2: 2.4,
+            la2: 2,
+            oracle: 0,
+            h: 0.0,
         };
         let mut it = spec.split(':');
         let name = it.next().unwrap().to_string();
@@ -62,6 +86,14 @@ impl P {
                 "ptmin" => p.ptmin = v,
                 "pfactor" => p.pfactor = v,
                 "a" => p.a = v,
+                "g" => p.g = v,
+                "copy" => p.copy = v != 0.0,
+                "s2" => p.s2 = v,
+                "k" => p.k = v,
+                "cap2" => p.cap2 = v,
+                "la2" => p.la2 = v as usize,
+                "oracle" => p.oracle = v as u8,
+                "h" => p.h = v,
                 _ => panic!("unknown key {k}"),
             }
         }
@@ -76,6 +108,8 @@ struct State {
     count: Tensor,
     /// The previous frame's pilot (output), for pilot confidence.
     pilot: Option<Tensor>,
+    /// The previous raw input frame.
+    raw: Tensor,
 }
 
 fn luma(x: &Tensor) -> Tensor {
@@ -102,6 +136,7 @@ fn step(prev: Option<State>, cur: &Tensor, pc: Option<&Tensor>, p: &P) -> (Tenso
             luma: l,
             count: cur.ones_like().narrow(1, 0, 1),
             pilot: pc.map(|t| t.shallow_clone()),
+            raw: cur.shallow_clone(),
         }
     };
     let Some(prev) = prev else {
@@ -138,13 +173,26 @@ fn step(prev: Option<State>, cur: &Tensor, pc: Option<&Tensor>, p: &P) -> (Tenso
         }
     };
     let n = wc.multiply(&c).clamp_max((p.cap - 1.0).max(0.0));
-    let out = cur.f_add(&wf.multiply(&n)).unwrap().divide(&(&n + 1.0));
-    let count = &n + 1.0;
+    let mut out = cur.f_add(&wf.multiply(&n)).unwrap().divide(&(&n + 1.0));
+    let mut count = &n + 1.0;
+    if p.copy {
+        // A copy (equal to the previous raw frame in every channel, where the state holds
+        // at least one frame): the state moved on unchanged.
+        let same = cur
+            .eq_tensor(&prev.raw)
+            .to_kind(Kind::Float)
+            .amin(1, true)
+            .multiply(&n.ge(1.0).to_kind(Kind::Float));
+        let nc = wc.multiply(&c).clamp_max(p.cap.max(1.0));
+        out = &out + (&wf - &out) * &same;
+        count = &count + (&nc - &count) * &same;
+    }
     let st = State {
         frame: out.shallow_clone(),
         luma: cl,
         count: count.shallow_clone(),
         pilot: pc.map(|t| t.shallow_clone()),
+        raw: cur.shallow_clone(),
     };
     (out, st)
 }
@@ -164,6 +212,14 @@ fn fused_counts(x: &[Tensor], pilots: &[Tensor], p: &P) -> (Vec<Tensor>, Vec<Ten
     for i in 0..x.len() {
         let (f, s) = step(st.take(), &x[i], pil(i), p);
         let nf = s.count.shallow_clone();
+        if std::env::var_os("LAB_COPIES").is_some() && i > 0 {
+            let same = x[i].eq_tensor(&x[i - 1]).to_kind(Kind::Float).amin(1, true);
+            eprintln!(
+                "frame {i}: {:.3} of pixels copy the previous frame, mean count {:.3}",
+                same.mean(Kind::Float).double_value(&[]),
+                nf.mean(Kind::Float).double_value(&[])
+            );
+        }
         st = Some(s);
         let ahead = p.la.min(x.len() - 1 - i);
         if ahead == 0 {
@@ -213,9 +269,11 @@ fn main() {
         Options::default(),
     )
     .unwrap();
+    // Clip folders only (tools/classical_video.py keeps its cache file in DIR too).
     let mut clips: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     clips.sort();
     let mut sums = vec![[0f64; 3]; variants.len()];
@@ -226,6 +284,21 @@ fn main() {
             .map(|t| t.squeeze_dim(0) * 255.0)
             .collect();
         let pilots = denoise(&d, &x);
+        // The network's outputs on a fusion, by its parameters (variants that differ only
+        // after the network share one pass).
+        let mut cache: std::collections::HashMap<String, Vec<Tensor>> = Default::default();
+        let mut net = |f: &[Tensor], p: &P| -> Vec<Tensor> {
+            let key = format!(
+                "{:?}",
+                (p.cap, p.factor, p.tmin, p.tmax, p.la, p.pilot, p.copy)
+            );
+            cache
+                .entry(key)
+                .or_insert_with(|| denoise(&d, f))
+                .iter()
+                .map(|t| t.shallow_clone())
+                .collect()
+        };
         for (k, v) in variants.iter().enumerate() {
             let (name, p) = P::parse(v);
             let y = match name.as_str() {
@@ -282,16 +355,74 @@ fn main() {
                 "lmix" => {
                     // out = o + blur((f - o) * (n - 1) / n, a): low frequencies only
                     let (f, n) = fused_counts(&x, &pilots, &p);
+                    let o = net(&f, &p);
+                    o.iter()
+                        .zip(&f)
+                        .zip(&n)
+                        .map(|((o, f), n)| {
+                            let r = (f - o) * ((n - 1.0) / (n - 1.0 + p.k) * p.g);
+                            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
+                        })
+                        .collect()
+                }
+                "kmix" => {
+                    // lmix, and the rest of (f - o) at scales above s2 from f too
+                    let (f, n) = fused_counts(&x, &pilots, &p);
                     let o = denoise(&d, &f);
                     o.iter()
                         .zip(&f)
                         .zip(&n)
                         .map(|((o, f), n)| {
-                            let r = (f - o) * ((n - 1.0) / n);
+                            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
+                            let r = (f - o) * &w;
+                            let r2 = (f - o) * (1.0 - &w);
                             o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
+                                + clipdenoise::lowpass::gaussian_blur(&r2, p.s2).unwrap()
                         })
                         .collect()
                 }
+                "dual" => {
+                    // kmix with the target (and its counts) from a wider fusion
+                    let f = fused(&x, &pilots, &p);
+                    let o = denoise(&d, &f);
+                    let q = P {
+                        cap: p.cap2,
+                        la: p.la2,
+                        ..p.clone()
+                    };
+                    let (f2, n) = fused_counts(&x, &pilots, &q);
+                    o.iter()
+                        .zip(&f2)
+                        .zip(&n)
+                        .map(|((o, f), n)| {
+                            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
+                            let r = (f - o) * &w;
+                            let r2 = (f - o) * (1.0 - &w);
+                            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
+                                + clipdenoise::lowpass::gaussian_blur(&r2, p.s2).unwrap()
+                        })
+                        .collect()
+                }
+                "hmix" => {
+                    // lmix plus a share h of the high band of (f - o) * w
+                    let (f, n) = fused_counts(&x, &pilots, &p);
+                    let o = denoise(&d, &f);
+                    o.iter()
+                        .zip(&f)
+                        .zip(&n)
+                        .map(|((o, f), n)| {
+                            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
+                            let r = (f - o) * &w;
+                            let lo = clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap();
+                            o + &lo + (&r - &lo) * p.h
+                        })
+                        .collect()
+                }
+                "fbfk" => pilots
+                    .iter()
+                    .zip(&x)
+                    .map(|(o, x)| o + clipdenoise::lowpass::gaussian_blur(&(x - o), p.s2).unwrap())
+                    .collect(),
                 "fbfmix" => pilots
                     .iter()
                     .zip(&x)
@@ -299,6 +430,24 @@ fn main() {
                     .collect(),
                 "ofuse" => fused(&pilots, &pilots, &p),
                 _ => panic!("unknown variant {name}"),
+            };
+            // Oracles (`orlo`/`orhi` keys): the band below/above a Gaussian of sigma 3 taken
+            // from the reference, to see where the error is.
+            let y: Vec<Tensor> = match p.oracle {
+                0 => y,
+                o => y
+                    .iter()
+                    .zip(&r)
+                    .map(|(y, r)| {
+                        let r = (r / 255.0).unsqueeze(0);
+                        let g = |t: &Tensor| clipdenoise::lowpass::gaussian_blur(t, 3.0).unwrap();
+                        if o == 1 {
+                            y + g(&(&r - y))
+                        } else {
+                            g(y) + (&r - g(&r))
+                        }
+                    })
+                    .collect(),
             };
             let s = score_clip(&r, &to255(&y)).unwrap();
             eprintln!("{} {v}: {:.3} dB", clip.display(), s.psnr);

@@ -16,7 +16,10 @@ How to run
 
 Exact handling
 --------------
-- Input: DUMP/<clip>/crf<N>/NNNN.png, the decoded noisy frames; reference DUMP/<clip>/clean.
+- Input: DUMP/<clip>/crf<N>/NNNN.png, the decoded noisy frames. Reference (`--reference`):
+  `unbiased` (the default, as `clipdenoise eval-video`'s: DUMP/<clip>/crf<N>-reference, the
+  clean frames plus the decoded clip's mean bias) or `clean` (DUMP/<clip>/clean, as before
+  issue 23; dumps older than the unbiased reference have only this one).
 - Every filter runs on the whole clip as one FFmpeg video stream (so hqdn3d's temporal part
   works), in BT.601 full-range YCbCr declared as yuv444p (8 bit) or yuv444p16le (hqdn3d),
   converted here in float64 as in tools/classical_baseline.py; output rounded to 8 bit RGB.
@@ -26,8 +29,10 @@ Exact handling
   `atadenoise` (adaptive temporal averaging over 9 frames, thresholds a = 0.01 S and
   b = 0.02 S on every plane; its defaults are S = 2) and `fftdnoiz` (sigma=S with the
   previous and the next frame, prev=1:next=1).
-- Results per (clip, CRF, filter, strength, frames) are cached in DUMP/classical_cache.jsonl,
-  so an interrupted run resumes.
+- Results per (reference, clip, CRF, filter, strength, frames) are cached in
+  DUMP/classical_cache.jsonl, so an interrupted run resumes.
+- `--strengths FAMILY=S,S,...;...` replaces a family's grid (re-scoring tuned points and their
+  neighbours without the whole grid).
 - Scores as `clipdenoise eval-video`: mean over frames of PSNR (RGB), PSNR of BT.601 luma,
   MATLAB-style SSIM, temporal error mean|(f_t - f_t-1) - (c_t - c_t-1)|. Per CRF and family
   the strength with the best mean PSNR over the clips' first --search-frames frames is chosen
@@ -137,25 +142,45 @@ def main():
     ap.add_argument("--dump", required=True, help="folder written by `clipdenoise eval-video --dump`")
     ap.add_argument("--families", default="hqdn3d,nlmeans,bm3d")
     ap.add_argument("--search-frames", type=int, default=10, help="frames per clip for the strength search")
+    ap.add_argument("--reference", choices=["unbiased", "clean"], default="unbiased",
+                    help="score against DUMP/<clip>/crfN-reference (unbiased) or DUMP/<clip>/clean")
+    ap.add_argument("--strengths", default="",
+                    help="grids replacing the defaults: FAMILY=S,S,...;FAMILY=S,... (e.g. nlmeans=3,4,6)")
     ap.add_argument("--json")
     ap.add_argument("--markdown")
     args = ap.parse_args()
     ensure_ffmpeg()
     clips = sorted(d for d in os.listdir(args.dump) if os.path.isdir(os.path.join(args.dump, d, "clean")))
-    clean = {c: read_frames(os.path.join(args.dump, c, "clean")) for c in clips}
-    crfs = sorted({int(d[3:]) for c in clips for d in os.listdir(os.path.join(args.dump, c)) if d.startswith("crf")})
-    results = {"ffmpeg": ffmpeg_version(), "crf": {}}
+    grids = dict(STRENGTHS)
+    for spec in filter(None, args.strengths.split(";")):
+        fam, _, vals = spec.partition("=")
+        if fam not in STRENGTHS or not vals:
+            sys.exit(f"error: --strengths: expected FAMILY=S,S,... with FAMILY one of {', '.join(STRENGTHS)}, got {spec!r}")
+        grids[fam] = [float(v) for v in vals.split(",")]
+    crfs = sorted({int(d[3:]) for c in clips for d in os.listdir(os.path.join(args.dump, c))
+                   if d.startswith("crf") and d[3:].isdigit()})
+    results = {"ffmpeg": ffmpeg_version(), "reference": args.reference, "crf": {}}
     cache = Cache(os.path.join(args.dump, "classical_cache.jsonl"))
+    # The cache's keys before --reference existed were scored against the clean frames.
+    tag = "" if args.reference == "clean" else "unbiased/"
     for crf in crfs:
         noisy = {c: read_frames(os.path.join(args.dump, c, f"crf{crf}")) for c in clips}
+        if args.reference == "clean":
+            clean = {c: read_frames(os.path.join(args.dump, c, "clean")) for c in clips}
+        else:
+            refs = {c: os.path.join(args.dump, c, f"crf{crf}-reference") for c in clips}
+            missing = [r for r in refs.values() if not os.path.isdir(r)]
+            if missing:
+                sys.exit(f"error: no unbiased reference {missing[0]} (an older dump: use --reference clean)")
+            clean = {c: read_frames(refs[c]) for c in clips}
         cell = {"noisy": mean_scores([score(clean[c], noisy[c]) for c in clips]), "families": {}}
         for fam in args.families.split(","):
             best = None
-            for s in STRENGTHS[fam]:
+            for s in grids[fam]:
                 rows = []
                 for c in clips:
                     k = min(args.search_frames, len(noisy[c]))
-                    rows.append(cache.get_or(f"{c}/{crf}/{fam}/{s:g}/{k}/psnr", lambda: score(
+                    rows.append(cache.get_or(f"{tag}{c}/{crf}/{fam}/{s:g}/{k}/psnr", lambda: score(
                         clean[c][:k], filter_clip(noisy[c][:k], fam, s), with_ssim=False)))
                 m = mean_scores(rows)
                 print(f"CRF {crf} {fam} {s:g}: {m['psnr']:.3f} dB (Y {m['psnr_y']:.3f})", file=sys.stderr)
@@ -165,9 +190,9 @@ def main():
             rows = []
             for c in clips:
                 k = len(noisy[c])
-                rows.append(cache.get_or(f"{c}/{crf}/{fam}/{s:g}/{k}/all", lambda: score(
+                rows.append(cache.get_or(f"{tag}{c}/{crf}/{fam}/{s:g}/{k}/all", lambda: score(
                     clean[c], filter_clip(noisy[c], fam, s))))
-            edge = s in (STRENGTHS[fam][0], STRENGTHS[fam][-1])
+            edge = s in (grids[fam][0], grids[fam][-1])
             cell["families"][fam] = {"strength": s, "edge": edge, **mean_scores(rows)}
         cell["best"] = max(cell["families"], key=lambda f: cell["families"][f]["psnr"])
         results["crf"][str(crf)] = cell

@@ -1,8 +1,8 @@
 //! After the network: the low frequencies of its output `o` pulled towards those of the fused
 //! input `f` it was given, pixel by pixel as far as the count `n` of frames the fusion averaged
-//! there: `y = o + G((f - o) * (n - 1) / n)`, `G` a Gaussian low-pass of [`SIGMA`] pixels
-//! ([`crate::lowpass::gaussian_blur_fast`]). The network's result counts as one frame, the other
-//! `n - 1` frames of the fused input as theirs, at scales above a few pixels only.
+//! there: `y = o + G((f - o) * (n - 1) / (n - 1 + W))`, `G` a Gaussian low-pass of [`SIGMA`]
+//! pixels ([`crate::lowpass::gaussian_blur_fast`]). The network's result counts as [`W`] frames,
+//! the other `n - 1` frames of the fused input as theirs, at scales above a few pixels only.
 //!
 //! Why: on compressed video the network moves local levels and removes detail the codec kept
 //! (against the unbiased reference, issue 23, the per-frame result is no better than the
@@ -26,9 +26,14 @@ use crate::lowpass::gaussian_blur_fast;
 /// and 28, weights/README.md).
 pub const SIGMA: f64 = 3.0;
 
+/// What the network's output weighs in the low band, in frames of the fused input (1, 0.5 and
+/// 0.25 measured: 0.5 kept, weights/README.md, issue 22 session 11: its low band carries the
+/// level shift the model adds, which no frame of the input has).
+pub const W: f64 = 0.5;
+
 /// `out` (the network's output, `[N, 3, H, W]`) and `fused` (its input, same size) with the
 /// per-pixel counts `count` (`[N, 1, H, W]`, >= 1): `out + G((fused - out) * (count - 1) /
-/// count)`, in float, not clamped.
+/// (count - 1 + W))`, in float, not clamped.
 pub fn blend(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor> {
     let (s, c) = (out.size(), count.size());
     if s.len() != 4
@@ -48,7 +53,7 @@ pub fn blend(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor> {
         fused.f_to_kind(Kind::Float)?,
         count.f_to_kind(Kind::Float)?,
     );
-    let g = n.f_sub_scalar(1.0)?.f_div(&n)?;
+    let g = n.f_sub_scalar(1.0)?.f_div(&n.f_sub_scalar(1.0 - W)?)?;
     let pull = f.f_sub(&o)?.f_mul(&g)?;
     Ok(o.f_add(&gaussian_blur_fast(&pull, SIGMA)?)?)
 }
