@@ -887,16 +887,40 @@ fn issue_pipelines_run_as_written() {
     assert!(log.contains("frames-in=12 frames-out=12"), "{log}");
     assert_eq!(count_decoded_frames(&dir.path().join("out.mp4")), 12);
 
+    // `-v` and a fakesink that is not silent print a line per buffer it receives: the live
+    // pipeline is interrupted once the first denoised frame has reached the sink (however
+    // long the model takes to load on a loaded machine), bounded by the watchdog.
     let mut child = gst_launch(
         dir.path(),
         plugins.path(),
-        "videotestsrc is-live=true ! clipdenoise batch-size=4 max-latency=40 ! videoconvert ! fakesink sync=true",
+        "-v videotestsrc is-live=true ! clipdenoise batch-size=4 max-latency=40 ! videoconvert ! fakesink sync=true silent=false",
     )
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("gst-launch-1.0 starts");
-    std::thread::sleep(Duration::from_secs(5));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (first_frame, got_first_frame) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut first_frame = Some(first_frame);
+        let mut text = String::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("last-message = chain") {
+                if let Some(tx) = first_frame.take() {
+                    let _ = tx.send(());
+                }
+            }
+            text += &line;
+            text.push('\n');
+        }
+        text
+    });
+    assert!(
+        got_first_frame.recv_timeout(CHILD_WATCHDOG).is_ok(),
+        "watchdog: no frame reached the live pipeline's sink"
+    );
     assert!(
         child.try_wait().unwrap().is_none(),
         "the live pipeline stopped by itself"
@@ -906,8 +930,7 @@ fn issue_pipelines_run_as_written() {
         .status()
         .unwrap();
     let out = output_of(child, CHILD_WATCHDOG, "gst-launch-1.0 after SIGINT");
-    let log =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let log = drain.join().expect("stdout reader") + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(!log.contains("ERROR: from element"), "{log}");
     let frames_out: u64 = log
