@@ -668,7 +668,7 @@ fn prepared(x: &Tensor, fmt: &FrameFormat, groups: &mut [FrameGroup<'_>]) -> Res
             None => part,
         });
     }
-    Ok(Tensor::f_cat(&parts, 0)?)
+    crate::temporal::cat(&parts)
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {

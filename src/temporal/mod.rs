@@ -192,7 +192,7 @@ impl Staggered {
             out.push(f.f_to_kind(cur.kind())?);
             counts.push(count);
         }
-        Ok((Tensor::f_cat(&out, 0)?, Tensor::f_cat(&counts, 0)?))
+        Ok((cat(&out)?, cat(&counts)?))
     }
 
     fn reset(&mut self) {
@@ -200,6 +200,16 @@ impl Staggered {
         self.odd.reset();
         self.apart = false;
         self.next = self.origin.unwrap_or(0);
+    }
+}
+
+/// `ts` concatenated along the batch dimension; one tensor is itself, not a copy (the
+/// causal stage's usual batch of one frame: a fused frame and its counts copied for nothing
+/// before). The stage's results are never written in place, so sharing them is safe.
+pub fn cat(ts: &[Tensor]) -> Result<Tensor> {
+    match ts {
+        [t] => Ok(t.shallow_clone()),
+        _ => Ok(Tensor::f_cat(ts, 0)?),
     }
 }
 
@@ -334,6 +344,13 @@ impl TemporalFilter {
         std::mem::take(&mut self.future)
     }
 
+    /// The per-pixel counts of the last [`TemporalFilter::prepare_window`]'s frames
+    /// (`[N, 1, H, W]` float), which [`TemporalFilter::finish`] takes; None when it fused
+    /// nothing or they were taken.
+    pub fn counts(&self) -> Option<&Tensor> {
+        self.counts.as_ref()
+    }
+
     /// Later frames each frame looks at (0: causal).
     pub fn lookahead(&self) -> usize {
         self.lookahead
@@ -397,8 +414,8 @@ impl TemporalFilter {
             out.push(y.f_to_kind(frames.kind())?);
             counts.push(count);
         }
-        self.counts = Some(Tensor::f_cat(&counts, 0)?);
-        Ok(Tensor::f_cat(&out, 0)?)
+        self.counts = Some(cat(&counts)?);
+        cat(&out)
     }
 
     /// Frames whose output nobody uses (a segment's warm-up, the frames after its last

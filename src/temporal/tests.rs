@@ -409,3 +409,27 @@ fn the_output_blend_corrects_a_level_shift_without_a_ghost() {
     let bad = Tensor::zeros([1, 3, 8, 8], (Kind::Float, Device::Cpu));
     assert!(output::blend(&bad, &bad, &bad).is_err());
 }
+
+#[test]
+fn the_output_blend_in_plain_rust_gives_the_tch_ops_numbers_bit_for_bit() {
+    // The network's output as it comes (channels-last, cropped from a taller padded frame)
+    // and contiguous; counts from 1 to 4; a batch of two; odd sizes.
+    for (n, h, w) in [(1, 64, 96), (2, 45, 77), (1, 2, 9)] {
+        let fused = noisy(&texture(31, h, w).repeat([n, 1, 1, 1]), 32);
+        let padded = noisy(&texture(33, h + 14, w), 34).repeat([n, 1, 1, 1]);
+        let nhwc = padded
+            .permute([0, 2, 3, 1])
+            .contiguous()
+            .permute([0, 3, 1, 2])
+            .narrow(2, 0, h);
+        let counts = (Tensor::rand([n, 1, h, w], (Kind::Float, Device::Cpu)) * 3.0 + 1.0).round();
+        for out in [nhwc.shallow_clone(), nhwc.contiguous()] {
+            let a = output::blend_cpu(&out, &fused, &counts).unwrap();
+            let b = output::blend_ops(&out, &fused, &counts).unwrap();
+            assert!(same(&a, &b), "{n}x{h}x{w}, strides {:?}", out.stride());
+            assert!(same(&output::blend(&out, &fused, &counts).unwrap(), &a));
+            // The output keeps the layout of the network's (the conversion after it is the same).
+            assert_eq!(a.stride()[1] == 1, out.stride()[1] == 1);
+        }
+    }
+}
