@@ -22,7 +22,10 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $(date -u +
 nice -n 5 cargo build --release -q -p gst-plugin-clipdenoise
 regs=$(mktemp -d)
 trap 'rm -rf "$regs"' EXIT
-builds=("this:$PWD/target/release")
+# This build's plugin copied aside, so that a rebuild while the benchmark runs does not swap it.
+mkdir "$regs/this"
+cp target/release/libgstclipdenoise.so target/release/libgstclipdenoise_element.so "$regs/this/"
+builds=("this:$regs/this")
 if [[ -n "${BASELINE:-}" ]]; then
   builds+=("baseline:$(realpath "$BASELINE")")
 fi

@@ -328,8 +328,8 @@ mod tests {
         // Widths around the 32-value blocks; the temporal output blend's numbers rest on
         // this (bit for bit those of the tap-by-tap loop it replaced).
         tch::manual_seed(8);
-        for (h, w, sigma) in [(36, 64, 3.0), (7, 31, 3.0), (19, 97, 1.5), (360, 33, 6.0)] {
-            let x = Tensor::rand([2 * 3 * h * w], (Kind::Float, Device::Cpu)) * 255.0;
+        for (h, w, sigma) in [(36usize, 64usize, 3.0), (7, 31, 3.0), (19, 97, 1.5), (360, 33, 6.0)] {
+            let x = Tensor::rand([(2 * 3 * h * w) as i64], (Kind::Float, Device::Cpu)) * 255.0;
             let x = Vec::<f32>::try_from(x).unwrap();
             let (a, b) = (blur_planes(&x, h, w, sigma), reference_blur(&x, h, w, sigma));
             assert!(a == b, "{h}x{w} sigma {sigma}");

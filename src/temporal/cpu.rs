@@ -7,6 +7,11 @@
 //! rows directly, the median is a selection instead of a sort.
 //!
 //! Planes are row-major `h * w` slices; a frame is three planes one after the other.
+//!
+//! The functions are `#[inline(always)]` so that a caller compiled for AVX2
+//! ([`super::fusion`]'s step, where the CPU has it) gets them in that instruction set: twice
+//! the SIMD width of the SSE2 baseline, the same numbers (Rust never fuses a multiply and an
+//! add, nor reorders a float sum, so the vectorised loops compute each value as before).
 
 use std::borrow::Cow;
 
@@ -37,6 +42,7 @@ fn ceil_div(a: usize, b: usize) -> usize {
 
 /// BT.601 luma of a frame (three planes): `(r * 0.299 + g * 0.587) + b * 0.114`, each product
 /// rounded (libtorch's mul then sum over the channels).
+#[inline(always)]
 pub fn luma(frame: &[f32], hw: usize) -> Vec<f32> {
     let (r, rest) = frame.split_at(hw);
     let (g, b) = rest.split_at(hw);
@@ -51,6 +57,7 @@ pub fn luma(frame: &[f32], hw: usize) -> Vec<f32> {
 }
 
 /// A 2x2 average with ceil mode (a last odd row or column averaged over what it has).
+#[inline(always)]
 fn half(x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
     let (h2, w2) = (ceil_div(h, 2), ceil_div(w, 2));
     if h % 2 == 0 && w % 2 == 0 {
@@ -91,6 +98,7 @@ fn half(x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
 
 /// `x` (`h` x `w`, `c` planes) moved by the block vectors `v` (blocks of `bs` pixels):
 /// `out[y, x] = x[clamp(y + dy), clamp(x + dx)]`.
+#[inline(always)]
 pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> Vec<f32> {
     let mut out = vec![0f32; c * h * w];
     for ch in 0..c {
@@ -116,6 +124,7 @@ pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> 
 }
 
 /// `dst[i] = src[clamp(x0 + i + dx)]`: a copy where the span lies inside `src`.
+#[inline(always)]
 fn copy_shifted(dst: &mut [f32], src: &[f32], x0: usize, dx: i32) {
     let start = x0 as i64 + dx as i64;
     if start >= 0 && start as usize + dst.len() <= src.len() {
@@ -128,6 +137,7 @@ fn copy_shifted(dst: &mut [f32], src: &[f32], x0: usize, dx: i32) {
 }
 
 /// `x` with its border replicated `r` pixels out: `(h + 2r) x (w + 2r)`.
+#[inline(always)]
 fn pad(x: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
     let pw = w + 2 * r;
     let mut out = Vec::with_capacity((h + 2 * r) * pw);
@@ -142,6 +152,7 @@ fn pad(x: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
 }
 
 /// The first index of the smallest value (libtorch's argmin).
+#[inline(always)]
 fn argmin(costs: &[f32]) -> usize {
     let mut best = 0;
     for (i, &c) in costs.iter().enumerate() {
@@ -154,6 +165,7 @@ fn argmin(costs: &[f32]) -> usize {
 
 /// The shift within `radius` that best matches each block (`bs` pixels) of `cur` with the
 /// already warped `warped`: mean absolute difference plus the shift penalty.
+#[inline(always)]
 fn best_shift(
     cur: &[f32],
     warped: &[f32],
@@ -173,6 +185,7 @@ fn best_shift(
 
 /// [`best_shift`] over the `K` x `K` shifts (`KK` of them): one accumulator per shift, each
 /// summing its block's differences in row-major order (libtorch's average pool).
+#[inline(always)]
 fn search<const K: usize, const KK: usize>(
     cur: &[f32],
     warped: &[f32],
@@ -225,6 +238,7 @@ fn search<const K: usize, const KK: usize>(
 /// Per-block motion of `cur` against `prev` (luma planes `h` x `w`), coarse to fine, then
 /// each [`FINE`] block's best of its block's vector and its four neighbours': vectors for
 /// blocks of [`FINE`] pixels such that `cur[y, x]` matches `prev[y + dy, x + dx]`.
+#[inline(always)]
 pub fn estimate(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vectors {
     let (block, levels) = (BLOCK as usize, LEVELS as usize);
     let (hb, wb) = (ceil_div(h, block), ceil_div(w, block));
@@ -267,6 +281,7 @@ pub fn estimate(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vectors {
 }
 
 /// Each [`FINE`] block's best vector among its block's `v` and the four neighbours'.
+#[inline(always)]
 fn best_neighbour(cur: &[f32], prev: &[f32], h: usize, w: usize, v: &Vectors) -> Vectors {
     let fine = FINE as usize;
     let (hf, wf) = (ceil_div(h, fine), ceil_div(w, fine));
@@ -325,6 +340,7 @@ fn best_neighbour(cur: &[f32], prev: &[f32], h: usize, w: usize, v: &Vectors) ->
 
 /// `|3x3 mean of (prev - cur)|` averaged over the three planes (the mean over what lies
 /// inside the frame at its border).
+#[inline(always)]
 fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32> {
     let hw = h * w;
     let mut d = vec![0f32; hw];
@@ -395,6 +411,7 @@ fn aligned_difference(cur: &[f32], prev: &[f32], h: usize, w: usize) -> Vec<f32>
 /// The lower median of `d` (libtorch's: element `(n - 1) / 2` in order), non-negative
 /// values: a histogram of the top 16 bits of their bit patterns (ordered like the values),
 /// then a selection within the bucket that holds it.
+#[inline(always)]
 fn lower_median(d: &[f32]) -> f32 {
     debug_assert!(d.iter().all(|&x| x >= 0.0));
     let rank = (d.len() - 1) / 2;
@@ -421,6 +438,7 @@ fn lower_median(d: &[f32]) -> f32 {
 /// One fusion of `cur` with the aligned earlier estimate `prev` (frames of three planes) and
 /// its aligned `count` at `cap`: the fused frame and its count, or `None` for a scene cut
 /// (see [`super::fusion`]).
+#[inline(always)]
 pub fn blend(
     cur: &[f32],
     prev: &[f32],
@@ -466,6 +484,7 @@ pub fn blend(
 /// Offline mode's combination of the forward estimate `f` (counts `nf`) and the backward one
 /// `b` (`nb`) of the frame `y` (frames of three planes, counts of one):
 /// `(f * nf + b * nb - y) / (nf + nb - 1)`.
+#[inline(always)]
 pub fn combine(y: &[f32], f: &[f32], nf: &[f32], b: &[f32], nb: &[f32]) -> Vec<f32> {
     let hw = nf.len();
     let mut out = vec![0f32; y.len()];

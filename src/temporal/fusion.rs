@@ -93,8 +93,25 @@ pub fn step(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     step_ops(cur, prev, cap)
 }
 
-/// [`step`] on CPU tensors in plain Rust ([`cpu`]).
+/// [`step`] on CPU tensors in plain Rust ([`cpu`]), compiled for AVX2 where the CPU has it
+/// (the same numbers: see [`cpu`]).
 fn step_cpu(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        return unsafe { step_cpu_avx2(cur, prev, cap) };
+    }
+    step_cpu_any(cur, prev, cap)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn step_cpu_avx2(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
+    step_cpu_any(cur, prev, cap)
+}
+
+#[inline(always)]
+fn step_cpu_any(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     let cur = floats(cur)?;
     let (h, w) = (cur.size()[2], cur.size()[3]);
     let (hu, wu) = (h as usize, w as usize);
