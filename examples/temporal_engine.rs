@@ -22,9 +22,17 @@ use tch::{Device, Kind, Tensor};
 /// a loaded machine the steadier measure of a stage's work than the elapsed time.
 fn cpu_time() -> Duration {
     let mut ns = 0u64;
-    for t in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += s.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        ns += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
     }
     Duration::from_nanos(ns)
 }
@@ -53,7 +61,8 @@ fn main() {
         f => panic!("format {f}: bgra64, rgb or i420"),
     };
     let fmt = FrameFormat::new(format, w, h);
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/clipdenoise-tiny.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("weights/clipdenoise-tiny.safetensors");
     let den = Denoiser::load(&path, Options::default()).expect("model");
     // A noisy textured pan, packed in the format.
     tch::manual_seed(1);
@@ -62,9 +71,14 @@ fn main() {
     let big = low.upsample_bilinear2d([hi + 200, wi + 200], false, None, None);
     let frames: Vec<Vec<u8>> = (0..n as i64)
         .map(|i| {
-            let c = big.narrow(2, i % 100, hi).narrow(3, (3 * i) % 200, wi).contiguous();
+            let c = big
+                .narrow(2, i % 100, hi)
+                .narrow(3, (3 * i) % 200, wi)
+                .contiguous();
             let c = (&c + c.randn_like() * 0.03).clamp(0.0, 1.0);
-            tensor_to_frames(&c, &fmt, &[&vec![0u8; fmt.frame_len()]]).unwrap().remove(0)
+            tensor_to_frames(&c, &fmt, &[&vec![0u8; fmt.frame_len()]])
+                .unwrap()
+                .remove(0)
         })
         .collect();
     let names = [
@@ -99,30 +113,45 @@ fn main() {
             if i < warm && temporal {
                 parts = [zero; 8];
             }
-            let x = time(&mut d[0], || frames_to_tensor(&[f], &fmt, Device::Cpu).unwrap());
+            let x = time(&mut d[0], || {
+                frames_to_tensor(&[f], &fmt, Device::Cpu).unwrap()
+            });
             let xin = time(&mut d[1], || match temporal {
                 true => filter.prepare(&x, 0.5).unwrap(),
                 false => x.shallow_clone(),
             });
             let y = time(&mut d[2], || den.denoise(&xin).unwrap());
             if i == 0 {
-                println!("network output {:?} contiguous: {}, strides {:?}", y.size(), y.is_contiguous(), y.stride());
+                println!(
+                    "network output {:?} contiguous: {}, strides {:?}",
+                    y.size(),
+                    y.is_contiguous(),
+                    y.stride()
+                );
             }
             if temporal {
                 // The parts of the stages, timed apart (not in "all").
                 let n = filter.counts().unwrap().shallow_clone();
                 let _ = time(&mut parts[0], || output::blend_ops(&y, &xin, &n).unwrap());
                 let pull = (&xin - &y) * 0.5;
-                let _ = time(&mut parts[1], || gaussian_blur(&pull, output::SIGMA).unwrap());
-                let _ = time(&mut parts[2], || gaussian_blur_ops(&pull, output::SIGMA).unwrap());
+                let _ = time(&mut parts[1], || {
+                    gaussian_blur(&pull, output::SIGMA).unwrap()
+                });
+                let _ = time(&mut parts[2], || {
+                    gaussian_blur_ops(&pull, output::SIGMA).unwrap()
+                });
                 let (hw, cur) = (h * w, x.contiguous());
-                let cur = unsafe { std::slice::from_raw_parts(cur.data_ptr() as *const f32, 3 * hw) };
+                let cur =
+                    unsafe { std::slice::from_raw_parts(cur.data_ptr() as *const f32, 3 * hw) };
                 let luma = time(&mut parts[3], || cpu::luma(cur, hw));
                 let next = if let Some((pf, pl, pn)) = &prev {
                     let v = time(&mut parts[4], || cpu::estimate(&luma, pl, h, w));
                     let fine = motion::FINE as usize;
                     let (wf, wn) = time(&mut parts[5], || {
-                        (cpu::warp(pf, 3, h, w, &v, fine), cpu::warp(pn, 1, h, w, &v, fine))
+                        (
+                            cpu::warp(pf, 3, h, w, &v, fine),
+                            cpu::warp(pn, 1, h, w, &v, fine),
+                        )
                     });
                     let b = time(&mut parts[6], || cpu::blend(cur, &wf, &wn, h, w, cap(0.5)));
                     if let Some((fo, co)) = b {
@@ -160,7 +189,10 @@ fn main() {
     }
     let m = (n - warm) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0 / m;
-    println!("{size} {format:?}, fp32, {} frames after {warm} warm-up ones", n - warm);
+    println!(
+        "{size} {format:?}, fp32, {} frames after {warm} warm-up ones",
+        n - warm
+    );
     println!("| ms per frame | per-frame | causal | causal - per-frame | CPU: per-frame | causal | causal - per-frame |");
     println!("|---|---|---|---|---|---|---|");
     for (k, name) in names.iter().enumerate() {
@@ -174,7 +206,10 @@ fn main() {
     }
     println!("| parts, timed apart | | causal | | | causal | |");
     for (k, name) in part_names.iter().enumerate() {
-        println!("| {name} | | {:.1} | | | {:.1} | |", ms(parts[k].0), ms(parts[k].1));
+        println!(
+            "| {name} | | {:.1} | | | {:.1} | |",
+            ms(parts[k].0),
+            ms(parts[k].1)
+        );
     }
 }
-

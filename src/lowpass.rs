@@ -19,10 +19,7 @@ use crate::error::{Error, Result};
 /// ops, [`gaussian_blur_ops`].
 pub fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
     let size = x.size();
-    if sigma <= 0.0
-        || size.len() != 4
-        || x.device() != tch::Device::Cpu
-        || size[2].min(size[3]) < 2
+    if sigma <= 0.0 || size.len() != 4 || x.device() != tch::Device::Cpu || size[2].min(size[3]) < 2
     {
         return gaussian_blur_ops(x, sigma);
     }
@@ -263,7 +260,10 @@ mod tests {
         for (h, w, sigma) in [(36, 64, 3.0), (5, 9, 3.0), (2, 40, 1.5), (50, 3, 6.0)] {
             let x = Tensor::rand([2, 3, h, w], (Kind::Float, Device::Cpu)) * 255.0;
             // A channels-last view too (the network's output layout).
-            for x in [x.shallow_clone(), x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])] {
+            for x in [
+                x.shallow_clone(),
+                x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]),
+            ] {
                 let a = gaussian_blur_ops(&x, sigma).unwrap();
                 let b = gaussian_blur(&x, sigma).unwrap();
                 assert_eq!(a.size(), b.size());
@@ -271,7 +271,10 @@ mod tests {
                 assert!(d < 1e-3, "{h}x{w} sigma {sigma}: differs by {d}");
             }
             let x = x.to_kind(Kind::Double);
-            let (a, b) = (gaussian_blur_ops(&x, sigma).unwrap(), gaussian_blur(&x, sigma).unwrap());
+            let (a, b) = (
+                gaussian_blur_ops(&x, sigma).unwrap(),
+                gaussian_blur(&x, sigma).unwrap(),
+            );
             assert_eq!(b.kind(), Kind::Double);
             let d = (a - b).abs().max().double_value(&[]);
             assert!(d < 1e-9, "{h}x{w} sigma {sigma} in f64: differs by {d}");
@@ -284,7 +287,10 @@ mod tests {
             .double_value(&[]);
         assert_eq!(d, 0.0);
         let x = Tensor::rand([1, 3, 8, 9], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
-        let (a, b) = (gaussian_blur(&x, 3.0).unwrap(), gaussian_blur_ops(&x, 3.0).unwrap());
+        let (a, b) = (
+            gaussian_blur(&x, 3.0).unwrap(),
+            gaussian_blur_ops(&x, 3.0).unwrap(),
+        );
         assert_eq!(a.kind(), Kind::BFloat16);
         assert!(a.equal(&b));
     }
@@ -296,7 +302,11 @@ mod tests {
         let taps: Vec<f32> = taps.iter().map(|&t| t as f32).collect();
         let refl = |i: i64, n: usize| -> usize {
             let i = i.abs();
-            (if i >= n as i64 { 2 * (n as i64 - 1) - i } else { i }) as usize
+            (if i >= n as i64 {
+                2 * (n as i64 - 1) - i
+            } else {
+                i
+            }) as usize
         };
         let mut out = vec![0f32; x.len()];
         for (p, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
@@ -328,12 +338,23 @@ mod tests {
         // Widths around the 32-value blocks; the temporal output blend's numbers rest on
         // this (bit for bit those of the tap-by-tap loop it replaced).
         tch::manual_seed(8);
-        for (h, w, sigma) in [(36usize, 64usize, 3.0), (7, 31, 3.0), (19, 97, 1.5), (360, 33, 6.0)] {
+        for (h, w, sigma) in [
+            (36usize, 64usize, 3.0),
+            (7, 31, 3.0),
+            (19, 97, 1.5),
+            (360, 33, 6.0),
+        ] {
             let x = Tensor::rand([(2 * 3 * h * w) as i64], (Kind::Float, Device::Cpu)) * 255.0;
             let x = Vec::<f32>::try_from(x).unwrap();
-            let (a, b) = (blur_planes(&x, h, w, sigma), reference_blur(&x, h, w, sigma));
+            let (a, b) = (
+                blur_planes(&x, h, w, sigma),
+                reference_blur(&x, h, w, sigma),
+            );
             assert!(a == b, "{h}x{w} sigma {sigma}");
-            assert!(blur_planes_generic(&x, h, w, sigma) == b, "{h}x{w} sigma {sigma}");
+            assert!(
+                blur_planes_generic(&x, h, w, sigma) == b,
+                "{h}x{w} sigma {sigma}"
+            );
         }
     }
 

@@ -52,7 +52,9 @@ pub fn blend(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor> {
             fused.size()
         )));
     }
-    let cpu = [out, fused, count].iter().all(|t| t.device() == Device::Cpu);
+    let cpu = [out, fused, count]
+        .iter()
+        .all(|t| t.device() == Device::Cpu);
     if cpu && s[0] >= 1 && s[1] == 3 && s[2].min(s[3]) >= 2 {
         return blend_cpu(out, fused, count);
     }
@@ -84,7 +86,11 @@ pub fn blend_cpu(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor>
     let (nb, h, w) = (size[0] as usize, size[2] as usize, size[3] as usize);
     let hw = h * w;
     let st: Vec<usize> = o.stride().iter().map(|&s| s as usize).collect();
-    let len = 1 + size.iter().zip(&st).map(|(&n, &s)| (n as usize - 1) * s).sum::<usize>();
+    let len = 1 + size
+        .iter()
+        .zip(&st)
+        .map(|(&n, &s)| (n as usize - 1) * s)
+        .sum::<usize>();
     // SAFETY: a CPU float tensor with non-negative strides (tch's) holds its element
     // `(b, c, y, x)` at `data_ptr + b*st0 + c*st1 + y*st2 + x*st3`, all below `len`; `o` keeps
     // the storage alive and is not written while the slice lives.
