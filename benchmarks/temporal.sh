@@ -8,6 +8,8 @@
 #   SIZE=WxH   frame size (default 640x360)
 #   FRAMES=N   frames per run (default 120)
 #   RUNS=N     rounds (default 2)
+#   MODES="per-frame causal offline"  PRECISIONS="fp32 auto"  a subset (per-frame is always
+#              run: the ratios need it)
 #   BASELINE=DIR  also a baseline build's plugin (a folder holding its libgstclipdenoise.so
 #              and libgstclipdenoise_element.so, e.g. a copy of main's target/release),
 #              interleaved with this one's run by run; its rows are marked `baseline`
@@ -33,8 +35,14 @@ for b in "${builds[@]}"; do
   GST_PLUGIN_PATH="${b#*:}" GST_REGISTRY="$regs/${b%%:*}.bin" gst-inspect-1.0 clipdenoise >/dev/null
 done
 
-modes=("per-frame:temporal=0" "causal:temporal=0.5" "offline:temporal=0.5 lookahead=2")
-precisions=(fp32 auto)
+modes=()
+for m in "per-frame:temporal=0" "causal:temporal=0.5" "offline:temporal=0.5 lookahead=2"; do
+  name="${m%%:*}"
+  if [[ "$name" == per-frame || " ${MODES:-causal offline} " == *" $name "* ]]; then
+    modes+=("$m")
+  fi
+done
+read -r -a precisions <<<"${PRECISIONS:-fp32 auto}"
 declare -A best bestcpu
 
 # "wall cpu": seconds gst-launch-1.0 takes for `n` frames through clipdenoise with `opts`
