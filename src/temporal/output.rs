@@ -74,9 +74,10 @@ pub fn blend_ops(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor>
 }
 
 /// [`blend`] on CPU tensors in plain Rust, the arithmetic of [`blend_ops`] value for value
-/// (`g = (n - 1) / (n - (1 - W))`, `(f - o) * g`, the low-pass, `o + that`). `out` is read where it lies,
-/// in any layout (the network's is channels-last, cropped from its padded frame: a copy
-/// to a contiguous tensor cost more than the blend), and the result has `out`'s layout
+/// (`g = (n - 1) / (n - (1 - W))`, `(f - o) * g`, the low-pass, `o + that`). `out` is read
+/// where it lies, in any layout (the network's is channels-last, cropped from its padded
+/// frame: a copy to a contiguous tensor cost more than the blend), and the result has `out`'s
+/// layout
 /// (channels-last where `out`'s channels are its innermost dimension, else contiguous), so the
 /// conversion to packed frames after it takes the same path as without the blend.
 pub fn blend_cpu(out: &Tensor, fused: &Tensor, count: &Tensor) -> Result<Tensor> {
