@@ -241,6 +241,22 @@ fn fused_counts(x: &[Tensor], pilots: &[Tensor], p: &P) -> (Vec<Tensor>, Vec<Ten
     (out, counts)
 }
 
+/// `o` plus `(f - o) * w` low-passed at `p.a` pixels and the rest of `f - o` low-passed at
+/// `p.s2`, `w = (n - 1) / (n - 1 + k) * g` (the `kmix` and `dual` variants).
+fn two_band(o: &[Tensor], f: &[Tensor], n: &[Tensor], p: &P) -> Vec<Tensor> {
+    o.iter()
+        .zip(f)
+        .zip(n)
+        .map(|((o, f), n)| {
+            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
+            let r = (f - o) * &w;
+            let r2 = (f - o) * (1.0 - &w);
+            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
+                + clipdenoise::lowpass::gaussian_blur(&r2, p.s2).unwrap()
+        })
+        .collect()
+}
+
 fn load_dir(dir: &Path) -> Vec<Tensor> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -369,17 +385,7 @@ fn main() {
                     // lmix, and the rest of (f - o) at scales above s2 from f too
                     let (f, n) = fused_counts(&x, &pilots, &p);
                     let o = denoise(&d, &f);
-                    o.iter()
-                        .zip(&f)
-                        .zip(&n)
-                        .map(|((o, f), n)| {
-                            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
-                            let r = (f - o) * &w;
-                            let r2 = (f - o) * (1.0 - &w);
-                            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
-                                + clipdenoise::lowpass::gaussian_blur(&r2, p.s2).unwrap()
-                        })
-                        .collect()
+                    two_band(&o, &f, &n, &p)
                 }
                 "dual" => {
                     // kmix with the target (and its counts) from a wider fusion
@@ -391,17 +397,7 @@ fn main() {
                         ..p.clone()
                     };
                     let (f2, n) = fused_counts(&x, &pilots, &q);
-                    o.iter()
-                        .zip(&f2)
-                        .zip(&n)
-                        .map(|((o, f), n)| {
-                            let w = (n - 1.0) / (n - 1.0 + p.k) * p.g;
-                            let r = (f - o) * &w;
-                            let r2 = (f - o) * (1.0 - &w);
-                            o + clipdenoise::lowpass::gaussian_blur(&r, p.a).unwrap()
-                                + clipdenoise::lowpass::gaussian_blur(&r2, p.s2).unwrap()
-                        })
-                        .collect()
+                    two_band(&o, &f2, &n, &p)
                 }
                 "hmix" => {
                     // lmix plus a share h of the high band of (f - o) * w
