@@ -657,13 +657,8 @@ fn prepared(x: &Tensor, fmt: &FrameFormat, groups: &mut [FrameGroup<'_>]) -> Res
         offset += n;
         parts.push(match g.temporal.as_mut() {
             Some((filter, amount)) => {
-                let future = filter.take_future();
-                let future: Vec<&[u8]> = future.iter().map(Vec::as_slice).collect();
-                let future = match future.is_empty() {
-                    true => None,
-                    false => Some(frames_to_tensor(&future, fmt, x.device())?),
-                };
-                filter.prepare_window(&part, future.as_ref(), *amount)?
+                let future = filter.take_future_frames(fmt, x.device())?;
+                filter.prepare_frames(&part, &future, *amount)?
             }
             None => part,
         });
