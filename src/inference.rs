@@ -582,7 +582,10 @@ impl Denoiser {
             .collect();
         let x = match active.is_empty() {
             true => None,
-            false => Some(frames_to_tensor(&active, fmt, self.opts.device)?),
+            false => Some(match converted(groups, fmt, self.opts.device)? {
+                Some(x) => x,
+                None => frames_to_tensor(&active, fmt, self.opts.device)?,
+            }),
         };
         self.synchronize();
         let t1 = Instant::now();
@@ -639,6 +642,23 @@ impl Denoiser {
         if let Device::Cuda(i) = self.opts.device {
             tch::Cuda::synchronize(i as i64);
         }
+    }
+}
+
+/// The active frames of `groups` as the one active group's temporal filter converted them
+/// already (offline mode: [`TemporalFilter::converted`]), or None.
+fn converted(
+    groups: &[FrameGroup<'_>],
+    fmt: &FrameFormat,
+    device: Device,
+) -> Result<Option<Tensor>> {
+    let mut active = groups.iter().filter(|g| g.strength > 0.0);
+    match (active.next(), active.next()) {
+        (Some(g), None) => match &g.temporal {
+            Some((filter, _)) => filter.converted(g.frames, fmt, device),
+            None => Ok(None),
+        },
+        _ => Ok(None),
     }
 }
 

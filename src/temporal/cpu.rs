@@ -112,15 +112,7 @@ pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> 
 
 /// [`warp`] written into `out` (`c * h * w` long), every value of it.
 #[inline(always)]
-pub fn warp_into(
-    x: &[f32],
-    c: usize,
-    h: usize,
-    w: usize,
-    v: &Vectors,
-    bs: usize,
-    out: &mut [f32],
-) {
+pub fn warp_into(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize, out: &mut [f32]) {
     for ch in 0..c {
         let src = &x[ch * h * w..(ch + 1) * h * w];
         let dst = &mut out[ch * h * w..(ch + 1) * h * w];

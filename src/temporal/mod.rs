@@ -312,7 +312,12 @@ impl TemporalFilter {
         let state: usize = [&self.input.even, &self.input.odd]
             .iter()
             .filter_map(|r| r.state.as_ref())
-            .map(|s| [&s.frame, &s.luma, &s.count].map(size).iter().sum::<usize>())
+            .map(|s| {
+                [&s.frame, &s.luma, &s.count]
+                    .map(size)
+                    .iter()
+                    .sum::<usize>()
+            })
             .sum();
         let uploaded: usize = self.uploaded.iter().map(|(p, t)| p.len() + size(t)).sum();
         state + uploaded
@@ -465,6 +470,29 @@ impl TemporalFilter {
         let tensors = uploaded.iter().map(|(_, t)| t.shallow_clone()).collect();
         self.uploaded = uploaded;
         Ok(tensors)
+    }
+
+    /// `frames` (packed) as the tensor `[N, 3, H, W]` the last
+    /// [`TemporalFilter::take_future_frames`] made of them, when it made each of them for this
+    /// format and device (in offline mode a call's frames were the previous call's future):
+    /// the engine's upload without converting them again. None when one is missing.
+    pub fn converted(
+        &self,
+        frames: &[&[u8]],
+        fmt: &crate::frame::FrameFormat,
+        device: tch::Device,
+    ) -> Result<Option<Tensor>> {
+        if frames.is_empty() || self.uploaded_as != Some((*fmt, device)) {
+            return Ok(None);
+        }
+        let mut found = Vec::with_capacity(frames.len());
+        for f in frames {
+            match self.uploaded.iter().find(|(p, _)| p.as_slice() == *f) {
+                Some((_, t)) => found.push(t.shallow_clone()),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(cat(&found)?))
     }
 
     /// Frames whose output nobody uses (a segment's warm-up, the frames after its last

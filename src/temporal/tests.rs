@@ -522,7 +522,11 @@ fn the_future_is_converted_once_and_reused_only_for_the_same_bytes() {
     use crate::frame::{frames_to_tensor, FrameFormat, PixelFormat};
     let fmt = FrameFormat::new(PixelFormat::Rgb, 6, 4);
     let packed: Vec<Vec<u8>> = (0..4u8)
-        .map(|i| (0..fmt.frame_len()).map(|k| (k as u8) * 7 + i * 31).collect())
+        .map(|i| {
+            (0..fmt.frame_len())
+                .map(|k| (k as u8) * 7 + i * 31)
+                .collect()
+        })
         .collect();
     let mut f = TemporalFilter::new();
     let ptr = |t: &Tensor| t.data_ptr() as usize;
@@ -536,17 +540,46 @@ fn the_future_is_converted_once_and_reused_only_for_the_same_bytes() {
         assert!(same(t, &frames_to_tensor(&[p], &fmt, Device::Cpu).unwrap()));
     }
     assert!(f.bytes() >= 2 * (fmt.frame_len() + 3 * 6 * 4 * 4));
+    // The next call's own frames, as the engine uploads them: those tensors, or None when one
+    // of them was not in the future.
+    let ours = f
+        .converted(&[&packed[2], &packed[3]], &fmt, Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert!(same(
+        &ours,
+        &frames_to_tensor(&[&packed[2], &packed[3]], &fmt, Device::Cpu).unwrap()
+    ));
+    let one = f
+        .converted(&[&packed[3]], &fmt, Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ptr(&one), ptr(&second[1]));
+    assert!(f
+        .converted(&[&packed[1]], &fmt, Device::Cpu)
+        .unwrap()
+        .is_none());
+    let bgr = FrameFormat::new(PixelFormat::Bgr, 6, 4);
+    assert!(f
+        .converted(&[&packed[3]], &bgr, Device::Cpu)
+        .unwrap()
+        .is_none());
     // Other bytes of the same length, or the same bytes in another format: converted anew.
     let mut changed = packed[3].clone();
     changed[5] ^= 1;
     f.set_future(2, vec![changed.clone()]);
     let third = f.take_future_frames(&fmt, Device::Cpu).unwrap();
     assert_ne!(ptr(&third[0]), ptr(&second[1]));
-    assert!(same(&third[0], &frames_to_tensor(&[&changed], &fmt, Device::Cpu).unwrap()));
-    let bgr = FrameFormat::new(PixelFormat::Bgr, 6, 4);
+    assert!(same(
+        &third[0],
+        &frames_to_tensor(&[&changed], &fmt, Device::Cpu).unwrap()
+    ));
     f.set_future(2, vec![changed.clone()]);
     let fourth = f.take_future_frames(&bgr, Device::Cpu).unwrap();
-    assert!(same(&fourth[0], &frames_to_tensor(&[&changed], &bgr, Device::Cpu).unwrap()));
+    assert!(same(
+        &fourth[0],
+        &frames_to_tensor(&[&changed], &bgr, Device::Cpu).unwrap()
+    ));
     assert!(!same(&fourth[0], &third[0]));
     // A reset drops them.
     f.reset();
