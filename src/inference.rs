@@ -582,7 +582,10 @@ impl Denoiser {
             .collect();
         let x = match active.is_empty() {
             true => None,
-            false => Some(frames_to_tensor(&active, fmt, self.opts.device)?),
+            false => Some(match converted(groups, fmt, self.opts.device)? {
+                Some(x) => x,
+                None => frames_to_tensor(&active, fmt, self.opts.device)?,
+            }),
         };
         self.synchronize();
         let t1 = Instant::now();
@@ -642,6 +645,23 @@ impl Denoiser {
     }
 }
 
+/// The active frames of `groups` as the one active group's temporal filter converted them
+/// already (offline mode: [`TemporalFilter::converted`]), or None.
+fn converted(
+    groups: &[FrameGroup<'_>],
+    fmt: &FrameFormat,
+    device: Device,
+) -> Result<Option<Tensor>> {
+    let mut active = groups.iter().filter(|g| g.strength > 0.0);
+    match (active.next(), active.next()) {
+        (Some(g), None) => match &g.temporal {
+            Some((filter, _)) => filter.converted(g.frames, fmt, device),
+            None => Ok(None),
+        },
+        _ => Ok(None),
+    }
+}
+
 /// The network's input: each active group's frames through its temporal filter's input
 /// stage ([`TemporalFilter::prepare_window`], with the frames that follow them in offline
 /// mode), the others as they are.
@@ -657,13 +677,8 @@ fn prepared(x: &Tensor, fmt: &FrameFormat, groups: &mut [FrameGroup<'_>]) -> Res
         offset += n;
         parts.push(match g.temporal.as_mut() {
             Some((filter, amount)) => {
-                let future = filter.take_future();
-                let future: Vec<&[u8]> = future.iter().map(Vec::as_slice).collect();
-                let future = match future.is_empty() {
-                    true => None,
-                    false => Some(frames_to_tensor(&future, fmt, x.device())?),
-                };
-                filter.prepare_window(&part, future.as_ref(), *amount)?
+                let future = filter.take_future_frames(fmt, x.device())?;
+                filter.prepare_frames(&part, &future, *amount)?
             }
             None => part,
         });

@@ -69,7 +69,9 @@ pub struct Stats {
     pub precision_choice: Option<PrecisionChoice>,
     /// Bytes the temporal stage holds now: the frames held back as the next frames' future
     /// (offline mode, at most `lookahead` packed frames) and the recursion's state (the last
-    /// fused frame, its luma and counts: 20 bytes a pixel); 0 with `temporal` 0 or after a
+    /// fused frame, its luma and counts: 20 bytes a pixel), with the last run's future kept
+    /// packed and in float ([`crate::temporal::TemporalFilter::take_future_frames`]); 0 with
+    /// `temporal` 0 or after a
     /// flush or a reset. [`Stats::temporal_max_bytes`]: the most so far.
     pub temporal_bytes: u64,
     pub temporal_max_bytes: u64,

@@ -356,7 +356,8 @@ impl<T: Send + 'static, M: FrameModel> Worker<T, M> {
     }
 
     /// [`super::Stats::temporal_bytes`]: the frames held as a future (the pending frames
-    /// while a lookahead holds them back, at most `lookahead` after a run) and the state.
+    /// while a lookahead holds them back, at most `lookahead` after a run) and what the filter
+    /// holds (the state, the last run's future packed and converted).
     fn record_temporal_bytes(&self) {
         let held: usize = match self.cfg.lookahead {
             0 => 0,

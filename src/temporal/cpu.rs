@@ -44,16 +44,21 @@ fn ceil_div(a: usize, b: usize) -> usize {
 /// rounded (libtorch's mul then sum over the channels).
 #[inline(always)]
 pub fn luma(frame: &[f32], hw: usize) -> Vec<f32> {
+    let mut out = vec![0f32; hw];
+    luma_into(frame, &mut out);
+    out
+}
+
+/// [`luma`] written into `out` (`hw` long).
+#[inline(always)]
+pub fn luma_into(frame: &[f32], out: &mut [f32]) {
+    let hw = out.len();
     let (r, rest) = frame.split_at(hw);
     let (g, b) = rest.split_at(hw);
-    r.iter()
-        .zip(g)
-        .zip(&b[..hw])
-        .map(|((&r, &g), &b)| {
-            let (pr, pg, pb) = (r * 0.299f32, g * 0.587f32, b * 0.114f32);
-            pr + pg + pb
-        })
-        .collect()
+    for (((o, &r), &g), &b) in out.iter_mut().zip(r).zip(g).zip(&b[..hw]) {
+        let (pr, pg, pb) = (r * 0.299f32, g * 0.587f32, b * 0.114f32);
+        *o = pr + pg + pb;
+    }
 }
 
 /// A 2x2 average with ceil mode (a last odd row or column averaged over what it has).
@@ -101,6 +106,13 @@ fn half(x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
 #[inline(always)]
 pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> Vec<f32> {
     let mut out = vec![0f32; c * h * w];
+    warp_into(x, c, h, w, v, bs, &mut out);
+    out
+}
+
+/// [`warp`] written into `out` (`c * h * w` long), every value of it.
+#[inline(always)]
+pub fn warp_into(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize, out: &mut [f32]) {
     for ch in 0..c {
         let src = &x[ch * h * w..(ch + 1) * h * w];
         let dst = &mut out[ch * h * w..(ch + 1) * h * w];
@@ -120,7 +132,6 @@ pub fn warp(x: &[f32], c: usize, h: usize, w: usize, v: &Vectors, bs: usize) -> 
             }
         }
     }
-    out
 }
 
 /// `dst[i] = src[clamp(x0 + i + dx)]`: a copy where the span lies inside `src`.
@@ -447,25 +458,40 @@ pub fn blend(
     w: usize,
     cap: f64,
 ) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (mut out, mut n) = (vec![0f32; 3 * h * w], vec![0f32; h * w]);
+    blend_into(cur, prev, count, h, w, cap, &mut out, &mut n).then_some((out, n))
+}
+
+/// [`blend`] written into `out` (three planes) and `out_count` (one): false for a scene cut
+/// (then they are left as they were).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn blend_into(
+    cur: &[f32],
+    prev: &[f32],
+    count: &[f32],
+    h: usize,
+    w: usize,
+    cap: f64,
+    out: &mut [f32],
+    out_count: &mut [f32],
+) -> bool {
     let hw = h * w;
     let d = aligned_difference(cur, prev, h, w);
     let level = CUT_LEVEL as f32;
     let changed = d.iter().filter(|&&x| x > level).count();
     if (changed as f32 / hw as f32) as f64 > CUT_FRACTION {
-        return None;
+        return false;
     }
     let median = lower_median(&d);
     let t = (median * NOISE_FACTOR as f32).clamp(T_MIN as f32, T_MAX as f32);
     let most = (cap - 1.0).max(0.0) as f32;
-    let n: Vec<f32> = d
-        .iter()
-        .zip(count)
-        .map(|(&d, &count)| {
-            let c = (-(d / t) + 2.0).clamp(0.0, 1.0);
-            (count * (c * c)).min(most)
-        })
-        .collect();
-    let mut out = vec![0f32; 3 * hw];
+    // `n` in `d`'s place (each `d` is read once, before its `n` is written).
+    let mut n = d;
+    for (d, &count) in n.iter_mut().zip(count) {
+        let c = (-(*d / t) + 2.0).clamp(0.0, 1.0);
+        *d = (count * (c * c)).min(most);
+    }
     for ch in 0..3 {
         let r = ch * hw..(ch + 1) * hw;
         for (((o, &c), &p), &n) in out[r.clone()]
@@ -477,8 +503,10 @@ pub fn blend(
             *o = (c + p * n) / (n + 1.0);
         }
     }
-    let count = n.iter().map(|&n| n + 1.0).collect();
-    Some((out, count))
+    for (o, &n) in out_count.iter_mut().zip(&n) {
+        *o = n + 1.0;
+    }
+    true
 }
 
 /// Offline mode's combination of the forward estimate `f` (counts `nf`) and the backward one
@@ -486,16 +514,35 @@ pub fn blend(
 /// `(f * nf + b * nb - y) / (nf + nb - 1)`.
 #[inline(always)]
 pub fn combine(y: &[f32], f: &[f32], nf: &[f32], b: &[f32], nb: &[f32]) -> Vec<f32> {
-    let hw = nf.len();
     let mut out = vec![0f32; y.len()];
+    let mut count = vec![0f32; nf.len()];
+    combine_into(y, f, nf, b, nb, &mut out, &mut count);
+    out
+}
+
+/// [`combine`] written into `out`, and the combined count `nf + nb - 1` into `count`.
+#[inline(always)]
+pub fn combine_into(
+    y: &[f32],
+    f: &[f32],
+    nf: &[f32],
+    b: &[f32],
+    nb: &[f32],
+    out: &mut [f32],
+    count: &mut [f32],
+) {
+    let hw = nf.len();
+    let (nf, nb) = (&nf[..hw], &nb[..hw]);
+    for ((c, &nf), &nb) in count[..hw].iter_mut().zip(nf).zip(nb) {
+        *c = nf + nb - 1.0;
+    }
     for (ch, out) in out.chunks_exact_mut(hw).enumerate() {
         let r = ch * hw..(ch + 1) * hw;
         let (y, f, b) = (&y[r.clone()], &f[r.clone()], &b[r]);
         for i in 0..hw {
-            out[i] = (f[i] * nf[i] + b[i] * nb[i] - y[i]) / (nf[i] + nb[i] - 1.0);
+            out[i] = (f[i] * nf[i] + b[i] * nb[i] - y[i]) / count[i];
         }
     }
-    out
 }
 
 /// Glue between CPU tensors and the planes above.
@@ -525,6 +572,24 @@ pub mod tensors {
         // SAFETY: a contiguous CPU float tensor holds `numel` f32 from its data pointer; the
         // slice borrows `t`, which keeps the storage alive and is not written meanwhile.
         unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, n) }
+    }
+
+    /// A new float CPU tensor of `shape` whose values the caller writes, all of them, through
+    /// [`slice_mut`] before reading any (not zeroed first: that would be a pass for nothing).
+    pub fn empty(shape: &[i64]) -> Result<Tensor> {
+        Ok(Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?)
+    }
+
+    /// The data of a contiguous CPU float tensor, to write (from [`empty`] or [`floats`]).
+    pub fn slice_mut(t: &mut Tensor) -> &mut [f32] {
+        debug_assert!(t.kind() == Kind::Float && t.is_contiguous() && t.device() == Device::Cpu);
+        let n = t.numel();
+        if n == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in [`slice`]; the borrow of `t` is exclusive, and the storage is this
+        // tensor's own (a new tensor from [`empty`], shared with no other handle).
+        unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
     }
 
     /// A float tensor of `shape` holding `data`.

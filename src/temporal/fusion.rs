@@ -21,7 +21,7 @@ use tch::{Kind, Tensor};
 
 use super::cpu::{
     self,
-    tensors::{floats, on_cpu, slice, tensor},
+    tensors::{empty, floats, on_cpu, slice, slice_mut, tensor},
 };
 use super::motion;
 use crate::error::Result;
@@ -119,25 +119,41 @@ fn step_cpu_any(cur: &Tensor, prev: &State, cap: f64) -> Result<Step> {
     let (frame, count) = (floats(&prev.frame)?, floats(&prev.count)?);
     let luma = cpu::luma(slice(&cur), hw);
     let v = cpu::estimate(&luma, slice(&floats(&prev.luma)?), hu, wu);
-    let warped = cpu::warp(slice(&frame), 3, hu, wu, &v, motion::FINE as usize);
-    let warped_count = cpu::warp(slice(&count), 1, hu, wu, &v, motion::FINE as usize);
-    let Some((out, count)) = cpu::blend(slice(&cur), &warped, &warped_count, hu, wu, cap) else {
+    // The warped state in this thread's scratch buffers (every value written each step; taken
+    // out here, not used in a closure, which would not be compiled for AVX2), the results
+    // straight into their tensors: no zeroing, no copies.
+    let (mut warped, mut warped_count) = SCRATCH.take();
+    warped.resize(3 * hw, 0.0);
+    warped_count.resize(hw, 0.0);
+    let fine = motion::FINE as usize;
+    cpu::warp_into(slice(&frame), 3, hu, wu, &v, fine, &mut warped);
+    cpu::warp_into(slice(&count), 1, hu, wu, &v, fine, &mut warped_count);
+    let (mut out, mut n) = (empty(&[1, 3, h, w])?, empty(&[1, 1, h, w])?);
+    let (o, c) = (slice_mut(&mut out), slice_mut(&mut n));
+    let fused = cpu::blend_into(slice(&cur), &warped, &warped_count, hu, wu, cap, o, c);
+    SCRATCH.set((warped, warped_count));
+    if !fused {
         return Ok(Step {
             cut: true,
             ..Step::fresh(&cur)?
         });
-    };
-    let luma = cpu::luma(&out, hw);
-    let out = tensor(&out, &[1, 3, h, w])?;
+    }
+    let mut luma = empty(&[1, 1, h, w])?;
+    cpu::luma_into(slice(&out), slice_mut(&mut luma));
     Ok(Step {
         out: out.shallow_clone(),
         state: State {
             frame: out,
-            luma: tensor(&luma, &[1, 1, h, w])?,
-            count: tensor(&count, &[1, 1, h, w])?,
+            luma,
+            count: n,
         },
         cut: false,
     })
+}
+
+thread_local! {
+    /// [`step_cpu_any`]'s warped frame and count, kept from step to step.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
 }
 
 /// [`step`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).

@@ -271,6 +271,10 @@ pub struct TemporalFilter {
     /// The per-pixel counts of the last [`TemporalFilter::prepare_window`]'s frames
     /// (`[N, 1, H, W]`), for [`TemporalFilter::finish`]; None after an unfused call.
     counts: Option<Tensor>,
+    /// The last call's future, packed and converted, and the format and device it was
+    /// converted for ([`TemporalFilter::take_future_frames`]).
+    uploaded: Vec<(Vec<u8>, Tensor)>,
+    uploaded_as: Option<(crate::frame::FrameFormat, tch::Device)>,
 }
 
 impl std::fmt::Debug for TemporalFilter {
@@ -291,6 +295,7 @@ impl TemporalFilter {
     pub fn reset(&mut self) {
         self.input.reset();
         self.counts = None;
+        self.uploaded.clear();
     }
 
     /// Whether a previous frame is held.
@@ -300,18 +305,22 @@ impl TemporalFilter {
 
     /// Bytes the state holds (each recursion's last fused frame, its luma and counts; 0 when
     /// not primed; two recursions with restarts, see [`Staggered`], counted twice in their
-    /// first period, where they share one).
+    /// first period, where they share one), and the last call's future kept packed and
+    /// converted ([`TemporalFilter::take_future_frames`]).
     pub fn bytes(&self) -> usize {
-        [&self.input.even, &self.input.odd]
+        let size = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+        let state: usize = [&self.input.even, &self.input.odd]
             .iter()
             .filter_map(|r| r.state.as_ref())
             .map(|s| {
                 [&s.frame, &s.luma, &s.count]
+                    .map(size)
                     .iter()
-                    .map(|t| t.numel() * t.kind().elt_size_in_bytes())
                     .sum::<usize>()
             })
-            .sum()
+            .sum();
+        let uploaded: usize = self.uploaded.iter().map(|(p, t)| p.len() + size(t)).sum();
+        state + uploaded
     }
 
     /// Scene cuts detected so far (each dropped the state).
@@ -337,11 +346,6 @@ impl TemporalFilter {
     pub fn set_future(&mut self, lookahead: usize, future: Vec<Vec<u8>>) {
         self.lookahead = lookahead;
         self.future = future;
-    }
-
-    /// The packed frames [`TemporalFilter::set_future`] left for this call (taken).
-    pub fn take_future(&mut self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut self.future)
     }
 
     /// The per-pixel counts of the last [`TemporalFilter::prepare_window`]'s frames
@@ -372,6 +376,23 @@ impl TemporalFilter {
         future: Option<&Tensor>,
         amount: f64,
     ) -> Result<Tensor> {
+        let future = match future {
+            Some(f) if f.dim() == 4 => (0..f.size()[0])
+                .map(|i| f.f_narrow(0, i, 1))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        self.prepare_frames(frames, &future, amount)
+    }
+
+    /// [`TemporalFilter::prepare_window`] with the future as single frames (`[1, 3, H, W]`
+    /// each; ignored unless all are the size of `frames`' frames).
+    pub fn prepare_frames(
+        &mut self,
+        frames: &Tensor,
+        future: &[Tensor],
+        amount: f64,
+    ) -> Result<Tensor> {
         self.counts = None;
         if amount <= 0.0 || frames.dim() != 4 {
             self.input.reset();
@@ -383,32 +404,37 @@ impl TemporalFilter {
             self.counts = Some(counts);
             return Ok(fused);
         }
-        let all = match future {
-            Some(f) if f.size()[1..] == frames.size()[1..] => Tensor::f_cat(&[frames, f], 0)?,
-            _ => frames.shallow_clone(),
+        let n = frames.size()[0];
+        let one = [&[1][..], &frames.size()[1..]].concat();
+        let future = match future.iter().all(|f| f.size() == one) {
+            true => future,
+            false => &[],
         };
-        // In float once (each frame goes through up to `lookahead + 1` recursions).
-        let all = all.f_to_kind(tch::Kind::Float)?.f_contiguous()?;
-        let (n, total) = (frames.size()[0], all.size()[0]);
+        // Each frame in float once (it goes through up to `lookahead + 1` recursions), none
+        // copied into one window tensor.
+        let all = (0..n)
+            .map(|i| frames.f_narrow(0, i, 1))
+            .chain(future.iter().map(|f| Ok(f.shallow_clone())))
+            .map(|f| cpu::tensors::floats(&f?))
+            .collect::<Result<Vec<_>>>()?;
+        let total = all.len();
         let mut out = Vec::with_capacity(n as usize);
         let mut counts = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let cur = all.f_narrow(0, i, 1)?;
-            let ahead = (self.lookahead as i64).min(total - 1 - i);
+        for (i, cur) in all.iter().enumerate().take(n as usize) {
+            let ahead = self.lookahead.min(total - 1 - i);
             let (y, count) = match ahead {
-                0 => self.input.step(&cur, c)?,
+                0 => self.input.step(cur, c)?,
                 _ => {
                     // The forward and the backward recursion on two threads (CPU frames).
                     let input = &mut self.input;
-                    let window = all.f_narrow(0, i, ahead + 1)?;
+                    let window = &all[i..=i + ahead];
                     let (fwd, bwd) = both(
-                        &window,
-                        |window| input.step(&window.f_narrow(0, 0, 1)?, c),
-                        |window| offline::backward(window, c),
+                        cur,
+                        |cur| input.step(cur, c),
+                        |_| offline::backward(window, c),
                     );
                     let ((f, nf), (b, nb)) = (fwd?, bwd?);
-                    let count = nf.f_add(&nb)?.f_sub_scalar(1.0)?;
-                    (offline::combine(&cur, &f, &nf, &b, &nb)?, count)
+                    offline::combine_counted(cur, &f, &nf, &b, &nb)?
                 }
             };
             out.push(y.f_to_kind(frames.kind())?);
@@ -416,6 +442,57 @@ impl TemporalFilter {
         }
         self.counts = Some(cat(&counts)?);
         cat(&out)
+    }
+
+    /// The packed frames [`TemporalFilter::set_future`] left for this call (taken), each as a
+    /// `[1, 3, H, W]` tensor on `device` ([`crate::frame::frames_to_tensor`]), for
+    /// [`TemporalFilter::prepare_frames`]. Each call's future holds all but the last of the
+    /// previous one's frames again: those (the same bytes, format and device) are not
+    /// converted again but taken from the previous call's, which this keeps until the next.
+    pub fn take_future_frames(
+        &mut self,
+        fmt: &crate::frame::FrameFormat,
+        device: tch::Device,
+    ) -> Result<Vec<Tensor>> {
+        let future = std::mem::take(&mut self.future);
+        let before = std::mem::take(&mut self.uploaded);
+        let same = self.uploaded_as == Some((*fmt, device));
+        let mut uploaded = Vec::with_capacity(future.len());
+        for packed in future {
+            let known = before.iter().find(|(p, _)| same && *p == packed);
+            let t = match known {
+                Some((_, t)) => t.shallow_clone(),
+                None => crate::frame::frames_to_tensor(&[&packed], fmt, device)?,
+            };
+            uploaded.push((packed, t));
+        }
+        self.uploaded_as = Some((*fmt, device));
+        let tensors = uploaded.iter().map(|(_, t)| t.shallow_clone()).collect();
+        self.uploaded = uploaded;
+        Ok(tensors)
+    }
+
+    /// `frames` (packed) as the tensor `[N, 3, H, W]` the last
+    /// [`TemporalFilter::take_future_frames`] made of them, when it made each of them for this
+    /// format and device (in offline mode a call's frames were the previous call's future):
+    /// the engine's upload without converting them again. None when one is missing.
+    pub fn converted(
+        &self,
+        frames: &[&[u8]],
+        fmt: &crate::frame::FrameFormat,
+        device: tch::Device,
+    ) -> Result<Option<Tensor>> {
+        if frames.is_empty() || self.uploaded_as != Some((*fmt, device)) {
+            return Ok(None);
+        }
+        let mut found = Vec::with_capacity(frames.len());
+        for f in frames {
+            match self.uploaded.iter().find(|(p, _)| p.as_slice() == *f) {
+                Some((_, t)) => found.push(t.shallow_clone()),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(cat(&found)?))
     }
 
     /// Frames whose output nobody uses (a segment's warm-up, the frames after its last

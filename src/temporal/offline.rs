@@ -14,18 +14,19 @@ use tch::Tensor;
 
 use super::cpu::{
     self,
-    tensors::{floats, on_cpu, slice, tensor},
+    tensors::{empty, floats, on_cpu, slice, slice_mut},
 };
 use super::Recursion;
 use crate::error::Result;
 
-/// The backward recursion over `window` (`[M, 3, H, W]`, display order), from its last frame
-/// back to its first: the first frame's estimate from the frames after it, and its counts.
-pub fn backward(window: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
+/// The backward recursion over `window` (frames `[1, 3, H, W]`, display order), from its
+/// last frame back to its first: the first frame's estimate from the frames after it, and its
+/// counts.
+pub fn backward(window: &[Tensor], cap: f64) -> Result<(Tensor, Tensor)> {
     let mut r = Recursion::default();
     let mut last = None;
-    for j in (0..window.size()[0]).rev() {
-        last = Some(r.step(&window.f_narrow(0, j, 1)?, cap)?);
+    for frame in window.iter().rev() {
+        last = Some(r.step(frame, cap)?);
     }
     last.ok_or_else(|| crate::Error::Input("an empty temporal window".into()))
 }
@@ -33,12 +34,31 @@ pub fn backward(window: &Tensor, cap: f64) -> Result<(Tensor, Tensor)> {
 /// The forward estimate `f` (count `nf`) and the backward one `b` (count `nb`) of the frame
 /// `y`, which both include once: `(f * nf + b * nb - y) / (nf + nb - 1)`.
 pub fn combine(y: &Tensor, f: &Tensor, nf: &Tensor, b: &Tensor, nb: &Tensor) -> Result<Tensor> {
-    if on_cpu(&[y, f, nf, b, nb]) && y.dim() == 4 && y.size()[..2] == [1, 3] {
+    Ok(combine_counted(y, f, nf, b, nb)?.0)
+}
+
+/// [`combine`] and the combined count `nf + nb - 1`, on the CPU in one pass.
+pub fn combine_counted(
+    y: &Tensor,
+    f: &Tensor,
+    nf: &Tensor,
+    b: &Tensor,
+    nb: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    if on_cpu(&[y, f, nf, b, nb])
+        && y.dim() == 4
+        && y.size()[..2] == [1, 3]
+        && nf.size() == nb.size()
+        && nf.size() == [1, 1, y.size()[2], y.size()[3]]
+    {
         let (y, f, nf, b, nb) = (floats(y)?, floats(f)?, floats(nf)?, floats(b)?, floats(nb)?);
-        let [f, nf, b, nb] = [&f, &nf, &b, &nb].map(slice);
-        return tensor(&cpu::combine(slice(&y), f, nf, b, nb), &y.size());
+        let (mut out, mut count) = (empty(&y.size())?, empty(&nf.size())?);
+        let [y, f, nf, b, nb] = [&y, &f, &nf, &b, &nb].map(slice);
+        cpu::combine_into(y, f, nf, b, nb, slice_mut(&mut out), slice_mut(&mut count));
+        return Ok((out, count));
     }
-    combine_ops(y, f, nf, b, nb)
+    let count = nf.f_add(nb)?.f_sub_scalar(1.0)?;
+    Ok((combine_ops(y, f, nf, b, nb)?, count))
 }
 
 /// [`combine`] in tch ops (the path for CUDA tensors, and the reference of the CPU path).

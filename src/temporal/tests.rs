@@ -346,7 +346,7 @@ fn the_cpu_path_gives_the_tch_ops_numbers_bit_for_bit() {
             .map(|x| forward.step(x, cap(0.5)).unwrap())
             .collect();
         let (f, nf) = steps.last().unwrap();
-        let (b, nb) = offline::backward(&Tensor::cat(&frames[3..6], 0), cap(0.5)).unwrap();
+        let (b, nb) = offline::backward(&frames[3..6], cap(0.5)).unwrap();
         let y = &frames[3];
         let a = offline::combine(y, f, nf, &b, &nb).unwrap();
         assert!(same(&a, &offline::combine_ops(y, f, nf, &b, &nb).unwrap()));
@@ -432,4 +432,156 @@ fn the_output_blend_in_plain_rust_gives_the_tch_ops_numbers_bit_for_bit() {
             assert_eq!(a.stride()[1] == 1, out.stride()[1] == 1);
         }
     }
+}
+
+/// The recursion in tch ops alone (the reference): each frame's fused frame and count.
+fn ops_recursion(frames: &[&Tensor], cap: f64) -> Vec<(Tensor, Tensor)> {
+    let mut state: Option<fusion::State> = None;
+    frames
+        .iter()
+        .map(|f| {
+            let s = match state.take() {
+                Some(prev) => fusion::step_ops(f, &prev, cap).unwrap(),
+                None => fusion::Step::fresh(f).unwrap(),
+            };
+            let r = (s.out.shallow_clone(), s.state.count.shallow_clone());
+            state = Some(s.state);
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn offline_mode_gives_the_tch_ops_numbers_bit_for_bit() {
+    // The whole offline stage (forward recursion, backward windows, the combination and its
+    // counts) against the same arithmetic in tch ops, frame by frame and in batches with a
+    // future, to the stream's end; odd and even sizes, a pan, a moving object, a cut.
+    for (h, w) in [(45, 77), (64, 96)] {
+        let big = texture(21, h + 60, w + 60);
+        let other = texture(22, h, w);
+        let obj = texture(23, 12, 12) * 0.3 + 0.6;
+        let frames: Vec<Tensor> = (0..9i64)
+            .map(|i| {
+                let c = match i {
+                    5 => other.copy(),
+                    _ => crop(&big, 10 + 2 * i, 10 + 3 * i, h, w),
+                };
+                c.narrow(2, 5 + 3 * i, 12)
+                    .narrow(3, 4 + 5 * i, 12)
+                    .copy_(&obj);
+                noisy(&c, 900 + i)
+            })
+            .collect();
+        let (amount, lookahead) = (0.7, 2);
+        let c = cap(amount);
+        let all: Vec<&Tensor> = frames.iter().collect();
+        let forward = ops_recursion(&all, c);
+        let expected: Vec<(Tensor, Tensor)> = (0..frames.len())
+            .map(|i| {
+                let end = (i + lookahead).min(frames.len() - 1);
+                let (f, nf) = &forward[i];
+                if end == i {
+                    return (f.shallow_clone(), nf.shallow_clone());
+                }
+                let window: Vec<&Tensor> = all[i..=end].iter().rev().copied().collect();
+                let (b, nb) = ops_recursion(&window, c).pop().unwrap();
+                let y = &frames[i];
+                (
+                    offline::combine_ops(y, f, nf, &b, &nb).unwrap(),
+                    (nf + &nb) - 1.0,
+                )
+            })
+            .collect();
+        // One frame per call, then calls of 2 frames.
+        for batch in [1, 2] {
+            let mut filter = TemporalFilter::new();
+            let mut i = 0;
+            while i < frames.len() {
+                let n = batch.min(frames.len() - i);
+                let later = &frames[i + n..(i + n + lookahead).min(frames.len())];
+                filter.set_future(lookahead, Vec::new());
+                let future = (!later.is_empty()).then(|| Tensor::cat(later, 0));
+                let x = Tensor::cat(&frames[i..i + n], 0);
+                let out = filter.prepare_window(&x, future.as_ref(), amount).unwrap();
+                let counts = filter.counts().unwrap().shallow_clone();
+                for k in 0..n {
+                    let (y, count) = &expected[i + k];
+                    let at = (k as i64, i + k);
+                    assert!(same(&out.narrow(0, at.0, 1), y), "{h}x{w} frame {}", at.1);
+                    assert!(same(&counts.narrow(0, at.0, 1), count), "frame {}", at.1);
+                }
+                i += n;
+            }
+            assert_eq!(filter.scene_cuts(), 2, "the cut to frame 5 and back");
+        }
+    }
+}
+
+#[test]
+fn the_future_is_converted_once_and_reused_only_for_the_same_bytes() {
+    use crate::frame::{frames_to_tensor, FrameFormat, PixelFormat};
+    let fmt = FrameFormat::new(PixelFormat::Rgb, 6, 4);
+    let packed: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| {
+            (0..fmt.frame_len())
+                .map(|k| (k as u8) * 7 + i * 31)
+                .collect()
+        })
+        .collect();
+    let mut f = TemporalFilter::new();
+    let ptr = |t: &Tensor| t.data_ptr() as usize;
+    f.set_future(2, packed[1..3].to_vec());
+    let first = f.take_future_frames(&fmt, Device::Cpu).unwrap();
+    // The next call's future: frame 2 again (the same tensor), frame 3 new.
+    f.set_future(2, packed[2..4].to_vec());
+    let second = f.take_future_frames(&fmt, Device::Cpu).unwrap();
+    assert_eq!(ptr(&second[0]), ptr(&first[1]));
+    for (t, p) in second.iter().zip(&packed[2..4]) {
+        assert!(same(t, &frames_to_tensor(&[p], &fmt, Device::Cpu).unwrap()));
+    }
+    assert!(f.bytes() >= 2 * (fmt.frame_len() + 3 * 6 * 4 * 4));
+    // The next call's own frames, as the engine uploads them: those tensors, or None when one
+    // of them was not in the future.
+    let ours = f
+        .converted(&[&packed[2], &packed[3]], &fmt, Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert!(same(
+        &ours,
+        &frames_to_tensor(&[&packed[2], &packed[3]], &fmt, Device::Cpu).unwrap()
+    ));
+    let one = f
+        .converted(&[&packed[3]], &fmt, Device::Cpu)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ptr(&one), ptr(&second[1]));
+    assert!(f
+        .converted(&[&packed[1]], &fmt, Device::Cpu)
+        .unwrap()
+        .is_none());
+    let bgr = FrameFormat::new(PixelFormat::Bgr, 6, 4);
+    assert!(f
+        .converted(&[&packed[3]], &bgr, Device::Cpu)
+        .unwrap()
+        .is_none());
+    // Other bytes of the same length, or the same bytes in another format: converted anew.
+    let mut changed = packed[3].clone();
+    changed[5] ^= 1;
+    f.set_future(2, vec![changed.clone()]);
+    let third = f.take_future_frames(&fmt, Device::Cpu).unwrap();
+    assert_ne!(ptr(&third[0]), ptr(&second[1]));
+    assert!(same(
+        &third[0],
+        &frames_to_tensor(&[&changed], &fmt, Device::Cpu).unwrap()
+    ));
+    f.set_future(2, vec![changed.clone()]);
+    let fourth = f.take_future_frames(&bgr, Device::Cpu).unwrap();
+    assert!(same(
+        &fourth[0],
+        &frames_to_tensor(&[&changed], &bgr, Device::Cpu).unwrap()
+    ));
+    assert!(!same(&fourth[0], &third[0]));
+    // A reset drops them.
+    f.reset();
+    assert_eq!(f.bytes(), 0);
 }

@@ -36,10 +36,12 @@ warm-up-ms (the model's last run on a blank frame of the negotiated size, when c
 arrive: two runs, one when the first takes over a second, so that the first frame is not the \
 slow first run and the latency is known before it, from the last), precision (what the model runs in: fp32, bf16 or fp16) and precision-chosen (true when precision=auto chose it: on the CPU, the faster of fp32 and bf16 timed on the negotiated size at the warm-up, bf16 only within 0.05 dB of fp32; false when set, or before auto ran), \
 temporal-bytes (the memory the temporal stage holds now: the frames held back as the next \
-frames' future with lookahead, at most lookahead frames, and the recursion's state, 20 bytes \
-a pixel (40 with temporal-origin set: two staggered recursions); 0 with temporal=0, after a flush, a gap or a DISCONT buffer) and temporal-max-bytes \
-(the most so far: at most lookahead packed frames plus 20 bytes a pixel, 40 with \
-temporal-origin)";
+frames' future with lookahead, at most lookahead frames, the last run's future kept packed \
+and in float, 12 bytes a pixel, so that the next run converts only its new frame, and the \
+recursion's state, 20 bytes a pixel (40 with temporal-origin set: two staggered \
+recursions); 0 with temporal=0, after a flush, a gap or a DISCONT buffer) and \
+temporal-max-bytes (the most so far: at most 2 x lookahead packed frames plus 20 bytes a \
+pixel, 40 with temporal-origin, plus 12 bytes a pixel for each of lookahead frames)";
 
 /// The element's own counters, next to the engine's.
 pub(super) struct ElementCounts {
