@@ -375,3 +375,20 @@ fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
         "{err}"
     );
 }
+
+#[test]
+fn the_wide_kernel_config_warm_starts_from_the_kernel_run_with_four_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/kernel-wide-tiny.toml");
+    let cfg = TrainConfig::from_file(&path).unwrap();
+    let model = cfg.model_config().unwrap();
+    assert_eq!(model.head, clipdenoise::model::Head::Kernel);
+    assert_eq!(model.kernel_dilations(), &[1, 2, 4, 8]);
+    let init = cfg.model.init.as_ref().unwrap();
+    assert!(init.ends_with("runs/kernel-unbiased-tiny/model.safetensors"), "{init:?}");
+    assert!(cfg.run.dir.ends_with("runs/kernel-wide-tiny"));
+    // kernel-unbiased-tiny's pool and seed, so its generations are the same pairs.
+    let base = TrainConfig::from_file(&path.with_file_name("kernel-unbiased-tiny.toml")).unwrap();
+    assert_eq!(cfg.run.seed, base.run.seed);
+    assert_eq!(cfg.pool.as_ref().unwrap().dir, base.pool.as_ref().unwrap().dir);
+    assert_eq!(toml::to_string(&cfg.noise).unwrap(), toml::to_string(&base.noise).unwrap());
+}

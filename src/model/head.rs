@@ -15,6 +15,7 @@ use tch::{nn, Kind, Tensor};
 
 use super::config::{Config, Head, DEFAULT_KERNEL_DILATIONS};
 use super::fused::{Act, InferConv};
+use super::kernel_apply;
 use super::layers::{conv3x3, infer_conv};
 use crate::error::{Error, Result};
 
@@ -37,6 +38,9 @@ pub const WARM_START_CENTRE_LOGIT: f64 = 8.0;
 pub struct Output {
     head: HeadKind,
     infer: Option<InferConv>,
+    /// Prepared for inference with the CPU kernel of the kernel head's passes
+    /// ([`kernel_apply`]), where it runs.
+    fast_kernels: bool,
 }
 
 #[derive(Debug)]
@@ -58,7 +62,11 @@ impl Output {
                 config.kernel_dilations(),
             )),
         };
-        Output { head, infer: None }
+        Output {
+            head,
+            infer: None,
+            fast_kernels: false,
+        }
     }
 
     /// `feat`: the decoder's last features (N, width, H, W); `image`: the noisy input.
@@ -69,7 +77,15 @@ impl Output {
         };
         match &self.head {
             HeadKind::Pixels(conv) => conv_out(conv),
-            HeadKind::Kernel(k) => apply_kernels(&conv_out(&k.logits), image, &k.dilations),
+            HeadKind::Kernel(k) => {
+                let logits = conv_out(&k.logits);
+                if self.fast_kernels && logits.device() == tch::Device::Cpu {
+                    if let Ok(y) = kernel_apply::forward(&logits, image, &k.dilations) {
+                        return y;
+                    }
+                }
+                apply_kernels(&logits, image, &k.dilations)
+            }
         }
     }
 
@@ -80,6 +96,11 @@ impl Output {
             HeadKind::Kernel(k) => &k.logits,
         };
         self.infer = Some(infer_conv(conv, kind, channels_last, fuse));
+        // The CPU kernel of the passes, unless the environment asks for the reference
+        // (`CLIPDENOISE_KERNEL_APPLY=reference`: comparisons; the kernel's results differ from
+        // it by float rounding).
+        self.fast_kernels = kernel_apply::available()
+            && std::env::var("CLIPDENOISE_KERNEL_APPLY").map_or(true, |v| v.trim() != "reference");
     }
 }
 
@@ -378,6 +399,44 @@ mod tests {
         let small = Tensor::rand([1, 3, 5, 6], (Kind::Float, Device::Cpu));
         let l = Tensor::zeros([1, KernelHead::logits(4), 5, 6], (Kind::Float, Device::Cpu));
         assert_eq!(apply_kernels(&l, &small, &dilations).size(), [1, 3, 5, 6]);
+    }
+
+    #[test]
+    fn the_cpu_kernel_computes_the_reference_passes_to_float_rounding() {
+        if !kernel_apply::available() {
+            eprintln!("no AVX-512 on this CPU: the reference runs, nothing to compare");
+            return;
+        }
+        tch::manual_seed(13);
+        for (dilations, (n, h, w)) in [
+            (vec![1, 2], (2, 37, 50)),
+            (vec![1, 2, 4, 8], (1, 64, 96)),
+            (vec![8, 1, 64], (1, 20, 70)),
+            (vec![2, 4], (1, 3, 5)),
+        ] {
+            let p = dilations.len();
+            let logits = Tensor::randn(
+                [n, KernelHead::logits(p), h, w],
+                (Kind::Float, Device::Cpu),
+            ) * 4.0;
+            // Channels-last logits, as the inference conv writes them.
+            let logits = crate::model::to_layout(&logits, true);
+            let x = Tensor::rand([n, 3, h, w], (Kind::Float, Device::Cpu));
+            let want = apply_kernels(&logits, &x, &dilations);
+            let got = kernel_apply::forward(&logits, &x, &dilations).unwrap();
+            assert_eq!(got.size(), want.size());
+            let err = (&got - &want).abs().max().double_value(&[]);
+            assert!(err < 2e-6, "{dilations:?} {n}x{h}x{w}: off by {err}");
+            // bf16 logits as bf16 inference gives them: the same after the cast.
+            let lb = logits.to_kind(Kind::BFloat16);
+            let got = kernel_apply::forward(&lb, &x, &dilations).unwrap();
+            let err = (&got - apply_kernels(&lb, &x, &dilations)).abs().max().double_value(&[]);
+            assert!(err < 2e-6, "bf16 {dilations:?}: off by {err}");
+        }
+        // A shape it does not take is an error (the caller runs the reference), not a crash.
+        let x = Tensor::rand([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let bad = Tensor::zeros([1, 26, 8, 8], (Kind::Float, Device::Cpu));
+        assert!(kernel_apply::forward(&bad, &x, &[1]).is_err());
     }
 
     #[test]

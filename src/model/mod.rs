@@ -8,6 +8,7 @@ mod decoder;
 mod encoder;
 mod fused;
 mod head;
+pub mod kernel_apply;
 mod layers;
 pub mod upsample_cat;
 
