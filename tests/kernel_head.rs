@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use clipdenoise::inference::{Denoiser, Options, Precision};
 use clipdenoise::model::{ClipDenoise, Config, Head};
 use clipdenoise::weights::{self, Provenance};
@@ -22,7 +21,9 @@ fn wide_model(dir: &Path, dilations: &[i64]) -> PathBuf {
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = ClipDenoise::new(&vs.root(), &config);
     tch::no_grad(|| {
-        let _ = vs.variables()["head.logits.weight"].shallow_clone().f_mul_scalar_(30.0);
+        let _ = vs.variables()["head.logits.weight"]
+            .shallow_clone()
+            .f_mul_scalar_(30.0);
     });
     let path = dir.join("wide.safetensors");
     let prov = Provenance {
@@ -51,13 +52,16 @@ fn wider_passes_round_trip_through_the_weights_and_run_in_every_path() {
     // A flat colour stays exactly that colour, whatever the kernels.
     let flat = Tensor::ones([1, 3, 70, 90], (Kind::Float, Device::Cpu))
         * Tensor::from_slice(&[0.15f32, 0.5, 0.85]).view([1, 3, 1, 1]);
-    let err = (d.denoise(&flat).unwrap() - &flat).abs().max().double_value(&[]);
+    let err = (d.denoise(&flat).unwrap() - &flat)
+        .abs()
+        .max()
+        .double_value(&[]);
     assert!(err < 1e-5, "a flat picture changed by {err}");
     // Noisy input: fp32 whole, bf16 and tiles agree with it; every output within the input's
     // range per channel (no new intensities).
     tch::manual_seed(5);
-    let x = (Tensor::rand([1, 3, 200, 260], (Kind::Float, Device::Cpu)) * 0.5 + 0.25)
-        .clamp(0.0, 1.0);
+    let x =
+        (Tensor::rand([1, 3, 200, 260], (Kind::Float, Device::Cpu)) * 0.5 + 0.25).clamp(0.0, 1.0);
     let a = d.denoise(&x).unwrap();
     for c in 0..3 {
         let (xc, ac) = (x.select(1, c), a.select(1, c));

@@ -284,7 +284,8 @@ fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     write_images(&tmp.path().join("data"));
     // A [1, 2] kernel model (tests/fixtures/README.md), into [1, 2, 4, 8].
-    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel-w8/model.safetensors");
+    let old =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel-w8/model.safetensors");
     let lines = |d: &str| {
         format!(
             "head = \"kernel\"\nkernel_dilations = {d}\ninit = \"{}\"",
@@ -306,7 +307,10 @@ fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
         kept: vec![0, 1],
     };
     assert_eq!(started, [Some(want.clone())]);
-    assert!(want.to_string().contains("[4, 8] added as near-identity"), "{want}");
+    assert!(
+        want.to_string().contains("[4, 8] added as near-identity"),
+        "{want}"
+    );
     // Step 0: the old passes' rows exactly, the new ones zero weights and a centre logit.
     let file = tmp.path().join("wide-step0.safetensors");
     t.export(&file).unwrap();
@@ -316,10 +320,20 @@ fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
     assert_eq!(w.size(), [108, 8, 1, 1]);
     assert!(w.narrow(0, 0, 54).equal(&was["head.logits.weight"]));
     assert!(b.narrow(0, 0, 54).equal(&was["head.logits.bias"]));
-    assert_eq!(w.narrow(0, 54, 54).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(
+        w.narrow(0, 54, 54).abs().sum(Kind::Float).double_value(&[]),
+        0.0
+    );
     let centre = b.narrow(0, 54, 54).view([2, 3, 9]);
     assert!(centre.select(2, 4).eq(8.0).all().int64_value(&[]) == 1);
-    assert_eq!(centre.narrow(2, 0, 4).abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(
+        centre
+            .narrow(2, 0, 4)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
     // ... so the wide model denoises as the old one did, within the added passes' leak
     // (8 / (8 + e^8) of a neighbour's difference per pass: at most 0.0054 on [0, 1] for two).
     let opts = || Options {
@@ -340,7 +354,10 @@ fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
         diff.max().double_value(&[]),
         diff.mean(Kind::Float).double_value(&[]),
     );
-    assert!(max < 0.0054 && mean < 0.001, "warm start off by {max} (mean {mean})");
+    assert!(
+        max < 0.0054 && mean < 0.001,
+        "warm start off by {max} (mean {mean})"
+    );
     // Training reaches the new passes (their weights move off zero) and resumes.
     for _ in 0..3 {
         assert!(t.train_step().unwrap().is_finite());
@@ -384,11 +401,20 @@ fn the_wide_kernel_config_warm_starts_from_the_kernel_run_with_four_passes() {
     assert_eq!(model.head, clipdenoise::model::Head::Kernel);
     assert_eq!(model.kernel_dilations(), &[1, 2, 4, 8]);
     let init = cfg.model.init.as_ref().unwrap();
-    assert!(init.ends_with("runs/kernel-unbiased-tiny/model.safetensors"), "{init:?}");
+    assert!(
+        init.ends_with("runs/kernel-unbiased-tiny/model.safetensors"),
+        "{init:?}"
+    );
     assert!(cfg.run.dir.ends_with("runs/kernel-wide-tiny"));
     // kernel-unbiased-tiny's pool and seed, so its generations are the same pairs.
     let base = TrainConfig::from_file(&path.with_file_name("kernel-unbiased-tiny.toml")).unwrap();
     assert_eq!(cfg.run.seed, base.run.seed);
-    assert_eq!(cfg.pool.as_ref().unwrap().dir, base.pool.as_ref().unwrap().dir);
-    assert_eq!(toml::to_string(&cfg.noise).unwrap(), toml::to_string(&base.noise).unwrap());
+    assert_eq!(
+        cfg.pool.as_ref().unwrap().dir,
+        base.pool.as_ref().unwrap().dir
+    );
+    assert_eq!(
+        toml::to_string(&cfg.noise).unwrap(),
+        toml::to_string(&base.noise).unwrap()
+    );
 }

@@ -270,9 +270,10 @@ mod tests {
     fn kernel_dilations_round_trip_default_to_one_two_and_are_checked() {
         // A kernel config without the field (every kernel model before it) has the [1, 2]
         // passes and writes no field, so its metadata is unchanged.
-        let old: Config =
-            serde_json::from_str(r#"{"width":16,"blocks":[1,1,1],"aug_level":0.025,"head":"kernel"}"#)
-                .unwrap();
+        let old: Config = serde_json::from_str(
+            r#"{"width":16,"blocks":[1,1,1],"aug_level":0.025,"head":"kernel"}"#,
+        )
+        .unwrap();
         assert_eq!(old.kernel_dilations, None);
         assert_eq!(old.kernel_dilations(), &[1, 2]);
         assert_eq!(old.head_radius(), 3);
@@ -301,7 +302,10 @@ mod tests {
             };
             match c.validate() {
                 Err(Error::Config(msg)) => {
-                    assert!(msg.contains("kernel_dilations") && msg.contains(want), "{d:?}: {msg}")
+                    assert!(
+                        msg.contains("kernel_dilations") && msg.contains(want),
+                        "{d:?}: {msg}"
+                    )
                 }
                 other => panic!("{d:?}: {other:?}"),
             }
@@ -311,7 +315,9 @@ mod tests {
             kernel_dilations: Some(vec![1, 2]),
             ..Config::preset("tiny").unwrap()
         };
-        assert!(matches!(pixels.validate(), Err(Error::Config(m)) if m.contains("head = \"kernel\"")));
+        assert!(
+            matches!(pixels.validate(), Err(Error::Config(m)) if m.contains("head = \"kernel\""))
+        );
         // Eight passes at dilation 64 are the most there is.
         let max = Config {
             kernel_dilations: Some(vec![64; 8]),

@@ -205,10 +205,16 @@ impl std::fmt::Display for WarmStart {
         match self {
             WarmStart::Same => write!(f, "the same head, all weights kept"),
             WarmStart::DroppedPixelHead => {
-                write!(f, "the pixel head (last.weight) dropped, the kernel head starts fresh")
+                write!(
+                    f,
+                    "the pixel head (last.weight) dropped, the kernel head starts fresh"
+                )
             }
             WarmStart::DroppedKernelHead => {
-                write!(f, "the kernel head (head.logits) dropped, the pixel head starts fresh")
+                write!(
+                    f,
+                    "the kernel head (head.logits) dropped, the pixel head starts fresh"
+                )
             }
             WarmStart::AddedPasses { from, to, kept } => {
                 let added: Vec<i64> = (0..to.len())
@@ -312,13 +318,22 @@ fn widen_logits(
              ([{n_old}, width, 1, 1] / [{n_old}])"
         )));
     }
-    let w_new = w.f_new_zeros([KernelHead::logits(new_passes), ws[1], 1, 1], (w.kind(), w.device()))?;
+    let w_new = w.f_new_zeros(
+        [KernelHead::logits(new_passes), ws[1], 1, 1],
+        (w.kind(), w.device()),
+    )?;
     let bias = KernelHead::centre_bias(new_passes, WARM_START_CENTRE_LOGIT);
-    let b_new = Tensor::f_from_slice(&bias)?.f_to_kind(b.kind())?.f_to_device(b.device())?;
+    let b_new = Tensor::f_from_slice(&bias)?
+        .f_to_kind(b.kind())?
+        .f_to_device(b.device())?;
     for (j, &i) in kept.iter().enumerate() {
         let (src, dst) = (j as i64 * rows, i as i64 * rows);
-        w_new.f_narrow(0, dst, rows)?.f_copy_(&w.f_narrow(0, src, rows)?)?;
-        b_new.f_narrow(0, dst, rows)?.f_copy_(&b.f_narrow(0, src, rows)?)?;
+        w_new
+            .f_narrow(0, dst, rows)?
+            .f_copy_(&w.f_narrow(0, src, rows)?)?;
+        b_new
+            .f_narrow(0, dst, rows)?
+            .f_copy_(&b.f_narrow(0, src, rows)?)?;
     }
     Ok((w_new, b_new))
 }
@@ -332,7 +347,10 @@ mod tests {
     fn kernels_are_convex_combinations_of_the_input() {
         tch::manual_seed(5);
         let (n, h, w) = (2, 11, 14);
-        let logits = Tensor::randn([n, KernelHead::logits(DEFAULT_KERNEL_DILATIONS.len()), h, w], (Kind::Float, Device::Cpu)) * 3.0;
+        let logits = Tensor::randn(
+            [n, KernelHead::logits(DEFAULT_KERNEL_DILATIONS.len()), h, w],
+            (Kind::Float, Device::Cpu),
+        ) * 3.0;
         // A constant colour comes out exactly, whatever the logits.
         let flat = Tensor::ones([n, 3, h, w], (Kind::Float, Device::Cpu))
             * Tensor::from_slice(&[0.2f32, 0.5, 0.9]).view([1, 3, 1, 1]);
@@ -355,7 +373,10 @@ mod tests {
         }
         let id = Tensor::from_slice(&id)
             .view([1, KernelHead::logits(DEFAULT_KERNEL_DILATIONS.len()), 1, 1])
-            .expand([n, KernelHead::logits(DEFAULT_KERNEL_DILATIONS.len()), h, w], false);
+            .expand(
+                [n, KernelHead::logits(DEFAULT_KERNEL_DILATIONS.len()), h, w],
+                false,
+            );
         let same = apply_kernels(&id, &x, &DEFAULT_KERNEL_DILATIONS);
         assert!((&same - &x).abs().max().double_value(&[]) < 1e-6);
     }
@@ -415,10 +436,8 @@ mod tests {
             (vec![2, 4], (1, 3, 5)),
         ] {
             let p = dilations.len();
-            let logits = Tensor::randn(
-                [n, KernelHead::logits(p), h, w],
-                (Kind::Float, Device::Cpu),
-            ) * 4.0;
+            let logits =
+                Tensor::randn([n, KernelHead::logits(p), h, w], (Kind::Float, Device::Cpu)) * 4.0;
             // Channels-last logits, as the inference conv writes them.
             let logits = crate::model::to_layout(&logits, true);
             let x = Tensor::rand([n, 3, h, w], (Kind::Float, Device::Cpu));
@@ -430,7 +449,10 @@ mod tests {
             // bf16 logits as bf16 inference gives them: the same after the cast.
             let lb = logits.to_kind(Kind::BFloat16);
             let got = kernel_apply::forward(&lb, &x, &dilations).unwrap();
-            let err = (&got - apply_kernels(&lb, &x, &dilations)).abs().max().double_value(&[]);
+            let err = (&got - apply_kernels(&lb, &x, &dilations))
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(err < 2e-6, "bf16 {dilations:?}: off by {err}");
         }
         // A shape it does not take is an error (the caller runs the reference), not a crash.
@@ -468,10 +490,17 @@ mod tests {
         assert!(nw.narrow(0, 27, 27).equal(&w.narrow(0, 0, 27)));
         assert!(nw.narrow(0, 81, 27).equal(&w.narrow(0, 27, 27)));
         assert!(nb.narrow(0, 81, 27).equal(&b.narrow(0, 27, 27)));
-        assert_eq!(nw.narrow(0, 0, 27).abs().sum(Kind::Float).double_value(&[]), 0.0);
+        assert_eq!(
+            nw.narrow(0, 0, 27).abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
         let added: Vec<f32> = Vec::try_from(nb.narrow(0, 54, 27)).unwrap();
         for (i, v) in added.iter().enumerate() {
-            let want = if i % 9 == 4 { WARM_START_CENTRE_LOGIT as f32 } else { 0.0 };
+            let want = if i % 9 == 4 {
+                WARM_START_CENTRE_LOGIT as f32
+            } else {
+                0.0
+            };
             assert_eq!(*v, want, "{i}");
         }
         assert!(t["up_path.0.x"].equal(&b), "another tensor touched");
@@ -512,7 +541,13 @@ mod tests {
     #[test]
     fn the_kernel_head_starts_between_identity_and_a_box_and_keeps_flat_areas() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let head = Output::new(&vs.root(), &Config { head: Head::Kernel, ..Config::new(8, [1, 1, 1]) });
+        let head = Output::new(
+            &vs.root(),
+            &Config {
+                head: Head::Kernel,
+                ..Config::new(8, [1, 1, 1])
+            },
+        );
         let names: Vec<String> = vs.variables().into_keys().collect();
         assert!(
             names.contains(&"head.logits.weight".to_string()),
