@@ -108,8 +108,7 @@ fn a_weights_file_with_a_bad_dilation_list_is_refused_in_one_line() {
         meta.insert(weights::META_CONFIG.into(), cfg);
         weights::write_safetensors(&out, &tensors, meta).unwrap();
         let err = Denoiser::load(&out, Options::default())
-            .err()
-            .expect("bad dilations accepted")
+            .expect_err("bad dilations accepted")
             .to_string();
         assert!(
             err.contains("kernel_dilations") && err.contains(want) && !err.contains('\n'),
