@@ -2,12 +2,12 @@
 // and pixel, the softmax of 9 logits per RGB channel and the weighted sum of the 3x3
 // neighbourhood at the pass's dilation (reflect borders, replicate where the frame is not
 // larger than the dilation), one pass over channels-last memory per dilation, 16 pixels of a
-// row at a time (AVX-512 gathers). The reference
-// (`apply_kernels` in head.rs) runs 9 strided multiply-adds per pass over whole tensors and a
-// softmax over all logits at once: about 55 ms of CPU per pass on a 640x360 frame on the
-// project's 2-core Xeon. exp() is a Cephes-style polynomial on AVX-512 (about 1 ulp), so
-// results differ from the reference's by float rounding. AVX-512 only; elsewhere the caller
-// keeps the reference.
+// row at a time (AVX-512 gathers). The reference (`apply_kernels` in head.rs) runs 9 strided
+// multiply-adds per pass over whole tensors and a softmax over all logits at once: 80-90 ms
+// per pass on one thread for a 640x360 frame on the project's 2-core machine under load
+// (this: 10-16 ms). exp() is a Cephes-style polynomial on AVX-512 (about 1 ulp), so results
+// differ from the reference's by float rounding. AVX-512 only; elsewhere the caller keeps the
+// reference.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <immintrin.h>
