@@ -8,13 +8,15 @@ fn main() {
 /// The C++ shims of the fused CPU inference: libtorch's fused oneDNN convolution operators
 /// (src/model/conv_pointwise.cpp), the decoder's upsample + cat in one pass
 /// (src/model/upsample_cat.cpp) and the few-output-channel 3x3 conv
-/// (src/model/conv_small_out.cpp), compiled against libtorch's headers the way torch-sys
+/// (src/model/conv_small_out.cpp) and the kernel head's passes (src/model/kernel_apply.cpp),
+/// compiled against libtorch's headers the way torch-sys
 /// compiles its own shim (its lib dir comes as DEP_TCH_LIBTORCH_LIB; the headers sit beside it).
 fn compile_shims() {
-    const SRCS: [&str; 3] = [
+    const SRCS: [&str; 4] = [
         "src/model/conv_pointwise.cpp",
         "src/model/upsample_cat.cpp",
         "src/model/conv_small_out.cpp",
+        "src/model/kernel_apply.cpp",
     ];
     for src in SRCS.iter().chain(&["src/model/shim.h"]) {
         println!("cargo:rerun-if-changed={src}");

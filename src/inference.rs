@@ -492,7 +492,7 @@ impl Denoiser {
     fn denoise_tiled(&self, x: &Tensor) -> Result<Tensor> {
         let (n, h, w) = (x.size()[0], x.size()[2], x.size()[3]);
         let m = Config::MULTIPLE;
-        let overlap = ((self.opts.tile_overlap + m - 1) / m * m).max(m);
+        let overlap = tile_overlap(self.opts.tile_overlap, self.config().head_radius());
         // Square-ish tile side fitting the budget, a multiple of 32, at least 2*overlap.
         let side = (((self.opts.max_pixels as f64).sqrt() as i64) / m * m)
             .max(2 * overlap)
@@ -699,6 +699,15 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .to_string()
 }
 
+/// The tiles' overlap: the one asked for, but at least four times the output head's reach
+/// (the blend drops the first quarter of the overlap at inner edges, so no pixel that counts
+/// took a reflected tile border into the kernel head's average), rounded up to a multiple of 32.
+fn tile_overlap(asked: i64, head_radius: i64) -> i64 {
+    let m = Config::MULTIPLE;
+    let want = asked.max(4 * head_radius);
+    ((want + m - 1) / m * m).max(m)
+}
+
 /// Tile origins covering `len` with tiles of `side` overlapping by at least `overlap`.
 fn tile_starts(len: i64, side: i64, overlap: i64) -> Vec<i64> {
     if len <= side {
@@ -754,6 +763,17 @@ mod tests {
             .to_string()
             .contains("'tpu'"));
         assert!("fp8".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn the_tile_overlap_covers_the_output_heads_reach() {
+        // The default overlap (192) covers the [1, 2] and [1, 2, 4, 8] kernel heads.
+        assert_eq!(tile_overlap(192, 1), 192);
+        assert_eq!(tile_overlap(192, 15), 192);
+        // A small overlap asked for grows to four times the reach, a multiple of 32.
+        assert_eq!(tile_overlap(8, 3), 32);
+        assert_eq!(tile_overlap(8, 15), 64);
+        assert_eq!(tile_overlap(64, 64 * 8), 2048);
     }
 
     #[test]

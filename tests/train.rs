@@ -274,3 +274,147 @@ fn a_kernel_head_warm_starts_from_a_pixel_model_trains_and_keeps_flat_areas() {
     let resumed = Trainer::new(config_with(tmp.path(), "k", &lines)).unwrap();
     assert_eq!(resumed.step(), 6);
 }
+
+#[test]
+fn a_kernel_head_with_more_passes_warm_starts_from_one_with_fewer_as_it_was() {
+    use clipdenoise::inference::{Denoiser, Options};
+    use clipdenoise::model::WarmStart;
+    use tch::{Device, Kind, Tensor};
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    write_images(&tmp.path().join("data"));
+    // A [1, 2] kernel model (tests/fixtures/README.md), into [1, 2, 4, 8].
+    let old =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kernel-w8/model.safetensors");
+    let lines = |d: &str| {
+        format!(
+            "head = \"kernel\"\nkernel_dilations = {d}\ninit = \"{}\"",
+            old.display()
+        )
+    };
+    let wide = lines("[1, 2, 4, 8]");
+    let mut t = Trainer::new(config_with(tmp.path(), "wide", &wide)).unwrap();
+    let mut started = Vec::new();
+    t.run(Some(0), &AtomicBool::new(false), |ev| {
+        if let TrainEvent::Started { warm_start, .. } = ev {
+            started.push(warm_start)
+        }
+    })
+    .unwrap();
+    let want = WarmStart::AddedPasses {
+        from: vec![1, 2],
+        to: vec![1, 2, 4, 8],
+        kept: vec![0, 1],
+    };
+    assert_eq!(started, [Some(want.clone())]);
+    assert!(
+        want.to_string().contains("[4, 8] added as near-identity"),
+        "{want}"
+    );
+    // Step 0: the old passes' rows exactly, the new ones zero weights and a centre logit.
+    let file = tmp.path().join("wide-step0.safetensors");
+    t.export(&file).unwrap();
+    let (got, _) = clipdenoise::weights::read_safetensors(&file).unwrap();
+    let (was, _) = clipdenoise::weights::read_safetensors(&old).unwrap();
+    let (w, b) = (&got["head.logits.weight"], &got["head.logits.bias"]);
+    assert_eq!(w.size(), [108, 8, 1, 1]);
+    assert!(w.narrow(0, 0, 54).equal(&was["head.logits.weight"]));
+    assert!(b.narrow(0, 0, 54).equal(&was["head.logits.bias"]));
+    assert_eq!(
+        w.narrow(0, 54, 54).abs().sum(Kind::Float).double_value(&[]),
+        0.0
+    );
+    let centre = b.narrow(0, 54, 54).view([2, 3, 9]);
+    assert!(centre.select(2, 4).eq(8.0).all().int64_value(&[]) == 1);
+    assert_eq!(
+        centre
+            .narrow(2, 0, 4)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+    // ... so the wide model denoises as the old one did, within the added passes' leak
+    // (8 / (8 + e^8) of a neighbour's difference per pass: at most 0.0054 on [0, 1] for two).
+    let opts = || Options {
+        cpu_threads: 1,
+        ..Options::default()
+    };
+    let (a, d) = (
+        Denoiser::load(&old, opts()).unwrap(),
+        Denoiser::load(&file, opts()).unwrap(),
+    );
+    assert_eq!(d.config().kernel_dilations(), &[1, 2, 4, 8]);
+    tch::manual_seed(4);
+    let x = (Tensor::rand([2, 3, 64, 80], (Kind::Float, Device::Cpu)) * 0.3
+        + Tensor::linspace(0.1, 0.6, 80, (Kind::Float, Device::Cpu)))
+    .clamp(0.0, 1.0);
+    let diff = (a.denoise(&x).unwrap() - d.denoise(&x).unwrap()).abs();
+    let (max, mean) = (
+        diff.max().double_value(&[]),
+        diff.mean(Kind::Float).double_value(&[]),
+    );
+    assert!(
+        max < 0.0054 && mean < 0.001,
+        "warm start off by {max} (mean {mean})"
+    );
+    // Training reaches the new passes (their weights move off zero) and resumes.
+    for _ in 0..3 {
+        assert!(t.train_step().unwrap().is_finite());
+    }
+    let after = tmp.path().join("wide-step3.safetensors");
+    t.export(&after).unwrap();
+    let moved = clipdenoise::weights::read_safetensors(&after).unwrap().0["head.logits.weight"]
+        .narrow(0, 54, 54)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(moved > 0.0, "the added passes get no gradient");
+    t.save_checkpoint().unwrap();
+    let mut resumed = Trainer::new(config_with(tmp.path(), "wide", &wide)).unwrap();
+    assert_eq!(resumed.step(), 3);
+    let mut again = Vec::new();
+    resumed
+        .run(Some(0), &AtomicBool::new(false), |ev| {
+            if let TrainEvent::Started { warm_start, .. } = ev {
+                again.push(warm_start)
+            }
+        })
+        .unwrap();
+    assert_eq!(again, [None], "a resumed run has no warm start to report");
+    // A list that does not hold [1, 2] in order cannot keep its passes: a clear error.
+    let err = Trainer::new(config_with(tmp.path(), "bad", &lines("[4, 2, 1]")))
+        .err()
+        .expect("warm start into [4, 2, 1] accepted")
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("must hold the old one in order"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_wide_kernel_config_warm_starts_from_the_kernel_run_with_four_passes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/kernel-wide-tiny.toml");
+    let cfg = TrainConfig::from_file(&path).unwrap();
+    let model = cfg.model_config().unwrap();
+    assert_eq!(model.head, clipdenoise::model::Head::Kernel);
+    assert_eq!(model.kernel_dilations(), &[1, 2, 4, 8]);
+    let init = cfg.model.init.as_ref().unwrap();
+    assert!(
+        init.ends_with("runs/kernel-unbiased-tiny/model.safetensors"),
+        "{init:?}"
+    );
+    assert!(cfg.run.dir.ends_with("runs/kernel-wide-tiny"));
+    // kernel-unbiased-tiny's pool and seed, so its generations are the same pairs.
+    let base = TrainConfig::from_file(&path.with_file_name("kernel-unbiased-tiny.toml")).unwrap();
+    assert_eq!(cfg.run.seed, base.run.seed);
+    assert_eq!(
+        cfg.pool.as_ref().unwrap().dir,
+        base.pool.as_ref().unwrap().dir
+    );
+    assert_eq!(
+        toml::to_string(&cfg.noise).unwrap(),
+        toml::to_string(&base.noise).unwrap()
+    );
+}

@@ -104,11 +104,15 @@ impl TrainProgress {
                 params,
                 images,
                 resumed,
+                warm_start,
             } => {
                 eprintln!(
                     "training: {params} trainable parameters, {images} images, {} at step {step} of {total}",
                     if resumed { "resuming" } else { "starting" }
                 );
+                if let Some(w) = warm_start {
+                    eprintln!("init: {w}");
+                }
                 let p = Progress::new("{bar:30} {pos}/{len} {msg} ETA {eta}", Some(total));
                 if let Some(bar) = p.bar() {
                     bar.set_position(step);

@@ -442,7 +442,7 @@ fn mutate_header_json(rng: &mut Rng, data: &mut Vec<u8>) {
                 }
             }
             _ => {
-                for key in ["width", "blocks", "aug_level"] {
+                for key in ["width", "blocks", "aug_level", "kernel_dilations"] {
                     if rng.chance(2) {
                         let v = [
                             "1024",
@@ -494,7 +494,15 @@ fn number_spans(s: &str) -> Vec<(usize, usize)> {
 /// config changed.
 fn random_model_file(rng: &mut Rng) -> Vec<u8> {
     let b = |rng: &mut Rng| 1 + rng.below(3) as i64;
-    let config = tiny_config(2 * (1 + rng.below(4) as i64), [b(rng), b(rng), b(rng)]);
+    let mut config = tiny_config(2 * (1 + rng.below(4) as i64), [b(rng), b(rng), b(rng)]);
+    // A third of the models have the kernel head, with its default or other passes.
+    if rng.chance(3) {
+        config.head = clipdenoise::model::Head::Kernel;
+        config.kernel_dilations = match rng.below(3) {
+            0 => None,
+            n => Some((0..n * 2).map(|_| [1, 2, 4, 8][rng.below(4)]).collect()),
+        };
+    }
     let mut t = model_tensors(&config);
     let names: Vec<String> = t.keys().cloned().collect();
     for _ in 0..1 + rng.below(4) {
@@ -556,9 +564,25 @@ fn random_model_file(rng: &mut Rng) -> Vec<u8> {
                 "[3,4,6]",
             ][rng.below(6)];
             let aug = ["0.0", "0.025", "1.0", "-1", "1e300"][rng.below(5)];
+            // The head and its kernel passes, good and bad.
+            let head = [
+                "",
+                r#","head":"kernel""#,
+                r#","head":"kernel","kernel_dilations":[1,2]"#,
+                r#","head":"kernel","kernel_dilations":[1,2,4,8]"#,
+                r#","head":"kernel","kernel_dilations":[]"#,
+                r#","head":"kernel","kernel_dilations":[0,1]"#,
+                r#","head":"kernel","kernel_dilations":[1,65]"#,
+                r#","head":"kernel","kernel_dilations":[1,1,1,1,1,1,1,1,1]"#,
+                r#","head":"kernel","kernel_dilations":[1e9]"#,
+                r#","head":"kernel","kernel_dilations":"x""#,
+                r#","head":"kernel","kernel_dilations":null"#,
+                r#","kernel_dilations":[1,2]"#,
+                r#","head":"pixel""#,
+            ][rng.below(13)];
             HashMap::from([(
                 META_CONFIG.to_string(),
-                format!(r#"{{"width":{w},"blocks":{blocks},"aug_level":{aug}}}"#),
+                format!(r#"{{"width":{w},"blocks":{blocks},"aug_level":{aug}{head}}}"#),
             )])
         }
     };

@@ -24,6 +24,11 @@ pub struct Config {
     /// to the noisy input ([`Head::Kernel`]).
     #[serde(default, skip_serializing_if = "Head::is_pixels")]
     pub head: Head,
+    /// The kernel head's passes, in order: per entry one 3x3 kernel at that dilation, applied
+    /// to the previous pass's result ([`super::head`]). Absent: [`DEFAULT_KERNEL_DILATIONS`]
+    /// (every kernel model written before the passes were configurable). Kernel head only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_dilations: Option<Vec<i64>>,
     /// Inference replaces the denoised frame's low-pass (Gaussian, this sigma in pixels) by the
     /// input's, so that the picture's brightness and colour stay the input's
     /// ([`crate::lowpass::keep_input_lowpass`]); none: the network's output as it is.
@@ -38,9 +43,10 @@ pub enum Head {
     /// A 3x3 conv to RGB (the paper's `last`): the network outputs pixels.
     #[default]
     Pixels,
-    /// Per pixel and channel, softmax weights over 3x3 neighbourhoods of the noisy input, at
-    /// dilation 1 then 2 ([`super::head::KernelHead`]): every output is a convex combination
-    /// of input pixels, so a flat area keeps its level and colour.
+    /// Per pixel and channel, softmax weights over 3x3 neighbourhoods of the noisy input, one
+    /// pass per dilation of [`Config::kernel_dilations`] (default 1 then 2)
+    /// ([`super::head::KernelHead`]): every output is a convex combination of input pixels, so
+    /// a flat area keeps its level and colour.
     Kernel,
 }
 
@@ -62,6 +68,13 @@ impl std::str::FromStr for Head {
         }
     }
 }
+
+/// The kernel head's passes when a config names none: 3x3 at dilation 1, then at dilation 2.
+pub const DEFAULT_KERNEL_DILATIONS: [i64; 2] = [1, 2];
+/// At most this many kernel passes ...
+pub const MAX_KERNEL_PASSES: usize = 8;
+/// ... each at a dilation from 1 to this.
+pub const MAX_KERNEL_DILATION: i64 = 64;
 
 /// The paper's progressive feature augmentation level.
 pub const AUG_LEVEL: f64 = 0.025;
@@ -88,7 +101,25 @@ impl Config {
             aug_level: AUG_LEVEL,
             coarse_grain: false,
             head: Head::Pixels,
+            kernel_dilations: None,
             keep_input_lowpass: None,
+        }
+    }
+
+    /// The kernel head's dilations, one per pass ([`DEFAULT_KERNEL_DILATIONS`] when the config
+    /// names none).
+    pub fn kernel_dilations(&self) -> &[i64] {
+        self.kernel_dilations
+            .as_deref()
+            .unwrap_or(&DEFAULT_KERNEL_DILATIONS)
+    }
+
+    /// How far, in pixels, the output head reaches from a pixel: the pixel head's 3x3 conv 1,
+    /// the kernel head the sum of its dilations (its support is a square of side 2r + 1).
+    pub fn head_radius(&self) -> i64 {
+        match self.head {
+            Head::Pixels => 1,
+            Head::Kernel => self.kernel_dilations().iter().sum(),
         }
     }
 
@@ -142,6 +173,24 @@ impl Config {
                 "aug_level must be in [0, 1), got {}",
                 self.aug_level
             )));
+        }
+        if let Some(d) = &self.kernel_dilations {
+            if self.head != Head::Kernel {
+                return Err(Error::Config(format!(
+                    "kernel_dilations {d:?} needs head = \"kernel\""
+                )));
+            }
+            if d.is_empty() || d.len() > MAX_KERNEL_PASSES {
+                return Err(Error::Config(format!(
+                    "kernel_dilations needs 1 to {MAX_KERNEL_PASSES} passes, got {}",
+                    d.len()
+                )));
+            }
+            if let Some(x) = d.iter().find(|x| !(1..=MAX_KERNEL_DILATION).contains(*x)) {
+                return Err(Error::Config(format!(
+                    "kernel_dilations: each dilation must be 1 to {MAX_KERNEL_DILATION}, got {x} in {d:?}"
+                )));
+            }
         }
         if let Some(s) = self.keep_input_lowpass {
             if !(s.is_finite() && s > 0.0 && s <= 1024.0) {
@@ -215,5 +264,66 @@ mod tests {
         assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
         assert_eq!("kernel".parse::<Head>().unwrap(), Head::Kernel);
         assert!("pixel".parse::<Head>().is_err());
+    }
+
+    #[test]
+    fn kernel_dilations_round_trip_default_to_one_two_and_are_checked() {
+        // A kernel config without the field (every kernel model before it) has the [1, 2]
+        // passes and writes no field, so its metadata is unchanged.
+        let old: Config = serde_json::from_str(
+            r#"{"width":16,"blocks":[1,1,1],"aug_level":0.025,"head":"kernel"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.kernel_dilations, None);
+        assert_eq!(old.kernel_dilations(), &[1, 2]);
+        assert_eq!(old.head_radius(), 3);
+        assert!(!serde_json::to_string(&old).unwrap().contains("dilations"));
+        let wide = Config {
+            kernel_dilations: Some(vec![1, 2, 4, 8]),
+            ..old.clone()
+        };
+        wide.validate().unwrap();
+        assert_eq!(wide.head_radius(), 15);
+        let json = serde_json::to_string(&wide).unwrap();
+        assert!(json.contains(r#""kernel_dilations":[1,2,4,8]"#), "{json}");
+        assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), wide);
+        assert_eq!(Config::preset("tiny").unwrap().head_radius(), 1);
+        // Bad lists: the typed config error, naming the field.
+        for (d, want) in [
+            (vec![], "1 to 8 passes, got 0"),
+            (vec![1; 9], "1 to 8 passes, got 9"),
+            (vec![1, 0], "got 0 in [1, 0]"),
+            (vec![1, 65], "got 65"),
+            (vec![-2], "got -2"),
+        ] {
+            let c = Config {
+                kernel_dilations: Some(d.clone()),
+                ..old.clone()
+            };
+            match c.validate() {
+                Err(Error::Config(msg)) => {
+                    assert!(
+                        msg.contains("kernel_dilations") && msg.contains(want),
+                        "{d:?}: {msg}"
+                    )
+                }
+                other => panic!("{d:?}: {other:?}"),
+            }
+        }
+        // Only the kernel head has passes.
+        let pixels = Config {
+            kernel_dilations: Some(vec![1, 2]),
+            ..Config::preset("tiny").unwrap()
+        };
+        assert!(
+            matches!(pixels.validate(), Err(Error::Config(m)) if m.contains("head = \"kernel\""))
+        );
+        // Eight passes at dilation 64 are the most there is.
+        let max = Config {
+            kernel_dilations: Some(vec![64; 8]),
+            ..old
+        };
+        max.validate().unwrap();
+        assert_eq!(max.head_radius(), 512);
     }
 }

@@ -68,7 +68,7 @@ impl Decoder {
             .collect();
         Decoder {
             up_path,
-            last: Output::new(p, cfg.head, w),
+            last: Output::new(p, cfg),
         }
     }
 

@@ -8,16 +8,20 @@ mod decoder;
 mod encoder;
 mod fused;
 mod head;
+pub mod kernel_apply;
 mod layers;
 pub mod upsample_cat;
 
 pub use layers::to_layout;
 
-pub use config::{Config, Head, AUG_LEVEL, PRESETS};
+pub use config::{
+    Config, Head, AUG_LEVEL, DEFAULT_KERNEL_DILATIONS, MAX_KERNEL_DILATION, MAX_KERNEL_PASSES,
+    PRESETS,
+};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use fused::{fusion_runs, Act, InferConv};
-pub use head::{KernelHead, Output};
+pub use head::{apply_kernels, warm_start_tensors, KernelHead, Output, WarmStart};
 
 use tch::{nn, Kind, Tensor};
 

@@ -21,7 +21,7 @@ use rand::{RngExt, SeedableRng};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{ClipDenoise, Config};
+use crate::model::{warm_start_tensors, ClipDenoise, Config, WarmStart};
 use crate::pad::pad_to_multiple;
 use crate::pixel_shuffle::{self, Pass};
 use crate::research::noise::TorchRng;
@@ -42,6 +42,8 @@ pub enum TrainEvent {
         params: i64,
         images: usize,
         resumed: bool,
+        /// How `[model] init`'s weights were fitted to this model (a fresh run only).
+        warm_start: Option<WarmStart>,
     },
     Step {
         step: u64,
@@ -148,6 +150,8 @@ pub struct Trainer {
     step: u64,
     device: Device,
     resumed: bool,
+    /// How `init` was fitted to the model ([`warm_start_tensors`]); none when resumed.
+    warm_start: Option<WarmStart>,
     /// The codec pool's pairs and their generation, once the caller has loaded them.
     pool: Option<(u64, PairPool)>,
 }
@@ -224,13 +228,16 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         tch::manual_seed(cfg.run.seed as i64);
         let model = ClipDenoise::new(&vs.root(), &model_cfg);
+        let mut warm_start = None;
         if let Some(init) = &cfg.model.init {
-            let (mut t, _) = weights::read_safetensors(init)?;
-            if !model_cfg.head.is_pixels() {
-                // Warm start of another head: all but the pixel head's conv.
-                t.retain(|name, _| !name.starts_with("last."));
-            }
+            let (mut t, meta) = weights::read_safetensors(init)?;
+            // Another head: a pixel head is dropped for a kernel head (and back); a kernel
+            // head's passes are kept and the config's other passes start near the identity.
+            let from = weights::config_from_metadata(&meta, init)?;
+            let fitted = warm_start_tensors(&mut t, from.as_ref(), &model_cfg)
+                .map_err(|e| Error::weights(init, e.to_string()))?;
             weights::load_into(&vs, &t, init, Missing::DecoderMayBeMissing)?;
+            warm_start = Some(fitted);
         }
         let adam = AdamW::new(trainable_params(&vs, cfg.model.freeze_encoder));
         let (data, val) = training_data(&cfg, device)?;
@@ -246,12 +253,14 @@ impl Trainer {
             step: 0,
             device,
             resumed: false,
+            warm_start,
             pool: None,
         };
         let ckpt = t.checkpoint_path();
         if ckpt.exists() {
             t.load_checkpoint(&ckpt)?;
             t.resumed = true;
+            t.warm_start = None;
         }
         Ok(t)
     }
@@ -514,6 +523,7 @@ impl Trainer {
             params,
             images: self.data.images.len(),
             resumed: self.resumed,
+            warm_start: self.warm_start.take(),
         });
         let every = Duration::from_secs_f64(self.cfg.run.checkpoint_minutes * 60.0);
         let mut last_ckpt = Instant::now();

@@ -54,6 +54,11 @@ pub struct ModelSection {
     /// `init` keeps everything but the pixel head's `last.weight`.
     #[serde(default)]
     pub head: Head,
+    /// The kernel head's passes, one 3x3 kernel per dilation (absent: [1, 2]). From a kernel
+    /// model with fewer passes (`init`), its passes are kept and the others start as
+    /// near-identity passes ([`crate::model::warm_start_tensors`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_dilations: Option<Vec<i64>>,
 }
 
 fn default_aug() -> f64 {
@@ -203,6 +208,7 @@ impl TrainConfig {
         c.aug_level = self.model.aug_level;
         c.coarse_grain = self.model.coarse_grain;
         c.head = self.model.head;
+        c.kernel_dilations = self.model.kernel_dilations.clone();
         c.validate()?;
         Ok(c)
     }

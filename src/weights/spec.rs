@@ -70,7 +70,7 @@ pub fn model_tensor_specs(config: &Config) -> Vec<TensorSpec> {
     match config.head {
         Head::Pixels => out.push(spec("last.weight".into(), vec![3, w, 3, 3])),
         Head::Kernel => {
-            let n = KernelHead::LOGITS;
+            let n = KernelHead::logits(config.kernel_dilations().len());
             out.push(spec("head.logits.weight".into(), vec![n, w, 1, 1]));
             out.push(spec("head.logits.bias".into(), vec![n]));
         }
@@ -95,17 +95,24 @@ mod tests {
     /// The specs are exactly the variables of a built model (names, shapes, dtypes).
     #[test]
     fn specs_match_the_built_model() {
-        for (width, blocks, head) in [
+        for (i, (width, blocks, head)) in [
             (8, [1, 1, 1], Head::Pixels),
             (16, [2, 2, 2], Head::Pixels),
             (6, [3, 1, 2], Head::Pixels),
             (2, [1, 2, 1], Head::Pixels),
             (8, [1, 1, 1], Head::Kernel),
             (16, [1, 2, 1], Head::Kernel),
-        ] {
+            (8, [1, 1, 1], Head::Kernel),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            // The last: a kernel head with other passes than the default.
+            let kernel_dilations = (i == 6).then(|| vec![1, 2, 4, 8, 1]);
             let config = Config {
                 aug_level: 0.0,
                 head,
+                kernel_dilations,
                 ..Config::new(width, blocks)
             };
             let vs = nn::VarStore::new(Device::Cpu);
