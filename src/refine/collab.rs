@@ -605,7 +605,10 @@ mod tests {
     fn a_constant_picture_stays_constant() {
         let c = Tensor::from_slice(&[0.3f32, 0.55, 0.8]).view([1, 3, 1, 1]);
         let flat = c.expand([2, 3, 37, 50], false).contiguous();
-        for spec in ["collab:sigma=10", "collab:sigma=25,dc=wiener,group=32,step=1"] {
+        for spec in [
+            "collab:sigma=10",
+            "collab:sigma=25,dc=wiener,group=32,step=1",
+        ] {
             let out = collab(spec).apply(&flat, &flat).unwrap();
             let dev = (&out - &flat).abs().max().double_value(&[]) * 255.0;
             // dc=wiener shrinks the group's DC by P²/(P²+σ²), P >= 0.3·8·√32: < 0.05 level.
@@ -670,7 +673,10 @@ mod tests {
             let two = c.apply_threads(&noisy, &pilot, 2).unwrap();
             let three = c.apply_threads(&noisy, &pilot, 3).unwrap();
             assert!(one.equal(&two) && one.equal(&three), "{spec}");
-            assert!(!one.equal(&pilot) && !one.equal(&noisy), "{spec}: did nothing");
+            assert!(
+                !one.equal(&pilot) && !one.equal(&noisy),
+                "{spec}: did nothing"
+            );
         }
     }
 

@@ -81,7 +81,6 @@ pub enum DcMode {
     Input,
 }
 
-
 /// How much of the refinement an image gets, from its estimated noise level σ̂
 /// ([`Wiener::noise_cue`], levels of 255): the output is `pilot + α (refined − pilot)` with
 /// α = 0 at or below `lo`, 1 at or above `hi`, linear between. Mild noise keeps the network's
@@ -294,7 +293,9 @@ impl Key<'_> {
             "adapt" => {
                 *s.adapt = match self.v.split_once(':') {
                     None if self.v == "off" => None,
-                    None => return Err(self.bad(format!("adapt '{}' (expected LO:HI or off)", self.v))),
+                    None => {
+                        return Err(self.bad(format!("adapt '{}' (expected LO:HI or off)", self.v)))
+                    }
                     Some((lo, hi)) => Some(Adapt {
                         lo: self.number_of(lo)?,
                         hi: self.number_of(hi)?,
@@ -489,7 +490,6 @@ pub(crate) mod testing {
         let mse = (a - b).square().mean(Kind::Double).double_value(&[]);
         10.0 * (1.0 / mse).log10()
     }
-
 }
 
 #[cfg(test)]
@@ -566,20 +566,24 @@ mod tests {
         }
     }
 
-
     #[test]
     fn collab_specs_parse_and_print() {
         assert_eq!(
             "collab".parse::<Refine>().unwrap(),
             Refine::Collab(Collab::default())
         );
-        let c = match "COLLAB: search=5 , Group=8,sigma=Flat".parse::<Refine>().unwrap() {
+        let c = match "COLLAB: search=5 , Group=8,sigma=Flat"
+            .parse::<Refine>()
+            .unwrap()
+        {
             Refine::Collab(c) => c,
             r => panic!("{r}"),
         };
         assert_eq!((c.search, c.group, c.sigma), (5, 8, SigmaSource::Flat));
         assert_eq!(
-            "collab:adapt=2:4,adapt=off,step=3".parse::<Refine>().unwrap(),
+            "collab:adapt=2:4,adapt=off,step=3"
+                .parse::<Refine>()
+                .unwrap(),
             Refine::Collab(Collab::default())
         );
     }
@@ -591,10 +595,36 @@ mod tests {
     fn fuzzed_specs_round_trip_or_fail_in_one_line() {
         let names = ["off", "wiener", "adaptive", "collab", "bm3d", "", "collab:"];
         let keys = [
-            "sigma=flat", "sigma=psd", "sigma=7", "sigma=-1", "sigma=x", "scale=2", "scale=0",
-            "scale=nan", "search=19", "search=99", "group=8", "group=3", "group=32", "step=1",
-            "step=0", "dc=input", "dc=wiener", "adapt=3:5", "adapt=5:3", "adapt=off", "block=16",
-            "stride=4", "colour=rgb", "levels=3", "=", "x", ":", ",", "group=", "adapt=1:2:3",
+            "sigma=flat",
+            "sigma=psd",
+            "sigma=7",
+            "sigma=-1",
+            "sigma=x",
+            "scale=2",
+            "scale=0",
+            "scale=nan",
+            "search=19",
+            "search=99",
+            "group=8",
+            "group=3",
+            "group=32",
+            "step=1",
+            "step=0",
+            "dc=input",
+            "dc=wiener",
+            "adapt=3:5",
+            "adapt=5:3",
+            "adapt=off",
+            "block=16",
+            "stride=4",
+            "colour=rgb",
+            "levels=3",
+            "=",
+            "x",
+            ":",
+            ",",
+            "group=",
+            "adapt=1:2:3",
         ];
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = |n: usize| {
@@ -608,7 +638,11 @@ mod tests {
             let mut spec = names[next(names.len())].to_string();
             let count = next(4);
             for i in 0..count {
-                spec.push(if i == 0 && !spec.contains(':') { ':' } else { ',' });
+                spec.push(if i == 0 && !spec.contains(':') {
+                    ':'
+                } else {
+                    ','
+                });
                 spec.push_str(keys[next(keys.len())]);
             }
             match spec.parse::<Refine>() {

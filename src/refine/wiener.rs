@@ -26,7 +26,6 @@
 //! the noisy image alone ([`crate::noise_level`]), or fixed. Large frames run in bands of rows
 //! whose results are exactly those of the whole frame ([`Wiener::apply`]).
 
-
 use tch::{Kind, Tensor};
 
 use super::basis::{into_space, out_of_space, Dct};
@@ -54,7 +53,6 @@ pub struct Wiener {
     /// The noise cue driving the stage's strength ([`Adapt`]); none: the full stage.
     pub adapt: Option<Adapt>,
 }
-
 
 impl Default for Wiener {
     fn default() -> Self {
@@ -495,7 +493,6 @@ fn fill_from_neighbours(g: &mut [Option<f64>]) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::basis::dct_basis;
@@ -737,4 +734,3 @@ mod tests {
         assert!(out.isfinite().all().int64_value(&[]) == 1);
     }
 }
-
