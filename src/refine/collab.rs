@@ -71,7 +71,8 @@ impl Default for Collab {
     fn default() -> Self {
         Collab {
             sigma: SigmaSource::Flat,
-            scale: 1.0,
+            // Chosen on the real validation sets (weights/README.md, session 12).
+            scale: 3.0,
             search: 12,
             group: 16,
             step: 3,
@@ -82,6 +83,15 @@ impl Default for Collab {
 }
 
 impl Collab {
+    /// `--refine strong`: `collab:adapt=3:5`, the stage driven by the noise cue with
+    /// `adaptive`'s thresholds (weights/README.md, issue 23 session 12).
+    pub fn strong() -> Collab {
+        Collab {
+            adapt: Some(Adapt { lo: 3.0, hi: 5.0 }),
+            ..Collab::default()
+        }
+    }
+
     /// The refined `noisy` with `pilot` as the basic estimate: (N, 3, H, W) f32 on the 0..1
     /// scale, on `pilot`'s device, not clamped.
     pub fn apply(&self, noisy: &Tensor, pilot: &Tensor) -> Result<Tensor> {
@@ -298,12 +308,14 @@ impl Collab {
                 for (k, xb) in xs[..n].iter().enumerate() {
                     let yb = t.inverse(xb);
                     let (y, x) = at(k);
-                    for i in 0..B {
+                    for (i, (yr, kr)) in yb.iter().zip(&t.kaiser).enumerate() {
                         let o = ch * bplane + (y + i - y0) * w + x;
-                        for j in 0..B {
-                            let kw = weight * t.kaiser[i][j];
-                            num[o + j] += kw * yb[i][j];
-                            den[o + j] += kw;
+                        let num = &mut num[o..o + B];
+                        let den = &mut den[o..o + B];
+                        for (((n, d), v), k) in num.iter_mut().zip(den.iter_mut()).zip(yr).zip(kr) {
+                            let kw = weight * k;
+                            *n += kw * v;
+                            *d += kw;
                         }
                     }
                 }
@@ -423,23 +435,26 @@ impl Sums {
     }
 }
 
-/// The DCT matrices and the Kaiser window.
+/// The DCT's even and odd halves and the Kaiser window.
 struct Tables {
-    /// `d[u][i]`: the orthonormal 1-D DCT-II, frequency-major.
-    d: Block,
-    /// Its transpose.
-    dt: Block,
+    /// `even[k][i]` = `d[2k][i]`, `odd[k][i]` = `d[2k+1][i]` for i < 4, `d[u][i]` the
+    /// orthonormal 1-D DCT-II (frequency-major): the even rows are symmetric, the odd ones
+    /// antisymmetric, so each half acts on sums or differences of mirrored samples.
+    even: [[f32; 4]; 4],
+    odd: [[f32; 4]; 4],
     kaiser: Block,
 }
 
 impl Tables {
+    // Index arithmetic over the fixed 8x8 (mirrored rows, even and odd halves).
+    #[allow(clippy::needless_range_loop)]
     fn new() -> Tables {
-        let v = dct_1d(B as i64);
-        let (mut d, mut dt) = ([[0.0; B]; B], [[0.0; B]; B]);
-        for u in 0..B {
-            for i in 0..B {
-                d[u][i] = v[u * B + i];
-                dt[i][u] = v[u * B + i];
+        let d = dct_1d(B as i64);
+        let (mut even, mut odd) = ([[0.0; 4]; 4], [[0.0; 4]; 4]);
+        for k in 0..4 {
+            for i in 0..4 {
+                even[k][i] = d[2 * k * B + i];
+                odd[k][i] = d[(2 * k + 1) * B + i];
             }
         }
         let k: Vec<f64> = (0..B)
@@ -454,39 +469,78 @@ impl Tables {
                 kaiser[i][j] = (k[i] * k[j]) as f32;
             }
         }
-        Tables { d, dt, kaiser }
+        Tables { even, odd, kaiser }
     }
 
     /// The 2-D DCT `D x Dᵀ` (coefficient `[u][v]`: vertical frequency u, horizontal v).
     fn forward(&self, x: &Block) -> Block {
-        product(&self.d, x, &self.dt)
+        transpose(&self.columns(&transpose(&self.columns(x))))
     }
 
     /// Its inverse `Dᵀ y D`.
     fn inverse(&self, y: &Block) -> Block {
-        product(&self.dt, y, &self.d)
+        transpose(&self.columns_back(&transpose(&self.columns_back(y))))
+    }
+
+    /// `D x`: the 1-D DCT down every column, rows as vectors (vectorisable).
+    // Index arithmetic over the fixed 8x8 (mirrored rows, even and odd halves).
+    #[allow(clippy::needless_range_loop)]
+    fn columns(&self, x: &Block) -> Block {
+        let mut s = [[0.0f32; B]; 4];
+        let mut d = [[0.0f32; B]; 4];
+        for i in 0..4 {
+            for j in 0..B {
+                s[i][j] = x[i][j] + x[B - 1 - i][j];
+                d[i][j] = x[i][j] - x[B - 1 - i][j];
+            }
+        }
+        let mut y = [[0.0f32; B]; B];
+        for k in 0..4 {
+            for i in 0..4 {
+                let (e, o) = (self.even[k][i], self.odd[k][i]);
+                for j in 0..B {
+                    y[2 * k][j] += e * s[i][j];
+                    y[2 * k + 1][j] += o * d[i][j];
+                }
+            }
+        }
+        y
+    }
+
+    /// `Dᵀ y`: the inverse of [`Tables::columns`].
+    // Index arithmetic over the fixed 8x8 (mirrored rows, even and odd halves).
+    #[allow(clippy::needless_range_loop)]
+    fn columns_back(&self, y: &Block) -> Block {
+        let mut a = [[0.0f32; B]; 4];
+        let mut b = [[0.0f32; B]; 4];
+        for i in 0..4 {
+            for k in 0..4 {
+                let (e, o) = (self.even[k][i], self.odd[k][i]);
+                for j in 0..B {
+                    a[i][j] += e * y[2 * k][j];
+                    b[i][j] += o * y[2 * k + 1][j];
+                }
+            }
+        }
+        let mut x = [[0.0f32; B]; B];
+        for i in 0..4 {
+            for j in 0..B {
+                x[i][j] = a[i][j] + b[i][j];
+                x[B - 1 - i][j] = a[i][j] - b[i][j];
+            }
+        }
+        x
     }
 }
 
-/// `a x b` for 8x8 matrices, row by row (vectorisable).
-fn product(a: &Block, x: &Block, b: &Block) -> Block {
+fn transpose(x: &Block) -> Block {
     let mut t = [[0.0f32; B]; B];
-    for (tu, au) in t.iter_mut().zip(a) {
-        for (aui, xi) in au.iter().zip(x) {
-            for (t, x) in tu.iter_mut().zip(xi) {
-                *t += aui * x;
-            }
+    for (i, row) in x.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j][i] = *v;
         }
     }
-    let mut y = [[0.0f32; B]; B];
-    for (yu, tu) in y.iter_mut().zip(&t) {
-        for (tuj, bj) in tu.iter().zip(b) {
-            for (y, b) in yu.iter_mut().zip(bj) {
-                *y += tuj * b;
-            }
-        }
-    }
-    y
+    t
 }
 
 /// The orthonormal Walsh-Hadamard transform along a group of `2^k` blocks, in place (its own
@@ -593,6 +647,20 @@ mod tests {
             let back = t.inverse(a);
             for (r, s) in back.iter().flatten().zip(b.iter().flatten()) {
                 assert!((r - s).abs() < 1e-5);
+            }
+        }
+        // The 2-D DCT is D x Dᵀ of the 1-D basis.
+        let d = dct_1d(B as i64);
+        let got = t.forward(&g[0]);
+        for u in 0..B {
+            for v in 0..B {
+                let mut want = 0.0f32;
+                for i in 0..B {
+                    for j in 0..B {
+                        want += d[u * B + i] * g[0][i][j] * d[v * B + j];
+                    }
+                }
+                assert!((got[u][v] - want).abs() < 1e-5, "{u} {v}");
             }
         }
         // The DC of a constant block is 8 times its value; the Kaiser window is symmetric.

@@ -312,7 +312,8 @@ impl FromStr for Refine {
     type Err = Error;
 
     /// `off`, `wiener[:KEY=VALUE,...]` (`adaptive[:KEY=VALUE,...]` starts from
-    /// [`Wiener::adaptive`] instead of the defaults), or `collab[:KEY=VALUE,...]`. Keys of
+    /// [`Wiener::adaptive`] instead of the defaults), or `collab[:KEY=VALUE,...]`
+    /// (`strong[:KEY=VALUE,...]` starts from [`Collab::strong`]). Keys of
     /// both: `sigma` (psd, flat, residual, estimate, or a level of 255), `scale`, `dc`
     /// (wiener, input), `adapt` (LO:HI levels of 255 of the noise cue, or off); of `wiener`:
     /// `block` (4, 8, 16), `stride`, `colour` (opponent, rgb), `levels`; of `collab`:
@@ -327,9 +328,10 @@ impl FromStr for Refine {
             "wiener" => Refine::Wiener(Wiener::default()),
             "adaptive" => Refine::Wiener(Wiener::adaptive()),
             "collab" => Refine::Collab(Collab::default()),
+            "strong" => Refine::Collab(Collab::strong()),
             _ => {
                 return Err(bad(
-                    "expected off, wiener[:KEY=VALUE,...], adaptive[:KEY=VALUE,...] or collab[:KEY=VALUE,...]"
+                    "expected off, wiener[:KEY=VALUE,...], adaptive[:KEY=VALUE,...], collab[:KEY=VALUE,...] or strong[:KEY=VALUE,...]"
                         .into(),
                 ))
             }
@@ -593,7 +595,9 @@ mod tests {
     /// naming the spec; none panics.
     #[test]
     fn fuzzed_specs_round_trip_or_fail_in_one_line() {
-        let names = ["off", "wiener", "adaptive", "collab", "bm3d", "", "collab:"];
+        let names = [
+            "off", "wiener", "adaptive", "collab", "strong", "bm3d", "", "collab:",
+        ];
         let keys = [
             "sigma=flat",
             "sigma=psd",
