@@ -9,7 +9,8 @@
 //! - [`frame`]: packed frame layouts and their conversion to and from tensors.
 //! - [`inference`]: whole-frame denoising of u8 frames (padding, tiling, precision, device).
 //! - [`engine`]: the batching stage (bounded channel pair, one worker thread owning the model).
-//! - [`refine`]: the Wiener refinement of the input with the network's output as pilot.
+//! - [`refine`]: the Wiener refinements of the input with the network's output as pilot
+//!   (per window, or collaborative on groups of matched blocks).
 //! - [`temporal`]: motion-adaptive temporal smoothing of the denoised frames (video only).
 //!
 //! With the `job` feature, [`job`]: plans of segmented offline jobs, done records, locks.

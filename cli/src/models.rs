@@ -51,10 +51,13 @@ pub struct RefineArgs {
     /// `wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener`, and
     /// `adapt=LO:HI` (levels of 255): each image gets the stage in proportion to its estimated
     /// noise, none at or below LO, all of it at or above HI. `adaptive` is
-    /// `wiener:sigma=flat,scale=2,dc=input,adapt=3:5` (weights/README.md, session 11)
+    /// `wiener:sigma=flat,scale=2,dc=input,adapt=3:5` (weights/README.md, session 11).
+    /// `collab`: the same filter on groups of similar blocks (BM3D's block matching, on the
+    /// CPU), `collab:sigma=flat,scale=3,search=12,group=16,step=3,dc=input` and `adapt`;
+    /// `strong` is `collab:adapt=3:5` (weights/README.md, session 12)
     #[arg(
         long,
-        value_name = "off|wiener[:KEY=VALUE,...]|adaptive",
+        value_name = "off|wiener[:KEY=VALUE,...]|adaptive|collab[:KEY=VALUE,...]|strong",
         default_value = "off",
         help_heading = "Model"
     )]

@@ -515,7 +515,7 @@ fn output_pixels_equal_the_core_denoiser() {
 }
 
 #[test]
-fn refine_wiener_equals_the_core_denoiser_with_it_and_bad_values_keep_the_old_one() {
+fn refine_wiener_and_collab_equal_the_core_denoiser_with_them_and_bad_values_keep_the_old_one() {
     init();
     let el = element(&[("temporal", &0.0f64), ("refine", &"wiener")]);
     assert_eq!(el.property::<String>("refine"), "wiener");
@@ -524,10 +524,20 @@ fn refine_wiener_equals_the_core_denoiser_with_it_and_bad_values_keep_the_old_on
     assert_eq!(el.property::<String>("refine"), "wiener");
     el.set_property("refine", "");
     assert_eq!(el.property::<String>("refine"), "off");
-    el.set_property("refine", "wiener:stride=4,dc=input");
-    assert_eq!(el.property::<String>("refine"), "wiener:stride=4,dc=input");
-    let mut h = harness(&el);
-    let refine: clipdenoise::refine::Refine = "wiener:stride=4,dc=input".parse().unwrap();
+    el.set_property("refine", "collab:sigma=20,group=8");
+    assert_eq!(el.property::<String>("refine"), "collab:sigma=20,group=8");
+    for spec in ["wiener:stride=4,dc=input", "collab:sigma=20,group=8"] {
+        let el = element(&[("temporal", &0.0f64), ("refine", &spec)]);
+        assert_eq!(el.property::<String>("refine"), spec);
+        refined_frames_equal_the_core_denoisers(&el, spec);
+    }
+}
+
+/// `el`'s frames (its `refine` set to `spec`) are the core denoiser's with that refinement,
+/// and differ from those without it.
+fn refined_frames_equal_the_core_denoisers(el: &gst::Element, spec: &str) {
+    let mut h = harness(el);
+    let refine: clipdenoise::refine::Refine = spec.parse().unwrap();
     let load = |refine| {
         let loaded = ModelSource::parse(&fixture())
             .load(tch::Device::Cpu)
@@ -557,9 +567,12 @@ fn refine_wiener_equals_the_core_denoiser_with_it_and_bad_values_keep_the_old_on
         let got = from_buffer(&info, &fmt, &h.pull().unwrap());
         assert!(
             got == *w,
-            "frame {i} differs from the core denoiser with refine"
+            "{spec}: frame {i} differs from the core denoiser with refine"
         );
-        assert!(got != unrefined[i], "frame {i}: refine changed nothing");
+        assert!(
+            got != unrefined[i],
+            "{spec}: frame {i}: refine changed nothing"
+        );
     }
 }
 

@@ -1464,7 +1464,7 @@ impl ObjectImpl for ClipDenoise {
                     .build(),
                 glib::ParamSpecString::builder("refine")
                     .nick("Refine")
-                    .blurb("After the network: off, or wiener: an empirical Wiener filter of the input frame with the network's output as pilot (BM3D's second stage: it keeps the input's brightness and colour and can only shrink its detail), parameters as wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener,adapt=LO:HI (adapt: each frame gets the filter in proportion to its estimated noise, none at or below LO, all at or above HI, levels of 255); adaptive: wiener:sigma=flat,scale=2,dc=input,adapt=3:5; anything else is refused with a warning and the old value stays")
+                    .blurb("After the network: off, or wiener: an empirical Wiener filter of the input frame with the network's output as pilot (BM3D's second stage: it keeps the input's brightness and colour and can only shrink its detail), parameters as wiener:block=8,stride=2,colour=opponent,sigma=psd,scale=1,levels=1,dc=wiener,adapt=LO:HI (adapt: each frame gets the filter in proportion to its estimated noise, none at or below LO, all at or above HI, levels of 255); adaptive: wiener:sigma=flat,scale=2,dc=input,adapt=3:5; or collab: the same filter on groups of similar blocks found on the network's output (BM3D's block matching, on the CPU), parameters as collab:sigma=flat,scale=3,search=12,group=16,step=3,dc=input,adapt=LO:HI; strong: collab:adapt=3:5; anything else is refused with a warning and the old value stays")
                     .default_value(Some(DEFAULT_REFINE))
                     .mutable_ready()
                     .build(),

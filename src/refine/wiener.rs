@@ -1,4 +1,4 @@
-//! Refinement after the network (issue 23, "do no harm"): an empirical Wiener filter of the
+//! The refinement without block matching (issue 23, "do no harm"): an empirical Wiener filter of the
 //! *noisy input* with the network's output as its pilot, the second stage of BM3D (Dabov et
 //! al., 2007) without the block matching.
 //!
@@ -26,65 +26,13 @@
 //! the noisy image alone ([`crate::noise_level`]), or fixed. Large frames run in bands of rows
 //! whose results are exactly those of the whole frame ([`Wiener::apply`]).
 
-use std::fmt;
-use std::str::FromStr;
-
 use tch::{Kind, Tensor};
 
+use super::basis::{into_space, out_of_space, Dct};
+use super::{adapted, Adapt, Colour, DcMode, SigmaSource};
 use crate::error::{Error, Result};
 use crate::noise_level::estimate_sigma;
 use crate::pad::pad_reflect;
-
-/// What runs after the network (`--refine`, the element's `refine`).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Refine {
-    /// The network's output as it is.
-    #[default]
-    Off,
-    /// The empirical Wiener filter of the input with the output as pilot.
-    Wiener(Wiener),
-}
-
-/// Colour space the Wiener filter works in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Colour {
-    /// R, G, B as they are.
-    Rgb,
-    /// The orthonormal opponent transform: (R+G+B)/√3, (R−B)/√2, (R−2G+B)/√6. White noise of
-    /// equal level in R, G and B stays white and equal; luma and chroma noise separate.
-    Opponent,
-}
-
-/// Where the noise level σ comes from.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SigmaSource {
-    /// The residual input − pilot, per image, channel and DCT frequency (its power spectrum in
-    /// the window transform): median of the squared coefficients of non-overlapping windows
-    /// over the median of a χ²₁ (0.4549).
-    Psd,
-    /// The residual, per image and channel, white: 1.4826 × its median absolute deviation.
-    Residual,
-    /// The noisy input alone ([`crate::noise_level::estimate_sigma`] in the filter's colour
-    /// space), per image and channel, white.
-    Estimate,
-    /// The noisy input's own spectrum where the pilot is flat, per image, channel and
-    /// frequency: over the quarter of non-overlapping windows with the least pilot detail
-    /// (AC energy), the median of the noisy AC coefficients squared over 0.4549 (the DC from
-    /// the residual, as [`SigmaSource::Psd`]). Does not depend on how much noise the pilot
-    /// removed.
-    Flat,
-    /// This standard deviation, in levels of 255, for every channel.
-    Fixed(f64),
-}
-
-/// How the windows' DC coefficient (their mean) is treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DcMode {
-    /// Like every other coefficient.
-    Wiener,
-    /// Kept as the input's (gain 1): the output's local means are the input's.
-    Input,
-}
 
 /// The Wiener stage's parameters; [`Wiener::default`] is `--refine wiener`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,29 +52,6 @@ pub struct Wiener {
     pub dc: DcMode,
     /// The noise cue driving the stage's strength ([`Adapt`]); none: the full stage.
     pub adapt: Option<Adapt>,
-}
-
-/// How much of the Wiener stage an image gets, from its estimated noise level σ̂
-/// ([`Wiener::noise_cue`], levels of 255): the output is `pilot + α (wiener − pilot)` with
-/// α = 0 at or below `lo`, 1 at or above `hi`, linear between. Mild noise keeps the network's
-/// output; strong noise gets the full stage.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Adapt {
-    pub lo: f64,
-    pub hi: f64,
-}
-
-impl Adapt {
-    /// α for a noise level `sigma` (levels of 255).
-    pub fn weight(&self, sigma: f64) -> f64 {
-        if sigma <= self.lo {
-            0.0
-        } else if sigma >= self.hi {
-            1.0
-        } else {
-            (sigma - self.lo) / (self.hi - self.lo)
-        }
-    }
 }
 
 impl Default for Wiener {
@@ -168,21 +93,6 @@ const BAND_COEFFICIENTS: i64 = 1 << 23;
 /// A brightness band needs this many windows for its own noise scale (else its neighbour's).
 const MIN_WINDOWS_PER_LEVEL: i64 = 16;
 
-impl Refine {
-    /// Refine `out` (the network's output) against `input`, both (N, 3, H, W) on the 0..1
-    /// scale; the result is on `out`'s device, f32, not clamped.
-    pub fn apply(&self, input: &Tensor, out: &Tensor) -> Result<Tensor> {
-        match self {
-            Refine::Off => Ok(out.shallow_clone()),
-            Refine::Wiener(w) => w.apply(input, out),
-        }
-    }
-
-    pub fn is_off(&self) -> bool {
-        matches!(self, Refine::Off)
-    }
-}
-
 impl Wiener {
     /// The filtered `noisy`, with `pilot` as the estimate of the clean image: (N, 3, H, W) f32
     /// on the 0..1 scale, on `pilot`'s device, not clamped. Frames are filtered in bands of
@@ -200,39 +110,25 @@ impl Wiener {
         let (n, h, w) = (size[0], size[2], size[3]);
         let dev = pilot.device();
         let basis = Dct::new(self.block, dev)?;
-        let pilot = pilot.f_to_kind(Kind::Float)?;
-        // The noise cue: how much of the stage each image gets (none: all of it).
-        let alpha = match self.adapt {
-            None => None,
-            Some(a) => Some(
-                self.cue(&x, &p, &basis)?
-                    .into_iter()
-                    .map(|sigma| a.weight(sigma))
-                    .collect::<Vec<f64>>(),
-            ),
-        };
-        if alpha.as_ref().is_some_and(|a| a.iter().all(|v| *v == 0.0)) {
-            return Ok(pilot);
-        }
-        let variance = self.noise_variance(&x, &p, &basis)?;
-        let y = if variance.levels.f_max()?.double_value(&[]) <= 0.0 {
-            noisy.f_to_device(dev)?.f_to_kind(Kind::Float)?
-        } else {
-            self.filter_in_bands(&x, &p, &variance, &basis, (n, h, w), coefficients)?
-        };
-        let Some(alpha) = alpha else {
-            return Ok(y);
-        };
-        let a = Tensor::f_from_slice(&alpha)?
-            .f_to_kind(Kind::Float)?
-            .f_to_device(dev)?
-            .f_view([n, 1, 1, 1])?;
-        Ok(&pilot + (y - &pilot) * a)
+        adapted(
+            self.adapt,
+            pilot,
+            || self.cue(&x, &p, &basis),
+            || {
+                let variance = self.noise_variance(&x, &p, &basis)?;
+                match variance.levels.f_max()?.double_value(&[]) <= 0.0 {
+                    true => Ok(noisy.f_to_device(dev)?.f_to_kind(Kind::Float)?),
+                    false => {
+                        self.filter_in_bands(&x, &p, &variance, &basis, (n, h, w), coefficients)
+                    }
+                }
+            },
+        )
     }
 
     /// The input and the pilot in the filter's space as (N*3, 1, H, W) f32 on the pilot's
     /// device, after checking their sizes.
-    fn prepare(&self, noisy: &Tensor, pilot: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(super) fn prepare(&self, noisy: &Tensor, pilot: &Tensor) -> Result<(Tensor, Tensor)> {
         let size = pilot.size();
         if size.len() != 4 || size[1] != 3 || noisy.size() != size {
             return Err(Error::Input(format!(
@@ -334,7 +230,7 @@ impl Wiener {
     }
 
     /// The noise variance of every window coefficient, on the 0..1 scale squared.
-    fn noise_variance(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Variance> {
+    pub(super) fn noise_variance(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Variance> {
         let (nc, k) = (x.size()[0], self.block * self.block);
         let dev = x.device();
         let scale2 = self.scale * self.scale;
@@ -395,7 +291,7 @@ impl Wiener {
     }
 
     /// [`Wiener::noise_cue`] of the (N*3, 1, H, W) channels in the filter's space.
-    fn cue(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Vec<f64>> {
+    pub(super) fn cue(&self, x: &Tensor, p: &Tensor, basis: &Dct) -> Result<Vec<f64>> {
         let nc = x.size()[0];
         let small = x.size()[2] < self.block || x.size()[3] < self.block;
         let per_channel = match small {
@@ -459,7 +355,7 @@ impl Wiener {
             .f_to_device(x.device())?)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(super) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(format!("wiener refinement: {m}")));
         if ![4, 8, 16].contains(&self.block) {
             return bad(format!("block {} (expected 4, 8 or 16)", self.block));
@@ -477,40 +373,25 @@ impl Wiener {
             return bad(format!("levels {} (expected 1..64)", self.levels));
         }
         if let Some(a) = self.adapt {
-            if !(a.lo.is_finite() && a.hi.is_finite() && a.lo >= 0.0 && a.hi > a.lo) {
-                return bad(format!(
-                    "adapt {}:{} (expected 0 <= LO < HI levels of 255)",
-                    a.lo, a.hi
-                ));
-            }
+            a.check().or_else(bad)?;
         }
-        if let SigmaSource::Fixed(v) = self.sigma {
-            if !(v.is_finite() && v >= 0.0) {
-                return bad(format!("sigma {v} (expected >= 0 levels of 255)"));
-            }
-        }
+        self.sigma.check().or_else(bad)?;
         Ok(())
     }
 
     fn into_space(self, rgb: &Tensor) -> Result<Tensor> {
-        match self.colour {
-            Colour::Rgb => Ok(rgb.shallow_clone()),
-            Colour::Opponent => mix(rgb, &OPPONENT),
-        }
+        into_space(self.colour, rgb)
     }
 
     fn out_of_space(self, t: &Tensor) -> Result<Tensor> {
-        match self.colour {
-            Colour::Rgb => Ok(t.shallow_clone()),
-            Colour::Opponent => mix(t, &transpose3(&OPPONENT)),
-        }
+        out_of_space(self.colour, t)
     }
 }
 
 /// The noise variance of the windows' coefficients: per image-channel and frequency
 /// (`levels`, (N*3, K, 1, 1)) and, with brightness bands, a gain per band ((N*3, levels)).
-struct Variance {
-    levels: Tensor,
+pub(super) struct Variance {
+    pub(super) levels: Tensor,
     bands: Option<Tensor>,
 }
 
@@ -546,137 +427,6 @@ fn luma_band(cp: &Tensor, w: &Wiener) -> Result<Tensor> {
         .f_to_kind(Kind::Int64)?
         .f_expand([nc / 3, 3, rows, cols], false)?
         .f_reshape([nc, rows * cols])?)
-}
-
-/// The orthonormal opponent transform's rows (Y, R−B, R−2G+B).
-const OPPONENT: [[f64; 3]; 3] = [
-    [
-        0.577_350_269_189_625_8,
-        0.577_350_269_189_625_8,
-        0.577_350_269_189_625_8,
-    ],
-    [0.707_106_781_186_547_5, 0.0, -0.707_106_781_186_547_5],
-    [
-        0.408_248_290_463_863,
-        -0.816_496_580_927_726,
-        0.408_248_290_463_863,
-    ],
-];
-
-fn transpose3(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let mut t = [[0.0; 3]; 3];
-    for (i, row) in m.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            t[j][i] = *v;
-        }
-    }
-    t
-}
-
-/// `m` applied to the channels of (N, 3, H, W).
-fn mix(x: &Tensor, m: &[[f64; 3]; 3]) -> Result<Tensor> {
-    let flat: Vec<f32> = m.iter().flatten().map(|v| *v as f32).collect();
-    let k = Tensor::f_from_slice(&flat)?
-        .f_view([3, 3, 1, 1])?
-        .f_to_device(x.device())?;
-    Ok(x.f_conv2d(&k, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1)?)
-}
-
-/// The orthonormal 2-D DCT-II of `b` x `b` windows, separably: a conv of the 1-D basis along
-/// the rows, then along the columns (b³/s² + b²/s multiply-adds a pixel at stride s, against
-/// b⁴/s² for the 2-D basis as filters).
-struct Dct {
-    /// The 1-D basis as (b, 1, b, 1) and (b, 1, 1, b) filters.
-    vertical: Tensor,
-    horizontal: Tensor,
-    b: i64,
-}
-
-impl Dct {
-    fn new(b: i64, dev: tch::Device) -> Result<Dct> {
-        let v = dct_1d(b);
-        let t = Tensor::f_from_slice(&v)?.f_to_device(dev)?;
-        Ok(Dct {
-            vertical: t.f_view([b, 1, b, 1])?,
-            horizontal: t.f_view([b, 1, 1, b])?,
-            b,
-        })
-    }
-
-    /// (C, 1, H, W) to the coefficients of the windows every `s` pixels: (C, b², rows, cols),
-    /// channel `u * b + v` for vertical frequency u and horizontal v ([`dct_basis`]'s order).
-    fn forward(&self, t: &Tensor, s: i64) -> Result<Tensor> {
-        let (c, b) = (t.size()[0], self.b);
-        let v = t.f_conv2d(&self.vertical, None::<Tensor>, [s, 1], [0, 0], [1, 1], 1)?;
-        let (rows, w) = (v.size()[2], v.size()[3]);
-        let h = v.f_reshape([c * b, 1, rows, w])?.f_conv2d(
-            &self.horizontal,
-            None::<Tensor>,
-            [1, s],
-            [0, 0],
-            [1, 1],
-            1,
-        )?;
-        let cols = h.size()[3];
-        Ok(h.f_reshape([c, b * b, rows, cols])?)
-    }
-
-    /// The sum of the windows rebuilt from `coeffs` (C, b², rows, cols) at stride `s`:
-    /// (C, 1, (rows-1)s+b, (cols-1)s+b).
-    fn inverse(&self, coeffs: &Tensor, s: i64) -> Result<Tensor> {
-        let (c, b) = (coeffs.size()[0], self.b);
-        let (rows, cols) = (coeffs.size()[2], coeffs.size()[3]);
-        let h = coeffs
-            .f_reshape([c * b, b, rows, cols])?
-            .f_conv_transpose2d(
-                &self.horizontal,
-                None::<Tensor>,
-                [1, s],
-                [0, 0],
-                [0, 0],
-                1,
-                [1, 1],
-            )?;
-        let w = h.size()[3];
-        Ok(h.f_reshape([c, b, rows, w])?.f_conv_transpose2d(
-            &self.vertical,
-            None::<Tensor>,
-            [s, 1],
-            [0, 0],
-            [0, 0],
-            1,
-            [1, 1],
-        )?)
-    }
-}
-
-/// The orthonormal 1-D DCT-II basis of length `b`, frequency-major (b x b).
-fn dct_1d(b: i64) -> Vec<f32> {
-    let n = b as usize;
-    let mut v = Vec::with_capacity(n * n);
-    for u in 0..n {
-        let a = if u == 0 {
-            1.0 / n as f64
-        } else {
-            2.0 / n as f64
-        };
-        for i in 0..n {
-            let arg = std::f64::consts::PI * (2 * i + 1) as f64 * u as f64 / (2 * n) as f64;
-            v.push((a.sqrt() * arg.cos()) as f32);
-        }
-    }
-    v
-}
-
-/// The orthonormal 2-D DCT-II basis of `b` x `b` windows as conv filters (b², 1, b, b), in
-/// order of rows then columns of frequencies: filter 0 is the DC (every tap 1/b).
-pub fn dct_basis(b: i64) -> Result<Tensor> {
-    let one = Tensor::f_from_slice(&dct_1d(b))?.f_view([b, b])?;
-    // Filter (u, v) at tap (i, j): c_u(i) c_v(j).
-    Ok(one
-        .f_view([b, 1, b, 1])?
-        .f_mul(&one.f_view([1, b, 1, b])?)?
-        .f_reshape([b * b, 1, b, b])?)
 }
 
 fn median(mut v: Vec<f32>) -> f64 {
@@ -743,274 +493,18 @@ fn fill_from_neighbours(g: &mut [Option<f64>]) {
     }
 }
 
-/// The names of an enum's values in `--refine` specs: the first entry of a value is how it is
-/// written, later ones are accepted aliases. One table serves parsing and printing.
-struct Names<T: 'static>(&'static [(T, &'static str)]);
-
-impl<T: Copy + PartialEq + 'static> Names<T> {
-    fn parse(&self, s: &str) -> Option<T> {
-        self.0.iter().find(|(_, n)| *n == s).map(|(v, _)| *v)
-    }
-
-    fn name(&self, v: T) -> &'static str {
-        self.0
-            .iter()
-            .find(|(t, _)| *t == v)
-            .map(|(_, n)| *n)
-            .expect("every value is named")
-    }
-
-    /// "a, b or c" of the written names.
-    fn expected(&self) -> String {
-        let mut names: Vec<&str> = Vec::new();
-        for (v, n) in self.0 {
-            if self.name(*v) == *n {
-                names.push(n);
-            }
-        }
-        match names.split_last() {
-            Some((last, [])) => last.to_string(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => String::new(),
-        }
-    }
-}
-
-const COLOURS: Names<Colour> = Names(&[
-    (Colour::Opponent, "opponent"),
-    (Colour::Opponent, "opp"),
-    (Colour::Rgb, "rgb"),
-]);
-/// The named sources; [`SigmaSource::Fixed`] is written as its number.
-const SIGMAS: Names<SigmaSource> = Names(&[
-    (SigmaSource::Psd, "psd"),
-    (SigmaSource::Flat, "flat"),
-    (SigmaSource::Residual, "residual"),
-    (SigmaSource::Estimate, "estimate"),
-]);
-const DCS: Names<DcMode> = Names(&[(DcMode::Wiener, "wiener"), (DcMode::Input, "input")]);
-
-impl SigmaSource {
-    fn parse(v: &str) -> Option<SigmaSource> {
-        SIGMAS.parse(v).or_else(|| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|f| f.is_finite())
-                .map(SigmaSource::Fixed)
-        })
-    }
-
-    fn spec(&self) -> String {
-        match self {
-            SigmaSource::Fixed(v) => v.to_string(),
-            named => SIGMAS.name(*named).to_string(),
-        }
-    }
-}
-
-impl FromStr for Refine {
-    type Err = Error;
-
-    /// `off`, `wiener`, or `wiener:KEY=VALUE,...` (`adaptive[:KEY=VALUE,...]` starts from
-    /// [`Wiener::adaptive`] instead of the defaults) with keys `block` (4, 8, 16), `stride`,
-    /// `colour` (opponent, rgb), `sigma` (psd, flat, residual, estimate, or a level of 255),
-    /// `scale`, `levels`, `dc` (wiener, input), `adapt` (LO:HI levels of 255 of the noise cue,
-    /// or off).
-    fn from_str(s: &str) -> Result<Self> {
-        let s = s.trim();
-        let bad = |m: String| Error::Input(format!("refine '{s}': {m}"));
-        let (name, rest) = s.split_once(':').unwrap_or((s, ""));
-        let mut w = match name.to_ascii_lowercase().as_str() {
-            "off" | "none" if rest.is_empty() => return Ok(Refine::Off),
-            "wiener" => Wiener::default(),
-            "adaptive" => Wiener::adaptive(),
-            _ => {
-                return Err(bad(
-                    "expected off, wiener[:KEY=VALUE,...] or adaptive[:KEY=VALUE,...]".into(),
-                ))
-            }
-        };
-        for kv in rest.split(',').filter(|kv| !kv.trim().is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| bad(format!("'{kv}' is not KEY=VALUE")))?;
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_ascii_lowercase());
-            let int = |v: &str| {
-                v.parse::<i64>()
-                    .map_err(|_| bad(format!("{k}: '{v}' is not a whole number")))
-            };
-            let number = |v: &str| {
-                v.parse::<f64>()
-                    .map_err(|_| bad(format!("{k}: '{v}' is not a number")))
-            };
-            let named =
-                |what: &str, expected: String| bad(format!("{what} '{v}' (expected {expected})"));
-            match k.as_str() {
-                "block" => w.block = int(&v)?,
-                "stride" => w.stride = int(&v)?,
-                "levels" => w.levels = int(&v)?,
-                "scale" => w.scale = number(&v)?,
-                "colour" | "color" => {
-                    w.colour = COLOURS
-                        .parse(&v)
-                        .ok_or_else(|| named("colour", COLOURS.expected()))?
-                }
-                "sigma" => {
-                    w.sigma = SigmaSource::parse(&v).ok_or_else(|| {
-                        named("sigma", format!("{} or a level of 255", SIGMAS.expected()))
-                    })?
-                }
-                "dc" => w.dc = DCS.parse(&v).ok_or_else(|| named("dc", DCS.expected()))?,
-                "adapt" => {
-                    w.adapt = match v.split_once(':') {
-                        None if v == "off" => None,
-                        None => return Err(named("adapt", "LO:HI or off".into())),
-                        Some((lo, hi)) => Some(Adapt {
-                            lo: number(lo)?,
-                            hi: number(hi)?,
-                        }),
-                    }
-                }
-                _ => {
-                    return Err(bad(format!(
-                        "unknown key '{k}' (block, stride, colour, sigma, scale, levels, dc, adapt)"
-                    )))
-                }
-            }
-        }
-        w.validate().map_err(|e| bad(e.to_string()))?;
-        Ok(Refine::Wiener(w))
-    }
-}
-
-impl fmt::Display for Refine {
-    /// `off`, `wiener` for the defaults, else `wiener:` and the keys that differ from them.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Refine::Wiener(w) = self else {
-            return f.write_str("off");
-        };
-        let d = Wiener::default();
-        let mut keys = Vec::new();
-        if w.block != d.block {
-            keys.push(format!("block={}", w.block));
-        }
-        if w.stride != d.stride {
-            keys.push(format!("stride={}", w.stride));
-        }
-        if w.colour != d.colour {
-            keys.push(format!("colour={}", COLOURS.name(w.colour)));
-        }
-        if w.sigma != d.sigma {
-            keys.push(format!("sigma={}", w.sigma.spec()));
-        }
-        if w.scale != d.scale {
-            keys.push(format!("scale={}", w.scale));
-        }
-        if w.levels != d.levels {
-            keys.push(format!("levels={}", w.levels));
-        }
-        if w.dc != d.dc {
-            keys.push(format!("dc={}", DCS.name(w.dc)));
-        }
-        if let Some(a) = w.adapt {
-            keys.push(format!("adapt={}:{}", a.lo, a.hi));
-        }
-        match keys.is_empty() {
-            true => f.write_str("wiener"),
-            false => write!(f, "wiener:{}", keys.join(",")),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::basis::dct_basis;
+    use super::super::testing::{picture, psnr, CPU};
+    use super::super::Refine;
     use super::*;
     use tch::Device;
-
-    const CPU: (Kind, Device) = (Kind::Float, Device::Cpu);
 
     fn wiener(spec: &str) -> Wiener {
         match spec.parse::<Refine>().unwrap() {
             Refine::Wiener(w) => w,
-            Refine::Off => panic!("{spec} is off"),
-        }
-    }
-
-    /// A test picture with edges, smooth ramps and fine texture, on 0.1..0.9.
-    fn picture(h: i64, w: i64) -> Tensor {
-        let y = Tensor::arange(h, CPU).view([1, 1, h, 1]);
-        let x = Tensor::arange(w, CPU).view([1, 1, 1, w]);
-        let ramp = &x / w as f64 * 0.3 + &y / h as f64 * 0.2;
-        let texture = ((&x * 0.9).sin() * (&y * 0.45).cos()) * 0.12;
-        let square = (x.ge(w / 3).logical_and(&x.lt(2 * w / 3)))
-            .logical_and(&y.ge(h / 4).logical_and(&y.lt(3 * h / 4)))
-            .to_kind(Kind::Float)
-            * 0.25;
-        let base = ramp + texture + square + 0.2;
-        let tint = Tensor::from_slice(&[1.0f32, 0.8, 1.15]).view([1, 3, 1, 1]);
-        (base * tint).clamp(0.1, 0.9)
-    }
-
-    fn psnr(a: &Tensor, b: &Tensor) -> f64 {
-        let mse = (a - b).square().mean(Kind::Double).double_value(&[]);
-        10.0 * (1.0 / mse).log10()
-    }
-
-    #[test]
-    fn specs_parse_and_print() {
-        assert_eq!("off".parse::<Refine>().unwrap(), Refine::Off);
-        assert_eq!(
-            "wiener".parse::<Refine>().unwrap(),
-            Refine::Wiener(Wiener::default())
-        );
-        for spec in [
-            "off",
-            "wiener",
-            "wiener:block=16,stride=4,colour=rgb,sigma=residual,scale=1.5,levels=4,dc=input",
-            "wiener:sigma=estimate",
-            "wiener:sigma=flat",
-            "wiener:sigma=7.5",
-            "wiener:sigma=flat,scale=2,dc=input,adapt=3:8.5",
-        ] {
-            let r: Refine = spec.parse().unwrap();
-            assert_eq!(r.to_string(), spec);
-            assert_eq!(r.to_string().parse::<Refine>().unwrap(), r);
-        }
-        assert_eq!(
-            "adaptive".parse::<Refine>().unwrap(),
-            "wiener:sigma=flat,scale=2,dc=input,adapt=3:5"
-                .parse::<Refine>()
-                .unwrap()
-        );
-        assert_eq!(
-            "adaptive:adapt=off".parse::<Refine>().unwrap().to_string(),
-            "wiener:sigma=flat,scale=2,dc=input"
-        );
-        assert_eq!(
-            "wiener:colour=opp,color=rgb,adapt=2:4,adapt=off"
-                .parse::<Refine>()
-                .unwrap()
-                .to_string(),
-            "wiener:colour=rgb"
-        );
-        for bad in [
-            "wiener:block=7",
-            "wiener:stride=3",
-            "wiener:scale=0",
-            "wiener:sigma=-1",
-            "wiener:levels=0",
-            "wiener:colour=lab",
-            "wiener:size=8",
-            "wiener:block",
-            "bm3d",
-            "off:block=8",
-            "wiener:adapt=5:2",
-            "wiener:adapt=-1:2",
-            "wiener:adapt=x",
-            "wiener:adapt=1:y",
-        ] {
-            let e = bad.parse::<Refine>().unwrap_err().to_string();
-            assert!(e.contains(bad) && !e.contains('\n'), "{bad}: {e}");
+            r => panic!("{spec} is {r}"),
         }
     }
 
