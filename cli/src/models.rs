@@ -53,8 +53,8 @@ pub struct RefineArgs {
     /// noise, none at or below LO, all of it at or above HI. `adaptive` is
     /// `wiener:sigma=flat,scale=2,dc=input,adapt=3:5` (weights/README.md, session 11).
     /// `collab`: the same filter on groups of similar blocks (BM3D's block matching, on the
-    /// CPU), `collab:sigma=flat,scale=3,search=12,group=16,step=3,dc=input` and `adapt`;
-    /// `strong` is `collab:adapt=3:5` (weights/README.md, session 12)
+    /// CPU), `collab:sigma=flat,scale=1,search=12,group=32,step=3,dc=wiener` and `adapt`;
+    /// `strong` is `collab:scale=3,search=16,adapt=3:5` (weights/README.md, session 12)
     #[arg(
         long,
         value_name = "off|wiener[:KEY=VALUE,...]|adaptive|collab[:KEY=VALUE,...]|strong",

@@ -514,7 +514,7 @@ mod tests {
             "wiener:sigma=7.5",
             "wiener:sigma=flat,scale=2,dc=input,adapt=3:8.5",
             "collab",
-            "collab:sigma=psd,scale=1.5,search=19,group=32,step=2,dc=wiener,adapt=3:5",
+            "collab:sigma=psd,scale=1.5,search=19,group=16,step=2,dc=input,adapt=3:5",
             "collab:sigma=12.5",
         ] {
             let r: Refine = spec.parse().unwrap();
