@@ -680,16 +680,15 @@ mod tests {
     fn a_constant_picture_stays_constant() {
         let c = Tensor::from_slice(&[0.3f32, 0.55, 0.8]).view([1, 3, 1, 1]);
         let flat = c.expand([2, 3, 37, 50], false).contiguous();
-        for spec in [
-            "collab:sigma=10",
-            "collab:sigma=25,group=32,step=1",
-        ] {
+        for spec in ["collab:sigma=10", "collab:sigma=25,group=32,step=1"] {
             let out = collab(spec).apply(&flat, &flat).unwrap();
             let dev = (&out - &flat).abs().max().double_value(&[]) * 255.0;
             // dc=wiener shrinks the group's DC by P²/(P²+σ²), P >= 0.3·8·√32: < 0.05 level.
             assert!(dev < 0.05, "{spec}: {dev} levels off");
         }
-        let out = collab("collab:sigma=10,dc=input").apply(&flat, &flat).unwrap();
+        let out = collab("collab:sigma=10,dc=input")
+            .apply(&flat, &flat)
+            .unwrap();
         let dev = (&out - &flat).abs().max().double_value(&[]) * 255.0;
         assert!(dev < 1e-3, "dc=input: {dev} levels off");
     }
