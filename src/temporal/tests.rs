@@ -277,25 +277,39 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
     a.size() == b.size() && a.kind() == b.kind() && a.equal(b)
 }
 
+/// `n` noisy `h` x `w` frames of a pan across a texture (seed `seed`) with a moving 12x12
+/// object, frame `cut` another picture (seed `seed + 1`: a scene cut); noise seeds from
+/// `noise_seed`.
+fn pan_with_object_and_cut(
+    seed: i64,
+    h: i64,
+    w: i64,
+    n: i64,
+    cut: i64,
+    noise_seed: i64,
+) -> Vec<Tensor> {
+    let big = texture(seed, h + 60, w + 60);
+    let other = texture(seed + 1, h, w);
+    let obj = texture(seed + 2, 12, 12) * 0.3 + 0.6;
+    (0..n)
+        .map(|i| {
+            let c = match i == cut {
+                true => other.copy(),
+                false => crop(&big, 10 + 2 * i, 10 + 3 * i, h, w),
+            };
+            c.narrow(2, 5 + 3 * i, 12)
+                .narrow(3, 4 + 5 * i, 12)
+                .copy_(&obj);
+            noisy(&c, noise_seed + i)
+        })
+        .collect()
+}
+
 #[test]
 fn the_cpu_path_gives_the_tch_ops_numbers_bit_for_bit() {
     // Even and odd sizes (partial blocks, odd pyramid levels), a pan, a moving object, a cut.
     for (h, w) in [(64, 96), (45, 77), (90, 160)] {
-        let big = texture(12, h + 60, w + 60);
-        let other = texture(13, h, w);
-        let obj = texture(14, 12, 12) * 0.3 + 0.6;
-        let frames: Vec<Tensor> = (0..8i64)
-            .map(|i| {
-                let c = match i {
-                    6 => other.copy(),
-                    _ => crop(&big, 10 + 2 * i, 10 + 3 * i, h, w),
-                };
-                c.narrow(2, 5 + 3 * i, 12)
-                    .narrow(3, 4 + 5 * i, 12)
-                    .copy_(&obj);
-                noisy(&c, 800 + i)
-            })
-            .collect();
+        let frames = pan_with_object_and_cut(12, h, w, 8, 6, 800);
         for f in &frames {
             assert!(same(
                 &motion::luma(f).unwrap(),
@@ -457,21 +471,7 @@ fn offline_mode_gives_the_tch_ops_numbers_bit_for_bit() {
     // counts) against the same arithmetic in tch ops, frame by frame and in batches with a
     // future, to the stream's end; odd and even sizes, a pan, a moving object, a cut.
     for (h, w) in [(45, 77), (64, 96)] {
-        let big = texture(21, h + 60, w + 60);
-        let other = texture(22, h, w);
-        let obj = texture(23, 12, 12) * 0.3 + 0.6;
-        let frames: Vec<Tensor> = (0..9i64)
-            .map(|i| {
-                let c = match i {
-                    5 => other.copy(),
-                    _ => crop(&big, 10 + 2 * i, 10 + 3 * i, h, w),
-                };
-                c.narrow(2, 5 + 3 * i, 12)
-                    .narrow(3, 4 + 5 * i, 12)
-                    .copy_(&obj);
-                noisy(&c, 900 + i)
-            })
-            .collect();
+        let frames = pan_with_object_and_cut(21, h, w, 9, 5, 900);
         let (amount, lookahead) = (0.7, 2);
         let c = cap(amount);
         let all: Vec<&Tensor> = frames.iter().collect();
