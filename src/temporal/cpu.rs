@@ -510,17 +510,9 @@ pub fn blend_into(
 }
 
 /// Offline mode's combination of the forward estimate `f` (counts `nf`) and the backward one
-/// `b` (`nb`) of the frame `y` (frames of three planes, counts of one):
-/// `(f * nf + b * nb - y) / (nf + nb - 1)`.
-#[inline(always)]
-pub fn combine(y: &[f32], f: &[f32], nf: &[f32], b: &[f32], nb: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; y.len()];
-    let mut count = vec![0f32; nf.len()];
-    combine_into(y, f, nf, b, nb, &mut out, &mut count);
-    out
-}
-
-/// [`combine`] written into `out`, and the combined count `nf + nb - 1` into `count`.
+/// `b` (`nb`) of the frame `y` (frames of three planes, counts of one),
+/// `(f * nf + b * nb - y) / (nf + nb - 1)`, written into `out`, and the combined count
+/// `nf + nb - 1` into `count`.
 #[inline(always)]
 pub fn combine_into(
     y: &[f32],
